@@ -1,0 +1,746 @@
+//! The configuration contract (`shared/plugin-config.md`): serde types that mirror the JSON
+//! document, and their validation into the compiled [`Config`] the filter runs on.
+//!
+//! Everything is checked at load time so that Envoy refuses a half-understood policy: unknown
+//! fields, dangling plan or provider references, bad keys. Every error names the field path.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::policy::identity::{ClaimPath, IdentityRules, Provider, RemoteKeys};
+use crate::policy::jwks::KeySet;
+use crate::policy::tenant::{is_valid_tenant_id, DefaultTenant, Status, Tenant, Tenants};
+
+/// A configuration error: the field path at fault and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError {
+        path: path.into(),
+        message: message.into(),
+    })
+}
+
+// === The document, as written by operators ===
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    identity: RawIdentity,
+    #[serde(default)]
+    tenants: BTreeMap<String, RawTenant>,
+    default_tenant: Option<RawDefaultTenant>,
+    #[serde(default)]
+    plans: BTreeMap<String, RawLimits>,
+    global_rate_limit: Option<RawGlobalRateLimit>,
+    routing: Option<RawRouting>,
+    pricing: Option<RawPricing>,
+    #[serde(default)]
+    bypass_paths: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    issuer: String,
+    #[serde(default)]
+    audiences: Vec<String>,
+    jwks: Option<serde_json::Value>,
+    remote_jwks: Option<RawRemoteJwks>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemoteJwks {
+    cluster: String,
+    authority: Option<String>,
+    path: String,
+    #[serde(default = "default_refresh_s")]
+    refresh_s: u64,
+    #[serde(default = "default_fetch_timeout_ms")]
+    timeout_ms: u64,
+}
+
+fn default_refresh_s() -> u64 {
+    300
+}
+fn default_fetch_timeout_ms() -> u64 {
+    5000
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    #[serde(default = "default_token_sources")]
+    token_sources: Vec<RawTokenSource>,
+    #[serde(default = "default_tenant_claim")]
+    tenant_claim: String,
+    user_claim: Option<String>,
+    #[serde(default = "default_clock_skew_s")]
+    clock_skew_s: u64,
+    tenant_header: Option<String>,
+    #[serde(default)]
+    forward_claims: BTreeMap<String, String>,
+    #[serde(default)]
+    strip_token: bool,
+    #[serde(default = "default_max_token_bytes")]
+    max_token_bytes: usize,
+    #[serde(default = "default_token_cache_size")]
+    token_cache_size: usize,
+}
+
+impl Default for RawIdentity {
+    fn default() -> Self {
+        RawIdentity {
+            token_sources: default_token_sources(),
+            tenant_claim: default_tenant_claim(),
+            user_claim: None,
+            clock_skew_s: default_clock_skew_s(),
+            tenant_header: None,
+            forward_claims: BTreeMap::new(),
+            strip_token: false,
+            max_token_bytes: default_max_token_bytes(),
+            token_cache_size: default_token_cache_size(),
+        }
+    }
+}
+
+fn default_token_sources() -> Vec<RawTokenSource> {
+    vec![RawTokenSource {
+        header: "authorization".into(),
+        prefix: Some("Bearer ".into()),
+    }]
+}
+fn default_tenant_claim() -> String {
+    "tenant_id".into()
+}
+fn default_clock_skew_s() -> u64 {
+    60
+}
+fn default_max_token_bytes() -> usize {
+    8192
+}
+fn default_token_cache_size() -> usize {
+    1024
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokenSource {
+    header: String,
+    prefix: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    #[serde(default)]
+    status: Status,
+    providers: Vec<String>,
+    plan: Option<String>,
+    namespace: Option<String>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaultTenant {
+    providers: Vec<String>,
+    plan: Option<String>,
+}
+
+/// A plan, or a tenant's `limits` overriding its plan field by field.
+#[derive(Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    requests: Option<Vec<Window>>,
+    tokens: Option<Vec<Window>>,
+    monthly_budget_usd: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGlobalRateLimit {
+    cluster: String,
+    domain: String,
+    #[serde(default = "default_rls_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default)]
+    failure_mode: FailureMode,
+    #[serde(default)]
+    extra_entries: Vec<ExtraEntry>,
+}
+
+fn default_rls_timeout_ms() -> u64 {
+    50
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    path_prefix: Option<String>,
+    authority: Option<String>,
+    namespace_header: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPricing {
+    #[serde(default)]
+    models: BTreeMap<String, RawPrice>,
+    default: Option<RawPrice>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RawPrice {
+    input_per_million: f64,
+    output_per_million: f64,
+}
+
+// === The compiled configuration ===
+
+/// Where a request's token is read from: a header, with an optional prefix such as `Bearer `.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSource {
+    /// Lower-case header name.
+    pub header: String,
+    pub prefix: Option<String>,
+}
+
+/// Where a provider's keys are fetched from, through an Envoy cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJwks {
+    /// Index into [`Config::providers`].
+    pub provider: usize,
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub refresh_s: u64,
+    pub timeout_ms: u64,
+}
+
+/// One quota window: at most `limit` per `window_s` seconds.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    pub limit: u64,
+    pub window_s: u64,
+}
+
+/// A tenant's effective limits (its plan with the tenant's own `limits` applied).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub requests: Vec<Window>,
+    pub tokens: Vec<Window>,
+    /// Monthly budget in micro-USD; `None` = no budget.
+    pub monthly_budget_micro_usd: Option<u64>,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    /// Fail closed: refuse the request when the rate-limit service cannot decide.
+    #[default]
+    Deny,
+    /// Fail open.
+    Allow,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ExtraEntry {
+    UserId,
+    Model,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalRateLimit {
+    pub cluster: String,
+    pub domain: String,
+    pub timeout_ms: u64,
+    pub failure_mode: FailureMode,
+    pub extra_entries: Vec<ExtraEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    pub path_prefix: Option<String>,
+    pub authority: Option<String>,
+    pub namespace_header: Option<String>,
+}
+
+/// Price of a model in micro-USD per million tokens (= USD per token × 10^12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Price {
+    pub input_micro_usd_per_million: u64,
+    pub output_micro_usd_per_million: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pricing {
+    pub models: BTreeMap<String, Price>,
+    pub default: Option<Price>,
+}
+
+/// The validated configuration of one filter instance.
+pub struct Config {
+    pub providers: Vec<Provider>,
+    pub remote_jwks: Vec<RemoteJwks>,
+    pub identity: IdentityRules,
+    pub token_sources: Vec<TokenSource>,
+    pub tenant_header: Option<String>,
+    pub strip_token: bool,
+    pub token_cache_size: usize,
+    pub tenants: Tenants,
+    pub global_rate_limit: Option<GlobalRateLimit>,
+    pub routing: Option<Routing>,
+    pub pricing: Pricing,
+    pub bypass_paths: HashSet<String>,
+}
+
+impl Config {
+    /// Parses and validates the plugin configuration document.
+    pub fn parse(document: &[u8]) -> Result<Config, ConfigError> {
+        let mut de = serde_json::Deserializer::from_slice(document);
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError {
+                // "." is the document itself; "?" means no position (not JSON at all).
+                path: if path == "." || path == "?" {
+                    "configuration".into()
+                } else {
+                    path
+                },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        compile(raw)
+    }
+
+    /// Sections that are validated but not yet enforced by this build, for a load-time warning
+    /// so that no operator mistakes them for active protection.
+    pub fn not_enforced(&self) -> Vec<&'static str> {
+        let mut sections = Vec::new();
+        if self.tenants.has_limits() {
+            sections.push("plans / limits (quotas) are validated but not enforced by this build");
+        }
+        if self.global_rate_limit.is_some() {
+            sections.push("global_rate_limit is validated but not enforced by this build");
+        }
+        if self.routing.is_some() {
+            sections.push("routing is validated but not enforced by this build");
+        }
+        if self.pricing != Pricing::default() {
+            sections.push("pricing is validated but not used by this build");
+        }
+        sections
+    }
+}
+
+// === Validation ===
+
+fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
+    if raw.providers.is_empty() {
+        return err("providers", "at least one provider is required");
+    }
+    let mut providers = Vec::new();
+    let mut remote_jwks = Vec::new();
+    for (index, (name, p)) in raw.providers.into_iter().enumerate() {
+        let path = format!("providers.{name}");
+        if p.issuer.is_empty() {
+            return err(format!("{path}.issuer"), "must not be empty");
+        }
+        if p.audiences.iter().any(String::is_empty) {
+            return err(
+                format!("{path}.audiences"),
+                "must not contain empty strings",
+            );
+        }
+        let inline_keys = match &p.jwks {
+            Some(value) => Some(KeySet::from_value(value).map_err(|e| ConfigError {
+                path: match e.path.as_str() {
+                    "" => format!("{path}.jwks"),
+                    key => format!("{path}.jwks.{key}"),
+                },
+                message: e.message,
+            })?),
+            None => None,
+        };
+        let remote = match p.remote_jwks {
+            Some(r) => {
+                remote_jwks.push(compile_remote(index, &path, r)?);
+                RemoteKeys::Pending
+            }
+            None if inline_keys.is_none() => {
+                return err(path, "needs `jwks` or `remote_jwks`");
+            }
+            None => RemoteKeys::NotConfigured,
+        };
+        providers.push(Provider {
+            name,
+            issuer: p.issuer,
+            audiences: p.audiences,
+            inline_keys,
+            remote,
+        });
+    }
+
+    let identity = raw.identity;
+    let (rules, token_sources, tenant_header) = compile_identity(&identity)?;
+
+    let mut plans = BTreeMap::new();
+    for (name, plan) in &raw.plans {
+        check_limits(&format!("plans.{name}"), plan)?;
+        plans.insert(name.clone(), plan.clone());
+    }
+    let provider_index = |path: &str, names: &[String]| -> Result<Vec<usize>, ConfigError> {
+        if names.is_empty() {
+            return err(path, "must name at least one provider");
+        }
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match providers.iter().position(|p| &p.name == n) {
+                Some(idx) => Ok(idx),
+                None => err(format!("{path}[{i}]"), format!("unknown provider \"{n}\"")),
+            })
+            .collect()
+    };
+    let plan_limits = |path: &str, plan: &Option<String>| -> Result<RawLimits, ConfigError> {
+        match plan {
+            None => Ok(RawLimits::default()),
+            Some(name) => match plans.get(name) {
+                Some(limits) => Ok(limits.clone()),
+                None => err(path, format!("unknown plan \"{name}\"")),
+            },
+        }
+    };
+
+    let mut tenants = Vec::new();
+    for (id, t) in raw.tenants {
+        let path = format!("tenants.{id}");
+        if !is_valid_tenant_id(&id) {
+            return err(
+                path,
+                "tenant id must be 1-128 characters of A-Z a-z 0-9 . _ -",
+            );
+        }
+        let namespace = t.namespace.unwrap_or_else(|| id.clone());
+        if !is_valid_tenant_id(&namespace) {
+            return err(
+                format!("{path}.namespace"),
+                "must be 1-128 characters of A-Z a-z 0-9 . _ -",
+            );
+        }
+        let mut limits = plan_limits(&format!("{path}.plan"), &t.plan)?;
+        if let Some(own) = t.limits {
+            check_limits(&format!("{path}.limits"), &own)?;
+            limits = RawLimits {
+                requests: own.requests.or(limits.requests),
+                tokens: own.tokens.or(limits.tokens),
+                monthly_budget_usd: own.monthly_budget_usd.or(limits.monthly_budget_usd),
+            };
+        }
+        tenants.push(Tenant {
+            providers: provider_index(&format!("{path}.providers"), &t.providers)?,
+            id,
+            status: t.status,
+            plan: t.plan,
+            namespace,
+            limits: finish_limits(limits),
+        });
+    }
+    let default_tenant = match raw.default_tenant {
+        Some(d) => Some(DefaultTenant {
+            providers: provider_index("default_tenant.providers", &d.providers)?,
+            limits: finish_limits(plan_limits("default_tenant.plan", &d.plan)?),
+            plan: d.plan,
+        }),
+        None => None,
+    };
+
+    let global_rate_limit = raw.global_rate_limit.map(compile_global).transpose()?;
+    let routing = raw.routing.map(compile_routing).transpose()?;
+    let pricing = compile_pricing(raw.pricing)?;
+
+    let mut bypass_paths = HashSet::new();
+    for (i, p) in raw.bypass_paths.into_iter().enumerate() {
+        if !p.starts_with('/') || p.contains('?') {
+            return err(
+                format!("bypass_paths[{i}]"),
+                "must be an exact path starting with '/' (no query)",
+            );
+        }
+        bypass_paths.insert(p);
+    }
+
+    Ok(Config {
+        providers,
+        remote_jwks,
+        identity: rules,
+        token_sources,
+        tenant_header,
+        strip_token: identity.strip_token,
+        token_cache_size: identity.token_cache_size,
+        tenants: Tenants::new(tenants, default_tenant),
+        global_rate_limit,
+        routing,
+        pricing,
+        bypass_paths,
+    })
+}
+
+fn compile_remote(
+    provider: usize,
+    path: &str,
+    r: RawRemoteJwks,
+) -> Result<RemoteJwks, ConfigError> {
+    let path = format!("{path}.remote_jwks");
+    if r.cluster.is_empty() {
+        return err(format!("{path}.cluster"), "must not be empty");
+    }
+    if !r.path.starts_with('/') {
+        return err(format!("{path}.path"), "must start with '/'");
+    }
+    if r.refresh_s == 0 {
+        return err(format!("{path}.refresh_s"), "must be at least 1");
+    }
+    if r.timeout_ms == 0 {
+        return err(
+            format!("{path}.timeout_ms"),
+            "must be at least 1 (0 would mean no timeout)",
+        );
+    }
+    Ok(RemoteJwks {
+        provider,
+        authority: r.authority.unwrap_or_else(|| r.cluster.clone()),
+        cluster: r.cluster,
+        path: r.path,
+        refresh_s: r.refresh_s,
+        timeout_ms: r.timeout_ms,
+    })
+}
+
+type CompiledIdentity = (IdentityRules, Vec<TokenSource>, Option<String>);
+
+fn compile_identity(raw: &RawIdentity) -> Result<CompiledIdentity, ConfigError> {
+    if raw.token_sources.is_empty() {
+        return err(
+            "identity.token_sources",
+            "at least one token source is required",
+        );
+    }
+    let mut token_sources = Vec::new();
+    for (i, s) in raw.token_sources.iter().enumerate() {
+        let header = header_name(&format!("identity.token_sources[{i}].header"), &s.header)?;
+        token_sources.push(TokenSource {
+            header,
+            prefix: s.prefix.clone().filter(|p| !p.is_empty()),
+        });
+    }
+    let claim = |path: &str, value: &str| {
+        ClaimPath::parse(value).ok_or_else(|| ConfigError {
+            path: path.into(),
+            message: format!("\"{value}\" is not a claim name or dotted path"),
+        })
+    };
+    let tenant_claim = claim("identity.tenant_claim", &raw.tenant_claim)?;
+    let user_claim = match &raw.user_claim {
+        Some(c) => Some(claim("identity.user_claim", c)?),
+        None => None,
+    };
+    let tenant_header = match &raw.tenant_header {
+        Some(h) => Some(header_name("identity.tenant_header", h)?),
+        None => None,
+    };
+    let mut forward_claims = Vec::new();
+    for (name, header) in &raw.forward_claims {
+        let path = format!("identity.forward_claims.{name}");
+        let header = header_name(&path, header)?;
+        if tenant_header.as_deref() == Some(header.as_str())
+            || token_sources.iter().any(|s| s.header == header)
+        {
+            return err(
+                path,
+                format!("header \"{header}\" is already used by the filter"),
+            );
+        }
+        forward_claims.push((claim(&path, name)?, header));
+    }
+    if raw.clock_skew_s > 3600 {
+        return err("identity.clock_skew_s", "must be at most 3600");
+    }
+    if !(256..=65536).contains(&raw.max_token_bytes) {
+        return err("identity.max_token_bytes", "must be between 256 and 65536");
+    }
+    if raw.token_cache_size > 100_000 {
+        return err("identity.token_cache_size", "must be at most 100000");
+    }
+    let rules = IdentityRules {
+        tenant_claim,
+        user_claim,
+        clock_skew_s: raw.clock_skew_s,
+        forward_claims,
+        max_token_bytes: raw.max_token_bytes,
+    };
+    Ok((rules, token_sources, tenant_header))
+}
+
+/// A header name the filter may set: lower-case RFC 7230 token characters, no pseudo-header.
+fn header_name(path: &str, name: &str) -> Result<String, ConfigError> {
+    let lower = name.to_ascii_lowercase();
+    let valid = !lower.is_empty()
+        && lower
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if valid {
+        Ok(lower)
+    } else {
+        err(path, format!("\"{name}\" is not a valid header name"))
+    }
+}
+
+fn check_limits(path: &str, limits: &RawLimits) -> Result<(), ConfigError> {
+    let windows = [("requests", &limits.requests), ("tokens", &limits.tokens)];
+    for (kind, list) in windows {
+        for (i, w) in list.iter().flatten().enumerate() {
+            if w.limit == 0 {
+                return err(format!("{path}.{kind}[{i}].limit"), "must be at least 1");
+            }
+            if w.window_s == 0 {
+                return err(format!("{path}.{kind}[{i}].window_s"), "must be at least 1");
+            }
+        }
+    }
+    if let Some(budget) = limits.monthly_budget_usd {
+        micro_usd(budget).ok_or_else(|| ConfigError {
+            path: format!("{path}.monthly_budget_usd"),
+            message: "must be a non-negative amount of USD".into(),
+        })?;
+    }
+    Ok(())
+}
+
+fn finish_limits(raw: RawLimits) -> Limits {
+    Limits {
+        requests: raw.requests.unwrap_or_default(),
+        tokens: raw.tokens.unwrap_or_default(),
+        monthly_budget_micro_usd: raw.monthly_budget_usd.and_then(micro_usd),
+    }
+}
+
+/// USD → integer micro-USD; `None` for negative, non-finite or absurd amounts.
+fn micro_usd(usd: f64) -> Option<u64> {
+    let micro = (usd * 1_000_000.0).round();
+    if usd.is_finite() && (0.0..1e18).contains(&micro) {
+        // In range and integral, so the conversion is exact.
+        Some(micro as u64)
+    } else {
+        None
+    }
+}
+
+fn compile_global(raw: RawGlobalRateLimit) -> Result<GlobalRateLimit, ConfigError> {
+    if raw.cluster.is_empty() {
+        return err("global_rate_limit.cluster", "must not be empty");
+    }
+    if raw.domain.is_empty() {
+        return err("global_rate_limit.domain", "must not be empty");
+    }
+    if raw.timeout_ms == 0 {
+        return err(
+            "global_rate_limit.timeout_ms",
+            "must be at least 1 (0 would mean no timeout)",
+        );
+    }
+    Ok(GlobalRateLimit {
+        cluster: raw.cluster,
+        domain: raw.domain,
+        timeout_ms: raw.timeout_ms,
+        failure_mode: raw.failure_mode,
+        extra_entries: raw.extra_entries,
+    })
+}
+
+fn compile_routing(raw: RawRouting) -> Result<Routing, ConfigError> {
+    if let Some(prefix) = &raw.path_prefix {
+        if !prefix.starts_with('/') || prefix.ends_with('/') {
+            return err(
+                "routing.path_prefix",
+                "must start with '/' and not end with '/'",
+            );
+        }
+        check_template("routing.path_prefix", prefix)?;
+    }
+    if let Some(authority) = &raw.authority {
+        check_template("routing.authority", authority)?;
+    }
+    let namespace_header = match &raw.namespace_header {
+        Some(h) => Some(header_name("routing.namespace_header", h)?),
+        None => None,
+    };
+    Ok(Routing {
+        path_prefix: raw.path_prefix,
+        authority: raw.authority,
+        namespace_header,
+    })
+}
+
+/// Templates may use `{tenant}` and `{namespace}` and no other braces.
+fn check_template(path: &str, template: &str) -> Result<(), ConfigError> {
+    let rest = template.replace("{tenant}", "").replace("{namespace}", "");
+    if rest.contains('{') || rest.contains('}') {
+        return err(
+            path,
+            "only the placeholders {tenant} and {namespace} are known",
+        );
+    }
+    Ok(())
+}
+
+fn compile_pricing(raw: Option<RawPricing>) -> Result<Pricing, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Pricing::default());
+    };
+    let price = |path: String, p: RawPrice| -> Result<Price, ConfigError> {
+        let input = micro_usd(p.input_per_million).ok_or_else(|| ConfigError {
+            path: format!("{path}.input_per_million"),
+            message: "must be a non-negative amount of USD".into(),
+        })?;
+        let output = micro_usd(p.output_per_million).ok_or_else(|| ConfigError {
+            path: format!("{path}.output_per_million"),
+            message: "must be a non-negative amount of USD".into(),
+        })?;
+        Ok(Price {
+            input_micro_usd_per_million: input,
+            output_micro_usd_per_million: output,
+        })
+    };
+    let mut models = BTreeMap::new();
+    for (model, p) in raw.models {
+        models.insert(model.clone(), price(format!("pricing.models.{model}"), p)?);
+    }
+    let default = raw
+        .default
+        .map(|p| price("pricing.default".into(), p))
+        .transpose()?;
+    Ok(Pricing { models, default })
+}
+
+#[cfg(test)]
+mod tests;

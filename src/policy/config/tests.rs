@@ -1,0 +1,287 @@
+use super::*;
+use serde_json::{json, Value};
+#[cfg(target_family = "wasm")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+/// base64url of 32 bytes "0123456789abcdef0123456789abcdef": a test-only HMAC key.
+const OCT_K: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
+
+/// The contract's example document, with an HMAC key standing in for the RSA one.
+fn contract_example() -> Value {
+    json!({
+      "providers": {
+        "corp-idp": {
+          "issuer": "https://idp.example.com",
+          "audiences": ["genai-gateway"],
+          "jwks": {"keys": [{"kty": "oct", "kid": "k1", "k": OCT_K}]},
+          "remote_jwks": {"cluster": "idp", "authority": "idp.example.com",
+                          "path": "/.well-known/jwks.json", "refresh_s": 300}
+        },
+        "globex-idp": {
+          "issuer": "https://globex.example.com",
+          "jwks": {"keys": [{"kty": "oct", "kid": "g1", "k": OCT_K}]}
+        }
+      },
+      "identity": {
+        "token_sources": [{"header": "authorization", "prefix": "Bearer "}],
+        "tenant_claim": "tenant_id",
+        "user_claim": "sub",
+        "clock_skew_s": 60,
+        "tenant_header": "x-tenant-id",
+        "forward_claims": {"sub": "x-user-id"},
+        "strip_token": false
+      },
+      "tenants": {
+        "acme":   {"status": "active",    "providers": ["corp-idp"], "plan": "pro",
+                   "namespace": "acme"},
+        "globex": {"status": "suspended", "providers": ["globex-idp"], "plan": "free"}
+      },
+      "default_tenant": {"providers": ["corp-idp"], "plan": "free"},
+      "plans": {
+        "free": {"requests": [{"limit": 60, "window_s": 60}],
+                 "tokens":   [{"limit": 100000, "window_s": 86400}],
+                 "monthly_budget_usd": 10.0},
+        "pro":  {"requests": [{"limit": 600, "window_s": 60}, {"limit": 20, "window_s": 1}],
+                 "tokens":   [{"limit": 2000000, "window_s": 86400}],
+                 "monthly_budget_usd": 500.0}
+      },
+      "global_rate_limit": {"cluster": "ratelimit", "domain": "tenant-guard",
+                            "timeout_ms": 50, "failure_mode": "deny", "extra_entries": []},
+      "routing": {"path_prefix": "/tenants/{namespace}",
+                  "authority": "{namespace}.models.internal",
+                  "namespace_header": "x-tenant-namespace"},
+      "pricing": {"models": {"gpt-4o": {"input_per_million": 2.5, "output_per_million": 10.0}},
+                  "default": {"input_per_million": 1.0, "output_per_million": 3.0}},
+      "bypass_paths": ["/healthz"]
+    })
+}
+
+fn parse(doc: &Value) -> Result<Config, ConfigError> {
+    Config::parse(doc.to_string().as_bytes())
+}
+
+/// Applies `edit` to the example and returns the error path and message.
+fn refused(edit: impl FnOnce(&mut Value)) -> ConfigError {
+    let mut doc = contract_example();
+    edit(&mut doc);
+    match parse(&doc) {
+        Ok(_) => panic!("configuration was accepted: {doc}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn contract_example_is_accepted_whole() {
+    let config = parse(&contract_example()).unwrap();
+    assert_eq!(config.providers.len(), 2);
+    assert_eq!(config.remote_jwks.len(), 1);
+    assert_eq!(config.remote_jwks[0].authority, "idp.example.com");
+    assert_eq!(config.tenant_header.as_deref(), Some("x-tenant-id"));
+    assert!(config.bypass_paths.contains("/healthz"));
+    assert_eq!(
+        config.pricing.models["gpt-4o"],
+        Price {
+            input_micro_usd_per_million: 2_500_000,
+            output_micro_usd_per_million: 10_000_000
+        }
+    );
+    let acme = config.tenants.bind("acme", 0).unwrap();
+    assert_eq!(acme.limits.requests.len(), 2);
+    assert_eq!(acme.limits.monthly_budget_micro_usd, Some(500_000_000));
+    assert_eq!(
+        config.global_rate_limit.unwrap().failure_mode,
+        FailureMode::Deny
+    );
+}
+
+#[test]
+fn minimal_document_gets_safe_defaults() {
+    let config = parse(&json!({"providers": {"p": {
+        "issuer": "https://i", "jwks": {"keys": [{"kty": "oct", "k": OCT_K}]}}}}))
+    .unwrap();
+    assert_eq!(
+        config.token_sources,
+        vec![TokenSource {
+            header: "authorization".into(),
+            prefix: Some("Bearer ".into())
+        }]
+    );
+    assert_eq!(config.identity.tenant_claim.as_str(), "tenant_id");
+    assert_eq!(config.identity.clock_skew_s, 60);
+    assert!(!config.strip_token);
+    assert!(config.not_enforced().is_empty());
+    // No tenants and no default tenant: nobody is admitted.
+    assert!(config.tenants.bind("acme", 0).is_err());
+}
+
+#[test]
+fn unknown_field_is_refused_with_its_path() {
+    let e = refused(|d| d["tenants"]["acme"]["plna"] = json!("pro"));
+    assert_eq!(e.path, "tenants.acme.plna");
+    assert!(e.message.starts_with("unknown field `plna`"), "{e}");
+    let e = refused(|d| d["surprise"] = json!(1));
+    assert_eq!(e.path, "surprise");
+}
+
+#[test]
+fn unknown_plan_is_refused() {
+    let e = refused(|d| d["tenants"]["acme"]["plan"] = json!("gold"));
+    assert_eq!(e.to_string(), "tenants.acme.plan: unknown plan \"gold\"");
+}
+
+#[test]
+fn unknown_provider_reference_is_refused() {
+    let e = refused(|d| d["tenants"]["acme"]["providers"] = json!(["corp-idp", "nope"]));
+    assert_eq!(
+        e.to_string(),
+        "tenants.acme.providers[1]: unknown provider \"nope\""
+    );
+    let e = refused(|d| d["default_tenant"]["providers"] = json!(["nope"]));
+    assert_eq!(e.path, "default_tenant.providers[0]");
+}
+
+#[test]
+fn tenant_without_providers_is_refused() {
+    let e = refused(|d| d["tenants"]["acme"]["providers"] = json!([]));
+    assert_eq!(e.path, "tenants.acme.providers");
+}
+
+#[test]
+fn empty_providers_are_refused() {
+    let e = refused(|d| d["providers"] = json!({}));
+    assert_eq!(e.path, "providers");
+}
+
+#[test]
+fn provider_without_any_keys_is_refused() {
+    let e = refused(|d| {
+        d["providers"]["globex-idp"]
+            .as_object_mut()
+            .unwrap()
+            .remove("jwks");
+    });
+    assert_eq!(e.path, "providers.globex-idp");
+}
+
+#[test]
+fn bad_jwk_is_refused_with_the_key_path() {
+    let e = refused(|d| d["providers"]["corp-idp"]["jwks"]["keys"][0]["k"] = json!("%%%"));
+    assert!(e.path.starts_with("providers.corp-idp.jwks.keys[0]"), "{e}");
+}
+
+#[test]
+fn duplicate_key_ids_within_a_provider_are_refused() {
+    let e = refused(|d| {
+        d["providers"]["corp-idp"]["jwks"]["keys"] = json!([
+            {"kty": "oct", "kid": "k1", "k": OCT_K},
+            {"kty": "oct", "kid": "k1", "k": OCT_K}
+        ])
+    });
+    assert!(e.path.starts_with("providers.corp-idp.jwks"), "{e}");
+}
+
+#[test]
+fn wrong_types_are_refused_with_their_path() {
+    let e = refused(|d| d["plans"]["free"]["requests"][0]["limit"] = json!("sixty"));
+    assert_eq!(e.path, "plans.free.requests[0].limit");
+    let e = refused(|d| d["tenants"]["globex"]["status"] = json!("paused"));
+    assert_eq!(e.path, "tenants.globex.status");
+}
+
+#[test]
+fn zero_windows_and_negative_money_are_refused() {
+    let e = refused(|d| d["plans"]["pro"]["requests"][1]["window_s"] = json!(0));
+    assert_eq!(e.path, "plans.pro.requests[1].window_s");
+    let e = refused(|d| d["plans"]["pro"]["monthly_budget_usd"] = json!(-1.0));
+    assert_eq!(e.path, "plans.pro.monthly_budget_usd");
+    let e = refused(|d| d["pricing"]["default"]["output_per_million"] = json!(-3));
+    assert_eq!(e.path, "pricing.default.output_per_million");
+}
+
+#[test]
+fn tenant_limits_override_their_plan_field_by_field() {
+    let mut doc = contract_example();
+    doc["tenants"]["acme"]["limits"] = json!({"tokens": [{"limit": 5, "window_s": 60}]});
+    let config = parse(&doc).unwrap();
+    let acme = config.tenants.bind("acme", 0).unwrap();
+    assert_eq!(
+        acme.limits.tokens,
+        vec![Window {
+            limit: 5,
+            window_s: 60
+        }]
+    );
+    assert_eq!(
+        acme.limits.requests.len(),
+        2,
+        "requests still from plan pro"
+    );
+}
+
+#[test]
+fn tenant_ids_unfit_for_paths_are_refused() {
+    let e = refused(|d| d["tenants"]["a/b"] = json!({"providers": ["corp-idp"]}));
+    assert_eq!(e.path, "tenants.a/b");
+    let e = refused(|d| d["tenants"]["acme"]["namespace"] = json!("../x"));
+    assert_eq!(e.path, "tenants.acme.namespace");
+}
+
+#[test]
+fn remote_jwks_needs_a_path_and_a_real_timeout() {
+    let e = refused(|d| d["providers"]["corp-idp"]["remote_jwks"]["path"] = json!("jwks"));
+    assert_eq!(e.path, "providers.corp-idp.remote_jwks.path");
+    let e = refused(|d| d["providers"]["corp-idp"]["remote_jwks"]["timeout_ms"] = json!(0));
+    assert_eq!(e.path, "providers.corp-idp.remote_jwks.timeout_ms");
+}
+
+#[test]
+fn header_names_are_checked_and_lower_cased() {
+    let e = refused(|d| d["identity"]["tenant_header"] = json!("x tenant"));
+    assert_eq!(e.path, "identity.tenant_header");
+    let e = refused(|d| d["identity"]["forward_claims"] = json!({"sub": "X-Tenant-Id"}));
+    assert_eq!(e.path, "identity.forward_claims.sub");
+    let mut doc = contract_example();
+    doc["identity"]["tenant_header"] = json!("X-Tenant-ID");
+    assert_eq!(
+        parse(&doc).unwrap().tenant_header.as_deref(),
+        Some("x-tenant-id")
+    );
+}
+
+#[test]
+fn routing_templates_know_only_tenant_and_namespace() {
+    let e = refused(|d| d["routing"]["path_prefix"] = json!("/t/{org}"));
+    assert_eq!(e.path, "routing.path_prefix");
+    let e = refused(|d| d["routing"]["path_prefix"] = json!("/t/{tenant}/"));
+    assert_eq!(e.path, "routing.path_prefix");
+}
+
+#[test]
+fn global_rate_limit_failure_mode_is_deny_or_allow() {
+    let e = refused(|d| d["global_rate_limit"]["failure_mode"] = json!("maybe"));
+    assert_eq!(e.path, "global_rate_limit.failure_mode");
+    let e = refused(|d| d["global_rate_limit"]["extra_entries"] = json!(["tenant_id"]));
+    assert_eq!(e.path, "global_rate_limit.extra_entries[0]");
+}
+
+#[test]
+fn bypass_paths_are_exact_paths() {
+    let e = refused(|d| d["bypass_paths"] = json!(["/healthz", "healthz"]));
+    assert_eq!(e.path, "bypass_paths[1]");
+}
+
+#[test]
+fn sections_not_enforced_yet_are_reported() {
+    let config = parse(&contract_example()).unwrap();
+    assert_eq!(config.not_enforced().len(), 4);
+}
+
+#[test]
+fn not_json_is_refused() {
+    for document in [&b"{not json"[..], b"", b"[]"] {
+        let Err(e) = Config::parse(document) else {
+            panic!("accepted {document:?}");
+        };
+        assert_eq!(e.path, "configuration");
+    }
+}

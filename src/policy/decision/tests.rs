@@ -1,0 +1,273 @@
+use super::*;
+use ct_codecs::{Base64UrlSafeNoPadding, Encoder};
+use serde_json::{json, Value};
+#[cfg(target_family = "wasm")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+const NOW: u64 = 1_700_000_000;
+/// Test-only HMAC secrets (32 bytes each), base64url in the JWKs below.
+const CORP_SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+const GLOBEX_SECRET: &[u8] = b"globex-globex-globex-globex-0000";
+
+fn b64(bytes: &[u8]) -> String {
+    Base64UrlSafeNoPadding::encode_to_string(bytes).unwrap()
+}
+
+fn config() -> Config {
+    let doc = json!({
+      "providers": {
+        "corp-idp": {"issuer": "https://corp", "audiences": ["gw"],
+                     "jwks": {"keys": [{"kty": "oct", "kid": "c1", "k": b64(CORP_SECRET)}]}},
+        "globex-idp": {"issuer": "https://globex",
+                       "jwks": {"keys": [{"kty": "oct", "kid": "g1", "k": b64(GLOBEX_SECRET)}]}}
+      },
+      "identity": {
+        "token_sources": [{"header": "authorization", "prefix": "Bearer "},
+                          {"header": "x-api-key"}],
+        "user_claim": "sub",
+        "tenant_header": "x-tenant-id",
+        "forward_claims": {"sub": "x-user-id", "email": "x-user-email"},
+        "strip_token": true
+      },
+      "tenants": {
+        "acme": {"providers": ["corp-idp"]},
+        "initech": {"status": "suspended", "providers": ["corp-idp"]}
+      },
+      "bypass_paths": ["/healthz"]
+    });
+    Config::parse(doc.to_string().as_bytes()).unwrap()
+}
+
+/// An HS256 token signed with `secret`.
+fn token(secret: &[u8], kid: &str, claims: Value) -> String {
+    let header = b64(json!({"alg": "HS256", "typ": "JWT", "kid": kid})
+        .to_string()
+        .as_bytes());
+    let payload = b64(claims.to_string().as_bytes());
+    let input = format!("{header}.{payload}");
+    let mac = hmac_sha256::HMAC::mac(input.as_bytes(), secret);
+    format!("{input}.{}", b64(&mac))
+}
+
+fn acme_token() -> String {
+    token(
+        CORP_SECRET,
+        "c1",
+        json!({"iss": "https://corp", "aud": "gw", "exp": NOW + 600, "sub": "alice",
+               "tenant_id": "acme"}),
+    )
+}
+
+fn facts(credential: Credential, tenant_header: Option<&[u8]>) -> RequestFacts<'_> {
+    RequestFacts {
+        path: b"/v1/chat/completions",
+        credential,
+        tenant_header,
+        now: NOW,
+    }
+}
+
+fn bearer(token: String) -> Credential {
+    Credential::Present { source: 0, token }
+}
+
+fn decide_once(credential: Credential, tenant_header: Option<&[u8]>) -> Decision {
+    let config = config();
+    let mut cache = TokenCache::new(16);
+    decide(&config, &mut cache, facts(credential, tenant_header))
+}
+
+fn denial_reason(decision: &Decision) -> Option<Reason> {
+    match decision {
+        Decision::Deny(d) => Some(d.reason),
+        _ => None,
+    }
+}
+
+#[test]
+fn credential_is_read_from_the_first_source_present() {
+    let config = config();
+    let headers = |name: &str| match name {
+        "authorization" => Some(b"bearer abc".to_vec()),
+        "x-api-key" => Some(b"xyz".to_vec()),
+        _ => None,
+    };
+    assert_eq!(
+        find_credential(&config.token_sources, headers),
+        bearer("abc".into())
+    );
+    let api_key_only = |name: &str| (name == "x-api-key").then(|| b" xyz ".to_vec());
+    assert_eq!(
+        find_credential(&config.token_sources, api_key_only),
+        Credential::Present {
+            source: 1,
+            token: "xyz".into()
+        }
+    );
+}
+
+#[test]
+fn authorization_without_the_bearer_prefix_is_no_credential() {
+    let config = config();
+    let basic = |name: &str| (name == "authorization").then(|| b"Basic dXNlcg==".to_vec());
+    assert_eq!(
+        find_credential(&config.token_sources, basic),
+        Credential::Missing
+    );
+    let empty = |name: &str| (name == "authorization").then(|| b"Bearer   ".to_vec());
+    assert_eq!(
+        find_credential(&config.token_sources, empty),
+        Credential::Missing
+    );
+}
+
+#[test]
+fn non_utf8_token_header_is_unreadable() {
+    let config = config();
+    let raw = |name: &str| (name == "authorization").then(|| b"Bearer \xff\xfe".to_vec());
+    assert_eq!(
+        find_credential(&config.token_sources, raw),
+        Credential::Unreadable
+    );
+    assert_eq!(
+        denial_reason(&decide_once(Credential::Unreadable, None)),
+        Some(Reason::InvalidToken)
+    );
+}
+
+#[test]
+fn missing_token_is_denied() {
+    assert_eq!(
+        denial_reason(&decide_once(Credential::Missing, None)),
+        Some(Reason::MissingToken)
+    );
+}
+
+#[test]
+fn bypass_path_needs_no_token() {
+    let config = config();
+    let mut cache = TokenCache::new(16);
+    let decision = decide(
+        &config,
+        &mut cache,
+        RequestFacts {
+            path: b"/healthz",
+            ..facts(Credential::Missing, None)
+        },
+    );
+    assert_eq!(decision, Decision::Bypass);
+}
+
+#[test]
+fn admitted_request_sets_tenant_forwards_claims_and_strips_the_token() {
+    let Decision::Admit(a) = decide_once(bearer(acme_token()), None) else {
+        panic!("not admitted");
+    };
+    assert_eq!(a.tenant, "acme");
+    assert_eq!(a.user.as_deref(), Some("alice"));
+    assert_eq!(a.provider, "corp-idp");
+    assert_eq!(
+        a.header_edits,
+        vec![
+            HeaderEdit::Set("x-tenant-id".into(), "acme".into()),
+            // `email` is absent from the token: a client-sent copy must not survive.
+            HeaderEdit::Remove("x-user-email".into()),
+            HeaderEdit::Set("x-user-id".into(), "alice".into()),
+            HeaderEdit::Remove("authorization".into()),
+        ]
+    );
+}
+
+#[test]
+fn client_tenant_header_must_match_the_token() {
+    assert!(matches!(
+        decide_once(bearer(acme_token()), Some(b"acme")),
+        Decision::Admit(_)
+    ));
+    let decision = decide_once(bearer(acme_token()), Some(b"globex"));
+    let Decision::Deny(d) = decision else {
+        panic!("admitted a spoofed tenant header");
+    };
+    assert_eq!(d.reason, Reason::TenantHeaderMismatch);
+    assert_eq!(
+        d.tenant.as_deref(),
+        Some("acme"),
+        "the audit record names the real tenant"
+    );
+}
+
+#[test]
+fn token_for_acme_signed_by_globex_idp_is_refused() {
+    let forged = token(
+        GLOBEX_SECRET,
+        "g1",
+        json!({"iss": "https://globex", "exp": NOW + 600, "tenant_id": "acme"}),
+    );
+    let decision = decide_once(bearer(forged), None);
+    assert_eq!(
+        denial_reason(&decision),
+        Some(Reason::TenantProviderMismatch)
+    );
+}
+
+#[test]
+fn suspended_and_unknown_tenants_are_refused() {
+    let claims = |tenant: &str| json!({"iss": "https://corp", "aud": "gw", "exp": NOW + 600, "tenant_id": tenant});
+    let suspended = token(CORP_SECRET, "c1", claims("initech"));
+    assert_eq!(
+        denial_reason(&decide_once(bearer(suspended), None)),
+        Some(Reason::TenantSuspended)
+    );
+    let unknown = token(CORP_SECRET, "c1", claims("hooli"));
+    assert_eq!(
+        denial_reason(&decide_once(bearer(unknown), None)),
+        Some(Reason::UnknownTenant)
+    );
+}
+
+#[test]
+fn expired_token_is_denied_with_its_own_reason() {
+    let old = token(
+        CORP_SECRET,
+        "c1",
+        json!({"iss": "https://corp", "aud": "gw", "exp": NOW - 3600, "tenant_id": "acme"}),
+    );
+    assert_eq!(
+        denial_reason(&decide_once(bearer(old), None)),
+        Some(Reason::TokenExpired)
+    );
+}
+
+#[test]
+fn verified_token_is_served_from_the_cache_until_it_expires() {
+    let config = config();
+    let mut cache = TokenCache::new(16);
+    let first = decide(&config, &mut cache, facts(bearer(acme_token()), None));
+    assert!(matches!(first, Decision::Admit(_)));
+    assert_eq!(cache.len(), 1);
+    let again = decide(&config, &mut cache, facts(bearer(acme_token()), None));
+    assert_eq!(first, again);
+    // Past exp + skew the cached entry no longer counts.
+    let later = RequestFacts {
+        now: NOW + 600 + 61,
+        ..facts(bearer(acme_token()), None)
+    };
+    assert_eq!(
+        denial_reason(&decide(&config, &mut cache, later)),
+        Some(Reason::TokenExpired)
+    );
+}
+
+#[test]
+fn a_denied_token_is_not_cached() {
+    let config = config();
+    let mut cache = TokenCache::new(16);
+    let bad = token(
+        GLOBEX_SECRET,
+        "c1",
+        json!({"iss": "https://corp", "aud": "gw", "exp": NOW + 600, "tenant_id": "acme"}),
+    );
+    let decision = decide(&config, &mut cache, facts(bearer(bad), None));
+    assert_eq!(denial_reason(&decision), Some(Reason::InvalidToken));
+    assert_eq!(cache.len(), 0);
+}

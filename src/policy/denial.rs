@@ -1,0 +1,133 @@
+//! Stable reason codes and the client response each denial turns into.
+
+/// Why a request was refused. The `code()` strings are a public contract: access logs,
+/// dashboards and client error handling depend on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    MissingToken,
+    InvalidToken,
+    TokenExpired,
+    UnknownTenant,
+    TenantSuspended,
+    /// The token's provider is not one of the tenant's `providers`.
+    TenantProviderMismatch,
+    TenantHeaderMismatch,
+}
+
+impl Reason {
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::MissingToken => "missing_token",
+            Reason::InvalidToken => "invalid_token",
+            Reason::TokenExpired => "token_expired",
+            Reason::UnknownTenant => "unknown_tenant",
+            Reason::TenantSuspended => "tenant_suspended",
+            Reason::TenantProviderMismatch => "tenant_provider_mismatch",
+            Reason::TenantHeaderMismatch => "tenant_header_mismatch",
+        }
+    }
+}
+
+/// A local reply to send instead of forwarding the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u32,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+/// The client's answer to a denial: status, RFC 6750 challenge for token problems, and a body
+/// in the OpenAI error shape so LLM client libraries surface `code` and `message`.
+pub fn reply(reason: Reason) -> LocalReply {
+    let (status, kind, message) = match reason {
+        Reason::MissingToken => (401, "authentication_error", "A bearer token is required."),
+        Reason::InvalidToken => (401, "authentication_error", "The token is not valid."),
+        Reason::TokenExpired => (401, "authentication_error", "The token has expired."),
+        Reason::UnknownTenant => (403, "permission_error", "The tenant is not known."),
+        Reason::TenantSuspended => (403, "permission_error", "The tenant is suspended."),
+        Reason::TenantProviderMismatch => (
+            403,
+            "permission_error",
+            "The token's issuer may not act for this tenant.",
+        ),
+        Reason::TenantHeaderMismatch => (
+            403,
+            "permission_error",
+            "The tenant header does not match the token's tenant.",
+        ),
+    };
+    let mut headers = vec![("content-type", "application/json".to_string())];
+    match reason {
+        Reason::MissingToken => {
+            headers.push(("www-authenticate", "Bearer realm=\"tenant-guard\"".into()))
+        }
+        Reason::InvalidToken | Reason::TokenExpired => headers.push((
+            "www-authenticate",
+            "Bearer realm=\"tenant-guard\", error=\"invalid_token\"".into(),
+        )),
+        _ => {}
+    }
+    let body = serde_json::json!({
+        "error": {"type": kind, "code": reason.code(), "message": message}
+    })
+    .to_string();
+    LocalReply {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_family = "wasm")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn header<'a>(r: &'a LocalReply, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn missing_token_challenges_without_an_error() {
+        let r = reply(Reason::MissingToken);
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some("Bearer realm=\"tenant-guard\"")
+        );
+    }
+
+    #[test]
+    fn expired_token_is_an_invalid_token_challenge_with_its_own_code() {
+        let r = reply(Reason::TokenExpired);
+        assert_eq!(r.status, 401);
+        assert!(header(&r, "www-authenticate")
+            .unwrap()
+            .contains("error=\"invalid_token\""));
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["error"]["code"], "token_expired");
+        assert_eq!(body["error"]["type"], "authentication_error");
+    }
+
+    #[test]
+    fn tenant_problems_are_403_permission_errors_in_openai_shape() {
+        for reason in [
+            Reason::UnknownTenant,
+            Reason::TenantSuspended,
+            Reason::TenantProviderMismatch,
+            Reason::TenantHeaderMismatch,
+        ] {
+            let r = reply(reason);
+            assert_eq!(r.status, 403);
+            assert_eq!(header(&r, "www-authenticate"), None);
+            assert_eq!(header(&r, "content-type"), Some("application/json"));
+            let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            assert_eq!(body["error"]["type"], "permission_error");
+            assert_eq!(body["error"]["code"], reason.code());
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Functional core: every policy decision of the filter, as plain Rust.
+//!
+//! Nothing in here imports `proxy_wasm`, reads a clock or does I/O: callers pass `now` and
+//! the request's facts in, and get decisions back as data. That keeps the rules testable
+//! natively and on wasm32 in microseconds, and keeps the host shell (`crate::host`) boring.
+
+pub mod config;
+pub mod decision;
+pub mod denial;
+pub mod identity;
+pub mod jwks;
+pub mod record;
+pub mod tenant;
+pub mod token_cache;
