@@ -1,0 +1,145 @@
+"""Envoy bootstrap documents (v3 JSON), built from Python dicts."""
+
+import json
+
+ACCESS_LOG_FORMAT = {
+    "tenant": "%FILTER_STATE(wasm.tenant:PLAIN)%",
+    "user": "%FILTER_STATE(wasm.user:PLAIN)%",
+    "decision": "%FILTER_STATE(wasm.decision:PLAIN)%",
+    "reason": "%FILTER_STATE(wasm.reason:PLAIN)%",
+    "request_id": "%FILTER_STATE(wasm.request_id:PLAIN)%",
+    "status": "%RESPONSE_CODE%",
+    "path": "%REQ(:PATH)%",
+    "x_request_id": "%REQ(X-REQUEST-ID)%",
+}
+
+
+def socket_address(port: int) -> dict:
+    return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+
+
+def static_cluster(name: str, port: int) -> dict:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(port)}}]}],
+        },
+    }
+
+
+def wasm_filter(wasm_path: str, plugin_config) -> dict:
+    """The tenant-guard HTTP filter. ``plugin_config``: a dict (serialised here) or a string
+    (passed verbatim, for configs that are not even JSON)."""
+    value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "tenant_guard",
+                "root_id": "tenant_guard",
+                "vm_config": {
+                    "vm_id": "tenant_guard",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": str(wasm_path)}},
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": value,
+                },
+                "failure_policy": "FAIL_CLOSED",
+            },
+        },
+    }
+
+
+def router_filter() -> dict:
+    return {
+        "name": "envoy.filters.http.router",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    }
+
+
+def listener(port: int, access_log_path: str, http_filters: list, name="ingress") -> dict:
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                 "http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ingress",
+        "codec_type": "AUTO",
+        # Keep the client's x-request-id so tests can match requests to records.
+        "preserve_external_request_id": True,
+        "access_log": [{
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3."
+                         "FileAccessLog",
+                "path": str(access_log_path),
+                "log_format": {"json_format": ACCESS_LOG_FORMAT},
+            },
+        }],
+        "route_config": {
+            "name": "local",
+            "virtual_hosts": [{
+                "name": "all",
+                "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"},
+                            "route": {"cluster": "upstream", "timeout": "10s"}}],
+            }],
+        },
+        "http_filters": list(http_filters) + [router_filter()],
+    }
+    return {
+        "name": name,
+        "address": socket_address(port),
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": hcm,
+        }]}],
+    }
+
+
+def bootstrap(*, admin_port: int, upstream_port: int, jwks_port: int,
+              listener_doc: dict = None, lds_dir: str = None) -> dict:
+    """A bootstrap with admin, the ``upstream`` and ``jwks`` clusters, and either a static
+    listener (``listener_doc``) or listeners read from ``<lds_dir>/lds.json`` (LDS from a
+    watched file)."""
+    doc = {
+        "node": {"id": "tenant-guard-test", "cluster": "tenant-guard-test"},
+        "admin": {"address": socket_address(admin_port)},
+        "static_resources": {
+            "listeners": [listener_doc] if listener_doc else [],
+            "clusters": [static_cluster("upstream", upstream_port),
+                         static_cluster("jwks", jwks_port)],
+        },
+    }
+    if lds_dir is not None:
+        doc["dynamic_resources"] = {"lds_config": {
+            "resource_api_version": "V3",
+            "path_config_source": {"path": f"{lds_dir}/lds.json",
+                                   "watched_directory": {"path": str(lds_dir)}},
+        }}
+    return doc
+
+
+def lds_response(version: str, *listeners: dict) -> dict:
+    """A DiscoveryResponse as the file-based LDS source expects it."""
+    return {
+        "version_info": version,
+        "resources": [dict(l, **{"@type": "type.googleapis.com/envoy.config.listener.v3.Listener"})
+                      for l in listeners],
+    }
+
+
+def gateway(upstream_port: int, jwks_port: int, http_filters: list):
+    """``make_config`` for an Envoy whose one static listener runs ``http_filters`` + router
+    in front of the ``upstream`` cluster."""
+    def make(envoy):
+        return bootstrap(admin_port=envoy.admin_port, upstream_port=upstream_port,
+                         jwks_port=jwks_port,
+                         listener_doc=listener(envoy.listener_port, envoy.access_log_path,
+                                               http_filters))
+    return make

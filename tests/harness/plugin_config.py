@@ -1,0 +1,49 @@
+"""The tenant-guard plugin configuration the main test Envoy runs with."""
+
+import copy
+
+from .keys import CORP_ISSUER, GLOBEX_ISSUER, REMOTE_ISSUER, AUDIENCE, KeyRing
+
+PLANS = {
+    "free": {"requests": [{"limit": 60, "window_s": 60}],
+             "tokens": [{"limit": 100000, "window_s": 86400}],
+             "monthly_budget_usd": 10.0},
+    "pro": {"requests": [{"limit": 600, "window_s": 60}, {"limit": 20, "window_s": 1}],
+            "tokens": [{"limit": 2000000, "window_s": 86400}],
+            "monthly_budget_usd": 500.0},
+}
+
+BYPASS_PATHS = ["/healthz"]
+
+
+def main_plugin_config(keys: KeyRing) -> dict:
+    return {
+        "providers": {
+            "corp-idp": {"issuer": CORP_ISSUER, "audiences": [AUDIENCE],
+                         "jwks": keys.corp_jwks()},
+            "globex-idp": {"issuer": GLOBEX_ISSUER, "audiences": [AUDIENCE],
+                           "jwks": keys.globex_jwks()},
+            "remote-idp": {"issuer": REMOTE_ISSUER, "audiences": [AUDIENCE],
+                           "remote_jwks": {"cluster": "jwks", "authority": "jwks.test",
+                                           "path": "/jwks.json", "refresh_s": 1}},
+        },
+        "identity": {
+            "token_sources": [{"header": "authorization", "prefix": "Bearer "},
+                              {"header": "x-api-key"}],
+            "tenant_claim": "tenant_id",
+            "user_claim": "sub",
+            "clock_skew_s": 60,
+            "tenant_header": "x-tenant-id",
+            "forward_claims": {"sub": "x-user-id", "email": "x-user-email"},
+            "strip_token": True,
+        },
+        "tenants": {
+            "acme": {"status": "active", "providers": ["corp-idp"], "plan": "pro"},
+            "globex": {"status": "active", "providers": ["globex-idp"], "plan": "free"},
+            "initech": {"status": "suspended", "providers": ["corp-idp"], "plan": "free"},
+            "umbrella": {"status": "active", "providers": ["remote-idp"], "plan": "free"},
+        },
+        "default_tenant": {"providers": ["corp-idp"], "plan": "free"},
+        "plans": copy.deepcopy(PLANS),
+        "bypass_paths": list(BYPASS_PATHS),
+    }

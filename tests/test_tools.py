@@ -1,0 +1,110 @@
+"""The demo tools: mint_token.py prints a token the filter accepts, demo_upstream.py speaks
+enough OpenAI to show what the gateway forwarded."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from harness import bootstrap as bs
+from harness.client import Client
+from harness.keys import b64url_uint
+from harness.ports import free_port, port_accepts
+from harness.wait import wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+MINT = REPO / "tools" / "mint_token.py"
+UPSTREAM = REPO / "tools" / "demo_upstream.py"
+DEMO_KEY = REPO / "envoy" / "demo-keys" / "demo-rs256.pem"
+DEMO_ISSUER = "https://idp.demo.tenant-guard.test"
+
+
+def mint(*args) -> str:
+    result = subprocess.run([sys.executable, str(MINT), *args], capture_output=True,
+                            text=True, timeout=30, check=True)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, f"mint_token printed more than the token: {result.stdout!r}"
+    return lines[0]
+
+
+def demo_public_key():
+    return serialization.load_pem_private_key(DEMO_KEY.read_bytes(), None).public_key()
+
+
+def test_mint_token_prints_only_a_verifiable_demo_token():
+    token = mint("--tenant", "globex", "--sub", "bob", "--ttl", "120")
+    assert jwt.get_unverified_header(token) == {"alg": "RS256", "typ": "JWT",
+                                                "kid": "demo-rs256"}
+    decoded = jwt.decode(token, demo_public_key(), algorithms=["RS256"],
+                         audience="genai-gateway", issuer=DEMO_ISSUER)
+    assert decoded["tenant_id"] == "globex"
+    assert decoded["sub"] == "bob"
+    assert decoded["exp"] - decoded["iat"] == 120
+
+
+@pytest.fixture
+def demo_upstream():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(UPSTREAM), str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: proc.poll() is not None or port_accepts(port), timeout=10,
+                 message="demo upstream to listen")
+        assert proc.poll() is None, proc.stderr.read()
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_demo_upstream_answers_chat_completions_with_usage(demo_upstream):
+    client = Client(demo_upstream)
+    resp = client.chat(headers={"x-tenant-id": "acme", "x-user-id": "alice"})
+    assert resp.status == 200
+    body = resp.json()
+    assert body["object"] == "chat.completion"
+    assert body["usage"]["total_tokens"] == (body["usage"]["prompt_tokens"]
+                                             + body["usage"]["completion_tokens"])
+    assert resp.header("x-demo-upstream-saw-tenant") == "acme"
+    assert resp.header("x-demo-upstream-saw-user") == "alice"
+    models = client.get("/v1/models").json()
+    assert models["object"] == "list" and models["data"]
+
+
+def test_demo_upstream_streams_sse_with_usage_last(demo_upstream):
+    resp = Client(demo_upstream).post(body={"model": "gpt-4o", "stream": True,
+                                            "messages": [{"role": "user", "content": "hi"}]})
+    assert resp.status == 200
+    assert resp.header("content-type") == "text/event-stream"
+    events = [line[len("data: "):] for line in resp.body.decode().splitlines()
+              if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert "usage" in json.loads(events[-2])
+
+
+def test_minted_token_is_admitted_by_the_filter(envoy_factory, wasm_path, demo_upstream,
+                                                jwks_server):
+    numbers = demo_public_key().public_numbers()
+    config = {
+        "providers": {"demo-idp": {"issuer": DEMO_ISSUER, "audiences": ["genai-gateway"],
+                                   "jwks": {"keys": [{"kty": "RSA", "kid": "demo-rs256",
+                                                      "n": b64url_uint(numbers.n),
+                                                      "e": b64url_uint(numbers.e)}]}}},
+        "identity": {"token_sources": [{"header": "authorization", "prefix": "Bearer "}],
+                     "tenant_claim": "tenant_id", "user_claim": "sub",
+                     "tenant_header": "x-tenant-id", "forward_claims": {"sub": "x-user-id"},
+                     "strip_token": True},
+        "tenants": {"acme": {"status": "active", "providers": ["demo-idp"]}},
+    }
+    proxy = envoy_factory(make_config=bs.gateway(demo_upstream, jwks_server.port,
+                                                 [bs.wasm_filter(wasm_path, config)]),
+                          name="demo")
+    resp = proxy.client.chat(token=mint("--tenant", "acme"))
+    assert resp.status == 200, resp
+    assert resp.header("x-demo-upstream-saw-tenant") == "acme"
+    assert resp.header("x-demo-upstream-saw-user") == "demo-user"
+    assert resp.header("x-demo-upstream-saw-authorization") == "absent"
