@@ -1,22 +1,48 @@
-//! One HTTP stream: gathers the request's facts, asks the core for a decision, executes it, and
-//! writes the record.
+//! One HTTP stream: gathers the request's facts, asks the core for decisions, executes them,
+//! meters the response and writes the record.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::host::root::Worker;
-use crate::policy::decision::{self, Decision, HeaderEdit, RequestFacts};
-use crate::policy::denial::{self, Reason};
+use crate::host::shared::{self, UpdateError};
+use crate::policy::config::Limits;
+use crate::policy::decision::{self, Admission, Decision, HeaderEdit, RequestFacts};
+use crate::policy::denial::{self, LocalReply, Reason};
+use crate::policy::metering::{self, Meter};
+use crate::policy::quota::{self, Demand, Refusal, Reservation, WindowStatus};
 use crate::policy::record::{Record, RequestInfo};
+use crate::policy::vector_store::{self, BodyPlan, ResponsePlan};
 
 pub struct Filter {
     worker: Rc<RefCell<Worker>>,
     /// Set once the request headers were decided; written to the log in `on_log`.
     record: Option<Record>,
+    /// The admitted request, from its headers to the end of its response.
+    admitted: Option<Admitted>,
+    /// The filter answered the client itself: its own response callbacks see that local reply
+    /// too and must leave it alone.
+    replied: bool,
+}
+
+struct Admitted {
+    tenant: String,
+    limits: Limits,
+    /// `:path` as sent upstream.
+    path: String,
+    body_plan: Option<BodyPlan>,
+    response_plan: Option<ResponsePlan>,
+    /// The request headers are held until the body has been read.
+    awaiting_body: bool,
+    /// Set when the request passed its quotas; settled once when the response ends.
+    meter: Option<Meter>,
+    reservation: Option<Reservation>,
+    windows: Vec<WindowStatus>,
+    settled: bool,
 }
 
 impl Filter {
@@ -24,6 +50,142 @@ impl Filter {
         Filter {
             worker,
             record: None,
+            admitted: None,
+            replied: false,
+        }
+    }
+
+    /// Answers the client instead of the upstream, and turns the record into that denial.
+    fn refuse(&mut self, reason: Reason, detail: String, reply: LocalReply) -> Action {
+        if let Some(record) = &mut self.record {
+            record.deny(reason, detail);
+            write_filter_state(&record.filter_state());
+        }
+        let headers = reply
+            .headers
+            .iter()
+            .map(|(n, v)| (*n, v.as_str()))
+            .collect();
+        let _ = hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes()));
+        self.replied = true;
+        Action::Pause
+    }
+
+    /// Admits the request against every window of its tenant's quotas (from its headers,
+    /// before the upstream sees anything).
+    fn admit_quota(&mut self) -> Result<(), Refusal> {
+        let Some(admitted) = &mut self.admitted else {
+            return Ok(());
+        };
+        if admitted.limits.is_empty() {
+            return Ok(());
+        }
+        let now = super::now().unwrap_or(0);
+        let limits = &admitted.limits;
+        let outcome = shared::update(&shared::quota_key(&admitted.tenant), |bytes| {
+            let state = quota::QuotaState::decode(bytes);
+            quota::admit(&state, limits, now, Demand::default())
+                .map(|a| (a.state.encode(), (a.reservation, a.windows)))
+        });
+        match outcome {
+            Ok((reservation, windows)) => {
+                admitted.reservation = Some(reservation);
+                admitted.windows = windows;
+                Ok(())
+            }
+            Err(UpdateError::Refused(refusal)) => Err(refusal),
+            Err(UpdateError::Unavailable(why)) => {
+                log::error!("tenant-guard: quota state unavailable: {why}");
+                Err(Refusal {
+                    reason: Reason::RequestQuotaExceeded,
+                    retry_after: 1,
+                    windows: Vec::new(),
+                })
+            }
+        }
+    }
+
+    /// Starts metering once the body is known (or will not be read), and reserves the
+    /// estimate it suggests against the tenant's token and budget windows.
+    fn start_meter(&mut self, body: Option<&[u8]>) {
+        let worker = self.worker.borrow();
+        let Some(admitted) = &mut self.admitted else {
+            return;
+        };
+        admitted.awaiting_body = false;
+        let meter = Meter::new(body, &worker.config.usage, &worker.config.pricing);
+        let demand = meter.demand();
+        admitted.meter = Some(meter);
+        if admitted.reservation.is_none() || demand == Demand::default() {
+            return;
+        }
+        let now = super::now().unwrap_or(0);
+        let limits = &admitted.limits;
+        let reserved = shared::update(&shared::quota_key(&admitted.tenant), |bytes| {
+            let state = quota::QuotaState::decode(bytes);
+            let (next, reservation) = quota::reserve(&state, limits, now, demand);
+            Ok::<_, ()>((next.encode(), reservation))
+        });
+        match reserved {
+            Ok(reservation) => admitted.reservation = Some(reservation),
+            Err(_) => log::error!("tenant-guard: could not reserve a request's estimate"),
+        }
+    }
+
+    fn quota_refused(&mut self, refusal: Refusal) -> Action {
+        let mut reply = denial::reply(refusal.reason);
+        reply
+            .headers
+            .push(("retry-after", refusal.retry_after.to_string()));
+        reply
+            .headers
+            .extend(quota::rate_limit_headers(&refusal.windows));
+        let detail = format!("retry after {}s", refusal.retry_after);
+        self.refuse(refusal.reason, detail, reply)
+    }
+
+    /// Settles the reservation with what the response said, once, and records the usage.
+    fn settle(&mut self) {
+        let Some(admitted) = &mut self.admitted else {
+            return;
+        };
+        let Some(meter) = &admitted.meter else {
+            return;
+        };
+        if admitted.settled {
+            return;
+        }
+        admitted.settled = true;
+        let mut worker = self.worker.borrow_mut();
+        let outcome = meter.outcome(&worker.config.pricing);
+        if let Some(reservation) = &admitted.reservation {
+            let now = super::now().unwrap_or(reservation.admitted_at);
+            let limits = &admitted.limits;
+            let charge = outcome.charge;
+            let settled = shared::update(&shared::quota_key(&admitted.tenant), |bytes| {
+                let state = quota::QuotaState::decode(bytes);
+                let next = quota::settle(&state, limits, now, reservation, charge);
+                Ok::<_, ()>((next.encode(), ()))
+            });
+            if let Err(UpdateError::Unavailable(why)) = settled {
+                log::error!("tenant-guard: could not settle a reservation: {why}");
+            }
+        }
+        let tenant = Some(admitted.tenant.as_str());
+        if let Some(usage) = outcome.usage {
+            worker.stats.add(tenant, "input_tokens", usage.input_tokens);
+            worker
+                .stats
+                .add(tenant, "output_tokens", usage.output_tokens);
+        }
+        if let Some(cost) = outcome.cost {
+            worker
+                .stats
+                .add(tenant, "cost_micro_usd", cost.micro_usd_ceil());
+        }
+        if let Some(record) = &mut self.record {
+            record.meter(&outcome);
+            write_filter_state(&record.usage_state());
         }
     }
 }
@@ -41,19 +203,45 @@ fn lossy(bytes: Option<Vec<u8>>) -> String {
         .unwrap_or_default()
 }
 
+/// Filter state `wasm.<key>`, for `%FILTER_STATE(wasm.<key>:PLAIN)%` in access logs.
+fn write_filter_state(entries: &[(&'static str, String)]) {
+    for (key, value) in entries {
+        let _ = hostcalls::set_property(vec![key], Some(value.as_bytes()));
+    }
+}
+
+fn apply(edits: &[HeaderEdit]) {
+    for edit in edits {
+        let _ = match edit {
+            HeaderEdit::Set(name, value) if name.starts_with(':') => {
+                hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+            }
+            HeaderEdit::Set(name, value) => {
+                // Remove first, so no client-sent copy survives beside the new value.
+                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+                hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value)
+            }
+            HeaderEdit::Remove(name) => {
+                hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
+            }
+        };
+    }
+}
+
 impl Context for Filter {}
 
 impl HttpContext for Filter {
-    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         let raw_path = request_header(":path").unwrap_or_default();
-        let path_only = raw_path.split(|b| *b == b'?').next().unwrap_or_default();
+        let method = lossy(request_header(":method"));
         let decision = match super::now() {
             Some(now) => {
                 let mut worker = self.worker.borrow_mut();
-                let Worker { config, cache } = &mut *worker;
+                let Worker { config, cache, .. } = &mut *worker;
                 let tenant_header = config.tenant_header.as_deref().and_then(request_header);
                 let facts = RequestFacts {
-                    path: path_only,
+                    method: &method,
+                    path: &raw_path,
                     credential: decision::find_credential(&config.token_sources, request_header),
                     tenant_header: tenant_header.as_deref(),
                     now,
@@ -65,7 +253,6 @@ impl HttpContext for Filter {
         };
 
         let request_id = lossy(request_header("x-request-id"));
-        let method = lossy(request_header(":method"));
         let path = String::from_utf8_lossy(&raw_path);
         let record = Record::new(
             &decision,
@@ -75,45 +262,143 @@ impl HttpContext for Filter {
                 path: &path,
             },
         );
-        for (key, value) in record.filter_state() {
-            // Filter state `wasm.<key>`, for %FILTER_STATE(wasm.<key>:PLAIN)% in access logs.
-            let _ = hostcalls::set_property(vec![key], Some(value.as_bytes()));
-        }
+        write_filter_state(&record.filter_state());
         self.record = Some(record);
 
         match decision {
             Decision::Bypass => Action::Continue,
-            Decision::Admit(admission) => {
-                for edit in &admission.header_edits {
-                    let _ = match edit {
-                        HeaderEdit::Set(name, value) => {
-                            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
-                        }
-                        HeaderEdit::Remove(name) => {
-                            hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
-                        }
-                    };
-                }
-                Action::Continue
-            }
             Decision::Deny(denial) => {
                 let reply = denial::reply(denial.reason);
-                let headers = reply
-                    .headers
-                    .iter()
-                    .map(|(n, v)| (*n, v.as_str()))
-                    .collect();
-                let _ = hostcalls::send_http_response(
-                    reply.status,
-                    headers,
-                    Some(reply.body.as_bytes()),
-                );
-                Action::Pause
+                self.refuse(denial.reason, denial.detail, reply)
+            }
+            Decision::Admit(admission) => {
+                self.admitted_headers(*admission, &method, &path, end_of_stream)
             }
         }
     }
 
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(admitted) = &self.admitted else {
+            return Action::Continue;
+        };
+        if !admitted.awaiting_body || self.replied {
+            return Action::Continue;
+        }
+        let max_body_bytes = self.worker.borrow().config.usage.max_body_bytes;
+        let cap = admitted
+            .body_plan
+            .as_ref()
+            .map_or(max_body_bytes, |plan| plan.max_bytes);
+        if body_size > cap {
+            if admitted.body_plan.is_some() {
+                let reply = denial::reply(Reason::BodyTooLarge);
+                let detail = format!("request body over {cap} bytes");
+                return self.refuse(Reason::BodyTooLarge, detail, reply);
+            }
+            // Too large to read for metering: it goes on with what its headers were admitted.
+            self.start_meter(None);
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let mut rewritten = None;
+        if let Some(plan) = &admitted.body_plan {
+            match vector_store::rewrite_body(plan, &body) {
+                Ok(new) => rewritten = Some(new),
+                Err(refusal) => {
+                    let reply = denial::reply(refusal.reason);
+                    return self.refuse(refusal.reason, refusal.detail, reply);
+                }
+            }
+        }
+        let current = rewritten.as_deref().unwrap_or(&body);
+        let usage_rules = self.worker.borrow().config.usage;
+        if let Some(new) = metering::with_stream_usage(&usage_rules, &admitted.path, current) {
+            rewritten = Some(new);
+        }
+        if let Some(new) = &rewritten {
+            let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size, new);
+        }
+        let body = rewritten.unwrap_or(body);
+        self.start_meter(Some(&body));
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        if self.replied {
+            return Action::Continue;
+        }
+        let Some(admitted) = &mut self.admitted else {
+            return Action::Continue;
+        };
+        for (name, value) in quota::remaining_headers(&admitted.windows) {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(&value));
+        }
+        if admitted.response_plan.is_some() {
+            // The body is rewritten below: its length will change.
+            let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, "content-length");
+        }
+        if let Some(meter) = &mut admitted.meter {
+            let content_type =
+                hostcalls::get_map_value(MapType::HttpResponseHeaders, "content-type")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+            meter.response_started(&content_type);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.replied {
+            return Action::Continue;
+        }
+        let Some(admitted) = &mut self.admitted else {
+            return Action::Continue;
+        };
+        if let Some(plan) = &admitted.response_plan {
+            if !end_of_stream && body_size <= plan.max_bytes {
+                return Action::Pause;
+            }
+            let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            // Never forward a listing that could not be confined to the tenant.
+            let filtered = vector_store::filter_response(plan, &body).unwrap_or_else(|| {
+                denial::reply(Reason::VectorOperationNotAllowed)
+                    .body
+                    .into_bytes()
+            });
+            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &filtered);
+            if !end_of_stream {
+                // Over the cap: what follows must not reach the client either.
+                let _ = hostcalls::reset_http_response();
+            }
+            return Action::Continue;
+        }
+        if let Some(meter) = &mut admitted.meter {
+            if let Ok(Some(chunk)) =
+                hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+            {
+                meter.response_chunk(&chunk);
+            }
+        }
+        if end_of_stream {
+            // Settled before the access log is written, so it sees the usage.
+            self.settle();
+        }
+        Action::Continue
+    }
+
     fn on_log(&mut self) {
+        // An aborted stream settles with what it delivered.
+        self.settle();
         let Some(mut record) = self.record.take() else {
             return;
         };
@@ -123,6 +408,77 @@ impl HttpContext for Filter {
             .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
             .map(u64::from_le_bytes)
             .and_then(|code| u32::try_from(code).ok());
+        if record.reason != "bypass" {
+            let metric = match record.decision {
+                "allow" => "requests_allowed".to_string(),
+                _ => format!("requests_denied.reason.{}", record.reason),
+            };
+            let mut worker = self.worker.borrow_mut();
+            worker.stats.add(record.tenant.as_deref(), &metric, 1);
+        }
         log::info!("{}", record.to_json());
+    }
+}
+
+impl Filter {
+    /// Executes an admission decided from the request headers.
+    fn admitted_headers(
+        &mut self,
+        admission: Admission,
+        method: &str,
+        path: &str,
+        end_of_stream: bool,
+    ) -> Action {
+        apply(&admission.header_edits);
+        if admission.rerouted {
+            // Envoy 1.40 re-selects the route after a :path change on its own; asking for it
+            // keeps routing right should that default change.
+            let _ = hostcalls::call_foreign_function("clear_route_cache", None);
+        }
+        let sent_path = admission
+            .header_edits
+            .iter()
+            .find_map(|e| match e {
+                HeaderEdit::Set(name, value) if name == ":path" => Some(value.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| path.to_string());
+        let usage_rules = self.worker.borrow().config.usage;
+        let may_rewrite = admission.body_plan.is_some()
+            || metering::may_add_stream_usage(&usage_rules, method, &sent_path);
+        self.admitted = Some(Admitted {
+            tenant: admission.tenant,
+            limits: admission.limits,
+            path: sent_path,
+            body_plan: admission.body_plan,
+            response_plan: admission.response_plan,
+            awaiting_body: !end_of_stream,
+            meter: None,
+            reservation: None,
+            windows: Vec::new(),
+            settled: false,
+        });
+        if let Err(refusal) = self.admit_quota() {
+            return self.quota_refused(refusal);
+        }
+        if end_of_stream {
+            if let Some(plan) = self.admitted.as_ref().and_then(|a| a.body_plan.as_ref()) {
+                // A vector-store operation that needs a body got none.
+                if let Err(refusal) = vector_store::rewrite_body(plan, b"") {
+                    let reply = denial::reply(refusal.reason);
+                    return self.refuse(refusal.reason, refusal.detail, reply);
+                }
+            }
+            self.start_meter(None);
+            return Action::Continue;
+        }
+        // Envoy delivers the body to this filter only once its headers went on (a paused
+        // header phase holds the body back from this filter too). So the headers leave now,
+        // the body is held in `on_http_request_body`, and a body that may be rewritten loses
+        // its `content-length` here (the upstream then learns the length from the framing).
+        if may_rewrite {
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "content-length");
+        }
+        Action::Continue
     }
 }

@@ -13,6 +13,8 @@
 
 pub mod filter;
 pub mod root;
+pub mod shared;
+pub mod stats;
 
 /// Seconds since the Unix epoch, from the host's clock (not the WASI clock).
 fn now() -> Option<u64> {

@@ -11,6 +11,8 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, MapType};
 
 use crate::host::filter::Filter;
+use crate::host::shared;
+use crate::host::stats::Stats;
 use crate::policy::config::Config;
 use crate::policy::identity::RemoteKeys;
 use crate::policy::jwks::KeySet;
@@ -20,6 +22,7 @@ use crate::policy::token_cache::TokenCache;
 pub struct Worker {
     pub config: Config,
     pub cache: TokenCache,
+    pub stats: Stats,
 }
 
 /// Refresh state of one `remote_jwks` entry.
@@ -59,7 +62,7 @@ impl Context for Root {
             .flatten()
             .unwrap_or_default();
         let mut worker = worker.borrow_mut();
-        let Worker { config, cache } = &mut *worker;
+        let Worker { config, cache, .. } = &mut *worker;
         let Some(remote) = config.remote_jwks.get(index) else {
             return;
         };
@@ -144,8 +147,18 @@ impl RootContext for Root {
                 return false;
             }
         }
+        let listed = config.tenants.listed_ids();
+        for tenant in &listed {
+            // Before traffic, so no two workers race to create a tenant's quota key.
+            shared::ensure(&shared::quota_key(tenant));
+        }
+        let stats = Stats::new(listed.into_iter(), config.stats.max_tenant_series);
         let cache = TokenCache::new(config.token_cache_size);
-        self.worker = Some(Rc::new(RefCell::new(Worker { config, cache })));
+        self.worker = Some(Rc::new(RefCell::new(Worker {
+            config,
+            cache,
+            stats,
+        })));
         true
     }
 

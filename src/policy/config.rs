@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::policy::identity::{ClaimPath, IdentityRules, Provider, RemoteKeys};
 use crate::policy::jwks::KeySet;
 use crate::policy::tenant::{is_valid_tenant_id, DefaultTenant, Status, Tenant, Tenants};
+use crate::policy::vector_store::{self, RawVectorStore, VectorStores};
 
 /// A configuration error: the field path at fault and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +52,12 @@ struct RawConfig {
     pricing: Option<RawPricing>,
     #[serde(default)]
     bypass_paths: Vec<String>,
+    #[serde(default)]
+    vector_stores: Vec<RawVectorStore>,
+    #[serde(default)]
+    usage: UsageRules,
+    #[serde(default)]
+    stats: StatsRules,
 }
 
 #[derive(Deserialize)]
@@ -251,6 +258,15 @@ pub struct Limits {
     pub monthly_budget_micro_usd: Option<u64>,
 }
 
+impl Limits {
+    /// No window and no budget: nothing to count.
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+            && self.tokens.is_empty()
+            && self.monthly_budget_micro_usd.is_none()
+    }
+}
+
 #[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum FailureMode {
@@ -297,6 +313,45 @@ pub struct Pricing {
     pub default: Option<Price>,
 }
 
+/// How usage is measured and reserved (an addition to the contract).
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageRules {
+    /// Tokens reserved at admission when the request names no `max_tokens` (or equivalent).
+    pub default_reservation_tokens: u64,
+    /// Request and JSON response bodies are read up to this size; larger responses yield
+    /// `usage_source: "none"` (the reservation stands), larger requests a 413.
+    pub max_body_bytes: usize,
+    /// Add `stream_options.include_usage` to OpenAI streaming requests that lack it.
+    pub inject_stream_usage: bool,
+}
+
+impl Default for UsageRules {
+    fn default() -> Self {
+        UsageRules {
+            default_reservation_tokens: 1024,
+            max_body_bytes: 1 << 20,
+            inject_stream_usage: true,
+        }
+    }
+}
+
+/// Per-tenant Envoy stats (an addition to the contract).
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsRules {
+    /// At most this many tenants get series of their own; the others share `_other`.
+    pub max_tenant_series: usize,
+}
+
+impl Default for StatsRules {
+    fn default() -> Self {
+        StatsRules {
+            max_tenant_series: 100,
+        }
+    }
+}
+
 /// The validated configuration of one filter instance.
 pub struct Config {
     pub providers: Vec<Provider>,
@@ -311,6 +366,9 @@ pub struct Config {
     pub routing: Option<Routing>,
     pub pricing: Pricing,
     pub bypass_paths: HashSet<String>,
+    pub vector_stores: VectorStores,
+    pub usage: UsageRules,
+    pub stats: StatsRules,
 }
 
 impl Config {
@@ -336,17 +394,8 @@ impl Config {
     /// so that no operator mistakes them for active protection.
     pub fn not_enforced(&self) -> Vec<&'static str> {
         let mut sections = Vec::new();
-        if self.tenants.has_limits() {
-            sections.push("plans / limits (quotas) are validated but not enforced by this build");
-        }
         if self.global_rate_limit.is_some() {
             sections.push("global_rate_limit is validated but not enforced by this build");
-        }
-        if self.routing.is_some() {
-            sections.push("routing is validated but not enforced by this build");
-        }
-        if self.pricing != Pricing::default() {
-            sections.push("pricing is validated but not used by this build");
         }
         sections
     }
@@ -478,6 +527,13 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     let routing = raw.routing.map(compile_routing).transpose()?;
     let pricing = compile_pricing(raw.pricing)?;
 
+    if !(1024..=64 << 20).contains(&raw.usage.max_body_bytes) {
+        return err("usage.max_body_bytes", "must be between 1024 and 67108864");
+    }
+    if raw.stats.max_tenant_series > 10_000 {
+        return err("stats.max_tenant_series", "must be at most 10000");
+    }
+
     let mut bypass_paths = HashSet::new();
     for (i, p) in raw.bypass_paths.into_iter().enumerate() {
         if !p.starts_with('/') || p.contains('?') {
@@ -502,6 +558,9 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         routing,
         pricing,
         bypass_paths,
+        vector_stores: vector_store::compile(raw.vector_stores)?,
+        usage: raw.usage,
+        stats: raw.stats,
     })
 }
 
@@ -679,10 +738,14 @@ fn compile_global(raw: RawGlobalRateLimit) -> Result<GlobalRateLimit, ConfigErro
 
 fn compile_routing(raw: RawRouting) -> Result<Routing, ConfigError> {
     if let Some(prefix) = &raw.path_prefix {
-        if !prefix.starts_with('/') || prefix.ends_with('/') {
+        let segments_ok = prefix
+            .split('/')
+            .skip(1)
+            .all(|s| !s.is_empty() && s != "." && s != "..");
+        if !prefix.starts_with('/') || !segments_ok || prefix.contains(['%', '?', '#', '\\']) {
             return err(
                 "routing.path_prefix",
-                "must start with '/' and not end with '/'",
+                "must be '/' then non-empty segments (no '.', '..', '%', '?', '#', trailing '/')",
             );
         }
         check_template("routing.path_prefix", prefix)?;

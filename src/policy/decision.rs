@@ -1,10 +1,13 @@
 //! The request's plan, as data: from the facts of a request's headers to either the header
 //! edits of an admission or a denial. The shell executes whatever comes back.
 
-use crate::policy::config::{Config, TokenSource};
+use crate::policy::config::{Config, Limits, TokenSource};
 use crate::policy::denial::Reason;
 use crate::policy::identity::{self, VerifiedToken};
+use crate::policy::namespace::{self, PathRefusal};
+use crate::policy::tenant::BoundTenant;
 use crate::policy::token_cache::TokenCache;
+use crate::policy::vector_store::{self, BodyPlan, ResponsePlan, VectorRoute};
 
 /// The token a request carries, as found in its headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +54,8 @@ pub fn find_credential(
 
 /// What the filter knows about a request when its headers arrive.
 pub struct RequestFacts<'a> {
-    /// `:path` without the query string.
+    pub method: &'a str,
+    /// `:path` as received, query string included.
     pub path: &'a [u8],
     pub credential: Credential,
     /// The client-sent value of `identity.tenant_header`, if any.
@@ -72,7 +76,16 @@ pub struct Admission {
     pub user: Option<String>,
     pub provider: String,
     pub plan: Option<String>,
+    /// The tenant's effective quota windows (empty: no quotas).
+    pub limits: Limits,
+    /// Includes `:path` / `:authority` when the request was placed in the tenant's namespace.
     pub header_edits: Vec<HeaderEdit>,
+    /// `:path` or `:authority` changed: Envoy must select the route again.
+    pub rerouted: bool,
+    /// A vector-store body to confine before the request may go on.
+    pub body_plan: Option<BodyPlan>,
+    /// A vector-store response to filter before the client may see it.
+    pub response_plan: Option<ResponsePlan>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +101,7 @@ pub struct Denial {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Bypass,
-    Admit(Admission),
+    Admit(Box<Admission>),
     Deny(Denial),
 }
 
@@ -105,35 +118,36 @@ pub fn deny(reason: Reason, detail: impl Into<String>) -> Decision {
 
 /// Decides a request from its headers. `cache` holds tokens this worker already verified.
 pub fn decide(config: &Config, cache: &mut TokenCache, facts: RequestFacts<'_>) -> Decision {
-    let is_bypass = std::str::from_utf8(facts.path)
+    let path_only = facts.path.split(|b| *b == b'?').next().unwrap_or_default();
+    let is_bypass = std::str::from_utf8(path_only)
         .map(|p| config.bypass_paths.contains(p))
         .unwrap_or(false);
     if is_bypass {
         return Decision::Bypass;
     }
-    let (source, token) = match facts.credential {
+    let (source, token) = match &facts.credential {
         Credential::Missing => return deny(Reason::MissingToken, "no token in the request"),
         Credential::Unreadable => return deny(Reason::InvalidToken, "token is not valid UTF-8"),
-        Credential::Present { source, token } => (source, token),
+        Credential::Present { source, token } => (*source, token.as_str()),
     };
-    let verified = match cache.get(&token, facts.now) {
+    let verified = match cache.get(token, facts.now) {
         Some(hit) => hit.clone(),
-        None => match identity::verify(&token, &config.providers, &config.identity, facts.now) {
+        None => match identity::verify(token, &config.providers, &config.identity, facts.now) {
             Ok(verified) => {
-                cache.insert(&token, verified.clone());
+                cache.insert(token, verified.clone());
                 verified
             }
             Err(rejection) => return deny(rejection.reason, rejection.detail),
         },
     };
-    admit(config, source, verified, facts.tenant_header)
+    admit(config, source, verified, &facts)
 }
 
 fn admit(
     config: &Config,
     source: usize,
     verified: VerifiedToken,
-    client_tenant: Option<&[u8]>,
+    facts: &RequestFacts<'_>,
 ) -> Decision {
     let provider = config
         .providers
@@ -165,7 +179,7 @@ fn admit(
 
     let mut header_edits = Vec::new();
     if let Some(header) = &config.tenant_header {
-        if let Some(sent) = client_tenant {
+        if let Some(sent) = facts.tenant_header {
             if sent != bound.id.as_bytes() {
                 return denial(
                     Reason::TenantHeaderMismatch,
@@ -186,13 +200,89 @@ fn admit(
             header_edits.push(HeaderEdit::Remove(s.header.clone()));
         }
     }
-    Decision::Admit(Admission {
+    let place = match placement(config, &bound, facts) {
+        Ok(place) => place,
+        Err(refusal) => return denial(refusal.reason, refusal.detail),
+    };
+    header_edits.extend(place.edits);
+    Decision::Admit(Box::new(Admission {
         tenant: bound.id.to_string(),
         user: verified.user,
         provider,
         plan: bound.plan.map(str::to_string),
+        limits: bound.limits.clone(),
         header_edits,
-    })
+        rerouted: place.rerouted,
+        body_plan: place.body_plan,
+        response_plan: place.response_plan,
+    }))
+}
+
+/// Where an admitted request goes: its tenant's namespace (`routing`) or a confined
+/// vector-store operation (`vector_stores`).
+#[derive(Default)]
+struct Place {
+    edits: Vec<HeaderEdit>,
+    rerouted: bool,
+    body_plan: Option<BodyPlan>,
+    response_plan: Option<ResponsePlan>,
+}
+
+fn placement(
+    config: &Config,
+    tenant: &BoundTenant<'_>,
+    facts: &RequestFacts<'_>,
+) -> Result<Place, PathRefusal> {
+    let routing = config.routing.as_ref();
+    let mut place = Place::default();
+    if routing.is_none() && config.vector_stores.is_empty() {
+        // Nothing to confine: the path goes on as received.
+        return Ok(place);
+    }
+    let path = namespace::normalize(facts.path)?;
+    let route = vector_store::route(
+        &config.vector_stores,
+        facts.method,
+        &path,
+        tenant.id,
+        tenant.namespace,
+    );
+    let target = match route {
+        VectorRoute::Deny(refusal) => return Err(refusal),
+        VectorRoute::Forward { path } => path,
+        VectorRoute::RewriteBody { path, plan } => {
+            place.body_plan = Some(plan);
+            path
+        }
+        VectorRoute::FilterResponse { path, plan } => {
+            place.response_plan = Some(plan);
+            path
+        }
+        VectorRoute::NotVectorStore => match routing {
+            None => path.target(),
+            Some(routing) => {
+                let placed = namespace::place(routing, tenant.id, tenant.namespace, &path)?;
+                if let Some(authority) = placed.authority {
+                    place
+                        .edits
+                        .push(HeaderEdit::Set(":authority".into(), authority));
+                    place.rerouted = true;
+                }
+                placed.path.unwrap_or_else(|| path.target())
+            }
+        },
+    };
+    if target.as_bytes() != facts.path {
+        place.edits.push(HeaderEdit::Set(":path".into(), target));
+        place.rerouted = true;
+    }
+    if let Some(header) = routing.and_then(|r| r.namespace_header.as_ref()) {
+        place.edits.push(HeaderEdit::Set(
+            header.clone(),
+            tenant.namespace.to_string(),
+        ));
+    }
+    Ok(place)
 }
 
 #[cfg(test)]

@@ -12,6 +12,21 @@ pub enum Reason {
     /// The token's provider is not one of the tenant's `providers`.
     TenantProviderMismatch,
     TenantHeaderMismatch,
+    RequestQuotaExceeded,
+    TokenQuotaExceeded,
+    BudgetExceeded,
+    /// The path cannot be normalised safely (encoded `/` or `\`, backslash, NUL, …).
+    InvalidPath,
+    /// The path addresses another tenant's namespace.
+    CrossTenantPath,
+    /// A vector-store request names another tenant's namespace or collection in its body.
+    CrossTenantNamespace,
+    /// A vector-store operation that cannot be confined to one tenant.
+    VectorOperationNotAllowed,
+    /// A body the filter must rewrite is larger than its cap.
+    BodyTooLarge,
+    /// A body the filter must rewrite is not what the endpoint expects (not JSON, wrong shape).
+    InvalidBody,
 }
 
 impl Reason {
@@ -24,6 +39,15 @@ impl Reason {
             Reason::TenantSuspended => "tenant_suspended",
             Reason::TenantProviderMismatch => "tenant_provider_mismatch",
             Reason::TenantHeaderMismatch => "tenant_header_mismatch",
+            Reason::RequestQuotaExceeded => "request_quota_exceeded",
+            Reason::TokenQuotaExceeded => "token_quota_exceeded",
+            Reason::BudgetExceeded => "budget_exceeded",
+            Reason::InvalidPath => "invalid_path",
+            Reason::CrossTenantPath => "cross_tenant_path",
+            Reason::CrossTenantNamespace => "cross_tenant_namespace",
+            Reason::VectorOperationNotAllowed => "vector_operation_not_allowed",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::InvalidBody => "invalid_body",
         }
     }
 }
@@ -54,6 +78,51 @@ pub fn reply(reason: Reason) -> LocalReply {
             403,
             "permission_error",
             "The tenant header does not match the token's tenant.",
+        ),
+        Reason::RequestQuotaExceeded => (
+            429,
+            "rate_limit_error",
+            "The tenant's request quota is exhausted.",
+        ),
+        Reason::TokenQuotaExceeded => (
+            429,
+            "rate_limit_error",
+            "The tenant's token quota is exhausted.",
+        ),
+        Reason::BudgetExceeded => (
+            429,
+            "rate_limit_error",
+            "The tenant's monthly budget is exhausted.",
+        ),
+        Reason::InvalidPath => (
+            400,
+            "invalid_request_error",
+            "The request path is not allowed (encoded separators or backslashes).",
+        ),
+        Reason::CrossTenantPath => (
+            403,
+            "permission_error",
+            "The path addresses another tenant's namespace.",
+        ),
+        Reason::CrossTenantNamespace => (
+            403,
+            "permission_error",
+            "The request names another tenant's namespace.",
+        ),
+        Reason::VectorOperationNotAllowed => (
+            403,
+            "permission_error",
+            "This vector-store operation is not available through the gateway.",
+        ),
+        Reason::BodyTooLarge => (
+            413,
+            "invalid_request_error",
+            "The request body is larger than the gateway can inspect.",
+        ),
+        Reason::InvalidBody => (
+            400,
+            "invalid_request_error",
+            "The request body is not valid for this endpoint.",
         ),
     };
     let mut headers = vec![("content-type", "application/json".to_string())];

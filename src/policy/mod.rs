@@ -5,10 +5,16 @@
 //! natively and on wasm32 in microseconds, and keeps the host shell (`crate::host`) boring.
 
 pub mod config;
+pub mod cost;
 pub mod decision;
 pub mod denial;
 pub mod identity;
 pub mod jwks;
+pub mod metering;
+pub mod namespace;
+pub mod quota;
 pub mod record;
 pub mod tenant;
 pub mod token_cache;
+pub mod usage;
+pub mod vector_store;

@@ -5,6 +5,8 @@
 use serde::Serialize;
 
 use crate::policy::decision::Decision;
+use crate::policy::denial::Reason;
+use crate::policy::metering::Outcome;
 
 /// Longest `path` kept in a record; longer paths are cut (on a character boundary).
 const MAX_PATH_BYTES: usize = 1024;
@@ -36,6 +38,19 @@ pub struct Record {
     pub path: String,
     /// The response status, known once the response has started.
     pub status: Option<u32>,
+    /// Usage and cost, for admitted requests once their response ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u64>,
+    /// Exact decimal USD, e.g. `"0.0027"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<String>,
+    /// `json`, `sse` or `none`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_source: Option<&'static str>,
 }
 
 impl Record {
@@ -53,6 +68,11 @@ impl Record {
             method: info.method.to_string(),
             path: truncate(info.path, MAX_PATH_BYTES).to_string(),
             status: None,
+            model: None,
+            input_tokens: None,
+            output_tokens: None,
+            cost_usd: None,
+            usage_source: None,
         };
         match decision {
             Decision::Bypass => record.reason = "bypass",
@@ -74,17 +94,60 @@ impl Record {
         record
     }
 
-    /// The filter-state entries (`wasm.<key>`) for access logs; absent values are not set.
-    pub fn filter_state(&self) -> Vec<(&'static str, &str)> {
+    /// Turns an admitted request's record into a denial decided after its headers (a quota
+    /// refusal once the body was read).
+    pub fn deny(&mut self, reason: Reason, detail: String) {
+        self.decision = "deny";
+        self.reason = reason.code();
+        self.detail = Some(detail);
+    }
+
+    /// Adds what the request used. Tokens and cost are recorded as the upstream reported
+    /// them, so records sum to the upstream's own usage.
+    pub fn meter(&mut self, outcome: &Outcome) {
+        self.model = outcome.model.clone();
+        self.input_tokens = Some(outcome.usage.map_or(0, |u| u.input_tokens));
+        self.output_tokens = Some(outcome.usage.map_or(0, |u| u.output_tokens));
+        self.cost_usd = outcome.cost.map(|c| c.to_decimal_usd());
+        self.usage_source = Some(outcome.source.as_str());
+    }
+
+    /// The filter-state entries (`wasm.<key>`) of the decision, for access logs; absent values
+    /// are not set.
+    pub fn filter_state(&self) -> Vec<(&'static str, String)> {
         let mut state = vec![
-            ("decision", self.decision),
-            ("reason", self.reason),
-            ("request_id", self.request_id.as_str()),
+            ("decision", self.decision.to_string()),
+            ("reason", self.reason.to_string()),
+            ("request_id", self.request_id.clone()),
         ];
         for (key, value) in [("tenant", &self.tenant), ("user", &self.user)] {
             if let Some(value) = value {
-                state.push((key, value.as_str()));
+                state.push((key, value.clone()));
             }
+        }
+        state
+    }
+
+    /// The filter-state entries of the usage, once metered.
+    pub fn usage_state(&self) -> Vec<(&'static str, String)> {
+        let mut state = Vec::new();
+        if let Some(model) = &self.model {
+            state.push(("model", model.clone()));
+        }
+        let numbers = [
+            ("input_tokens", self.input_tokens),
+            ("output_tokens", self.output_tokens),
+        ];
+        for (key, value) in numbers {
+            if let Some(value) = value {
+                state.push((key, value.to_string()));
+            }
+        }
+        if let Some(cost) = &self.cost_usd {
+            state.push(("cost_usd", cost.clone()));
+        }
+        if let Some(source) = self.usage_source {
+            state.push(("usage_source", source.to_string()));
         }
         state
     }
@@ -121,13 +184,17 @@ mod tests {
 
     #[test]
     fn admission_record_names_tenant_user_and_ok() {
-        let decision = Decision::Admit(Admission {
+        let decision = Decision::Admit(Box::new(Admission {
             tenant: "acme".into(),
             user: Some("alice".into()),
             provider: "corp-idp".into(),
             plan: Some("pro".into()),
+            limits: Default::default(),
             header_edits: vec![],
-        });
+            rerouted: false,
+            body_plan: None,
+            response_plan: None,
+        }));
         let record = Record::new(&decision, info());
         let json: serde_json::Value = serde_json::from_str(&record.to_json()).unwrap();
         assert_eq!(json["type"], "tenant_guard.request");
@@ -137,8 +204,10 @@ mod tests {
         assert_eq!(json["reason"], "ok");
         assert_eq!(json["request_id"], "req-1");
         assert!(json.get("detail").is_none());
+        let state = record.filter_state();
+        let state: Vec<(&str, &str)> = state.iter().map(|(k, v)| (*k, v.as_str())).collect();
         assert_eq!(
-            record.filter_state(),
+            state,
             vec![
                 ("decision", "allow"),
                 ("reason", "ok"),

@@ -58,13 +58,11 @@ impl Tenants {
         }
     }
 
-    /// Whether any tenant (or the default tenant) has a quota window or a budget.
-    pub fn has_limits(&self) -> bool {
-        let limited = |l: &Limits| {
-            !l.requests.is_empty() || !l.tokens.is_empty() || l.monthly_budget_micro_usd.is_some()
-        };
-        self.listed.values().any(|t| limited(&t.limits))
-            || self.default.as_ref().is_some_and(|d| limited(&d.limits))
+    /// The listed tenants' ids, sorted (a stable order for every worker).
+    pub fn listed_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.listed.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Binds the tenant `id` named by a token that `provider` signed.

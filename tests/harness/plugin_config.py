@@ -4,13 +4,15 @@ import copy
 
 from .keys import CORP_ISSUER, GLOBEX_ISSUER, REMOTE_ISSUER, AUDIENCE, KeyRing
 
+# Identity tests send thousands of requests: their plans are far from any limit. Quotas are
+# tested with their own Envoys and small plans (test_quotas.py).
 PLANS = {
-    "free": {"requests": [{"limit": 60, "window_s": 60}],
-             "tokens": [{"limit": 100000, "window_s": 86400}],
-             "monthly_budget_usd": 10.0},
-    "pro": {"requests": [{"limit": 600, "window_s": 60}, {"limit": 20, "window_s": 1}],
-            "tokens": [{"limit": 2000000, "window_s": 86400}],
-            "monthly_budget_usd": 500.0},
+    "free": {"requests": [{"limit": 1000000, "window_s": 60}],
+             "tokens": [{"limit": 1000000000, "window_s": 86400}],
+             "monthly_budget_usd": 1000000.0},
+    "pro": {"requests": [{"limit": 1000000, "window_s": 60}, {"limit": 100000, "window_s": 1}],
+            "tokens": [{"limit": 1000000000, "window_s": 86400}],
+            "monthly_budget_usd": 1000000.0},
 }
 
 BYPASS_PATHS = ["/healthz"]

@@ -60,6 +60,7 @@ fn acme_token() -> String {
 
 fn facts(credential: Credential, tenant_header: Option<&[u8]>) -> RequestFacts<'_> {
     RequestFacts {
+        method: "POST",
         path: b"/v1/chat/completions",
         credential,
         tenant_header,

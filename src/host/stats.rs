@@ -1,0 +1,62 @@
+//! Per-tenant Envoy counters. Envoy has no tag API for Wasm metrics, so the tenant and the
+//! reason are parts of the name, and the gateway's `stats_config.stats_tags` turn them into
+//! labels (see `envoy/demo.yaml`):
+//!
+//! `tenant_guard.tenant.<tenant>.requests_allowed`
+//! `tenant_guard.tenant.<tenant>.requests_denied.reason.<reason>`
+//! `tenant_guard.tenant.<tenant>.input_tokens` / `output_tokens` / `cost_micro_usd`
+//!
+//! Only the first `stats.max_tenant_series` configured tenants get series of their own; all
+//! others (and tenants admitted by `default_tenant`) count as `_other`, requests without a
+//! verified tenant as `_none`, so the number of series stays bounded.
+
+use std::collections::{HashMap, HashSet};
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+
+pub struct Stats {
+    /// Tenants with series of their own.
+    named: HashSet<String>,
+    /// Metric ids defined so far on this worker, by full name.
+    ids: HashMap<String, u32>,
+}
+
+impl Stats {
+    pub fn new<'a>(tenants: impl Iterator<Item = &'a str>, max_tenant_series: usize) -> Stats {
+        Stats {
+            named: tenants
+                .take(max_tenant_series)
+                .map(str::to_string)
+                .collect(),
+            ids: HashMap::new(),
+        }
+    }
+
+    fn label<'a>(&self, tenant: Option<&'a str>) -> &'a str {
+        match tenant {
+            None => "_none",
+            Some(t) if self.named.contains(t) => t,
+            Some(_) => "_other",
+        }
+    }
+
+    /// Adds `value` (> 0) to `tenant_guard.tenant.<tenant>.<metric>`.
+    pub fn add(&mut self, tenant: Option<&str>, metric: &str, value: u64) {
+        if value == 0 {
+            return;
+        }
+        let name = format!("tenant_guard.tenant.{}.{metric}", self.label(tenant));
+        let id = match self.ids.get(&name) {
+            Some(id) => *id,
+            None => match hostcalls::define_metric(MetricType::Counter, &name) {
+                Ok(id) => {
+                    self.ids.insert(name, id);
+                    id
+                }
+                Err(_) => return,
+            },
+        };
+        let _ = hostcalls::increment_metric(id, i64::try_from(value).unwrap_or(i64::MAX));
+    }
+}
