@@ -2,10 +2,18 @@
 //! host, calls into `crate::policy`, and executes the returned decisions. No policy lives here.
 //!
 //! A request's life through the callbacks:
-//! 1. `on_http_request_headers`: read token, path and tenant header → `policy::decision::decide`
-//!    → either apply header edits and continue, or send the denial as a local reply. The record's
-//!    filter state is written here, so access logs see it even for local replies.
-//! 2. `on_log`: add the response status and write the record's JSON line to the Envoy log.
+//! 1. `on_http_request_headers`: token, path, tenant header → `policy::decision::decide` →
+//!    a denial (local reply) or an admission: header edits (tenant, claims, namespace path and
+//!    authority), then the quota admission (one CAS over the tenant's counters). The record's
+//!    filter state is written here, so access logs see it for local replies too. The headers
+//!    always go on: Envoy hands a Wasm filter the body only after its headers continued.
+//! 2. `on_http_request_body`: held until complete; vector-store bodies are confined,
+//!    `include_usage` added to OpenAI streams, and the estimate reserved (`policy::metering`).
+//! 3. `on_http_response_headers` / `_body`: remaining-quota headers, then every chunk is read
+//!    for usage as it passes (vector-store collection listings are held and filtered); at the
+//!    end of the body the reservation is settled and the usage written to filter state.
+//! 4. `on_log`: settles aborted streams, counts the per-tenant stats and writes the record's
+//!    JSON line to the Envoy log.
 //!
 //! Per worker, the root context owns the compiled config, the remote key sets it refreshes
 //! from `on_tick`, and the token cache; HTTP contexts share them through an `Rc<RefCell<_>>`

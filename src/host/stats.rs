@@ -6,9 +6,10 @@
 //! `tenant_guard.tenant.<tenant>.requests_denied.reason.<reason>`
 //! `tenant_guard.tenant.<tenant>.input_tokens` / `output_tokens` / `cost_micro_usd`
 //!
-//! Only the first `stats.max_tenant_series` configured tenants get series of their own; all
-//! others (and tenants admitted by `default_tenant`) count as `_other`, requests without a
-//! verified tenant as `_none`, so the number of series stays bounded.
+//! Only the first `stats.max_tenant_series` configured tenants (in sorted order) get series of
+//! their own; all others (and tenants admitted by `default_tenant`) count as `_other`, requests
+//! without a verified tenant as `_none`, so the number of series stays bounded. A `.` in a
+//! tenant id becomes `_` in the name, so the tag regexes can find the tenant's end.
 
 use std::collections::{HashMap, HashSet};
 
@@ -33,11 +34,11 @@ impl Stats {
         }
     }
 
-    fn label<'a>(&self, tenant: Option<&'a str>) -> &'a str {
+    fn label(&self, tenant: Option<&str>) -> String {
         match tenant {
-            None => "_none",
-            Some(t) if self.named.contains(t) => t,
-            Some(_) => "_other",
+            None => "_none".into(),
+            Some(t) if self.named.contains(t) => t.replace('.', "_"),
+            Some(_) => "_other".into(),
         }
     }
 

@@ -272,3 +272,113 @@ fn a_denied_token_is_not_cached() {
     assert_eq!(denial_reason(&decision), Some(Reason::InvalidToken));
     assert_eq!(cache.len(), 0);
 }
+
+fn routed_config() -> Config {
+    let doc = json!({
+      "providers": {"corp-idp": {"issuer": "https://corp", "audiences": ["gw"],
+                     "jwks": {"keys": [{"kty": "oct", "kid": "c1", "k": b64(CORP_SECRET)}]}}},
+      "tenants": {"acme": {"providers": ["corp-idp"], "namespace": "acme-ns"}},
+      "routing": {"path_prefix": "/tenants/{namespace}", "authority": "{namespace}.internal",
+                  "namespace_header": "x-ns"},
+      "vector_stores": [{"path_prefix": "/qdrant", "kind": "qdrant"}]
+    });
+    Config::parse(doc.to_string().as_bytes()).unwrap()
+}
+
+fn routed(path: &[u8]) -> Decision {
+    let config = routed_config();
+    let mut cache = TokenCache::new(16);
+    decide(
+        &config,
+        &mut cache,
+        RequestFacts {
+            path,
+            ..facts(bearer(acme_token()), None)
+        },
+    )
+}
+
+#[test]
+fn admitted_request_is_placed_in_its_namespace_and_rerouted() {
+    let Decision::Admit(a) = routed(b"/v1/../v1/chat//completions?x=1") else {
+        panic!("not admitted");
+    };
+    assert!(a.rerouted);
+    assert_eq!(
+        a.header_edits,
+        vec![
+            HeaderEdit::Set(":authority".into(), "acme-ns.internal".into()),
+            HeaderEdit::Set(
+                ":path".into(),
+                "/tenants/acme-ns/v1/chat/completions?x=1".into()
+            ),
+            HeaderEdit::Set("x-ns".into(), "acme-ns".into()),
+        ]
+    );
+}
+
+#[test]
+fn path_into_another_namespace_is_denied_and_names_the_tenant() {
+    for path in [
+        &b"/tenants/globex/v1/x"[..],
+        b"/v1/../../tenants/globex/v1/x",
+    ] {
+        let Decision::Deny(d) = routed(path) else {
+            panic!("admitted {path:?}");
+        };
+        assert_eq!(d.reason, Reason::CrossTenantPath);
+        assert_eq!(d.tenant.as_deref(), Some("acme"));
+    }
+}
+
+#[test]
+fn encoded_separators_are_refused_not_guessed() {
+    for path in [&b"/v1/a%2fb"[..], b"/v1/a%5cb", b"/v1\\x"] {
+        assert_eq!(
+            denial_reason(&routed(path)),
+            Some(Reason::InvalidPath),
+            "{path:?}"
+        );
+    }
+}
+
+#[test]
+fn vector_store_request_is_confined_by_its_store_instead_of_the_namespace_prefix() {
+    let Decision::Admit(a) = routed(b"/qdrant/collections/docs/points/search") else {
+        panic!("not admitted");
+    };
+    assert!(a.header_edits.contains(&HeaderEdit::Set(
+        ":path".into(),
+        "/qdrant/collections/acme-ns~docs/points/search".into()
+    )));
+    assert!(!a
+        .header_edits
+        .iter()
+        .any(|e| matches!(e, HeaderEdit::Set(n, _) if n == ":authority")));
+    assert_eq!(
+        denial_reason(&routed(b"/qdrant/aliases")),
+        Some(Reason::VectorOperationNotAllowed)
+    );
+}
+
+#[test]
+fn without_routing_the_path_is_left_as_received() {
+    let config = config();
+    let mut cache = TokenCache::new(16);
+    let decision = decide(
+        &config,
+        &mut cache,
+        RequestFacts {
+            path: b"/v1/a%2fb/../c",
+            ..facts(bearer(acme_token()), None)
+        },
+    );
+    let Decision::Admit(a) = decision else {
+        panic!("not admitted");
+    };
+    assert!(!a.rerouted);
+    assert!(a
+        .header_edits
+        .iter()
+        .all(|e| !matches!(e, HeaderEdit::Set(n, _) if n == ":path")));
+}
