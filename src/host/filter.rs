@@ -8,13 +8,15 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
+use crate::host::global;
 use crate::host::root::Worker;
 use crate::host::shared::{self, UpdateError};
-use crate::policy::config::Limits;
+use crate::policy::config::{FailureMode, Limits};
 use crate::policy::decision::{self, Admission, Decision, HeaderEdit, RequestFacts};
 use crate::policy::denial::{self, LocalReply, Reason};
 use crate::policy::metering::{self, Meter};
 use crate::policy::quota::{self, Demand, Refusal, Reservation, WindowStatus};
+use crate::policy::ratelimit::{self, Debit, Subject, Verdict};
 use crate::policy::record::{Record, RequestInfo};
 use crate::policy::vector_store::{self, BodyPlan, ResponsePlan};
 
@@ -31,6 +33,8 @@ pub struct Filter {
 
 struct Admitted {
     tenant: String,
+    user: Option<String>,
+    plan: Option<String>,
     limits: Limits,
     /// `:path` as sent upstream.
     path: String,
@@ -42,6 +46,8 @@ struct Admitted {
     meter: Option<Meter>,
     reservation: Option<Reservation>,
     windows: Vec<WindowStatus>,
+    /// Rate-limit service calls still out, by callout token.
+    global_pending: Vec<(u32, ratelimit::Usage)>,
     settled: bool,
 }
 
@@ -171,6 +177,16 @@ impl Filter {
                 log::error!("tenant-guard: could not settle a reservation: {why}");
             }
         }
+        if worker.config.global_rate_limit.is_some() && outcome.charge.tokens > 0 {
+            // Sent from the root context's next tick, where its answer can be seen and retried.
+            worker.debits.push(Debit::new(
+                admitted.tenant.clone(),
+                admitted.plan.clone(),
+                admitted.user.clone(),
+                outcome.model.clone(),
+                outcome.charge.tokens,
+            ));
+        }
         let tenant = Some(admitted.tenant.as_str());
         if let Some(usage) = outcome.usage {
             worker.stats.add(tenant, "input_tokens", usage.input_tokens);
@@ -228,7 +244,66 @@ fn apply(edits: &[HeaderEdit]) {
     }
 }
 
-impl Context for Filter {}
+impl Context for Filter {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let Some(admitted) = &mut self.admitted else {
+            return;
+        };
+        let Some(index) = admitted
+            .global_pending
+            .iter()
+            .position(|(t, _)| *t == token_id)
+        else {
+            return;
+        };
+        let (_, usage) = admitted.global_pending.swap_remove(index);
+        if self.replied {
+            return;
+        }
+        let Some(answer) = global::answer(status_code, response_size) else {
+            self.global_failed();
+            return;
+        };
+        match answer.verdict {
+            Verdict::Ok => {
+                if admitted.global_pending.is_empty() {
+                    let _ = hostcalls::resume_http_request();
+                }
+            }
+            Verdict::OverLimit => {
+                let reason = match usage {
+                    ratelimit::Usage::Requests => Reason::RequestQuotaExceeded,
+                    ratelimit::Usage::Tokens => Reason::TokenQuotaExceeded,
+                };
+                let retry_after = answer.reset_after.unwrap_or(1).max(1);
+                let mut reply = denial::reply(reason);
+                reply.headers.push(("retry-after", retry_after.to_string()));
+                for (name, value) in answer.response_headers {
+                    // The reply's header names are static; keep the service's known ones.
+                    if let Some(known) = SERVICE_HEADERS
+                        .iter()
+                        .find(|h| h.eq_ignore_ascii_case(&name))
+                    {
+                        reply.headers.push((known, value));
+                    }
+                }
+                let detail = format!("rate-limit service: {} over limit", usage.as_str());
+                self.refuse(reason, detail, reply);
+            }
+            Verdict::Unknown => self.global_failed(),
+        }
+    }
+}
+
+/// Headers a rate-limit service may ask to add to a refusal (Limitador's draft-03 set and the
+/// IETF fields); others are dropped.
+const SERVICE_HEADERS: [&str; 5] = [
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "ratelimit-policy",
+    "ratelimit",
+];
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
@@ -421,6 +496,15 @@ impl HttpContext for Filter {
 }
 
 impl Filter {
+    /// A rate-limit call failed or timed out while the headers wait: decide once.
+    fn global_failed(&mut self) {
+        if let Some(admitted) = &mut self.admitted {
+            // Calls still out can no longer change the outcome.
+            admitted.global_pending.clear();
+        }
+        self.global_unavailable(true);
+    }
+
     /// Executes an admission decided from the request headers.
     fn admitted_headers(
         &mut self,
@@ -448,6 +532,8 @@ impl Filter {
             || metering::may_add_stream_usage(&usage_rules, method, &sent_path);
         self.admitted = Some(Admitted {
             tenant: admission.tenant,
+            user: admission.user,
+            plan: admission.plan,
             limits: admission.limits,
             path: sent_path,
             body_plan: admission.body_plan,
@@ -456,6 +542,7 @@ impl Filter {
             meter: None,
             reservation: None,
             windows: Vec::new(),
+            global_pending: Vec::new(),
             settled: false,
         });
         if let Err(refusal) = self.admit_quota() {
@@ -470,14 +557,72 @@ impl Filter {
                 }
             }
             self.start_meter(None);
-            return Action::Continue;
-        }
-        // Envoy delivers the body to this filter only once its headers went on (a paused
-        // header phase holds the body back from this filter too). So the headers leave now,
-        // the body is held in `on_http_request_body`, and a body that may be rewritten loses
-        // its `content-length` here (the upstream then learns the length from the framing).
-        if may_rewrite {
+        } else if may_rewrite {
+            // Envoy delivers the body to this filter only once its headers went on (a paused
+            // header phase holds the body back from this filter too), so a body that may be
+            // rewritten loses its `content-length` now; the upstream learns the length from
+            // the framing.
             let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "content-length");
+        }
+        self.ask_global()
+    }
+
+    /// After the local quotas said yes: asks the rate-limit service about the request and the
+    /// tenant's tokens, holding the headers until it answers.
+    fn ask_global(&mut self) -> Action {
+        let worker = self.worker.borrow();
+        let Some(rules) = &worker.config.global_rate_limit else {
+            return Action::Continue;
+        };
+        let Some(admitted) = &mut self.admitted else {
+            return Action::Continue;
+        };
+        let subject = Subject {
+            plan: admitted.plan.as_deref(),
+            tenant: &admitted.tenant,
+            user: admitted.user.as_deref(),
+            model: None,
+        };
+        // Requests count one; tokens are only checked here (0), and debited after the response.
+        for (usage, hits) in [
+            (ratelimit::Usage::Requests, 1),
+            (ratelimit::Usage::Tokens, 0),
+        ] {
+            match global::call(rules, usage, &subject, hits) {
+                Ok(token) => admitted.global_pending.push((token, usage)),
+                Err(status) => {
+                    log::warn!("tenant-guard: rate-limit service call not sent: {status:?}");
+                    admitted.global_pending.clear();
+                    drop(worker);
+                    return self.global_unavailable(false);
+                }
+            }
+        }
+        Action::Pause
+    }
+
+    /// The rate-limit service could not decide: `failure_mode` says what happens.
+    /// `resume`: the headers are held and must be released when the request may go on.
+    fn global_unavailable(&mut self, resume: bool) -> Action {
+        let fail_open = self
+            .worker
+            .borrow()
+            .config
+            .global_rate_limit
+            .as_ref()
+            .is_some_and(|r| r.failure_mode == FailureMode::Allow);
+        if !fail_open {
+            let reason = Reason::RateLimitServiceUnavailable;
+            let mut reply = denial::reply(reason);
+            reply.headers.push(("retry-after", "1".into()));
+            return self.refuse(reason, "rate-limit service unavailable".into(), reply);
+        }
+        if let Some(record) = &mut self.record {
+            record.admitted_despite(Reason::RateLimitServiceUnavailable);
+            write_filter_state(&record.filter_state());
+        }
+        if resume {
+            let _ = hostcalls::resume_http_request();
         }
         Action::Continue
     }

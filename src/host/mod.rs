@@ -20,6 +20,7 @@
 //! (each worker runs its VM on one thread).
 
 pub mod filter;
+pub mod global;
 pub mod root;
 pub mod shared;
 pub mod stats;

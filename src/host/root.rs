@@ -11,11 +11,13 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, MapType};
 
 use crate::host::filter::Filter;
+use crate::host::global;
 use crate::host::shared;
 use crate::host::stats::Stats;
 use crate::policy::config::Config;
 use crate::policy::identity::RemoteKeys;
 use crate::policy::jwks::KeySet;
+use crate::policy::ratelimit::{self, Debit, Subject};
 use crate::policy::token_cache::TokenCache;
 
 /// What every stream on this worker shares.
@@ -23,6 +25,8 @@ pub struct Worker {
     pub config: Config,
     pub cache: TokenCache,
     pub stats: Stats,
+    /// Token debits for the rate-limit service, waiting for the next tick.
+    pub debits: Vec<Debit>,
 }
 
 /// Refresh state of one `remote_jwks` entry.
@@ -43,9 +47,27 @@ pub struct Root {
     refresh: Vec<Refresh>,
     /// Callout token → index into `config.remote_jwks`.
     pending: HashMap<u32, usize>,
+    /// Callout token → the token debit it carries.
+    debits_in_flight: HashMap<u32, Debit>,
 }
 
 impl Context for Root {
+    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, response_size: usize) {
+        let Some(mut debit) = self.debits_in_flight.remove(&token) else {
+            return;
+        };
+        let answer = global::answer(status_code, response_size);
+        if debit.advance(answer.as_ref()) {
+            self.send_debit(debit);
+        } else if debit.unsettled() > 0 {
+            log::warn!(
+                "tenant-guard: rate-limit service took no debit of {} tokens for tenant {}",
+                debit.unsettled(),
+                debit.tenant
+            );
+        }
+    }
+
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
         let Some(index) = self.pending.remove(&token) else {
             return;
@@ -115,6 +137,34 @@ impl Context for Root {
     }
 }
 
+impl Root {
+    /// Sends (or sends again) a token debit; the answer comes back to this root context.
+    fn send_debit(&mut self, debit: Debit) {
+        let Some(worker) = &self.worker else {
+            return;
+        };
+        let worker = worker.borrow();
+        let Some(rules) = &worker.config.global_rate_limit else {
+            return;
+        };
+        let subject = Subject {
+            plan: debit.plan.as_deref(),
+            tenant: &debit.tenant,
+            user: debit.user.as_deref(),
+            model: debit.model.as_deref(),
+        };
+        match global::call(rules, ratelimit::Usage::Tokens, &subject, debit.hits()) {
+            Ok(token) => {
+                self.debits_in_flight.insert(token, debit);
+            }
+            Err(status) => log::warn!(
+                "tenant-guard: token debit for tenant {} not sent: {status:?}",
+                debit.tenant
+            ),
+        }
+    }
+}
+
 /// Back-off after `failures` consecutive failed fetches: 1, 2, 4 … 60 seconds.
 fn retry_after(failures: u32) -> u64 {
     1u64.checked_shl(failures.saturating_sub(1))
@@ -135,15 +185,20 @@ impl RootContext for Root {
                 return false;
             }
         };
-        for warning in config.not_enforced() {
-            log::warn!("tenant-guard: {warning}");
-        }
         self.refresh = vec![Refresh::default(); config.remote_jwks.len()];
         self.pending.clear();
-        if !config.remote_jwks.is_empty() {
-            // Callouts are started from the first tick, never from on_configure.
-            if hostcalls::set_tick_period(Duration::from_secs(1)).is_err() {
-                log::error!("tenant-guard: cannot start the timer that refreshes remote JWKS");
+        // Callouts are started from ticks, never from on_configure: remote JWKS refreshes
+        // (second granularity) and token debits for the rate-limit service (sent promptly).
+        let tick = if config.global_rate_limit.is_some() {
+            Some(Duration::from_millis(200))
+        } else if !config.remote_jwks.is_empty() {
+            Some(Duration::from_secs(1))
+        } else {
+            None
+        };
+        if let Some(period) = tick {
+            if hostcalls::set_tick_period(period).is_err() {
+                log::error!("tenant-guard: cannot start the filter's timer");
                 return false;
             }
         }
@@ -158,11 +213,19 @@ impl RootContext for Root {
             config,
             cache,
             stats,
+            debits: Vec::new(),
         })));
         true
     }
 
     fn on_tick(&mut self) {
+        let debits = match &self.worker {
+            Some(worker) => std::mem::take(&mut worker.borrow_mut().debits),
+            None => return,
+        };
+        for debit in debits {
+            self.send_debit(debit);
+        }
         let Some(worker) = &self.worker else {
             return;
         };

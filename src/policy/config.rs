@@ -389,16 +389,6 @@ impl Config {
         })?;
         compile(raw)
     }
-
-    /// Sections that are validated but not yet enforced by this build, for a load-time warning
-    /// so that no operator mistakes them for active protection.
-    pub fn not_enforced(&self) -> Vec<&'static str> {
-        let mut sections = Vec::new();
-        if self.global_rate_limit.is_some() {
-            sections.push("global_rate_limit is validated but not enforced by this build");
-        }
-        sections
-    }
 }
 
 // === Validation ===

@@ -15,6 +15,8 @@ pub enum Reason {
     RequestQuotaExceeded,
     TokenQuotaExceeded,
     BudgetExceeded,
+    /// The global rate-limit service did not answer (or not sensibly) in time.
+    RateLimitServiceUnavailable,
     /// The path cannot be normalised safely (encoded `/` or `\`, backslash, NUL, …).
     InvalidPath,
     /// The path addresses another tenant's namespace.
@@ -42,6 +44,7 @@ impl Reason {
             Reason::RequestQuotaExceeded => "request_quota_exceeded",
             Reason::TokenQuotaExceeded => "token_quota_exceeded",
             Reason::BudgetExceeded => "budget_exceeded",
+            Reason::RateLimitServiceUnavailable => "rate_limit_service_unavailable",
             Reason::InvalidPath => "invalid_path",
             Reason::CrossTenantPath => "cross_tenant_path",
             Reason::CrossTenantNamespace => "cross_tenant_namespace",
@@ -93,6 +96,11 @@ pub fn reply(reason: Reason) -> LocalReply {
             429,
             "rate_limit_error",
             "The tenant's monthly budget is exhausted.",
+        ),
+        Reason::RateLimitServiceUnavailable => (
+            503,
+            "api_error",
+            "The rate-limit service is unavailable; try again.",
         ),
         Reason::InvalidPath => (
             400,

@@ -13,6 +13,7 @@ pub mod jwks;
 pub mod metering;
 pub mod namespace;
 pub mod quota;
+pub mod ratelimit;
 pub mod record;
 pub mod tenant;
 pub mod token_cache;

@@ -102,6 +102,12 @@ impl Record {
         self.detail = Some(detail);
     }
 
+    /// Notes why an admitted request was let through without a full check (the rate-limit
+    /// service could not decide and `failure_mode` is `allow`).
+    pub fn admitted_despite(&mut self, reason: Reason) {
+        self.reason = reason.code();
+    }
+
     /// Adds what the request used. Tokens and cost are recorded as the upstream reported
     /// them, so records sum to the upstream's own usage.
     pub fn meter(&mut self, outcome: &Outcome) {

@@ -109,7 +109,6 @@ fn minimal_document_gets_safe_defaults() {
     assert_eq!(config.identity.tenant_claim.as_str(), "tenant_id");
     assert_eq!(config.identity.clock_skew_s, 60);
     assert!(!config.strip_token);
-    assert!(config.not_enforced().is_empty());
     // No tenants and no default tenant: nobody is admitted.
     assert!(config.tenants.bind("acme", 0).is_err());
 }
@@ -276,15 +275,6 @@ fn global_rate_limit_failure_mode_is_deny_or_allow() {
 fn bypass_paths_are_exact_paths() {
     let e = refused(|d| d["bypass_paths"] = json!(["/healthz", "healthz"]));
     assert_eq!(e.path, "bypass_paths[1]");
-}
-
-#[test]
-fn sections_not_enforced_yet_are_reported() {
-    let config = parse(&contract_example()).unwrap();
-    assert_eq!(
-        config.not_enforced(),
-        vec!["global_rate_limit is validated but not enforced by this build"]
-    );
 }
 
 #[test]

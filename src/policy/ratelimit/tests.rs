@@ -1,0 +1,233 @@
+use super::*;
+use crate::policy::config::FailureMode;
+#[cfg(target_family = "wasm")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+fn rules(extra_entries: Vec<ExtraEntry>) -> GlobalRateLimit {
+    GlobalRateLimit {
+        cluster: "ratelimit".into(),
+        domain: "tenant-guard".into(),
+        timeout_ms: 50,
+        failure_mode: FailureMode::Deny,
+        extra_entries,
+    }
+}
+
+/// Decodes a message into (field, raw value) pairs, for asserting on what was encoded.
+fn fields(bytes: &[u8]) -> Vec<(u64, Vec<u8>, Option<u64>)> {
+    Fields::new(bytes)
+        .map(|f| match f.unwrap() {
+            (n, Value::Bytes(b)) => (n, b.to_vec(), None),
+            (n, Value::Varint(v)) => (n, Vec::new(), Some(v)),
+            (n, Value::Other) => (n, Vec::new(), None),
+        })
+        .collect()
+}
+
+fn subject() -> Subject<'static> {
+    Subject {
+        plan: Some("pro"),
+        tenant: "acme",
+        user: Some("alice"),
+        model: None,
+    }
+}
+
+#[test]
+fn entries_follow_the_contract_order_with_optional_extras() {
+    assert_eq!(
+        entries(&rules(vec![]), Usage::Requests, &subject()),
+        vec![
+            ("usage", "requests"),
+            ("plan", "pro"),
+            ("tenant_id", "acme")
+        ]
+    );
+    let with_extras = rules(vec![ExtraEntry::UserId, ExtraEntry::Model]);
+    assert_eq!(
+        entries(&with_extras, Usage::Tokens, &subject()),
+        vec![
+            ("usage", "tokens"),
+            ("plan", "pro"),
+            ("tenant_id", "acme"),
+            ("user_id", "alice"),
+            ("model", "unknown")
+        ]
+    );
+}
+
+#[test]
+fn request_carries_one_descriptor_and_both_hits_addends() {
+    let bytes = request(
+        "tenant-guard",
+        &[("usage", "tokens"), ("tenant_id", "acme")],
+        300,
+    );
+    let top = fields(&bytes);
+    assert_eq!(top[0], (1, b"tenant-guard".to_vec(), None));
+    assert_eq!(top[2], (3, vec![], Some(300)));
+    let descriptor = fields(&top[1].1);
+    let first = fields(&descriptor[0].1);
+    assert_eq!(first[0].1, b"usage");
+    assert_eq!(first[1].1, b"tokens");
+    let wrapper = fields(&descriptor[2].1);
+    assert_eq!(descriptor[2].0, 3);
+    assert_eq!(wrapper, vec![(1, vec![], Some(300))]);
+}
+
+#[test]
+fn a_check_only_request_says_zero_in_the_wrapper_and_omits_the_top_level_addend() {
+    let bytes = request("d", &[("usage", "tokens")], 0);
+    let top = fields(&bytes);
+    assert_eq!(
+        top.len(),
+        2,
+        "no top-level hits_addend: there 0 would mean 1"
+    );
+    let descriptor = fields(&top[1].1);
+    assert_eq!(
+        descriptor[1],
+        (3, vec![], None),
+        "an empty UInt64Value is 0"
+    );
+}
+
+#[test]
+fn grpc_service_names_the_cluster() {
+    let service = grpc_service("ratelimit");
+    let envoy_grpc = fields(&service);
+    assert_eq!(envoy_grpc[0].0, 1);
+    assert_eq!(
+        fields(&envoy_grpc[0].1),
+        vec![(1, b"ratelimit".to_vec(), None)]
+    );
+}
+
+/// A response as a service would encode it.
+fn response(code: u64, remaining: &[u64], headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_varint_field(&mut out, 1, code);
+    for r in remaining {
+        let mut status = Vec::new();
+        put_varint_field(&mut status, 1, code);
+        put_varint_field(&mut status, 3, *r);
+        put_bytes(&mut out, 2, &status);
+    }
+    for (k, v) in headers {
+        let mut header = Vec::new();
+        put_bytes(&mut header, 1, k.as_bytes());
+        put_bytes(&mut header, 2, v.as_bytes());
+        put_bytes(&mut out, 3, &header);
+    }
+    out
+}
+
+#[test]
+fn answers_are_decoded_with_remaining_and_headers() {
+    let a = answer(&response(2, &[7, 3], &[("x-ratelimit-limit", "10")])).unwrap();
+    assert_eq!(a.verdict, Verdict::OverLimit);
+    assert_eq!(a.limit_remaining, Some(3));
+    assert_eq!(
+        a.response_headers,
+        vec![("x-ratelimit-limit".into(), "10".into())]
+    );
+    let ok = answer(&response(1, &[], &[])).unwrap();
+    assert_eq!((ok.verdict, ok.limit_remaining), (Verdict::Ok, None));
+    // An empty message is UNKNOWN: the service could not decide.
+    assert_eq!(answer(b"").unwrap().verdict, Verdict::Unknown);
+}
+
+#[test]
+fn garbage_answers_are_refused_without_panicking() {
+    for garbage in [
+        &b"\xff"[..],
+        b"\x12\x05ab",
+        b"\x08",
+        b"\x0f\x00",
+        &[0x80; 20][..],
+        b"\x1a\x04\x0a\x02\xff\xfe",
+    ] {
+        assert_eq!(answer(garbage), None, "{garbage:?}");
+    }
+}
+
+fn answered(verdict: Verdict, limit_remaining: Option<u64>) -> Answer {
+    Answer {
+        verdict,
+        reset_after: None,
+        limit_remaining,
+        response_headers: vec![],
+    }
+}
+
+fn debit(tokens: u64) -> Debit {
+    Debit::new("acme".into(), Some("pro".into()), None, None, tokens)
+}
+
+/// Runs a debit against a Limitador-like counter: a hit that would cross `limit` is refused
+/// and counts nothing. Returns the counter and the number of calls.
+fn against_limitador(mut counter: u64, limit: u64, tokens: u64) -> (u64, u32) {
+    let mut d = debit(tokens);
+    let mut calls = 0;
+    loop {
+        calls += 1;
+        let hits = d.hits();
+        let verdict = if counter + hits > limit {
+            Verdict::OverLimit
+        } else {
+            counter += hits;
+            Verdict::Ok
+        };
+        if !d.advance(Some(&answered(verdict, None))) {
+            return (counter, calls);
+        }
+    }
+}
+
+#[test]
+fn a_debit_that_fits_takes_one_call() {
+    assert_eq!(against_limitador(100, 1000, 300), (400, 1));
+}
+
+#[test]
+fn a_debit_refused_by_limitador_still_exhausts_the_counter() {
+    for (counter, limit, tokens) in [(990, 1000, 300), (0, 5, 6), (4, 5, 2), (0, 1000, 1_000_000)] {
+        let (after, calls) = against_limitador(counter, limit, tokens);
+        assert_eq!(after, limit, "{counter}+{tokens} against {limit}");
+        assert!(calls <= 2 * 64, "{calls} calls");
+    }
+}
+
+#[test]
+fn an_over_limit_that_was_counted_ends_the_debit() {
+    // envoyproxy/ratelimit: counted, and it says how much is left.
+    let mut d = debit(500);
+    assert!(!d.advance(Some(&answered(Verdict::OverLimit, Some(0)))));
+    assert_eq!(d.unsettled(), 0);
+}
+
+#[test]
+fn failed_calls_are_retried_a_few_times_then_given_up() {
+    let mut d = debit(500);
+    assert!(d.advance(None));
+    assert_eq!(
+        d.hits(),
+        500,
+        "a failed call is retried with the same amount"
+    );
+    assert!(d.advance(Some(&answered(Verdict::Unknown, None))));
+    assert!(!d.advance(None));
+}
+
+#[test]
+fn durations_until_reset_are_read() {
+    let mut status = Vec::new();
+    put_varint_field(&mut status, 1, 2);
+    let mut duration = Vec::new();
+    put_varint_field(&mut duration, 1, 42);
+    put_bytes(&mut status, 4, &duration);
+    let mut out = Vec::new();
+    put_varint_field(&mut out, 1, 2);
+    put_bytes(&mut out, 2, &status);
+    assert_eq!(answer(&out).unwrap().reset_after, Some(42));
+}
