@@ -12,7 +12,7 @@ import pytest
 from harness import bootstrap as bs
 from harness.envoy_process import Envoy, envoy_binary
 from harness.keys import KeyRing, jwk_set
-from harness.plugin_config import main_plugin_config
+from harness.plugin_config import gateway_config, main_plugin_config, tenant
 from harness.servers import JwksServer, RecordingUpstream
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,14 +92,16 @@ def client(envoy):
 def envoy_factory(tmp_path, upstream, jwks_server):
     """Start extra Envoys for one test: ``envoy_factory(http_filters=[...])`` or
     ``envoy_factory(make_config=fn)``; ``start=False`` only launches (for configs expected to
-    fail). All are stopped at teardown."""
+    fail); ``concurrency``: worker threads. All are stopped at teardown."""
     started = []
 
-    def make(http_filters=None, make_config=None, start=True, name=None, timeout=30.0):
+    def make(http_filters=None, make_config=None, start=True, name=None, timeout=30.0,
+             concurrency=2):
         if make_config is None:
             make_config = bs.gateway(upstream.port, jwks_server.port,
                                             http_filters or [])
-        proxy = Envoy(tmp_path / (name or f"envoy-{len(started)}"), make_config)
+        proxy = Envoy(tmp_path / (name or f"envoy-{len(started)}"), make_config,
+                      concurrency=concurrency)
         started.append(proxy)
         if start:
             proxy.start(timeout=timeout)
@@ -110,3 +112,84 @@ def envoy_factory(tmp_path, upstream, jwks_server):
     yield make
     for proxy in started:
         proxy.stop()
+
+
+@pytest.fixture
+def gateway_factory(envoy_factory, wasm_path, upstream, jwks_server):
+    """Start an Envoy running tenant-guard with ``config`` (a plugin configuration dict):
+    ``gateway_factory(config, concurrency=4, stats_tags=..., routes=..., clusters=...)``.
+    Requests go to the session's recording upstream unless ``routes`` say otherwise."""
+    def make(config, *, name=None, concurrency=2, routes=None, clusters=None,
+             stats_tags=None, upstream_port=None):
+        return envoy_factory(
+            make_config=bs.gateway(upstream_port or upstream.port, jwks_server.port,
+                                   [bs.wasm_filter(wasm_path, config)], routes=routes,
+                                   clusters=clusters, stats_tags=stats_tags),
+            name=name, concurrency=concurrency)
+    return make
+
+
+# === The namespace and vector-store gateway ===
+
+NAMESPACE_ROUTING = {"path_prefix": "/tenants/{namespace}",
+                     "authority": "{namespace}.models.internal",
+                     "namespace_header": "x-tenant-namespace"}
+
+VECTOR_STORES = [
+    {"path_prefix": "/qdrant", "kind": "qdrant"},
+    {"path_prefix": "/pinecone", "kind": "pinecone", "max_body_bytes": 4096},
+    {"path_prefix": "/search", "kind": "metadata_filter", "dialect": "qdrant"},
+    {"path_prefix": "/pcsearch", "kind": "metadata_filter", "dialect": "pinecone",
+     "field": "tenant", "value": "{namespace}"},
+]
+
+
+class NamespaceGateway:
+    """An Envoy routing ``/tenants/acme-ns/`` to upstream ``a``, ``/tenants/globex/`` to
+    ``b``, the vector-store prefixes to ``vec`` and everything else to ``c``; tenant acme has
+    namespace ``acme-ns``, globex the default (its id)."""
+
+    def __init__(self, proxy, upstreams, tokens):
+        self.proxy = proxy
+        self.client = proxy.client
+        self.a, self.b, self.c, self.vec = upstreams
+        self.acme, self.globex = tokens
+
+    @property
+    def upstreams(self):
+        return [self.a, self.b, self.c, self.vec]
+
+    def reached(self, request_id) -> list:
+        """Names of the upstreams that received the whole request, or its headers."""
+        return [name for name, up in zip("abcv", self.upstreams)
+                if up.find(request_id) or up.started(request_id)]
+
+
+@pytest.fixture(scope="session")
+def namespace_gateway(tmp_path_factory, wasm_path, jwks_server, keys):
+    from harness.keys import GLOBEX_ISSUER, claims, mint
+
+    config = gateway_config(keys, {
+        "acme": tenant(namespace="acme-ns"),
+        "globex": tenant(providers=["globex-idp"]),
+    }, routing=NAMESPACE_ROUTING, vector_stores=VECTOR_STORES)
+    upstreams = [RecordingUpstream() for _ in range(4)]
+    routes = [bs.route(prefix, "vec") for prefix in
+              ("/qdrant/", "/pinecone/", "/search/", "/pcsearch/")]
+    routes += [bs.route("/tenants/acme-ns/", "ns_a"), bs.route("/tenants/globex/", "ns_b"),
+               bs.route("/", "ns_c")]
+    clusters = {"ns_a": upstreams[0].port, "ns_b": upstreams[1].port,
+                "ns_c": upstreams[2].port, "vec": upstreams[3].port}
+    proxy = Envoy(tmp_path_factory.mktemp("envoy-namespaces"),
+                  bs.gateway(upstreams[2].port, jwks_server.port,
+                             [bs.wasm_filter(wasm_path, config)], routes=routes,
+                             clusters=clusters))
+    try:
+        proxy.start()
+        yield NamespaceGateway(proxy, upstreams, (
+            mint(keys.corp_rsa, claims("acme")),
+            mint(keys.globex_rsa, claims("globex", iss=GLOBEX_ISSUER))))
+    finally:
+        proxy.stop()
+        for up in upstreams:
+            up.close()

@@ -2,6 +2,7 @@
 enough OpenAI to show what the gateway forwarded."""
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,29 @@ def test_demo_upstream_streams_sse_with_usage_last(demo_upstream):
     assert "usage" in json.loads(events[-2])
 
 
+def test_demo_upstream_reads_chunked_request_bodies(demo_upstream):
+    body = json.dumps({"model": "gpt-4o-mini", "stream": False,
+                       "messages": [{"role": "user", "content": "hello chunks"}]}).encode()
+    framed = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 10]), body[i:i + 10])
+                      for i in range(0, len(body), 10)) + b"0\r\n\r\n"
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: demo\r\n"
+            b"content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+    # Two requests on one connection: the second is read only if the first body was
+    # consumed exactly.
+    with socket.create_connection(("127.0.0.1", demo_upstream), timeout=10) as sock:
+        sock.sendall(head + framed + head.replace(b"\r\n\r\n", b"\r\nconnection: close"
+                                                  b"\r\n\r\n") + framed)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    answers = received.split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"200", b"200"], received[:400]
+    for answer in answers:
+        completion = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+        assert completion["model"] == "gpt-4o-mini"
+        assert completion["usage"]["prompt_tokens"] == 3  # "hello chunks": 12 chars
+
+
 def test_minted_token_is_admitted_by_the_filter(envoy_factory, wasm_path, demo_upstream,
                                                 jwks_server):
     numbers = demo_public_key().public_numbers()
@@ -103,8 +127,13 @@ def test_minted_token_is_admitted_by_the_filter(envoy_factory, wasm_path, demo_u
     proxy = envoy_factory(make_config=bs.gateway(demo_upstream, jwks_server.port,
                                                  [bs.wasm_filter(wasm_path, config)]),
                           name="demo")
-    resp = proxy.client.chat(token=mint("--tenant", "acme"))
+    # The gateway drops content-length on chat completions (it may add stream_options), so
+    # the demo upstream must read the chunked body to see the model asked for.
+    resp = proxy.client.chat(token=mint("--tenant", "acme"),
+                             body={"model": "gpt-4o-mini",
+                                   "messages": [{"role": "user", "content": "hi"}]})
     assert resp.status == 200, resp
+    assert resp.json()["model"] == "gpt-4o-mini"
     assert resp.header("x-demo-upstream-saw-tenant") == "acme"
     assert resp.header("x-demo-upstream-saw-user") == "demo-user"
     assert resp.header("x-demo-upstream-saw-authorization") == "absent"

@@ -50,9 +50,38 @@ class Handler(BaseHTTPRequestHandler):
                          f"user={self.headers.get('x-user-id', '-')}\n")
         sys.stderr.flush()
 
-    def _read_json(self):
+    def _read_body(self):
+        """The request body, by content-length or chunked (the gateway drops content-length
+        when it may rewrite a body, e.g. to add stream_options.include_usage). None when the
+        body is malformed or cut short."""
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            body = b""
+            while True:
+                size_line = self.rfile.readline(1024)
+                try:
+                    size = int(size_line.split(b";")[0].strip(), 16)
+                except ValueError:
+                    return None
+                if size == 0:
+                    while True:  # trailers, up to the empty line
+                        line = self.rfile.readline(65537)
+                        if line in (b"\r\n", b"\n"):
+                            return body
+                        if not line:
+                            return None
+                chunk = self.rfile.read(size)
+                if len(chunk) != size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                    return None
+                body += chunk
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
+        return raw if len(raw) == length else None
+
+    def _read_json(self):
+        raw = self._read_body()
+        if raw is None:
+            self.close_connection = True
+            return None
         try:
             return json.loads(raw) if raw else {}
         except ValueError:

@@ -79,18 +79,35 @@ impl Filter {
 
     /// Admits the request against every window of its tenant's quotas (from its headers,
     /// before the upstream sees anything).
-    fn admit_quota(&mut self) -> Result<(), Refusal> {
+    fn admit_quota(&mut self, end_of_stream: bool) -> Result<(), Refusal> {
         let Some(admitted) = &mut self.admitted else {
             return Ok(());
         };
         if admitted.limits.is_empty() {
             return Ok(());
         }
+        // Held from this moment, so requests whose bodies come late cannot all pile in; the
+        // body's own estimate replaces it.
+        let demand = if end_of_stream {
+            Demand::default()
+        } else {
+            let content_length =
+                hostcalls::get_map_value(MapType::HttpRequestHeaders, "content-length")
+                    .ok()
+                    .flatten()
+                    .and_then(|v| v.parse().ok());
+            let worker = self.worker.borrow();
+            metering::provisional_demand(
+                content_length,
+                &worker.config.usage,
+                &worker.config.pricing,
+            )
+        };
         let now = super::now().unwrap_or(0);
         let limits = &admitted.limits;
         let outcome = shared::update(&shared::quota_key(&admitted.tenant), |bytes| {
             let state = quota::QuotaState::decode(bytes);
-            quota::admit(&state, limits, now, Demand::default())
+            quota::admit(&state, limits, now, demand)
                 .map(|a| (a.state.encode(), (a.reservation, a.windows)))
         });
         match outcome {
@@ -119,17 +136,21 @@ impl Filter {
             return;
         };
         admitted.awaiting_body = false;
-        let meter = Meter::new(body, &worker.config.usage, &worker.config.pricing);
+        let held = admitted.reservation.map(|r| r.demand).unwrap_or_default();
+        let meter = Meter::new(body, held, &worker.config.usage, &worker.config.pricing);
         let demand = meter.demand();
         admitted.meter = Some(meter);
-        if admitted.reservation.is_none() || demand == Demand::default() {
+        let Some(provisional) = admitted.reservation else {
+            return;
+        };
+        if provisional.demand == demand {
             return;
         }
         let now = super::now().unwrap_or(0);
         let limits = &admitted.limits;
         let reserved = shared::update(&shared::quota_key(&admitted.tenant), |bytes| {
             let state = quota::QuotaState::decode(bytes);
-            let (next, reservation) = quota::reserve(&state, limits, now, demand);
+            let (next, reservation) = quota::reserve(&state, limits, now, &provisional, demand);
             Ok::<_, ()>((next.encode(), reservation))
         });
         match reserved {
@@ -167,7 +188,13 @@ impl Filter {
         if let Some(reservation) = &admitted.reservation {
             let now = super::now().unwrap_or(reservation.admitted_at);
             let limits = &admitted.limits;
-            let charge = outcome.charge;
+            // Refused after its admission (by the rate-limit service, a body rule): the
+            // upstream never answered, so the reservation goes back.
+            let charge = if self.replied {
+                quota::Actual::default()
+            } else {
+                outcome.charge
+            };
             let settled = shared::update(&shared::quota_key(&admitted.tenant), |bytes| {
                 let state = quota::QuotaState::decode(bytes);
                 let next = quota::settle(&state, limits, now, reservation, charge);
@@ -176,6 +203,9 @@ impl Filter {
             if let Err(UpdateError::Unavailable(why)) = settled {
                 log::error!("tenant-guard: could not settle a reservation: {why}");
             }
+        }
+        if self.replied {
+            return;
         }
         if worker.config.global_rate_limit.is_some() && outcome.charge.tokens > 0 {
             // Sent from the root context's next tick, where its answer can be seen and retried.
@@ -545,7 +575,7 @@ impl Filter {
             global_pending: Vec::new(),
             settled: false,
         });
-        if let Err(refusal) = self.admit_quota() {
+        if let Err(refusal) = self.admit_quota(end_of_stream) {
             return self.quota_refused(refusal);
         }
         if end_of_stream {

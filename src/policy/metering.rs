@@ -37,15 +37,41 @@ pub struct Outcome {
     pub charge: Actual,
 }
 
+/// What to hold at admission, before the body is seen: ⌈`content-length` / 4⌉ input tokens plus
+/// the default output reservation, priced at the `default` price (the model is not known yet).
+/// The body's own estimate replaces it (see [`crate::policy::quota::reserve`]).
+pub fn provisional_demand(
+    content_length: Option<u64>,
+    rules: &UsageRules,
+    pricing: &Pricing,
+) -> Demand {
+    let input = content_length.map_or(0, |len| len.div_ceil(4));
+    let output = rules.default_reservation_tokens;
+    let micro_usd = cost::price_for(pricing, None).map_or(0, |price| {
+        cost::estimate(price, input, output).micro_usd_ceil()
+    });
+    Demand {
+        tokens: input.saturating_add(output),
+        micro_usd,
+    }
+}
+
 impl Meter {
-    /// A meter for a request whose body is `body` (`None`: no body, or one too large to read).
-    pub fn new(body: Option<&[u8]>, rules: &UsageRules, pricing: &Pricing) -> Meter {
-        let facts = body.map(usage::inspect_request).unwrap_or_default();
-        let input = body.map_or(0, |b| usage::estimate_input_tokens(b.len()));
-        let output = match body {
-            Some(_) => facts.output_estimate(rules.default_reservation_tokens),
-            None => 0,
+    /// A meter for a request whose body is `body`. Without a body to read (none, or one too
+    /// large), the request's demand stays what was held at admission: `held`.
+    pub fn new(body: Option<&[u8]>, held: Demand, rules: &UsageRules, pricing: &Pricing) -> Meter {
+        let Some(body) = body else {
+            return Meter {
+                request_model: None,
+                demand: held,
+                reader: Reader::None,
+                response_bytes: 0,
+                max_body_bytes: rules.max_body_bytes,
+            };
         };
+        let facts = usage::inspect_request(body);
+        let input = usage::estimate_input_tokens(body.len());
+        let output = facts.output_estimate(rules.default_reservation_tokens);
         let micro_usd = cost::price_for(pricing, facts.model.as_deref()).map_or(0, |price| {
             cost::estimate(price, input, output).micro_usd_ceil()
         });

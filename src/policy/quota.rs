@@ -252,7 +252,7 @@ pub struct Refusal {
 pub struct Admitted {
     pub state: QuotaState,
     pub reservation: Reservation,
-    /// Every window after this admission.
+    /// Every window after this admission (this request counted, its estimate not held).
     pub windows: Vec<WindowStatus>,
 }
 
@@ -295,13 +295,16 @@ pub fn admit(
             c.used = c.used.saturating_add(1);
         }
     }
+    // What the client is told is left: this request counted, its own estimate not (it is
+    // not spent, and would make the number jump with every request's `max_tokens`).
+    let statuses = windows
+        .iter()
+        .zip(&counters)
+        .map(|(w, c)| status(w, c, now))
+        .collect();
     hold(&mut counters, demand);
     Ok(Admitted {
-        windows: windows
-            .iter()
-            .zip(&counters)
-            .map(|(w, c)| status(w, c, now))
-            .collect(),
+        windows: statuses,
         state: QuotaState { counters },
         reservation: Reservation {
             demand,
@@ -321,17 +324,17 @@ fn hold(counters: &mut [Counter], demand: Demand) {
     }
 }
 
-/// Reserves an estimate for a request admitted earlier: the estimate comes from the request
-/// body, which Envoy delivers after the headers were admitted. Never refuses; the admission
-/// already checked every window. The returned reservation replaces the one from [`admit`]
-/// (whose demand was empty).
+/// Replaces the provisional reservation made at admission (from the request headers) by the
+/// estimate the request body tells. Never refuses: the admission already checked every window.
 pub fn reserve(
     state: &QuotaState,
     limits: &Limits,
     now: u64,
+    provisional: &Reservation,
     demand: Demand,
 ) -> (QuotaState, Reservation) {
-    let mut counters = state.current(&windows(limits, now));
+    let returned = settle(state, limits, now, provisional, Actual::default());
+    let mut counters = returned.counters;
     hold(&mut counters, demand);
     let reservation = Reservation {
         demand,

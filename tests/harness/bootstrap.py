@@ -8,6 +8,11 @@ ACCESS_LOG_FORMAT = {
     "decision": "%FILTER_STATE(wasm.decision:PLAIN)%",
     "reason": "%FILTER_STATE(wasm.reason:PLAIN)%",
     "request_id": "%FILTER_STATE(wasm.request_id:PLAIN)%",
+    "model": "%FILTER_STATE(wasm.model:PLAIN)%",
+    "input_tokens": "%FILTER_STATE(wasm.input_tokens:PLAIN)%",
+    "output_tokens": "%FILTER_STATE(wasm.output_tokens:PLAIN)%",
+    "cost_usd": "%FILTER_STATE(wasm.cost_usd:PLAIN)%",
+    "usage_source": "%FILTER_STATE(wasm.usage_source:PLAIN)%",
     "status": "%RESPONSE_CODE%",
     "path": "%REQ(:PATH)%",
     "x_request_id": "%REQ(X-REQUEST-ID)%",
@@ -64,7 +69,23 @@ def router_filter() -> dict:
     }
 
 
-def listener(port: int, access_log_path: str, http_filters: list, name="ingress") -> dict:
+# Per-tenant counters as labels (src/host/stats.rs names them
+# tenant_guard.tenant.<tenant>.<metric>[.reason.<reason>]).
+TENANT_STATS_TAGS = [
+    {"tag_name": "tenant", "regex": r"^wasmcustom\.tenant_guard\.tenant\.(([^.]+)\.)"},
+    {"tag_name": "reason",
+     "regex": r"^wasmcustom\.tenant_guard\.tenant\.[^.]+\.requests_denied(\.reason\.([^.]+))$"},
+]
+
+
+def route(prefix: str, cluster: str) -> dict:
+    return {"match": {"prefix": prefix}, "route": {"cluster": cluster, "timeout": "20s"}}
+
+
+def listener(port: int, access_log_path: str, http_filters: list, name="ingress",
+             routes: list = None) -> dict:
+    """``routes``: route entries (``route(prefix, cluster)``), first match wins; default:
+    everything to the ``upstream`` cluster."""
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network."
                  "http_connection_manager.v3.HttpConnectionManager",
@@ -86,8 +107,8 @@ def listener(port: int, access_log_path: str, http_filters: list, name="ingress"
             "virtual_hosts": [{
                 "name": "all",
                 "domains": ["*"],
-                "routes": [{"match": {"prefix": "/"},
-                            "route": {"cluster": "upstream", "timeout": "10s"}}],
+                "routes": routes or [{"match": {"prefix": "/"},
+                                      "route": {"cluster": "upstream", "timeout": "10s"}}],
             }],
         },
         "http_filters": list(http_filters) + [router_filter()],
@@ -103,19 +124,24 @@ def listener(port: int, access_log_path: str, http_filters: list, name="ingress"
 
 
 def bootstrap(*, admin_port: int, upstream_port: int, jwks_port: int,
-              listener_doc: dict = None, lds_dir: str = None) -> dict:
-    """A bootstrap with admin, the ``upstream`` and ``jwks`` clusters, and either a static
-    listener (``listener_doc``) or listeners read from ``<lds_dir>/lds.json`` (LDS from a
-    watched file)."""
+              listener_doc: dict = None, lds_dir: str = None, clusters: dict = None,
+              stats_tags: list = None) -> dict:
+    """A bootstrap with admin, the ``upstream`` and ``jwks`` clusters (and ``clusters``:
+    {name: port}), and either a static listener (``listener_doc``) or listeners read from
+    ``<lds_dir>/lds.json`` (LDS from a watched file). ``stats_tags``: extra
+    ``stats_config.stats_tags``."""
     doc = {
         "node": {"id": "tenant-guard-test", "cluster": "tenant-guard-test"},
         "admin": {"address": socket_address(admin_port)},
         "static_resources": {
             "listeners": [listener_doc] if listener_doc else [],
             "clusters": [static_cluster("upstream", upstream_port),
-                         static_cluster("jwks", jwks_port)],
+                         static_cluster("jwks", jwks_port)]
+                        + [static_cluster(n, p) for n, p in (clusters or {}).items()],
         },
     }
+    if stats_tags:
+        doc["stats_config"] = {"stats_tags": list(stats_tags)}
     if lds_dir is not None:
         doc["dynamic_resources"] = {"lds_config": {
             "resource_api_version": "V3",
@@ -134,12 +160,13 @@ def lds_response(version: str, *listeners: dict) -> dict:
     }
 
 
-def gateway(upstream_port: int, jwks_port: int, http_filters: list):
+def gateway(upstream_port: int, jwks_port: int, http_filters: list, *, routes=None,
+            clusters=None, stats_tags=None):
     """``make_config`` for an Envoy whose one static listener runs ``http_filters`` + router
-    in front of the ``upstream`` cluster."""
+    in front of the ``upstream`` cluster (or ``routes`` to ``clusters``: {name: port})."""
     def make(envoy):
         return bootstrap(admin_port=envoy.admin_port, upstream_port=upstream_port,
-                         jwks_port=jwks_port,
+                         jwks_port=jwks_port, clusters=clusters, stats_tags=stats_tags,
                          listener_doc=listener(envoy.listener_port, envoy.access_log_path,
-                                               http_filters))
+                                               http_filters, routes=routes))
     return make

@@ -4,7 +4,9 @@ request's records, and a raw-socket variant for bytes that ``http.client`` would
 
 import http.client
 import json
+import select
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -55,6 +57,17 @@ class Client:
         """``headers``: a dict or a list of (name, value) pairs; values may be ``bytes`` (sent
         verbatim). ``token``: sent as ``authorization: Bearer <token>``. A fresh
         ``x-request-id`` is added unless ``request_id`` or a header gives one."""
+        pairs, body, request_id = self._prepare(headers, body, token, request_id)
+        conn = self._send(method, path, pairs, body)
+        try:
+            resp = conn.getresponse()
+            data = resp.read()
+            headers = [(k.lower(), v) for k, v in resp.getheaders()]
+            return Response(resp.status, headers, data, request_id, resp.reason)
+        finally:
+            conn.close()
+
+    def _prepare(self, headers, body, token, request_id):
         pairs = list(self.default_headers)
         if headers:
             pairs += list(headers.items()) if isinstance(headers, dict) else list(headers)
@@ -71,7 +84,9 @@ class Client:
                 pairs.append(("content-type", "application/json"))
         elif isinstance(body, str):
             body = body.encode()
+        return pairs, body, request_id
 
+    def _send(self, method, path, pairs, body):
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
             conn.putrequest(method, path, skip_accept_encoding=True)
@@ -80,12 +95,42 @@ class Client:
             if body is not None:
                 conn.putheader("content-length", str(len(body)))
             conn.endheaders(body)
-            resp = conn.getresponse()
-            data = resp.read()
-            headers = [(k.lower(), v) for k, v in resp.getheaders()]
-            return Response(resp.status, headers, data, request_id, resp.reason)
-        finally:
+        except BaseException:
             conn.close()
+            raise
+        return conn
+
+    def begin(self, method="POST", path="/v1/chat/completions", headers=None, body=None,
+              token=None, request_id=None) -> "PendingRequest":
+        """Send only the request's headers (with the body's content-length); the test sends
+        the body later with ``PendingRequest.send_body`` — a client whose body arrives after
+        its headers, as over a slow link or HTTP/2."""
+        pairs, body, request_id = self._prepare(headers, body, token, request_id)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.putrequest(method, path, skip_accept_encoding=True)
+            for name, value in pairs:
+                conn.putheader(name, value)
+            conn.putheader("content-length", str(len(body or b"")))
+            conn.endheaders()
+        except BaseException:
+            conn.close()
+            raise
+        return PendingRequest(conn, body or b"", request_id)
+
+    def open_stream(self, method="POST", path="/v1/chat/completions", headers=None,
+                    body=None, token=None, request_id=None) -> "StreamingResponse":
+        """Send a request and return once the response headers are in; the body is read
+        piece by piece (``StreamingResponse``), and the client may close mid-way."""
+        pairs, body, request_id = self._prepare(headers, body, token, request_id)
+        conn = self._send(method, path, pairs, body)
+        sock = conn.sock  # http.client lets go of it once a response says it will close
+        try:
+            resp = conn.getresponse()
+        except BaseException:
+            conn.close()
+            raise
+        return StreamingResponse(conn, sock, resp, request_id)
 
     def get(self, path="/v1/models", **kwargs) -> Response:
         return self.request("GET", path, **kwargs)
@@ -102,6 +147,99 @@ class Client:
         """Send ``data`` verbatim on a new connection and read until Envoy closes it or a
         complete response (by content-length) has arrived."""
         return raw_exchange(self.host, self.port, data, timeout or self.timeout)
+
+
+class PendingRequest:
+    """A request whose headers are out and whose body is not (``Client.begin``)."""
+
+    def __init__(self, conn, body, request_id):
+        self._conn = conn
+        self._sock = conn.sock
+        self.body = body
+        self.request_id = request_id
+        self.response = None
+
+    def answered(self) -> bool:
+        """Whether the proxy has started answering (e.g. refused the request early)."""
+        if self.response is not None:
+            return True
+        readable, _, _ = select.select([self._sock], [], [], 0)
+        return bool(readable)
+
+    def send_body(self):
+        self._conn.send(self.body)
+
+    def finish(self) -> Response:
+        """Read the whole response (sending nothing more) and close the connection."""
+        if self.response is None:
+            try:
+                resp = self._conn.getresponse()
+                data = resp.read()
+                headers = [(k.lower(), v) for k, v in resp.getheaders()]
+                self.response = Response(resp.status, headers, data, self.request_id,
+                                         resp.reason)
+            finally:
+                self._conn.close()
+        return self.response
+
+
+class StreamingResponse:
+    """A response being read as it arrives (SSE): ``read_until`` waits (bounded) for more
+    bytes, ``close`` drops the connection mid-stream like a client that gives up."""
+
+    def __init__(self, conn, sock, resp, request_id):
+        self._conn = conn
+        self._sock = sock
+        self._resp = resp
+        self.request_id = request_id
+        self.status = resp.status
+        self.headers = [(k.lower(), v) for k, v in resp.getheaders()]
+        self.body = b""
+        self.ended = False
+        self.broken = False  # ended without the response's proper end
+
+    def header(self, name):
+        name = name.lower()
+        return next((v for k, v in self.headers if k == name), None)
+
+    def read_until(self, done, timeout=10.0) -> bytes:
+        """Read until ``done(body_so_far)`` is true or the response ends; raises
+        AssertionError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not done(self.body):
+            if self.ended:
+                raise AssertionError(f"the response ended before the expected data arrived: "
+                                     f"{self.body[-300:]!r}")
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"timed out after {timeout:.1f}s reading the stream: "
+                                     f"{self.body[-300:]!r}")
+            # One blocking read bounded by the deadline (a socket file cannot be read again
+            # after one of its reads timed out).
+            self._sock.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                data = self._resp.read1(65536)
+            except (socket.timeout, TimeoutError):
+                raise AssertionError(f"timed out after {timeout:.1f}s reading the stream: "
+                                     f"{self.body[-300:]!r}") from None
+            except (http.client.IncompleteRead, ConnectionError) as exc:
+                # The proxy cut the response short (e.g. its upstream went away).
+                self.broken = True
+                data = getattr(exc, "partial", b"") or b""
+            if not data:
+                self.ended = True
+            self.body += data
+        return self.body
+
+    def read_all(self, timeout=10.0) -> bytes:
+        try:
+            return self.read_until(lambda _: self.ended, timeout)
+        finally:
+            self.close()
+
+    def close(self):
+        self._resp.close()
+        self._conn.close()
+        self._sock.close()
 
 
 @dataclass

@@ -5,7 +5,9 @@ import json
 
 from .wait import wait_for
 
-DENIAL_TYPES = {401: "authentication_error", 403: "permission_error"}
+DENIAL_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                403: "permission_error", 413: "invalid_request_error",
+                429: "rate_limit_error"}
 
 
 def assert_allowed(resp, upstream=None):
@@ -20,7 +22,7 @@ def assert_allowed(resp, upstream=None):
 def assert_denied(resp, status, reason, upstream=None):
     """A denial with the OpenAI error shape: ``{"error": {"type", "code", "message"}}``,
     ``application/json``, and for 401 the RFC 6750 challenge. When ``upstream`` is given the
-    request must not have reached it."""
+    request must not have reached it (nor any of them, for a list)."""
     assert resp.status == status, f"expected {status} {reason}, got {resp}"
     content_type = resp.header("content-type") or ""
     assert content_type.split(";")[0].strip() == "application/json", \
@@ -45,7 +47,8 @@ def assert_denied(resp, status, reason, upstream=None):
         else:
             assert 'error="invalid_token"' in challenge, challenge
     if upstream is not None:
-        assert upstream.find(resp.request_id) == [], "a denied request reached the upstream"
+        for one in upstream if isinstance(upstream, (list, tuple)) else [upstream]:
+            assert one.find(resp.request_id) == [], "a denied request reached the upstream"
     return error
 
 

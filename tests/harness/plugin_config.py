@@ -49,3 +49,40 @@ def main_plugin_config(keys: KeyRing) -> dict:
         "plans": copy.deepcopy(PLANS),
         "bypass_paths": list(BYPASS_PATHS),
     }
+
+
+# === Configurations for quota, usage and namespace tests ===
+
+def tenant(plan=None, *, limits=None, status="active", providers=("corp-idp",),
+           namespace=None) -> dict:
+    """One ``tenants`` entry."""
+    entry = {"status": status, "providers": list(providers)}
+    if plan is not None:
+        entry["plan"] = plan
+    if limits is not None:
+        entry["limits"] = limits
+    if namespace is not None:
+        entry["namespace"] = namespace
+    return entry
+
+
+def windows(*pairs) -> list:
+    """``windows((limit, window_s), ...)`` → a plan's list of windows."""
+    return [{"limit": limit, "window_s": window_s} for limit, window_s in pairs]
+
+
+def gateway_config(keys: KeyRing, tenants: dict, *, plans=None, default_tenant=None,
+                   pricing=None, usage=None, stats=None, routing=None,
+                   vector_stores=None) -> dict:
+    """The main test identity setup (inline keys only) with the given tenants and sections."""
+    config = main_plugin_config(keys)
+    del config["providers"]["remote-idp"]
+    config["tenants"] = tenants
+    config["plans"] = plans or {}
+    config.pop("default_tenant")
+    for name, value in (("default_tenant", default_tenant), ("pricing", pricing),
+                        ("usage", usage), ("stats", stats), ("routing", routing),
+                        ("vector_stores", vector_stores)):
+        if value is not None:
+            config[name] = value
+    return config

@@ -1,12 +1,16 @@
 """In-process HTTP servers on 127.0.0.1: the recording upstream (what reached the model
 backend?) and the JWKS server (what does the remote identity provider publish?)."""
 
+import gzip
 import json
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from . import answers
 from .wait import wait_for
 
 
@@ -16,6 +20,7 @@ class RecordedRequest:
     path: str
     headers: list  # [(lower-case name, value)] in arrival order, duplicates kept
     body: bytes
+    answer: "answers.Answered" = None  # what a scripted answer sent, when there was one
 
     def header(self, name):
         values = self.header_values(name)
@@ -58,18 +63,32 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _read_body(self) -> bytes:
+        """The request body, chunked or by content-length. Raises ConnectionError when the
+        peer closes before the body is complete (never returns a truncated body)."""
+        def line():
+            text = self.rfile.readline(65537)
+            if not text.endswith(b"\n"):
+                raise ConnectionError("request body cut short")
+            return text
+
+        def exactly(size):
+            data = self.rfile.read(size)
+            if len(data) != size:
+                raise ConnectionError("request body cut short")
+            return data
+
         if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
             body = b""
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                size = int(line().split(b";")[0].strip(), 16)
                 if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    while line() not in (b"\r\n", b"\n"):
                         pass
                     return body
-                body += self.rfile.read(size)
-                self.rfile.readline()
+                body += exactly(size)
+                line()
         length = int(self.headers.get("content-length") or 0)
-        return self.rfile.read(length) if length else b""
+        return exactly(length) if length else b""
 
     def _send(self, status, body: bytes, content_type="application/json", extra=()):
         self.send_response(status)
@@ -103,26 +122,185 @@ def chat_completion(model="gpt-4o", prompt_tokens=12, completion_tokens=7) -> di
     }
 
 
+# Longest a scripted answer waits for the test's release (or for the peer to go away).
+HOLD_LIMIT_S = 15.0
+
+
 class _UpstreamHandler(_Handler):
+    # Stream events go out in separate TCP segments, as a real model server flushes them.
+    disable_nagle_algorithm = True
+
     def _handle(self):
-        body = self._read_body()
-        record = RecordedRequest(self.command, self.path,
-                                 [(k.lower(), v) for k, v in self.headers.items()], body)
+        headers = [(k.lower(), v) for k, v in self.headers.items()]
+        request_id = self.headers.get("x-request-id") or ""
+        self.owner._start(request_id, self.command, self.path, headers)
+        try:
+            body = self._read_body()
+        except (OSError, ValueError):
+            # The proxy gave up on the request before its body was complete.
+            self.close_connection = True
+            return
+        record = RecordedRequest(self.command, self.path, headers, body)
+        canned = self.owner._canned_for(request_id)
+        spec_text = self.headers.get(answers.ANSWER_HEADER)
+        if canned is None and spec_text is None:
+            self.owner._record(record)
+            self._send(200, json.dumps(chat_completion()).encode())
+            return
+        if canned is not None:
+            status, content_type, payload = canned
+            record.answer = answers.Answered("canned", status, "", False)
+            record.answer.body += payload
+            record.answer.completed = record.answer.finished = True
+            self.owner._record(record)
+            self._send(status, payload, content_type)
+            return
+        try:
+            spec = answers.parse(spec_text)
+        except ValueError as exc:
+            self.owner._record(record)
+            self._send(400, json.dumps({"error": f"bad {answers.ANSWER_HEADER}: {exc}"})
+                       .encode())
+            return
+        plan = answers.plan(spec, body)
+        record.answer = answers.Answered(spec.kind, plan.status, plan.model, plan.stream)
         self.owner._record(record)
-        self._send(200, json.dumps(chat_completion()).encode())
+        try:
+            self._answer(spec, plan, record.answer, request_id)
+        except OSError:
+            self.close_connection = True  # the peer went away mid-answer
+        finally:
+            record.answer.holding = False
+            record.answer.finished = True
+
+    def _send_in_pieces(self, status, data, content_type, extra, spec):
+        """A whole body (content-length framing) written in ``spec.split`` pieces."""
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(data)))
+        for name, value in extra:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.flush()
+        for piece in answers.pieces(data, spec.split):
+            if spec.gap_ms:
+                time.sleep(spec.gap_ms / 1000)  # separate reads at the proxy
+            self.wfile.write(piece)
+
+    def _wait_release(self, answered, request_id):
+        answered.holding = True
+        try:
+            self.owner._wait_release(request_id, self._peer_gone)
+        finally:
+            answered.holding = False
+
+    def _peer_gone(self) -> bool:
+        """The proxy closed or reset its connection (readable with nothing to read)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return False
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _answer(self, spec, plan, answered, request_id):
+        if spec.delay_ms:
+            time.sleep(spec.delay_ms / 1000)  # shapes the answer; nothing waits on it
+        if spec.hold and not spec.stream:
+            self._wait_release(answered, request_id)
+        # The record is updated before each write, so it is never behind what a client
+        # has already received; a failed write undoes `completed`.
+        if not plan.stream:
+            event = plan.events[0]
+            data, extra = event.data, ()
+            if "gzip" in (self.headers.get("accept-encoding") or "").lower():
+                # Like the real APIs: a whole answer is compressed when the client allows it.
+                data, extra = gzip.compress(data), (("content-encoding", "gzip"),)
+                answered.encoding = "gzip"
+            answered.body += data
+            answered.reported = event.reported
+            answered.events_sent = 1
+            answered.completed = True
+            try:
+                if spec.split <= 1:
+                    self._send(plan.status, data, plan.content_type, extra)
+                else:
+                    self._send_in_pieces(plan.status, data, plan.content_type, extra, spec)
+            except OSError:
+                answered.completed = False
+                raise
+            return
+        self.send_response(plan.status)
+        self.send_header("content-type", plan.content_type)
+        self.send_header("cache-control", "no-cache")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+        for index, event in enumerate(plan.events):
+            if spec.cut_after is not None and index == spec.cut_after:
+                answered.cut = True
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if spec.hold_after is not None and index == spec.hold_after:
+                self._wait_release(answered, request_id)
+                if self._peer_gone():
+                    self.close_connection = True
+                    return
+            for number, piece in enumerate(answers.pieces(event.data, spec.split)):
+                if spec.gap_ms:
+                    time.sleep(spec.gap_ms / 1000)  # separate reads at the proxy
+                answered.body += piece
+                if number == 0:
+                    answered.events_sent = index + 1
+                    if event.reported is not None:
+                        answered.reported = event.reported
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        answered.completed = True
+        try:
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            answered.completed = False
+            raise
 
 
 class RecordingUpstream(_Server):
-    """Answers every request 200 with an OpenAI-style chat completion and records it."""
+    """Records every request and answers it: by default 200 with an OpenAI-style chat
+    completion; as the request's ``x-test-answer`` header says (see ``harness.answers``); or
+    with a body the test set for that request id (``reply_for``). Scripted answers are
+    recorded as ``RecordedRequest.answer`` (what was sent and the usage it reported)."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._requests = []
+        self._started = []
+        self._canned = {}
+        self._released = set()
+        self._release_all = threading.Event()
+        self._changed = threading.Condition(self._lock)
         super().__init__(_UpstreamHandler)
+
+    def _start(self, request_id, method, path, headers):
+        with self._lock:
+            self._started.append((request_id, method, path, headers))
 
     def _record(self, record):
         with self._lock:
             self._requests.append(record)
+
+    def _canned_for(self, request_id):
+        with self._lock:
+            return self._canned.pop(request_id, None)
+
+    def _wait_release(self, request_id, peer_gone):
+        deadline = time.monotonic() + HOLD_LIMIT_S
+        with self._changed:
+            while (request_id not in self._released and not self._release_all.is_set()
+                   and time.monotonic() < deadline):
+                self._changed.wait(0.05)
+                if peer_gone():
+                    return
 
     @property
     def requests(self):
@@ -138,6 +316,53 @@ class RecordingUpstream(_Server):
         found = self.find(request_id)
         assert len(found) == 1, f"upstream saw {len(found)} requests with id {request_id}"
         return found[0]
+
+    def started(self, request_id) -> list:
+        """(method, path, headers) of every request with this id whose headers arrived, also
+        those whose body never came (the proxy gave up)."""
+        with self._lock:
+            return [(m, p, h) for rid, m, p, h in self._started if rid == request_id]
+
+    def reply_for(self, request_id, body, status=200, content_type="application/json"):
+        """Answer the request with this x-request-id with ``body`` (bytes, or JSON-encoded)."""
+        if not isinstance(body, bytes):
+            body = json.dumps(body).encode()
+        with self._lock:
+            self._canned[request_id] = (status, content_type, body)
+
+    def answered(self, request_id) -> answers.Answered:
+        return self.received(request_id).answer
+
+    def wait_finished(self, request_id, timeout=10.0) -> answers.Answered:
+        """The scripted answer of this request once its handler is done."""
+        def done():
+            found = self.find(request_id)
+            return found[0].answer if found and found[0].answer.finished else None
+        return wait_for(done, timeout=timeout,
+                        message=f"the upstream to finish answering {request_id}")
+
+    def holding(self) -> list:
+        """Ids of the requests whose answers are waiting for a release right now."""
+        return [r.header("x-request-id") for r in self.requests
+                if r.answer is not None and r.answer.holding]
+
+    def release(self, request_id=None):
+        """Let a held answer go on (all of them without ``request_id``)."""
+        with self._changed:
+            if request_id is None:
+                self._release_all.set()
+            else:
+                self._released.add(request_id)
+            self._changed.notify_all()
+
+    def rearm(self):
+        """Holds hold again after a ``release()`` of all."""
+        with self._changed:
+            self._release_all.clear()
+
+    def close(self):
+        self.release()
+        super().close()
 
 
 # === JWKS server ===

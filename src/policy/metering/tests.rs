@@ -28,7 +28,7 @@ const CHAT: &[u8] =
 
 #[test]
 fn reservation_is_input_estimate_plus_max_tokens_priced_by_the_request_model() {
-    let meter = Meter::new(Some(CHAT), &rules(), &pricing());
+    let meter = Meter::new(Some(CHAT), Demand::default(), &rules(), &pricing());
     let input = CHAT.len().div_ceil(4) as u64;
     assert_eq!(meter.demand().tokens, input + 50);
     // input × 2.5 + 50 × 10 micro-USD, rounded up.
@@ -36,23 +36,29 @@ fn reservation_is_input_estimate_plus_max_tokens_priced_by_the_request_model() {
 }
 
 #[test]
-fn without_max_tokens_the_default_is_reserved_and_without_a_body_nothing() {
-    let meter = Meter::new(Some(br#"{"model":"x"}"#), &rules(), &pricing());
+fn without_max_tokens_the_default_is_reserved_and_without_a_body_what_was_held() {
+    let meter = Meter::new(
+        Some(br#"{"model":"x"}"#),
+        Demand::default(),
+        &rules(),
+        &pricing(),
+    );
     assert_eq!(meter.demand().tokens, 4 + 100);
     assert_eq!(
         meter.demand().micro_usd,
         0,
         "no price for model x and no default"
     );
-    assert_eq!(
-        Meter::new(None, &rules(), &pricing()).demand(),
-        Demand::default()
-    );
+    let held = Demand {
+        tokens: 7,
+        micro_usd: 3,
+    };
+    assert_eq!(Meter::new(None, held, &rules(), &pricing()).demand(), held);
 }
 
 #[test]
 fn json_usage_read_in_chunks_is_priced_and_charged() {
-    let mut meter = Meter::new(Some(CHAT), &rules(), &pricing());
+    let mut meter = Meter::new(Some(CHAT), Demand::default(), &rules(), &pricing());
     meter.response_started("application/json; charset=utf-8");
     let body = br#"{"id":"c1","model":"gpt-4o-2024-08-06","usage":{"prompt_tokens":1000,"completion_tokens":20,"total_tokens":1020}}"#;
     for chunk in body.chunks(7) {
@@ -79,7 +85,7 @@ fn json_usage_read_in_chunks_is_priced_and_charged() {
 
 #[test]
 fn sse_usage_is_read_as_the_stream_passes() {
-    let mut meter = Meter::new(Some(CHAT), &rules(), &pricing());
+    let mut meter = Meter::new(Some(CHAT), Demand::default(), &rules(), &pricing());
     meter.response_started("text/event-stream");
     let stream = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n\
 data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n";
@@ -102,7 +108,7 @@ fn no_readable_usage_keeps_the_reservation_and_records_none() {
         ("application/json", &[b' '; 2048]),
     ];
     for (content_type, body) in cases {
-        let mut meter = Meter::new(Some(CHAT), &rules(), &pricing());
+        let mut meter = Meter::new(Some(CHAT), Demand::default(), &rules(), &pricing());
         meter.response_started(content_type);
         meter.response_chunk(body);
         let outcome = meter.outcome(&pricing());
@@ -115,7 +121,7 @@ fn no_readable_usage_keeps_the_reservation_and_records_none() {
 
 #[test]
 fn json_over_the_cap_is_not_read_even_if_usage_follows() {
-    let mut meter = Meter::new(Some(CHAT), &rules(), &pricing());
+    let mut meter = Meter::new(Some(CHAT), Demand::default(), &rules(), &pricing());
     meter.response_started("application/json");
     meter.response_chunk(&[b' '; 1020]);
     meter.response_chunk(br#"{"usage":{"prompt_tokens":1,"completion_tokens":1}}"#);
@@ -135,5 +141,21 @@ fn stream_usage_is_injected_only_when_the_rules_say_so() {
     assert_eq!(
         with_stream_usage(&rules(), "/v1/chat/completions", CHAT),
         None
+    );
+}
+
+#[test]
+fn provisional_demand_comes_from_content_length_and_the_default_price() {
+    let mut pricing = pricing();
+    pricing.default = Some(Price {
+        input_micro_usd_per_million: 1_000_000,
+        output_micro_usd_per_million: 3_000_000,
+    });
+    let d = provisional_demand(Some(400), &rules(), &pricing);
+    assert_eq!(d.tokens, 100 + 100);
+    assert_eq!(d.micro_usd, 100 + 300);
+    assert_eq!(
+        provisional_demand(None, &rules(), &Pricing::default()).tokens,
+        100
     );
 }

@@ -106,7 +106,12 @@ fn reservations_stop_concurrent_requests_piling_in() {
 fn settling_replaces_the_estimate_by_the_real_usage() {
     let l = limits(&[], &[(1000, 60)], None);
     let a = admit(&QuotaState::default(), &l, NOW, demand(400)).unwrap();
-    assert_eq!(a.windows[0].remaining, 600);
+    assert_eq!(
+        a.windows[0].remaining, 1000,
+        "its own estimate is not reported as spent"
+    );
+    let peek = admit(&a.state, &l, NOW, demand(0)).unwrap();
+    assert_eq!(peek.windows[0].remaining, 600, "but it is held");
     let actual = Actual {
         tokens: 50,
         micro_usd: 0,
@@ -228,7 +233,7 @@ fn headers_follow_the_ietf_draft_and_openai_names() {
             (
                 "ratelimit",
                 "\"requests-60s\";r=599;t=40, \"requests-1s\";r=19;t=1, \
-                 \"tokens-86400s\";r=1999000;t=6400"
+                 \"tokens-86400s\";r=2000000;t=6400"
                     .to_string()
             ),
         ]
@@ -237,17 +242,22 @@ fn headers_follow_the_ietf_draft_and_openai_names() {
         remaining_headers(&a.windows),
         vec![
             ("x-ratelimit-remaining-requests", "19".to_string()),
-            ("x-ratelimit-remaining-tokens", "1999000".to_string())
+            ("x-ratelimit-remaining-tokens", "2000000".to_string())
         ]
     );
 }
 
 #[test]
-fn an_estimate_reserved_after_admission_holds_until_settled() {
+fn the_body_estimate_replaces_the_provisional_reservation_until_settled() {
     let l = limits(&[(10, 60)], &[(1000, 60)], None);
-    let admitted = admit(&QuotaState::default(), &l, NOW, Demand::default()).unwrap();
-    assert_eq!(admitted.windows[1].remaining, 1000);
-    let (state, reservation) = reserve(&admitted.state, &l, NOW, demand(700));
+    let admitted = admit(&QuotaState::default(), &l, NOW, demand(300)).unwrap();
+    let peek = admit(&admitted.state, &l, NOW, Demand::default()).unwrap();
+    assert_eq!(
+        peek.windows[1].remaining, 700,
+        "provisional estimate held at once"
+    );
+    let (state, reservation) =
+        reserve(&admitted.state, &l, NOW, &admitted.reservation, demand(700));
     let peek = admit(&state, &l, NOW, Demand::default()).unwrap();
     assert_eq!(peek.windows[1].remaining, 300);
     assert_eq!(peek.windows[0].remaining, 8, "reserve counts no request");

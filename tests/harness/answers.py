@@ -1,0 +1,372 @@
+"""Model-API answers for the recording upstream, shaped like the real OpenAI and Anthropic
+APIs: a test picks one with the request header ``x-test-answer``, e.g.
+
+    x-test-answer: openai-sse;in=120;out=30;delay_ms=0
+
+Kinds (the first item):
+
+- ``openai-json``     chat completion, ``usage.prompt_tokens`` / ``completion_tokens`` and
+                      ``prompt_tokens_details.cached_tokens``
+- ``openai-sse``      chat completion chunks; the final ``{"choices": [], "usage": {...}}``
+                      chunk only when the request body said ``stream_options.include_usage:
+                      true`` (then every chunk carries ``"usage": null``, like the real API)
+- ``responses-json``  OpenAI Responses API object, ``usage.input_tokens`` / ``output_tokens``
+- ``responses-sse``   Responses stream, usage in ``event: response.completed``
+- ``embeddings-json`` embeddings list, ``usage.prompt_tokens`` only
+- ``anthropic-json``  Messages API object, ``usage.input_tokens`` / ``output_tokens``
+- ``anthropic-sse``   ``message_start`` (``message.usage.input_tokens`` and an output count of
+                      1), content deltas, ``message_delta`` with the cumulative
+                      ``usage.output_tokens``, ``message_stop``
+- ``error``           500 (``status=``) with an OpenAI error object, no usage
+- ``text``            200 ``text/plain``, no usage
+- ``big-json``        a chat completion padded by ``pad=`` bytes before its usage
+
+Options: ``in``, ``out``, ``cached`` (token counts), ``model``, ``status``, ``chunks`` (content
+events of a stream), ``delay_ms`` (before answering), ``split`` (write every stream event in
+that many pieces), ``gap_ms`` (pause between stream writes, so Envoy reads them separately),
+``hold`` (1: wait until the test releases the request before answering), ``hold_after=N`` (a
+stream waits for the release after N events), ``cut_after=N`` (a stream's connection is cut
+after N events), ``pad``.
+
+``reported`` of every event is the usage the upstream has reported once that event is out,
+as the billing APIs mean it: (input tokens, output tokens) with OpenAI's input counts
+including cached tokens and Anthropic's cache reads and writes added to its input. ``None``
+until some usage was sent.
+"""
+
+import json
+import time
+from dataclasses import dataclass, field
+
+ANSWER_HEADER = "x-test-answer"
+
+KINDS = ("openai-json", "openai-sse", "responses-json", "responses-sse", "embeddings-json",
+         "anthropic-json", "anthropic-sse", "error", "text", "big-json")
+
+DEFAULT_MODELS = {
+    "openai": "gpt-4o",
+    "responses": "gpt-4o",
+    "embeddings": "text-embedding-3-small",
+    "anthropic": "claude-sonnet-4",
+}
+
+WORDS = ["Hello", " from", " the", " recording", " upstream", ".", " More", " words", " here"]
+
+
+@dataclass
+class AnswerSpec:
+    kind: str
+    input: int = 12
+    output: int = 7
+    cached: int = 0
+    model: str = None
+    status: int = None
+    chunks: int = 3
+    delay_ms: int = 0
+    split: int = 1
+    gap_ms: int = 0
+    hold: bool = False
+    hold_after: int = None
+    cut_after: int = None
+    pad: int = 0
+
+    @property
+    def stream(self) -> bool:
+        return self.kind.endswith("-sse")
+
+
+_INT_OPTIONS = {"in": "input", "out": "output", "cached": "cached", "status": "status",
+                "chunks": "chunks", "delay_ms": "delay_ms", "split": "split",
+                "gap_ms": "gap_ms", "hold_after": "hold_after", "cut_after": "cut_after",
+                "pad": "pad"}
+
+
+def parse(value: str) -> AnswerSpec:
+    """Parses an ``x-test-answer`` value; raises ValueError for anything unknown (a typo in a
+    test must not silently become the default answer)."""
+    kind, *options = [part.strip() for part in value.split(";") if part.strip()]
+    if kind not in KINDS:
+        raise ValueError(f"unknown answer kind {kind!r}")
+    spec = AnswerSpec(kind)
+    for option in options:
+        name, sep, raw = option.partition("=")
+        if not sep:
+            raise ValueError(f"answer option {option!r} needs a value")
+        if name in _INT_OPTIONS:
+            setattr(spec, _INT_OPTIONS[name], int(raw))
+        elif name == "model":
+            spec.model = raw
+        elif name == "hold":
+            spec.hold = raw not in ("0", "false")
+        else:
+            raise ValueError(f"unknown answer option {name!r}")
+    return spec
+
+
+def answer(kind: str, **options) -> dict:
+    """The ``x-test-answer`` header for a request: ``answer("openai-sse", in_=120, out=30)``
+    (``in_`` because ``in`` is a keyword)."""
+    parts = [kind]
+    for name, value in options.items():
+        name = name.rstrip("_")
+        if isinstance(value, bool):
+            value = int(value)
+        parts.append(f"{name}={value}")
+    return {ANSWER_HEADER: ";".join(parts)}
+
+
+@dataclass
+class Event:
+    data: bytes
+    reported: tuple = None  # usage reported once this event is out, or None
+
+
+@dataclass
+class Plan:
+    status: int
+    content_type: str
+    events: list  # one Event for a whole JSON body
+    model: str
+    stream: bool
+
+
+def request_wants_usage(body: bytes) -> bool:
+    """Whether a chat request asks for the final usage chunk (``stream_options.include_usage``
+    is ``true``), as the OpenAI API decides it."""
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return False
+    options = request.get("stream_options") if isinstance(request, dict) else None
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def plan(spec: AnswerSpec, request_body: bytes) -> Plan:
+    family = spec.kind.split("-")[0]
+    model = spec.model or DEFAULT_MODELS.get(family, "gpt-4o")
+    build = _BUILDERS[spec.kind]
+    status, content_type, events = build(spec, model, request_body)
+    if spec.status is not None:
+        status = spec.status
+    return Plan(status, content_type, events, model, spec.stream)
+
+
+def _json(value) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _words(count):
+    return [WORDS[i % len(WORDS)] for i in range(max(count, 0))]
+
+
+def _openai_usage(spec):
+    return {"prompt_tokens": spec.input, "completion_tokens": spec.output,
+            "total_tokens": spec.input + spec.output,
+            "prompt_tokens_details": {"cached_tokens": spec.cached, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                          "accepted_prediction_tokens": 0,
+                                          "rejected_prediction_tokens": 0}}
+
+
+def _chat_completion(spec, model, padding=None):
+    body = {"id": "chatcmpl-rec", "object": "chat.completion", "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                         "message": {"role": "assistant", "content": "".join(_words(3)),
+                                     "refusal": None}}]}
+    if padding is not None:
+        body["padding"] = padding  # before usage: a reader must get past it
+    body["usage"] = _openai_usage(spec)
+    body["system_fingerprint"] = "fp_rec"
+    return body
+
+
+def _openai_json(spec, model, _request):
+    return 200, "application/json", [Event(_json(_chat_completion(spec, model)),
+                                           (spec.input, spec.output))]
+
+
+def _big_json(spec, model, _request):
+    body = _json(_chat_completion(spec, model, padding="x" * max(spec.pad, 0)))
+    return 200, "application/json", [Event(body, (spec.input, spec.output))]
+
+
+def _sse(data: bytes, event: str = None) -> bytes:
+    head = f"event: {event}\n".encode() if event else b""
+    return head + b"data: " + data + b"\n\n"
+
+
+def _openai_sse(spec, model, request):
+    with_usage = request_wants_usage(request)
+    created = int(time.time())
+
+    def chunk(delta, finish=None):
+        value = {"id": "chatcmpl-rec", "object": "chat.completion.chunk", "created": created,
+                 "model": model, "system_fingerprint": "fp_rec",
+                 "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                              "finish_reason": finish}]}
+        if with_usage:
+            value["usage"] = None
+        return Event(_sse(_json(value)))
+
+    events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    events += [chunk({"content": word}) for word in _words(spec.chunks)]
+    events.append(chunk({}, "stop"))
+    if with_usage:
+        final = {"id": "chatcmpl-rec", "object": "chat.completion.chunk", "created": created,
+                 "model": model, "system_fingerprint": "fp_rec", "choices": [],
+                 "usage": _openai_usage(spec)}
+        events.append(Event(_sse(_json(final)), (spec.input, spec.output)))
+    events.append(Event(b"data: [DONE]\n\n"))
+    return 200, "text/event-stream; charset=utf-8", events
+
+
+def _responses_object(spec, model, status, usage):
+    return {"id": "resp_rec", "object": "response", "created_at": int(time.time()),
+            "status": status, "model": model,
+            "output": [] if status != "completed" else [{
+                "type": "message", "id": "msg_rec", "status": "completed", "role": "assistant",
+                "content": [{"type": "output_text", "text": "".join(_words(spec.chunks)),
+                             "annotations": []}]}],
+            "usage": usage}
+
+
+def _responses_usage(spec):
+    return {"input_tokens": spec.input, "input_tokens_details": {"cached_tokens": spec.cached},
+            "output_tokens": spec.output, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": spec.input + spec.output}
+
+
+def _responses_json(spec, model, _request):
+    body = _responses_object(spec, model, "completed", _responses_usage(spec))
+    return 200, "application/json", [Event(_json(body), (spec.input, spec.output))]
+
+
+def _responses_sse(spec, model, _request):
+    seq = iter(range(10_000))
+
+    def event(name, value):
+        return _sse(_json(dict({"type": name, "sequence_number": next(seq)}, **value)), name)
+
+    events = [Event(event("response.created",
+                          {"response": _responses_object(spec, model, "in_progress", None)}))]
+    events += [Event(event("response.output_text.delta",
+                           {"item_id": "msg_rec", "output_index": 0, "content_index": 0,
+                            "delta": word}))
+               for word in _words(spec.chunks)]
+    done = _responses_object(spec, model, "completed", _responses_usage(spec))
+    events.append(Event(event("response.completed", {"response": done}),
+                        (spec.input, spec.output)))
+    return 200, "text/event-stream; charset=utf-8", events
+
+
+def _embeddings_json(spec, model, _request):
+    body = {"object": "list", "model": model,
+            "data": [{"object": "embedding", "index": 0,
+                      "embedding": [0.0023, -0.0093, 0.0158, -0.0071]}],
+            "usage": {"prompt_tokens": spec.input, "total_tokens": spec.input}}
+    return 200, "application/json", [Event(_json(body), (spec.input, 0))]
+
+
+def _anthropic_usage(spec, output):
+    usage = {"input_tokens": spec.input, "output_tokens": output}
+    if spec.cached:
+        usage["cache_read_input_tokens"] = spec.cached
+        usage["cache_creation_input_tokens"] = 0
+    return usage
+
+
+def _anthropic_json(spec, model, _request):
+    body = {"id": "msg_rec", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": "".join(_words(3))}],
+            "stop_reason": "end_turn", "stop_sequence": None,
+            "usage": _anthropic_usage(spec, spec.output)}
+    return 200, "application/json", [Event(_json(body),
+                                           (spec.input + spec.cached, spec.output))]
+
+
+def _anthropic_sse(spec, model, _request):
+    start_output = min(1, spec.output)
+    message = {"id": "msg_rec", "type": "message", "role": "assistant", "model": model,
+               "content": [], "stop_reason": None, "stop_sequence": None,
+               "usage": _anthropic_usage(spec, start_output)}
+    events = [Event(_sse(_json({"type": "message_start", "message": message}),
+                         "message_start"), (spec.input + spec.cached, start_output)),
+              Event(_sse(_json({"type": "content_block_start", "index": 0,
+                                "content_block": {"type": "text", "text": ""}}),
+                         "content_block_start")),
+              Event(_sse(b'{"type": "ping"}', "ping"))]
+    events += [Event(_sse(_json({"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "text_delta", "text": word}}),
+                          "content_block_delta"))
+               for word in _words(spec.chunks)]
+    events.append(Event(_sse(_json({"type": "content_block_stop", "index": 0}),
+                             "content_block_stop")))
+    events.append(Event(_sse(_json({"type": "message_delta",
+                                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                    "usage": {"output_tokens": spec.output}}),
+                             "message_delta"), (spec.input + spec.cached, spec.output)))
+    events.append(Event(_sse(_json({"type": "message_stop"}), "message_stop")))
+    return 200, "text/event-stream; charset=utf-8", events
+
+
+def _error(spec, model, _request):
+    body = {"error": {"message": "The server had an error while processing your request.",
+                      "type": "server_error", "param": None, "code": None}}
+    return 500, "application/json", [Event(_json(body))]
+
+
+def _text(spec, model, _request):
+    return 200, "text/plain; charset=utf-8", [Event(b"plain text, no usage here\n")]
+
+
+_BUILDERS = {
+    "openai-json": _openai_json,
+    "openai-sse": _openai_sse,
+    "responses-json": _responses_json,
+    "responses-sse": _responses_sse,
+    "embeddings-json": _embeddings_json,
+    "anthropic-json": _anthropic_json,
+    "anthropic-sse": _anthropic_sse,
+    "error": _error,
+    "text": _text,
+    "big-json": _big_json,
+}
+
+
+def pieces(data: bytes, count: int) -> list:
+    """``data`` cut into ``count`` pieces of about equal size (none empty)."""
+    count = max(1, min(count, len(data)))
+    size, extra = divmod(len(data), count)
+    out, at = [], 0
+    for i in range(count):
+        step = size + (1 if i < extra else 0)
+        out.append(data[at:at + step])
+        at += step
+    return out
+
+
+@dataclass
+class Answered:
+    """What the upstream answered one request: updated while the answer is written."""
+
+    kind: str
+    status: int
+    model: str
+    stream: bool
+    body: bytearray = field(default_factory=bytearray)  # body bytes written so far
+    encoding: str = None  # "gzip" when the whole answer was compressed
+    reported: tuple = None  # usage reported in what was written so far
+    events_sent: int = 0
+    holding: bool = False
+    completed: bool = False  # the whole answer was written
+    cut: bool = False  # the upstream cut the connection on purpose
+    finished: bool = False  # the handler is done (completed, cut or the peer went away)
+
+    @property
+    def input_tokens(self) -> int:
+        return self.reported[0] if self.reported else 0
+
+    @property
+    def output_tokens(self) -> int:
+        return self.reported[1] if self.reported else 0

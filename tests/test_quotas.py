@@ -1,0 +1,517 @@
+"""Quotas: request and token windows, the monthly budget, their 429 answers, and the remaining
+headers of admitted requests. Every test runs its own Envoy with small plans (the counters are
+process-wide shared data, so a fresh Envoy starts from zero); tenants of one Envoy never share
+counters.
+
+Windows are fixed and aligned to the Unix epoch: tests use 3600 s windows, or wait until they
+are clear of a window's edge, so a window cannot roll over mid-test."""
+
+import json
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from harness import bootstrap as bs
+from harness.answers import answer
+from harness.expect import assert_denied
+from harness.keys import claims, mint
+from harness.limits import assert_quota_denied, remaining, wait_clear_of_window_edge
+from harness.plugin_config import gateway_config, tenant, windows
+from harness.records import filter_record
+from harness.wait import wait_for
+
+HOUR = 3600
+
+
+def chat_body(max_tokens=None, content="hello", model="gpt-4o", **extra):
+    body = {"model": model, "messages": [{"role": "user", "content": content}]}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    body.update(extra)
+    return body
+
+
+def encoded(body) -> bytes:
+    """The bytes the client sends for a JSON body (harness.client encodes with json.dumps)."""
+    return json.dumps(body).encode()
+
+
+def reservation(body, default=1024) -> int:
+    """What the filter reserves for a chat body: one token per 4 bytes, plus max_tokens (or
+    the default) times max(n, best_of, 1)."""
+    size = len(encoded(body))
+    output = body.get("max_tokens", default) * max(body.get("n", 1), body.get("best_of", 1), 1)
+    return -(-size // 4) + output
+
+
+PROBE = {"model": "gpt-4o", "max_tokens": 1, "messages": []}
+
+
+def probe(proxy, token):
+    """An admitted request whose answer reports 0 tokens: its remaining headers show the
+    tenant's counters, whatever the gateway's view of the probe's own estimate, so the
+    difference between two probes is exactly what happened in between."""
+    resp = proxy.client.chat(token=token, body=PROBE, headers=answer("openai-json", in_=0,
+                                                                     out=0))
+    assert resp.status == 200, resp
+    return resp
+
+
+@pytest.fixture
+def tokens_for(keys):
+    cache = {}
+
+    def token(tenant_id):
+        if tenant_id not in cache:
+            cache[tenant_id] = mint(keys.corp_rsa, claims(tenant_id, sub=f"{tenant_id}-user"))
+        return cache[tenant_id]
+    return token
+
+
+@pytest.fixture
+def lds_gateway(envoy_factory, tmp_path, wasm_path, upstream, jwks_server):
+    """An Envoy whose listener comes from a watched LDS file: ``proxy, push = lds_gateway(cfg)``
+    and ``push(version, new_cfg)`` replaces the plugin configuration."""
+    lds_dir = tmp_path / "lds"
+    lds_dir.mkdir()
+
+    def write(version, listener_doc):
+        tmp = lds_dir / f".lds.{version}.tmp"
+        tmp.write_text(json.dumps(bs.lds_response(version, listener_doc)))
+        os.rename(tmp, lds_dir / "lds.json")
+
+    def start(config):
+        def listener_for(envoy, cfg):
+            return bs.listener(envoy.listener_port, envoy.access_log_path,
+                               [bs.wasm_filter(wasm_path, cfg)])
+
+        def make(envoy):
+            write("1", listener_for(envoy, config))
+            return bs.bootstrap(admin_port=envoy.admin_port, upstream_port=upstream.port,
+                                jwks_port=jwks_server.port, lds_dir=str(lds_dir))
+
+        proxy = envoy_factory(make_config=make, name="lds-quota")
+        return proxy, lambda version, cfg: write(version, listener_for(proxy, cfg))
+    return start
+
+
+# === Request windows ===
+
+def test_request_limit_is_exact_across_four_workers(gateway_factory, upstream, keys,
+                                                    tokens_for):
+    """40 clients × 3 requests on new connections against 25 requests/hour: exactly 25 are
+    admitted, whichever of the 4 workers served them (one shared counter, updated by CAS)."""
+    config = gateway_config(keys, {
+        "acme": tenant(limits={"requests": windows((25, HOUR))}),
+        "globex": tenant(limits={"requests": windows((25, HOUR))}),
+    })
+    proxy = gateway_factory(config, concurrency=4, name="exact")
+    client = proxy.client
+    wait_clear_of_window_edge(HOUR)
+    before = proxy.worker_connections()
+    token = tokens_for("acme")
+
+    def one(_):
+        return client.chat(token=token, body=chat_body())
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        responses = list(pool.map(one, range(120)))
+    statuses = sorted(r.status for r in responses)
+    assert statuses.count(200) == 25, f"admitted {statuses.count(200)} of 120, limit 25"
+    assert statuses.count(429) == 95, statuses
+    admitted = [r for r in responses if r.status == 200]
+    assert sum(len(upstream.find(r.request_id)) for r in responses) == 25
+    assert sorted(remaining(r, "requests") for r in admitted) == list(range(25))
+    for resp in responses:
+        if resp.status == 429:
+            assert_quota_denied(resp, "request_quota_exceeded", [("requests", 25, HOUR)],
+                                refusing=HOUR, upstream=upstream)
+    after = proxy.worker_connections()
+    served = [w for w in range(4) if after.get(w, 0) > before.get(w, 0)]
+    assert len(served) >= 2, f"only workers {served} served the 120 requests"
+
+    # Another tenant's counter is untouched.
+    other = client.chat(token=tokens_for("globex"), body=chat_body())
+    assert other.status == 200, other
+    assert remaining(other, "requests") == 24
+
+
+def test_request_quota_denial_has_retry_after_and_ratelimit_fields(gateway_factory, upstream,
+                                                                    keys, tokens_for):
+    limits = {"requests": windows((3, 60), (100, HOUR)), "tokens": windows((100000, HOUR))}
+    config = gateway_config(keys, {"acme": tenant(limits=limits)})
+    proxy = gateway_factory(config, name="shape")
+    token = tokens_for("acme")
+    wait_clear_of_window_edge(60)
+    seen = []
+    for expected_left in (2, 1, 0):
+        resp = proxy.client.chat(token=token, body=chat_body())
+        assert resp.status == 200, resp
+        assert remaining(resp, "requests") == expected_left  # least over both windows
+        assert remaining(resp, "tokens") is not None
+        seen.append(resp)
+    denied = proxy.client.chat(token=token, body=chat_body())
+    answer_ = assert_quota_denied(
+        denied, "request_quota_exceeded",
+        [("requests", 3, 60), ("requests", 100, HOUR), ("tokens", 100000, HOUR)],
+        refusing=60, upstream=upstream)
+    assert answer_["ratelimit"]["requests-60s"]["r"] == 0
+    assert answer_["ratelimit"]["requests-3600s"]["r"] == 97
+    record = filter_record(proxy, denied.request_id)
+    assert (record["decision"], record["reason"], record["tenant"]) == \
+        ("deny", "request_quota_exceeded", "acme")
+    assert "cost_usd" not in record and "usage_source" not in record, record
+
+
+def test_request_window_is_aligned_to_the_epoch_and_resets(gateway_factory, keys, tokens_for):
+    """A 3 s window: the second request in a window is refused with Retry-After counting to
+    the next multiple of 3 s since the epoch, and the first request after it is admitted."""
+    config = gateway_config(keys, {"acme": tenant(limits={"requests": windows((1, 3))})})
+    proxy = gateway_factory(config, name="epoch")
+    token = tokens_for("acme")
+    wait_clear_of_window_edge(3, margin_s=1.5)
+    slot = int(time.time()) // 3
+    first = proxy.client.chat(token=token)
+    assert first.status == 200 and remaining(first, "requests") == 0
+    denied = proxy.client.chat(token=token)
+    assert int(time.time()) // 3 == slot, "the test itself crossed the window's edge"
+    assert_quota_denied(denied, "request_quota_exceeded", [("requests", 1, 3)], refusing=3)
+    wait_for(lambda: int(time.time()) // 3 > slot, timeout=5, interval=0.05,
+             message="the next 3 s window")
+    again = proxy.client.chat(token=token)
+    assert again.status == 200, again
+    assert remaining(again, "requests") == 0
+
+
+def test_default_tenant_admissions_have_counters_of_their_own(gateway_factory, keys,
+                                                              tokens_for):
+    plans = {"free": {"requests": windows((2, HOUR))}}
+    config = gateway_config(keys, {"acme": tenant()}, plans=plans,
+                            default_tenant={"providers": ["corp-idp"], "plan": "free"})
+    proxy = gateway_factory(config, name="default-tenant")
+    for tenant_id in ("hooli", "pied-piper"):
+        token = tokens_for(tenant_id)
+        assert [remaining(proxy.client.chat(token=token), "requests")
+                for _ in range(2)] == [1, 0]
+        assert_quota_denied(proxy.client.chat(token=token), "request_quota_exceeded",
+                            [("requests", 2, HOUR)], refusing=HOUR)
+
+
+def test_tenant_limits_override_the_plan_field_by_field(gateway_factory, keys, tokens_for):
+    plans = {"small": {"requests": windows((100, HOUR)), "tokens": windows((50000, HOUR))}}
+    config = gateway_config(keys, {
+        "acme": tenant("small", limits={"requests": windows((2, HOUR))}),
+        "globex": tenant("small"),
+    }, plans=plans)
+    proxy = gateway_factory(config, name="override")
+    acme = tokens_for("acme")
+    assert [remaining(proxy.client.chat(token=acme), "requests") for _ in range(2)] == [1, 0]
+    denied = proxy.client.chat(token=acme)
+    # The tenant's requests replace the plan's; the plan's tokens still hold.
+    assert_quota_denied(denied, "request_quota_exceeded",
+                        [("requests", 2, HOUR), ("tokens", 50000, HOUR)], refusing=HOUR)
+    plain = proxy.client.chat(token=tokens_for("globex"))
+    assert plain.status == 200 and remaining(plain, "requests") == 99
+
+
+def test_denied_requests_consume_nothing(gateway_factory, keys, tokens_for):
+    """Requests refused for identity reasons, or by an exhausted window, do not move any of
+    the tenant's counters (seen in the remaining headers of the next admitted request)."""
+    config = gateway_config(keys, {
+        "acme": tenant(limits={"requests": windows((5, HOUR)),
+                               "tokens": windows((10000, HOUR))}),
+    })
+    proxy = gateway_factory(config, name="denied-free")
+    acme = tokens_for("acme")
+    first = probe(proxy, acme)
+    assert remaining(first, "requests") == 4
+    for _ in range(3):
+        assert_denied(proxy.client.chat(token=acme, headers={"x-tenant-id": "globex"}),
+                      403, "tenant_header_mismatch")
+    expired = mint(keys.corp_rsa, claims("acme", ttl=-3600))
+    assert_denied(proxy.client.chat(token=expired), 401, "token_expired")
+    second = probe(proxy, acme)
+    assert remaining(second, "requests") == 3
+    assert remaining(second, "tokens") == remaining(first, "tokens")
+
+
+def test_suspended_and_unknown_tenants_consume_nothing(lds_gateway, keys, tokens_for):
+    """Denials of a suspended tenant and of a tenant nobody configured leave their counters
+    alone: once a configuration update admits them, their first request has the whole
+    window (shared data outlives the listener update)."""
+    limited = {"requests": windows((5, HOUR))}
+    first = gateway_config(keys, {"acme": tenant(),
+                                  "initech": tenant(status="suspended", limits=limited)})
+    proxy, push = lds_gateway(first)
+    for _ in range(4):
+        assert_denied(proxy.client.chat(token=tokens_for("initech")), 403, "tenant_suspended")
+        assert_denied(proxy.client.chat(token=tokens_for("hooli")), 403, "unknown_tenant")
+
+    push("2", gateway_config(keys, {"acme": tenant(), "initech": tenant(limits=limited),
+                                    "hooli": tenant(limits=limited)}))
+    resp = wait_for(lambda: (lambda r: r if r.status == 200 else None)(
+        proxy.client.chat(token=tokens_for("initech"))), timeout=15,
+        message="the updated configuration to admit initech")
+    assert remaining(resp, "requests") == 4
+    hooli = proxy.client.chat(token=tokens_for("hooli"))
+    assert hooli.status == 200, hooli
+    assert remaining(hooli, "requests") == 4
+
+
+# === Token windows ===
+
+def test_sequential_requests_use_a_token_window_exactly(gateway_factory, upstream, keys,
+                                                         tokens_for):
+    """Limit 1000 tokens, each request really uses 300: requests 1-4 are admitted (the 4th
+    crosses the limit), the 5th is refused, and each admission saw the settled usage."""
+    config = gateway_config(keys, {"acme": tenant(limits={"tokens": windows((1000, HOUR))})})
+    proxy = gateway_factory(config, name="tokens-seq")
+    token = tokens_for("acme")
+    lefts = []
+    for _ in range(4):
+        resp = proxy.client.chat(token=token, body=chat_body(max_tokens=50),
+                                 headers=answer("openai-json", in_=200, out=100))
+        assert resp.status == 200, resp
+        assert remaining(resp, "requests") is None  # no request window configured
+        lefts.append(remaining(resp, "tokens"))
+    # Each admission saw the usage settled so far (the same own estimate every time).
+    assert [a - b for a, b in zip(lefts, lefts[1:])] == [300, 300, 300]
+    assert lefts[0] <= 1000
+    denied = proxy.client.chat(token=token, body=chat_body(max_tokens=50),
+                               headers=answer("openai-json", in_=200, out=100))
+    result = assert_quota_denied(denied, "token_quota_exceeded", [("tokens", 1000, HOUR)],
+                                 refusing=HOUR, upstream=upstream)
+    assert result["ratelimit"]["tokens-3600s"]["r"] == 0
+
+
+def test_token_window_with_default_reservation_and_choices(gateway_factory, upstream, keys,
+                                                          tokens_for):
+    """Without max_tokens the default reservation applies (usage.default_reservation_tokens),
+    times n: a request reserving more than the limit is admitted while the window is empty,
+    and a concurrent one is refused until the first settles."""
+    config = gateway_config(keys, {"acme": tenant(limits={"tokens": windows((2000, HOUR))})},
+                            usage={"default_reservation_tokens": 700})
+    proxy = gateway_factory(config, name="tokens-default")
+    token = tokens_for("acme")
+    held = proxy.client.open_stream(body=chat_body(n=3, stream=True), token=token,
+                                    headers=answer("openai-sse", in_=4, out=2, hold_after=1))
+    try:
+        assert held.status == 200
+        held.read_until(lambda body: b"data: " in body)
+        # 2100 + body/4 reserved: nothing else fits while it is in flight.
+        refused = proxy.client.chat(token=token, body=chat_body(max_tokens=1))
+        assert_quota_denied(refused, "token_quota_exceeded", [("tokens", 2000, HOUR)],
+                            refusing=HOUR)
+    finally:
+        upstream.release(held.request_id)
+    held.read_all()
+    after = proxy.client.chat(token=token, body=chat_body(max_tokens=1))
+    assert after.status == 200, after
+
+
+def test_concurrent_requests_cannot_all_pile_into_a_token_window(gateway_factory, upstream,
+                                                                  keys, tokens_for):
+    """Limit 1000, 8 parallel requests that each reserve 400 + body/4 tokens and whose
+    answers are held: at most 3 get through (admitted at 0, ~425 and ~850 reserved), the
+    others are refused while those are in flight. Once they settle with their small real
+    usage, new requests are admitted again."""
+    config = gateway_config(keys, {"acme": tenant(limits={"tokens": windows((1000, HOUR))})})
+    proxy = gateway_factory(config, concurrency=4, name="tokens-parallel")
+    token = tokens_for("acme")
+    body = chat_body(max_tokens=400)
+    assert 400 < reservation(body) < 500
+    results = {}
+
+    def one(index):
+        results[index] = proxy.client.chat(token=token, body=body,
+                                           headers=answer("openai-json", in_=10, out=5,
+                                                          hold=1))
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: len(results) + len(upstream.holding()) >= 8, timeout=15,
+                 message=lambda: f"8 requests to be refused or held "
+                                 f"({len(results)} answered, {len(upstream.holding())} held)")
+        held = upstream.holding()
+        refused = list(results.values())
+        assert 1 <= len(held) <= 3, \
+            f"{len(held)} requests in flight at once (limit 1000, ~425 each)"
+        for resp in refused:
+            assert_quota_denied(resp, "token_quota_exceeded", [("tokens", 1000, HOUR)],
+                                refusing=HOUR)
+    finally:
+        for request_id in upstream.holding():
+            upstream.release(request_id)
+        for thread in threads:
+            thread.join(timeout=15)
+    settled = [r for r in results.values() if r.status == 200]
+    assert len(settled) == len(held)
+    again = proxy.client.chat(token=token, body=body, headers=answer("openai-json"))
+    assert again.status == 200, again
+
+
+def test_requests_whose_bodies_come_late_cannot_all_pile_in(gateway_factory, upstream, keys,
+                                                             tokens_for):
+    """The same window, but the 8 clients send their headers first and their bodies only once
+    the gateway has decided about every one of them (as a slow client or HTTP/2 does). The
+    estimates are not known at that point, so the gateway must not admit them all: at most 3
+    requests of ~425 tokens may be in flight against a limit of 1000."""
+    config = gateway_config(keys, {"acme": tenant(limits={"tokens": windows((1000, HOUR))})})
+    proxy = gateway_factory(config, name="tokens-late-bodies")
+    token = tokens_for("acme")
+    body = chat_body(max_tokens=400)
+    pending = [proxy.client.begin(body=body, token=token,
+                                  headers=answer("openai-json", in_=10, out=5, hold=1))
+               for _ in range(8)]
+    try:
+        # Decided: forwarded upstream (its headers arrived there) or answered already.
+        wait_for(lambda: all(p.answered() or upstream.started(p.request_id) for p in pending),
+                 timeout=10, message="the gateway to decide about all 8 requests")
+        for p in pending:
+            if not p.answered():
+                p.send_body()
+        # Each one now held by the upstream, or refused (at its headers or its body).
+        wait_for(lambda: all(p.answered() or p.request_id in upstream.holding()
+                             for p in pending), timeout=10,
+                 message=lambda: f"every request to be refused or held upstream "
+                                 f"({len(upstream.holding())} held)")
+        held = upstream.holding()
+        assert 1 <= len(held) <= 3, \
+            f"{len(held)} requests of ~425 tokens admitted at once against a limit of 1000"
+    finally:
+        for request_id in upstream.holding():
+            upstream.release(request_id)
+    responses = [p.finish() for p in pending]
+    for resp in responses:
+        if resp.status != 200:
+            assert_quota_denied(resp, "token_quota_exceeded", [("tokens", 1000, HOUR)],
+                                refusing=HOUR)
+
+
+@pytest.mark.parametrize("kind,options", [
+    ("error", {}),
+    ("text", {}),
+    ("big-json", {"pad": 4000, "in_": 50, "out": 50}),
+])
+def test_answer_without_readable_usage_is_charged_its_reservation(gateway_factory, upstream,
+                                                                 keys, tokens_for, kind,
+                                                                 options):
+    """An error answer, a non-JSON answer and a JSON answer larger than usage.max_body_bytes
+    report no usage the filter can read: the record says usage_source none with 0 tokens and
+    no cost, and the quota keeps the reservation."""
+    config = gateway_config(keys, {"acme": tenant(limits={"tokens": windows((100000, HOUR))})},
+                            pricing={"default": {"input_per_million": 1.0,
+                                                 "output_per_million": 3.0}},
+                            usage={"max_body_bytes": 1024})
+    proxy = gateway_factory(config, name=f"no-usage-{kind}")
+    token = tokens_for("acme")
+    before = probe(proxy, token)
+    body = chat_body(max_tokens=300, content="x" * 200)
+    resp = proxy.client.chat(token=token, body=body, headers=answer(kind, **options))
+    assert resp.status == (500 if kind == "error" else 200), resp
+    assert upstream.answered(resp.request_id).completed
+    record = filter_record(proxy, resp.request_id)
+    assert record["decision"] == "allow"
+    assert record["usage_source"] == "none", record
+    assert (record["input_tokens"], record["output_tokens"]) == (0, 0), record
+    assert "cost_usd" not in record, record
+    assert record["model"] == "gpt-4o"
+    after = probe(proxy, token)
+    assert remaining(before, "tokens") - remaining(after, "tokens") == reservation(body)
+
+
+RESERVATION_CASES = [
+    # (path, body, output tokens reserved besides one token per 4 body bytes)
+    ("/v1/chat/completions", chat_body(max_tokens=300), 300),
+    ("/v1/chat/completions", chat_body(max_completion_tokens=250), 250),
+    ("/v1/chat/completions", chat_body(), 1024),  # usage.default_reservation_tokens
+    ("/v1/chat/completions", chat_body(max_tokens=100, n=3), 300),
+    ("/v1/completions", {"model": "gpt-3.5-turbo-instruct", "prompt": "hi", "max_tokens": 50,
+                         "n": 2, "best_of": 4}, 200),
+    ("/v1/responses", {"model": "gpt-4o", "input": "hi", "max_output_tokens": 120}, 120),
+    ("/v1/messages", {"model": "claude-sonnet-4", "max_tokens": 64,
+                      "messages": [{"role": "user", "content": "hi"}]}, 64),
+    ("/v1/embeddings", {"model": "text-embedding-3-small", "input": "x" * 400}, 1024),
+]
+
+
+def test_reservation_is_body_bytes_over_4_plus_output_tokens_times_choices(
+        gateway_factory, keys, tokens_for):
+    """Each request is answered without usage, so its tenant is charged exactly its
+    reservation: the difference of x-ratelimit-remaining-tokens between a probe before and
+    one after it."""
+    tenants = {f"r{i}": tenant(limits={"tokens": windows((100000, HOUR))})
+               for i in range(len(RESERVATION_CASES))}
+    proxy = gateway_factory(gateway_config(keys, tenants), name="reservations")
+    for i, (path, body, output) in enumerate(RESERVATION_CASES):
+        token = tokens_for(f"r{i}")
+        before = probe(proxy, token)
+        resp = proxy.client.post(path, token=token, body=body, headers=answer("error"))
+        assert resp.status == 500, resp
+        expected = -(-len(encoded(body)) // 4) + output
+        after = probe(proxy, token)
+        assert remaining(before, "tokens") - remaining(after, "tokens") == expected, \
+            (path, body)
+
+
+# === Monthly budget ===
+
+PRICEY = {"models": {"gpt-pricey": {"input_per_million": 10.0, "output_per_million": 30.0}}}
+
+
+def test_budget_admits_until_spent_and_then_refuses_until_the_month_ends(
+        gateway_factory, upstream, keys, tokens_for):
+    """Budget 0.001 USD; each request costs 20 × 10 + 10 × 30 = 500 micro-USD: two are
+    admitted, the third is refused with budget_exceeded until the next calendar month."""
+    config = gateway_config(keys, {
+        "acme": tenant(limits={"monthly_budget_usd": 0.001,
+                               "requests": windows((1000, HOUR))}),
+    }, pricing=PRICEY)
+    proxy = gateway_factory(config, name="budget")
+    token = tokens_for("acme")
+    for _ in range(2):
+        resp = proxy.client.chat(token=token, body=chat_body(model="gpt-pricey", max_tokens=10),
+                                 headers=answer("openai-json", in_=20, out=10))
+        assert resp.status == 200, resp
+        record = filter_record(proxy, resp.request_id)
+        assert record["cost_usd"] == "0.0005", record
+    denied = proxy.client.chat(token=token, body=chat_body(model="gpt-pricey", max_tokens=10))
+    assert_quota_denied(denied, "budget_exceeded", [("requests", 1000, HOUR)], refusing=None,
+                        upstream=upstream)
+    assert filter_record(proxy, denied.request_id)["reason"] == "budget_exceeded"
+
+
+def test_budget_counts_reservations_of_requests_in_flight(gateway_factory, upstream, keys,
+                                                          tokens_for):
+    """While a request whose priced estimate exceeds the budget is in flight, the next one is
+    refused (spent + reserved >= budget); once it settles at its small real cost, requests
+    are admitted again. A tenant with only a budget gets no RateLimit fields."""
+    config = gateway_config(keys, {"acme": tenant(limits={"monthly_budget_usd": 0.001})},
+                            pricing=PRICEY)
+    proxy = gateway_factory(config, name="budget-reserved")
+    token = tokens_for("acme")
+    # Estimate: (body/4) × 10 + 1000 × 30 micro-USD per million → over 0.03 USD.
+    held = proxy.client.open_stream(
+        token=token, body=chat_body(model="gpt-pricey", max_tokens=1000, stream=True),
+        headers=answer("openai-sse", in_=1, out=1, hold_after=1))
+    try:
+        assert held.status == 200
+        held.read_until(lambda body: b"data: " in body)
+        refused = proxy.client.chat(token=token, body=chat_body(model="gpt-pricey",
+                                                                max_tokens=1))
+        assert_quota_denied(refused, "budget_exceeded", [], refusing=None, upstream=upstream)
+    finally:
+        upstream.release(held.request_id)
+    held.read_all()
+    record = filter_record(proxy, held.request_id)
+    assert record["cost_usd"] == "0.00004", record  # 1 × 10 + 1 × 30 per million
+    resp = proxy.client.chat(token=token, body=chat_body(model="gpt-pricey", max_tokens=1),
+                             headers=answer("openai-json", in_=1, out=1))
+    assert resp.status == 200, resp
+    assert resp.header("x-ratelimit-remaining-requests") is None
+    assert resp.header("x-ratelimit-remaining-tokens") is None
