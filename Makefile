@@ -10,11 +10,19 @@ WASM := target/wasm32-wasip1/release/tenant_guard.wasm
 # wasm-bindgen-cli must match the wasm-bindgen crate in Cargo.lock exactly.
 WASM_BINDGEN_VERSION = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/version = "\(.*\)"/\1/p}' Cargo.lock)
 TENANT ?= acme
+# The development rate-limit service (limitador + Redis) builds RocksDB from source: minutes on
+# two cores. Its target directory lives outside the clone so later runs on this machine reuse it.
+RLS_MANIFEST := tools/ratelimit-service/Cargo.toml
+RLS_TARGET ?= $(HOME)/.cache/tenant-guard/ratelimit-service
+RLS_BIN := $(RLS_TARGET)/release/tenant-guard-ratelimit
+export TENANT_GUARD_RATELIMIT := $(abspath $(RLS_BIN))
 
-.PHONY: help wasm venv run token test lint unit test-wasm validate integration
+.PHONY: help wasm venv run run-global token test lint unit test-wasm validate integration \
+	global-deps ratelimit-service test-ratelimit-service
 
 help:
 	@echo "make run       build, start the demo gateway and upstream, print a curl line"
+	@echo "make run-global  two gateway replicas sharing quotas through Redis + a rate-limit service"
 	@echo "make token     print a demo token (TENANT=globex)"
 	@echo "make test      lint, unit tests (native + wasm32), validate envoy/, integration tests"
 	@echo "make wasm      build $(WASM)"
@@ -34,10 +42,25 @@ $(VENV)/.installed: tests/requirements.txt
 run: wasm venv
 	tools/run_demo.sh "$(ENVOY)"
 
+run-global: wasm venv ratelimit-service
+	tools/run_global.sh "$(ENVOY)" "$(RLS_BIN)"
+
+# Redis for the counters; libclang to build RocksDB inside limitador.
+global-deps:
+	@command -v redis-server >/dev/null && dpkg -s libclang-dev >/dev/null 2>&1 \
+		|| (apt-get update -q && apt-get install -y -q redis-server libclang-dev clang)
+
+ratelimit-service: global-deps
+	cargo build --release --manifest-path $(RLS_MANIFEST) --target-dir $(RLS_TARGET)
+
+test-ratelimit-service: ratelimit-service
+	cargo fmt --check --manifest-path $(RLS_MANIFEST)
+	cargo test --release --manifest-path $(RLS_MANIFEST) --target-dir $(RLS_TARGET)
+
 token: venv
 	@$(PYTHON) tools/mint_token.py --tenant $(TENANT)
 
-test: lint unit test-wasm validate integration
+test: lint unit test-wasm validate test-ratelimit-service integration
 
 lint:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -62,5 +85,5 @@ validate: wasm venv
 		"$(ENVOY)" --mode validate -c $$f --log-level warn --use-dynamic-base-id >/dev/null || exit 1; \
 	done
 
-integration: wasm venv
+integration: wasm venv ratelimit-service
 	$(PYTHON) -m pytest tests -q
