@@ -303,6 +303,7 @@ fn compile_store(path: &str, raw: RawVectorStore) -> Result<VectorStore, ConfigE
             format!("must be between 1 and {LARGEST_MAX_BODY_BYTES}"),
         );
     }
+    check_kind_fields(path, &raw)?;
     let rule = match raw.kind {
         Kind::Qdrant => compile_qdrant(path, &raw)?,
         Kind::Pinecone => compile_pinecone(path, &raw)?,
@@ -315,19 +316,34 @@ fn compile_store(path: &str, raw: RawVectorStore) -> Result<VectorStore, ConfigE
     })
 }
 
-/// Refuses a field that the entry's kind does not use.
-fn only_for(path: &str, field: &str, present: bool, kind: &str) -> Result<(), ConfigError> {
-    if present {
-        return err(format!("{path}.{field}"), format!("only for kind {kind}"));
+/// Refuses the fields that belong to another kind than the entry's.
+fn check_kind_fields(path: &str, raw: &RawVectorStore) -> Result<(), ConfigError> {
+    let owned = [
+        ("collection", raw.collection.is_some(), Kind::Qdrant),
+        (
+            "list_collections",
+            raw.list_collections.is_some(),
+            Kind::Qdrant,
+        ),
+        ("namespace", raw.namespace.is_some(), Kind::Pinecone),
+        ("dialect", raw.dialect.is_some(), Kind::MetadataFilter),
+        ("field", raw.field.is_some(), Kind::MetadataFilter),
+        ("value", raw.value.is_some(), Kind::MetadataFilter),
+    ];
+    for (field, present, owner) in owned {
+        if present && owner != raw.kind {
+            let kind = match owner {
+                Kind::Qdrant => "qdrant",
+                Kind::Pinecone => "pinecone",
+                Kind::MetadataFilter => "metadata_filter",
+            };
+            return err(format!("{path}.{field}"), format!("only for kind {kind}"));
+        }
     }
     Ok(())
 }
 
 fn compile_qdrant(path: &str, raw: &RawVectorStore) -> Result<Rule, ConfigError> {
-    only_for(path, "namespace", raw.namespace.is_some(), "pinecone")?;
-    only_for(path, "dialect", raw.dialect.is_some(), "metadata_filter")?;
-    only_for(path, "field", raw.field.is_some(), "metadata_filter")?;
-    only_for(path, "value", raw.value.is_some(), "metadata_filter")?;
     let template = raw.collection.as_deref().unwrap_or(DEFAULT_COLLECTION);
     Ok(Rule::Qdrant {
         collection: parse_collection(&format!("{path}.collection"), template)?,
@@ -336,16 +352,6 @@ fn compile_qdrant(path: &str, raw: &RawVectorStore) -> Result<Rule, ConfigError>
 }
 
 fn compile_pinecone(path: &str, raw: &RawVectorStore) -> Result<Rule, ConfigError> {
-    only_for(path, "collection", raw.collection.is_some(), "qdrant")?;
-    only_for(
-        path,
-        "list_collections",
-        raw.list_collections.is_some(),
-        "qdrant",
-    )?;
-    only_for(path, "dialect", raw.dialect.is_some(), "metadata_filter")?;
-    only_for(path, "field", raw.field.is_some(), "metadata_filter")?;
-    only_for(path, "value", raw.value.is_some(), "metadata_filter")?;
     let namespace = raw.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
     check_value_template(&format!("{path}.namespace"), namespace)?;
     Ok(Rule::Pinecone {
@@ -354,14 +360,6 @@ fn compile_pinecone(path: &str, raw: &RawVectorStore) -> Result<Rule, ConfigErro
 }
 
 fn compile_metadata_filter(path: &str, raw: &RawVectorStore) -> Result<Rule, ConfigError> {
-    only_for(path, "collection", raw.collection.is_some(), "qdrant")?;
-    only_for(
-        path,
-        "list_collections",
-        raw.list_collections.is_some(),
-        "qdrant",
-    )?;
-    only_for(path, "namespace", raw.namespace.is_some(), "pinecone")?;
     let Some(dialect) = raw.dialect else {
         return err(
             format!("{path}.dialect"),
