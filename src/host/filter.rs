@@ -11,7 +11,7 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use crate::host::global;
 use crate::host::root::Worker;
 use crate::host::shared::{self, UpdateError};
-use crate::policy::config::{FailureMode, Limits};
+use crate::policy::config::{ExtraEntry, FailureMode, Limits};
 use crate::policy::decision::{self, Admission, Decision, HeaderEdit, RequestFacts};
 use crate::policy::denial::{self, LocalReply, Reason};
 use crate::policy::metering::{self, Meter};
@@ -29,6 +29,13 @@ pub struct Filter {
     /// The filter answered the client itself: its own response callbacks see that local reply
     /// too and must leave it alone.
     replied: bool,
+}
+
+/// Where a request is when the filter asks the rate-limit service about it.
+#[derive(Clone, Copy)]
+enum Stage {
+    Headers { body_follows: bool },
+    Body,
 }
 
 struct Admitted {
@@ -402,7 +409,7 @@ impl HttpContext for Filter {
             }
             // Too large to read for metering: it goes on with what its headers were admitted.
             self.start_meter(None);
-            return Action::Continue;
+            return self.ask_global(Stage::Body);
         }
         if !end_of_stream {
             return Action::Pause;
@@ -431,7 +438,7 @@ impl HttpContext for Filter {
         }
         let body = rewritten.unwrap_or(body);
         self.start_meter(Some(&body));
-        Action::Continue
+        self.ask_global(Stage::Body)
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
@@ -594,12 +601,14 @@ impl Filter {
             // the framing.
             let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "content-length");
         }
-        self.ask_global()
+        self.ask_global(Stage::Headers {
+            body_follows: !end_of_stream,
+        })
     }
 
     /// After the local quotas said yes: asks the rate-limit service about the request and the
     /// tenant's tokens, holding the headers until it answers.
-    fn ask_global(&mut self) -> Action {
+    fn ask_global(&mut self, stage: Stage) -> Action {
         let worker = self.worker.borrow();
         let Some(rules) = &worker.config.global_rate_limit else {
             return Action::Continue;
@@ -607,27 +616,43 @@ impl Filter {
         let Some(admitted) = &mut self.admitted else {
             return Action::Continue;
         };
+        // With `model` among the descriptor entries, the token check waits for the body that
+        // names the model; otherwise it goes out with the headers.
+        let tokens_wait_for_body = rules.extra_entries.contains(&ExtraEntry::Model);
+        let kinds: &[ratelimit::Usage] = match stage {
+            Stage::Headers { body_follows } if body_follows && tokens_wait_for_body => {
+                &[ratelimit::Usage::Requests]
+            }
+            Stage::Headers { .. } => &[ratelimit::Usage::Requests, ratelimit::Usage::Tokens],
+            Stage::Body if tokens_wait_for_body => &[ratelimit::Usage::Tokens],
+            Stage::Body => &[],
+        };
         let subject = Subject {
             plan: admitted.plan.as_deref(),
             tenant: &admitted.tenant,
             user: admitted.user.as_deref(),
-            model: None,
+            model: admitted.meter.as_ref().and_then(Meter::request_model),
         };
-        // Requests count one; tokens are only checked here (0), and debited after the response.
-        for (usage, hits) in [
-            (ratelimit::Usage::Requests, 1),
-            (ratelimit::Usage::Tokens, 0),
-        ] {
+        let mut pending = Vec::new();
+        for &usage in kinds {
+            // Requests count one; tokens are only checked (0) and debited after the response.
+            let hits = match usage {
+                ratelimit::Usage::Requests => 1,
+                ratelimit::Usage::Tokens => 0,
+            };
             match global::call(rules, usage, &subject, hits) {
-                Ok(token) => admitted.global_pending.push((token, usage)),
+                Ok(token) => pending.push((token, usage)),
                 Err(status) => {
                     log::warn!("tenant-guard: rate-limit service call not sent: {status:?}");
-                    admitted.global_pending.clear();
                     drop(worker);
                     return self.global_unavailable(false);
                 }
             }
         }
+        if pending.is_empty() {
+            return Action::Continue;
+        }
+        admitted.global_pending = pending;
         Action::Pause
     }
 

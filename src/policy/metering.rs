@@ -87,6 +87,11 @@ impl Meter {
         }
     }
 
+    /// The request body's `model`, when it named one.
+    pub fn request_model(&self) -> Option<&str> {
+        self.request_model.as_deref()
+    }
+
     pub fn demand(&self) -> Demand {
         self.demand
     }

@@ -170,3 +170,25 @@ def gateway(upstream_port: int, jwks_port: int, http_filters: list, *, routes=No
                          listener_doc=listener(envoy.listener_port, envoy.access_log_path,
                                                http_filters, routes=routes))
     return make
+
+
+def grpc_cluster(name: str, port: int) -> dict:
+    """A STATIC cluster speaking HTTP/2 to 127.0.0.1:``port`` (a gRPC service such as the
+    rate-limit service)."""
+    cluster = static_cluster(name, port)
+    cluster["typed_extension_protocol_options"] = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
+                     "HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }}
+    return cluster
+
+
+def with_clusters(make_config, *cluster_docs):
+    """``make_config`` whose bootstrap also has ``cluster_docs`` (full cluster documents)."""
+    def make(envoy):
+        doc = make_config(envoy)
+        doc["static_resources"]["clusters"].extend(cluster_docs)
+        return doc
+    return make

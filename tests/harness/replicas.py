@@ -1,0 +1,57 @@
+"""Gateway replicas for global quotas: Envoys running tenant-guard with a ``global_rate_limit``
+section and a ``ratelimit`` gRPC cluster, started side by side."""
+
+import copy
+
+from . import bootstrap as bs
+from .envoy_process import Envoy, EnvoyStartError
+from .plugin_config import gateway_config, windows
+
+HOUR = 3600
+
+# Local plans are generous in these tests, so only the global limit bites.
+GENEROUS = {"requests": windows((1000000, HOUR)), "tokens": windows((1000000000, HOUR))}
+
+
+def global_config(keys, tenants, *, plans, failure_mode="deny", timeout_ms=200,
+                  extra_entries=None, domain="tenant-guard", **sections) -> dict:
+    """The quota test identity setup plus ``global_rate_limit`` naming the ``ratelimit``
+    cluster. ``plans``: plan names → local plan (``GENEROUS`` unless given)."""
+    config = gateway_config(keys, tenants,
+                            plans={name: copy.deepcopy(plan or GENEROUS)
+                                   for name, plan in plans.items()}, **sections)
+    config["global_rate_limit"] = {"cluster": "ratelimit", "domain": domain,
+                                   "timeout_ms": timeout_ms, "failure_mode": failure_mode}
+    if extra_entries is not None:
+        config["global_rate_limit"]["extra_entries"] = list(extra_entries)
+    return config
+
+
+def replica(workdir, wasm_path, upstream_port, jwks_port, config, service_port,
+            concurrency=2) -> Envoy:
+    make = bs.with_clusters(
+        bs.gateway(upstream_port, jwks_port, [bs.wasm_filter(wasm_path, config)]),
+        bs.grpc_cluster("ratelimit", service_port))
+    return Envoy(workdir, make, concurrency=concurrency)
+
+
+def start_all(proxies, timeout=30.0):
+    """Launches every Envoy first, then waits for each (so they load their Wasm side by side);
+    one that lost a port race is started again with new ports. If one cannot start, all are
+    stopped and the error raised."""
+    try:
+        for proxy in proxies:
+            proxy.launch()
+        for proxy in proxies:
+            try:
+                proxy.wait_ready(timeout)
+            except EnvoyStartError as exc:
+                proxy.stop()
+                if "Address already in use" not in str(exc):
+                    raise
+                proxy.start(timeout)
+    except BaseException:
+        for proxy in proxies:
+            proxy.stop()
+        raise
+    return proxies

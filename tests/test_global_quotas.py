@@ -1,0 +1,293 @@
+"""Global quotas: two Envoy replicas share each tenant's request and token counters through the
+rate-limit service (``tools/ratelimit-service``: Limitador's engine, counters in Redis).
+
+One Redis, one service and one pair of replicas serve most of the module; every test has its
+own tenants, so its own counters (the service keeps one counter per tenant, and Limitador's
+windows start at a counter's first hit). The exact count under contention uses a service with
+counters in memory; the extra-entry tests add an Envoy of their own in front of the module's
+service. Local plans are generous: only the global limits bite. The service logs every call it answers, which is how the tests read its counters without
+moving them (``RateLimitService.counter``)."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from harness.answers import answer
+from harness.expect import assert_denied
+from harness.keys import claims, mint
+from harness.plugin_config import tenant
+from harness.ratelimit import RateLimitService, Redis, limit
+from harness.records import filter_record
+from harness.replicas import global_config, replica, start_all
+
+LIMITS = [
+    limit("exact-requests", usage="requests", plan="req20", max_value=20),
+    limit("tokens", usage="tokens", plan="tok1000", max_value=1000),
+    limit("header-requests", usage="requests", plan="req2", max_value=2),
+    limit("user-requests", usage="requests", plan="peruser", max_value=2,
+          variables=("tenant_id", "user_id")),
+    limit("model-tokens", usage="tokens", plan="permodel", max_value=1000,
+          variables=("tenant_id", "model")),
+]
+
+TENANTS = {
+    "exact-co": tenant("req20"),
+    "tokens-co": tenant("tok1000"),
+    "big-co": tenant("tok1000"),
+    "header-co": tenant("req2"),
+    "user-co": tenant("peruser"),
+    "model-co": tenant("permodel"),
+}
+PLANS = {"req20": None, "tok1000": None, "req2": None, "peruser": None, "permodel": None}
+PRICING = {"default": {"input_per_million": 1.0, "output_per_million": 3.0}}
+
+
+def chat_body(model="gpt-4o", max_tokens=50):
+    return {"model": model, "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "hello"}]}
+
+
+class Cluster:
+    """The module's Redis, rate-limit service and two replicas (``a``, ``b``)."""
+
+    def __init__(self, redis, service, replicas, keys):
+        self.redis, self.service = redis, service
+        self.replicas = replicas
+        self.a, self.b = replicas
+        self._keys = keys
+        self._tokens = {}
+
+    def token(self, tenant_id, sub="alice"):
+        if (tenant_id, sub) not in self._tokens:
+            self._tokens[tenant_id, sub] = mint(self._keys.corp_rsa,
+                                                claims(tenant_id, sub=sub))
+        return self._tokens[tenant_id, sub]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, wasm_path, upstream, jwks_server, keys):
+    workdir = tmp_path_factory.mktemp("global-quotas")
+    redis = Redis(workdir / "redis").start()
+    service = None
+    proxies = []
+    try:
+        service = RateLimitService(workdir / "service", LIMITS, redis_url=redis.url,
+                                   rate_limit_headers=True).start()
+        config = global_config(keys, TENANTS, plans=PLANS, pricing=PRICING)
+        proxies = [replica(workdir / f"replica-{name}", wasm_path, upstream.port,
+                           jwks_server.port, config, service.port) for name in "ab"]
+        start_all(proxies)
+        yield Cluster(redis, service, proxies, keys)
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+        if service is not None:
+            service.stop()
+        redis.stop()
+
+
+def assert_globally_refused(resp, reason, upstream):
+    """A 429 in the local limits' shape (OpenAI error body) with a Retry-After of at least 1
+    second, which never reached the upstream."""
+    assert_denied(resp, 429, reason, upstream=upstream)
+    retry = resp.header("retry-after")
+    assert retry is not None and retry.isdigit() and int(retry) >= 1, \
+        f"retry-after is {retry!r}"
+
+
+# === Requests ===
+
+def run_clients(replicas, token, clients=8, each=6):
+    """``clients`` parallel clients sending ``each`` requests, each client alternating between
+    the replicas; returns [(replica, response)]."""
+    def client_run(index):
+        out = []
+        for j in range(each):
+            proxy = replicas[(index + j) % len(replicas)]
+            out.append((proxy, proxy.client.chat(token=token, body=chat_body())))
+        return out
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        return [pair for run in pool.map(client_run, range(clients)) for pair in run]
+
+
+def check_requests_outcome(results, replicas, tenant_id, admitted_count, upstream):
+    statuses = [resp.status for _, resp in results]
+    assert statuses.count(200) == admitted_count, \
+        f"admitted {statuses.count(200)} of {len(results)}, expected {admitted_count}: " \
+        f"{sorted(statuses)}"
+    assert statuses.count(429) == len(results) - admitted_count, sorted(statuses)
+    admitted_by = {p.workdir for p, r in results if r.status == 200}
+    assert admitted_by == {p.workdir for p in replicas}, "one replica admitted every request"
+    for proxy, resp in results:
+        if resp.status == 429:
+            assert_globally_refused(resp, "request_quota_exceeded", upstream)
+        else:
+            assert len(upstream.find(resp.request_id)) == 1
+        # One record per request, on the replica that served it, with the decision.
+        record = filter_record(proxy, resp.request_id)
+        expected = (("allow", "ok") if resp.status == 200
+                    else ("deny", "request_quota_exceeded"))
+        assert (record["decision"], record["reason"], record["tenant"]) == \
+            (*expected, tenant_id), record
+
+
+def test_request_limit_is_exact_across_two_replicas(tmp_path, wasm_path, upstream,
+                                                    jwks_server, keys):
+    """Limit 20 requests for plan req20, counters in the service's memory (exact: Limitador's
+    Redis storage checks and updates in two steps and can overshoot under contention);
+    8 clients × 6 requests, each client alternating between two replicas: exactly 20 are
+    admitted, both replicas admit some, the other 28 get 429 request_quota_exceeded and never
+    reach the upstream."""
+    service = RateLimitService(tmp_path / "service", LIMITS).start()
+    proxies = []
+    try:
+        config = global_config(keys, TENANTS, plans=PLANS)
+        proxies = start_all([replica(tmp_path / f"replica-{name}", wasm_path, upstream.port,
+                                     jwks_server.port, config, service.port)
+                             for name in "ab"])
+        results = run_clients(proxies, mint(keys.corp_rsa, claims("exact-co")))
+        check_requests_outcome(results, proxies, "exact-co", 20, upstream)
+        assert service.counter("exact-co", "requests") == 20
+        assert len(service.calls_for("exact-co", "requests")) == 48
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+        service.stop()
+
+
+def test_replicas_admit_exactly_what_the_redis_backed_service_allows(cluster, upstream):
+    """The same load against the Redis-backed service: every OK answer is one admission and
+    every OVER_LIMIT one refusal, so the replicas admit what the service allowed — 20, or a
+    little more when Limitador's Redis storage overshoots under contention."""
+    token = cluster.token("exact-co")
+    results = run_clients(cluster.replicas, token)
+    calls = cluster.service.calls_for("exact-co", "requests")
+    assert len(calls) == 48, f"{len(calls)} request calls for 48 requests"
+    allowed = [c.code for c in calls].count("Ok")
+    assert allowed >= 20, f"the service allowed only {allowed} of 48 against a limit of 20"
+    check_requests_outcome(results, cluster.replicas, "exact-co", allowed, upstream)
+
+
+def test_refusal_carries_the_services_rate_limit_headers(cluster, upstream):
+    """The service runs with --rate-limit-headers: its OVER_LIMIT answer's
+    response_headers_to_add (X-RateLimit-Limit/-Remaining/-Reset) reach the client."""
+    token = cluster.token("header-co")
+    for proxy in (cluster.a, cluster.b):
+        resp = proxy.client.chat(token=token, body=chat_body())
+        assert resp.status == 200, resp
+    refused = cluster.a.client.chat(token=token, body=chat_body())
+    assert_globally_refused(refused, "request_quota_exceeded", upstream)
+    limit_value = refused.header("x-ratelimit-limit")
+    assert limit_value is not None, f"no x-ratelimit-limit on the refusal: {refused.headers}"
+    assert limit_value.split(",")[0].strip() == "2", limit_value
+    assert 'name="header-requests"' in limit_value, limit_value
+    assert refused.header("x-ratelimit-remaining") == "0", refused.headers
+    reset = refused.header("x-ratelimit-reset")
+    assert reset is not None and reset.isdigit() and 1 <= int(reset) <= 3600, reset
+    # The same from the other replica.
+    other = cluster.b.client.chat(token=token, body=chat_body())
+    assert_globally_refused(other, "request_quota_exceeded", upstream)
+    assert other.header("x-ratelimit-remaining") == "0"
+
+
+def test_per_user_request_limit_with_the_user_id_entry(tmp_path, cluster, wasm_path, upstream,
+                                                       jwks_server, keys):
+    """With ``extra_entries: [user_id]`` each call names the user: a limit with a
+    ``user_id`` variable gives every user of the tenant a counter of their own."""
+    config = global_config(keys, TENANTS, plans=PLANS, extra_entries=["user_id"])
+    proxy = start_all([replica(tmp_path / "per-user", wasm_path, upstream.port,
+                               jwks_server.port, config, cluster.service.port)])[0]
+    try:
+        alice, bob = cluster.token("user-co", "alice"), cluster.token("user-co", "bob")
+        assert [proxy.client.chat(token=alice).status for _ in range(2)] == [200, 200]
+        assert_globally_refused(proxy.client.chat(token=alice), "request_quota_exceeded",
+                                upstream)
+        assert proxy.client.chat(token=bob).status == 200
+        assert cluster.service.counter("user-co", "requests", user_id="alice") == 2
+        assert cluster.service.counter("user-co", "requests", user_id="bob") == 1
+    finally:
+        proxy.stop()
+
+
+# === Tokens ===
+
+def test_token_limit_across_replicas_follows_the_debited_usage(cluster, upstream):
+    """Limit 1000 tokens; each request really uses 300 (200 in + 100 out). The check at
+    admission adds 1 (Limitador counts a hits_addend of 0 as 1), the debit after the answer
+    300: the counter goes 301, 602, 903; the 4th request is admitted at 904 and its debit,
+    refused whole, is halved down until the counter is exactly 1000. The 5th request, on
+    either replica, is refused with token_quota_exceeded."""
+    service, token = cluster.service, cluster.token("tokens-co")
+    usage = answer("openai-json", in_=200, out=100)
+    expected = [301, 602, 903, 1000]
+    lags, admitted = [], []
+    for i, counter in enumerate(expected):
+        proxy = cluster.replicas[i % 2]
+        resp = proxy.client.chat(token=token, body=chat_body(), headers=usage)
+        assert resp.status == 200, (i, resp)
+        admitted.append((proxy, resp))
+        lags.append(service.wait_counter("tokens-co", "tokens", counter, timeout=5))
+    # The debit left within about a tick (200 ms) of the answer.
+    assert max(lags) < 1.5, f"debits landed {lags} s after their answers"
+    debits = [c for c in service.calls_for("tokens-co", "tokens") if c.hits > 1]
+    assert all(c.hits <= 300 for c in debits), [(c.hits, c.code) for c in debits]
+    for proxy in (cluster.a, cluster.b):
+        refused = proxy.client.chat(token=token, body=chat_body(), headers=usage)
+        assert_globally_refused(refused, "token_quota_exceeded", upstream)
+        record = filter_record(proxy, refused.request_id)
+        assert (record["decision"], record["reason"]) == ("deny", "token_quota_exceeded")
+    assert service.counter("tokens-co", "tokens") == 1000
+    # Billing is the upstream's usage, also for the 4th request whose debit was cut short.
+    for proxy, resp in admitted:
+        record = filter_record(proxy, resp.request_id)
+        assert (record["input_tokens"], record["output_tokens"]) == (200, 100), record
+        assert record["cost_usd"] == "0.0005", record  # 200 × 1 + 100 × 3 per million
+
+
+def test_one_large_usage_still_exhausts_the_token_counter(cluster, upstream):
+    """A single request that used 5000 tokens against a limit of 1000 (1 already counted by
+    its check): Limitador refuses the whole debit and counts nothing, so the filter halves it
+    until the counter is exhausted; the next request is refused. The record keeps the full
+    usage and its cost: billing comes from the upstream's answer, not from the service."""
+    service, token = cluster.service, cluster.token("big-co")
+    resp = cluster.a.client.chat(token=token, body=chat_body(),
+                                 headers=answer("openai-json", in_=4000, out=1000))
+    assert resp.status == 200, resp
+    service.wait_counter("big-co", "tokens", 1000, timeout=5)
+    refused = cluster.b.client.chat(token=token, body=chat_body(),
+                                    headers=answer("openai-json", in_=1, out=1))
+    assert_globally_refused(refused, "token_quota_exceeded", upstream)
+    calls = service.calls_for("big-co", "tokens")
+    assert calls[1].hits == 5000 and calls[1].code == "OverLimit", \
+        [(c.hits, c.code) for c in calls]
+    record = filter_record(cluster.a, resp.request_id)
+    assert (record["input_tokens"], record["output_tokens"]) == (4000, 1000), record
+    assert record["cost_usd"] == "0.007", record  # 4000 × 1 + 1000 × 3 per million
+    assert record["decision"] == "allow" and record["reason"] == "ok", record
+
+
+def test_per_model_token_limit_can_refuse(tmp_path, cluster, wasm_path, upstream, jwks_server,
+                                          keys):
+    """With ``extra_entries: [model]`` and a token limit per (tenant, model): after a request
+    for gpt-4o used 5000 tokens, gpt-4o is exhausted for the tenant, so the next gpt-4o
+    request must be refused. That needs the admission check to name the same model as the
+    debit (the counter the debit filled)."""
+    config = global_config(keys, TENANTS, plans=PLANS, extra_entries=["model"])
+    proxy = start_all([replica(tmp_path / "per-model", wasm_path, upstream.port,
+                               jwks_server.port, config, cluster.service.port)])[0]
+    try:
+        token = cluster.token("model-co")
+        first = proxy.client.chat(token=token, body=chat_body(model="gpt-4o"),
+                                  headers=answer("openai-json", in_=4000, out=1000))
+        assert first.status == 200, first
+        cluster.service.wait_counter("model-co", "tokens", 1000, model="gpt-4o", timeout=5)
+        again = proxy.client.chat(token=token, body=chat_body(model="gpt-4o"))
+        checks = [(c.entries.get("model"), c.hits, c.code)
+                  for c in cluster.service.calls_for("model-co", "tokens")]
+        assert again.status == 429, \
+            f"gpt-4o's counter is exhausted but the request got {again.status}; the " \
+            f"service saw these tokens calls (model, hits, code): {checks}"
+        assert_globally_refused(again, "token_quota_exceeded", upstream)
+    finally:
+        proxy.stop()
