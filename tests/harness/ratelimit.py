@@ -20,34 +20,12 @@ from pathlib import Path
 
 from . import rls
 from .ports import free_port
+from .process import die_with_parent, stop_process
 from .wait import wait_for
 
 REPO = Path(__file__).resolve().parent.parent.parent
 DEFAULT_SERVICE = (REPO / "tools" / "ratelimit-service" / "target" / "release"
                    / "tenant-guard-ratelimit")
-
-
-def _die_with_parent():
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def _stop_process(proc, timeout=5.0):
-    """SIGCONT (a stopped process cannot act on SIGTERM), SIGTERM, then SIGKILL."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        proc.send_signal(signal.SIGCONT)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=timeout)
-    except ProcessLookupError:
-        pass
 
 
 # === Redis ===
@@ -102,7 +80,7 @@ class Redis:
                     [redis_binary(), "--bind", "127.0.0.1", "--port", str(self.port),
                      "--save", "", "--appendonly", "no"],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.workdir,
-                    start_new_session=True, preexec_fn=_die_with_parent)
+                    start_new_session=True, preexec_fn=die_with_parent)
             try:
                 wait_for(self._pong, timeout=timeout, message="redis-server to answer PING")
                 return self
@@ -217,7 +195,7 @@ class RateLimitService:
             self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                             stdout=subprocess.PIPE, stderr=log,
                                             start_new_session=True,
-                                            preexec_fn=_die_with_parent)
+                                            preexec_fn=die_with_parent)
 
         def read(stream):
             for raw in stream:
@@ -252,7 +230,7 @@ class RateLimitService:
         self.process.send_signal(signal.SIGCONT)
 
     def stop(self):
-        _stop_process(self.process)
+        stop_process(self.process)
 
     @property
     def running(self) -> bool:

@@ -144,18 +144,22 @@ fn missing_token_is_denied() {
     );
 }
 
-#[test]
-fn bypass_path_needs_no_token() {
-    let config = config();
+/// Decides one request for `path` under `config`, with a fresh cache.
+fn decide_path(config: &Config, path: &[u8], credential: Credential) -> Decision {
     let mut cache = TokenCache::new(16);
-    let decision = decide(
-        &config,
+    decide(
+        config,
         &mut cache,
         RequestFacts {
-            path: b"/healthz",
-            ..facts(Credential::Missing, None)
+            path,
+            ..facts(credential, None)
         },
-    );
+    )
+}
+
+#[test]
+fn bypass_path_needs_no_token() {
+    let decision = decide_path(&config(), b"/healthz", Credential::Missing);
     assert_eq!(decision, Decision::Bypass);
 }
 
@@ -287,16 +291,7 @@ fn routed_config() -> Config {
 }
 
 fn routed(path: &[u8]) -> Decision {
-    let config = routed_config();
-    let mut cache = TokenCache::new(16);
-    decide(
-        &config,
-        &mut cache,
-        RequestFacts {
-            path,
-            ..facts(bearer(acme_token()), None)
-        },
-    )
+    decide_path(&routed_config(), path, bearer(acme_token()))
 }
 
 #[test]
@@ -364,16 +359,7 @@ fn vector_store_request_is_confined_by_its_store_instead_of_the_namespace_prefix
 
 #[test]
 fn without_routing_the_path_is_left_as_received() {
-    let config = config();
-    let mut cache = TokenCache::new(16);
-    let decision = decide(
-        &config,
-        &mut cache,
-        RequestFacts {
-            path: b"/v1/a%2fb/../c",
-            ..facts(bearer(acme_token()), None)
-        },
-    );
+    let decision = decide_path(&config(), b"/v1/a%2fb/../c", bearer(acme_token()));
     let Decision::Admit(a) = decision else {
         panic!("not admitted");
     };
