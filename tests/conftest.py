@@ -73,14 +73,10 @@ def plugin_config(keys) -> dict:
 @pytest.fixture(scope="session")
 def envoy(tmp_path_factory, wasm_path, upstream, jwks_server, plugin_config):
     """The shared Envoy running tenant-guard with the main test configuration."""
-    proxy = Envoy(tmp_path_factory.mktemp("envoy-main"),
-                  bs.gateway(upstream.port, jwks_server.port,
-                                    [bs.wasm_filter(wasm_path, plugin_config)]))
-    try:
-        proxy.start()
+    with Envoy(tmp_path_factory.mktemp("envoy-main"),
+               bs.gateway(upstream.port, jwks_server.port,
+                          [bs.wasm_filter(wasm_path, plugin_config)])) as proxy:
         yield proxy
-    finally:
-        proxy.stop()
 
 
 @pytest.fixture
@@ -180,16 +176,14 @@ def namespace_gateway(tmp_path_factory, wasm_path, jwks_server, keys):
                bs.route("/", "ns_c")]
     clusters = {"ns_a": upstreams[0].port, "ns_b": upstreams[1].port,
                 "ns_c": upstreams[2].port, "vec": upstreams[3].port}
-    proxy = Envoy(tmp_path_factory.mktemp("envoy-namespaces"),
-                  bs.gateway(upstreams[2].port, jwks_server.port,
-                             [bs.wasm_filter(wasm_path, config)], routes=routes,
-                             clusters=clusters))
     try:
-        proxy.start()
-        yield NamespaceGateway(proxy, upstreams, (
-            mint(keys.corp_rsa, claims("acme")),
-            mint(keys.globex_rsa, claims("globex", iss=GLOBEX_ISSUER))))
+        with Envoy(tmp_path_factory.mktemp("envoy-namespaces"),
+                   bs.gateway(upstreams[2].port, jwks_server.port,
+                              [bs.wasm_filter(wasm_path, config)], routes=routes,
+                              clusters=clusters)) as proxy:
+            yield NamespaceGateway(proxy, upstreams, (
+                mint(keys.corp_rsa, claims("acme")),
+                mint(keys.globex_rsa, claims("globex", iss=GLOBEX_ISSUER))))
     finally:
-        proxy.stop()
         for up in upstreams:
             up.close()

@@ -42,14 +42,10 @@ def cost(model, input_tokens, output_tokens, prices=PRICES, default=DEFAULT_PRIC
 def usage_envoy(tmp_path_factory, wasm_path, upstream, jwks_server, keys):
     """One Envoy for the metering tests: acme without limits, the pricing above."""
     config = gateway_config(keys, {"acme": tenant(), "globex": tenant()}, pricing=PRICING)
-    proxy = Envoy(tmp_path_factory.mktemp("usage-envoy"),
-                  bs.gateway(upstream.port, jwks_server.port,
-                             [bs.wasm_filter(wasm_path, config)]))
-    try:
-        proxy.start()
+    with Envoy(tmp_path_factory.mktemp("usage-envoy"),
+               bs.gateway(upstream.port, jwks_server.port,
+                          [bs.wasm_filter(wasm_path, config)])) as proxy:
         yield proxy
-    finally:
-        proxy.stop()
 
 
 @pytest.fixture(scope="module")

@@ -47,9 +47,8 @@ struct Admitted {
     path: String,
     body_plan: Option<BodyPlan>,
     response_plan: Option<ResponsePlan>,
-    /// The request headers are held until the body has been read.
-    awaiting_body: bool,
-    /// Set when the request passed its quotas; settled once when the response ends.
+    /// Set once the body was read (or will not be): until then the body is held. Settled
+    /// once when the response ends.
     meter: Option<Meter>,
     reservation: Option<Reservation>,
     windows: Vec<WindowStatus>,
@@ -142,7 +141,6 @@ impl Filter {
         let Some(admitted) = &mut self.admitted else {
             return;
         };
-        admitted.awaiting_body = false;
         let held = admitted.reservation.map(|r| r.demand).unwrap_or_default();
         let meter = Meter::new(body, held, &worker.config.usage, &worker.config.pricing);
         let demand = meter.demand();
@@ -393,7 +391,7 @@ impl HttpContext for Filter {
         let Some(admitted) = &self.admitted else {
             return Action::Continue;
         };
-        if !admitted.awaiting_body || self.replied {
+        if admitted.meter.is_some() || self.replied {
             return Action::Continue;
         }
         let max_body_bytes = self.worker.borrow().config.usage.max_body_bytes;
@@ -575,7 +573,6 @@ impl Filter {
             path: sent_path,
             body_plan: admission.body_plan,
             response_plan: admission.response_plan,
-            awaiting_body: !end_of_stream,
             meter: None,
             reservation: None,
             windows: Vec::new(),

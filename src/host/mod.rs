@@ -6,17 +6,20 @@
 //!    a denial (local reply) or an admission: header edits (tenant, claims, namespace path and
 //!    authority), then the quota admission (one CAS over the tenant's counters). The record's
 //!    filter state is written here, so access logs see it for local replies too. The headers
-//!    always go on: Envoy hands a Wasm filter the body only after its headers continued.
+//!    go on at once, except while the rate-limit service (`global_rate_limit`) is asked: Envoy
+//!    hands a Wasm filter the body only after its headers continued.
 //! 2. `on_http_request_body`: held until complete; vector-store bodies are confined,
-//!    `include_usage` added to OpenAI streams, and the estimate reserved (`policy::metering`).
+//!    `include_usage` added to OpenAI streams, the estimate reserved (`policy::metering`), and
+//!    a per-model token check sent to the rate-limit service.
 //! 3. `on_http_response_headers` / `_body`: remaining-quota headers, then every chunk is read
 //!    for usage as it passes (vector-store collection listings are held and filtered); at the
-//!    end of the body the reservation is settled and the usage written to filter state.
+//!    end of the body the reservation is settled, the usage written to filter state, and with
+//!    `global_rate_limit` a token debit queued for the root context's next tick.
 //! 4. `on_log`: settles aborted streams, counts the per-tenant stats and writes the record's
 //!    JSON line to the Envoy log.
 //!
 //! Per worker, the root context owns the compiled config, the remote key sets it refreshes
-//! from `on_tick`, and the token cache; HTTP contexts share them through an `Rc<RefCell<_>>`
+//! from `on_tick`, the token cache, per-tenant stats and the queue of token debits; HTTP contexts share them through an `Rc<RefCell<_>>`
 //! (each worker runs its VM on one thread).
 
 pub mod filter;

@@ -140,6 +140,18 @@ class Envoy:
         except subprocess.TimeoutExpired:
             raise WaitTimeout(f"Envoy still running after {timeout:.0f}s\n{self.log_tail()}")
 
+    def __enter__(self):
+        """Started on entry, stopped on exit (also when the start fails)."""
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
     def stop(self, timeout=10.0):
         """SIGTERM, then SIGKILL. Safe to call more than once."""
         stop_process(self.process, timeout)
