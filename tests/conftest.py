@@ -114,13 +114,14 @@ def envoy_factory(tmp_path, upstream, jwks_server):
 def gateway_factory(envoy_factory, wasm_path, upstream, jwks_server):
     """Start an Envoy running tenant-guard with ``config`` (a plugin configuration dict):
     ``gateway_factory(config, concurrency=4, stats_tags=..., routes=..., clusters=...)``.
-    Requests go to the session's recording upstream unless ``routes`` say otherwise."""
+    Requests go to the session's recording upstream unless ``routes`` say otherwise.
+    ``hold_headers=False``: without ``allow_on_headers_stop_iteration`` (older Envoys)."""
     def make(config, *, name=None, concurrency=2, routes=None, clusters=None,
-             stats_tags=None, upstream_port=None):
+             stats_tags=None, upstream_port=None, hold_headers=True):
         return envoy_factory(
             make_config=bs.gateway(upstream_port or upstream.port, jwks_server.port,
-                                   [bs.wasm_filter(wasm_path, config)], routes=routes,
-                                   clusters=clusters, stats_tags=stats_tags),
+                                   [bs.wasm_filter(wasm_path, config, hold_headers=hold_headers)],
+                                   routes=routes, clusters=clusters, stats_tags=stats_tags),
             name=name, concurrency=concurrency)
     return make
 

@@ -187,7 +187,7 @@ def test_service_failure(failing_gateway, upstream, keys, failure, mode):
     assert_healthy_on_all_workers(proxy, lambda: proxy.client.chat(token=token))
     assert wasm_vm_stats(proxy) == vms
     ids = [r.request_id for r, _ in results]
-    records = [r for r in filter_records(proxy.read_log()) if r.get("request_id") in ids]
+    records = [r for r in filter_records(proxy.read_log()) if r.get("client_request_id") in ids]
     assert len(records) == len(ids), "a request has no record, or more than one"
 
 

@@ -355,23 +355,25 @@ def test_concurrent_requests_cannot_all_pile_into_a_token_window(gateway_factory
     assert again.status == 200, again
 
 
+@pytest.mark.parametrize("hold_headers", [True, False], ids=["headers-held", "headers-forwarded"])
 def test_requests_whose_bodies_come_late_cannot_all_pile_in(gateway_factory, upstream, keys,
-                                                             tokens_for):
+                                                             tokens_for, hold_headers):
     """The same window, but the 8 clients send their headers first and their bodies only once
-    the gateway has decided about every one of them (as a slow client or HTTP/2 does). The
-    estimates are not known at that point, so the gateway must not admit them all: at most 3
-    requests of ~425 tokens may be in flight against a limit of 1000."""
+    the gateway has refused every request it will refuse from the headers (as a slow client or
+    HTTP/2 does). The estimates are not known at that point, so the gateway must not admit
+    them all: at most 3 requests of ~425 tokens may be in flight against a limit of 1000."""
     config = gateway_config(keys, {"acme": tenant(limits={"tokens": windows((1000, HOUR))})})
-    proxy = gateway_factory(config, name="tokens-late-bodies")
+    proxy = gateway_factory(config, name="tokens-late-bodies", hold_headers=hold_headers)
     token = tokens_for("acme")
     body = chat_body(max_tokens=400)
     pending = [proxy.client.begin(body=body, token=token,
                                   headers=answer("openai-json", in_=10, out=5, hold=1))
                for _ in range(8)]
     try:
-        # Decided: forwarded upstream (its headers arrived there) or answered already.
-        wait_for(lambda: all(p.answered() or upstream.started(p.request_id) for p in pending),
-                 timeout=10, message="the gateway to decide about all 8 requests")
+        # The provisional reservations (content-length / 4 + 1024 each) leave room for at
+        # most 3 of the 8: the others are refused from their headers alone.
+        wait_for(lambda: sum(p.answered() for p in pending) >= 5, timeout=10,
+                 message="the gateway to refuse what it refuses from the headers")
         for p in pending:
             if not p.answered():
                 p.send_body()
@@ -393,27 +395,20 @@ def test_requests_whose_bodies_come_late_cannot_all_pile_in(gateway_factory, ups
                                 refusing=HOUR)
 
 
-@pytest.mark.parametrize("kind,options", [
-    ("error", {}),
-    ("text", {}),
-    ("big-json", {"pad": 4000, "in_": 50, "out": 50}),
-])
 def test_answer_without_readable_usage_is_charged_its_reservation(gateway_factory, upstream,
-                                                                 keys, tokens_for, kind,
-                                                                 options):
-    """An error answer, a non-JSON answer and a JSON answer larger than usage.max_body_bytes
-    report no usage the filter can read: the record says usage_source none with 0 tokens and
-    no cost, and the quota keeps the reservation."""
+                                                                 keys, tokens_for):
+    """A 200 that is not JSON or SSE reports no usage the filter can read: the record says
+    usage_source none with 0 tokens and no cost, and the quota keeps the reservation (an
+    unreadable answer is never free)."""
     config = gateway_config(keys, {"acme": tenant(limits={"tokens": windows((100000, HOUR))})},
                             pricing={"default": {"input_per_million": 1.0,
-                                                 "output_per_million": 3.0}},
-                            usage={"max_body_bytes": 1024})
-    proxy = gateway_factory(config, name=f"no-usage-{kind}")
+                                                 "output_per_million": 3.0}})
+    proxy = gateway_factory(config, name="no-usage-text")
     token = tokens_for("acme")
     before = probe(proxy, token)
     body = chat_body(max_tokens=300, content="x" * 200)
-    resp = proxy.client.chat(token=token, body=body, headers=answer(kind, **options))
-    assert resp.status == (500 if kind == "error" else 200), resp
+    resp = proxy.client.chat(token=token, body=body, headers=answer("text"))
+    assert resp.status == 200, resp
     assert upstream.answered(resp.request_id).completed
     record = filter_record(proxy, resp.request_id)
     assert record["decision"] == "allow"
@@ -423,6 +418,43 @@ def test_answer_without_readable_usage_is_charged_its_reservation(gateway_factor
     assert record["model"] == "gpt-4o"
     after = probe(proxy, token)
     assert remaining(before, "tokens") - remaining(after, "tokens") == reservation(body)
+
+
+def test_error_answer_without_usage_is_charged_nothing(gateway_factory, upstream, keys,
+                                                       tokens_for):
+    """A 500 without usage: the providers bill nothing for it, so neither does the quota; the
+    request still counts against the request window."""
+    config = gateway_config(keys, {"acme": tenant(limits={
+        "tokens": windows((100000, HOUR)), "requests": windows((1000, HOUR))})})
+    proxy = gateway_factory(config, name="no-usage-error")
+    token = tokens_for("acme")
+    before = probe(proxy, token)
+    resp = proxy.client.chat(token=token, body=chat_body(max_tokens=300), headers=answer("error"))
+    assert resp.status == 500, resp
+    record = filter_record(proxy, resp.request_id)
+    assert (record["decision"], record["usage_source"]) == ("allow", "none"), record
+    after = probe(proxy, token)
+    assert remaining(before, "tokens") == remaining(after, "tokens")
+    assert remaining(before, "requests") - remaining(after, "requests") == 2
+
+
+def test_json_answer_larger_than_max_body_bytes_is_still_metered(gateway_factory, upstream,
+                                                                keys, tokens_for):
+    """usage.max_body_bytes bounds what the filter buffers of requests; answers are read as
+    they pass in bounded memory, so a JSON answer of any size is metered by its usage."""
+    config = gateway_config(keys, {"acme": tenant(limits={"tokens": windows((100000, HOUR))})},
+                            usage={"max_body_bytes": 1024})
+    proxy = gateway_factory(config, name="big-json")
+    token = tokens_for("acme")
+    before = probe(proxy, token)
+    resp = proxy.client.chat(token=token, body=chat_body(max_tokens=300),
+                             headers=answer("big-json", pad=40000, in_=50, out=60))
+    assert resp.status == 200 and len(resp.body) > 40000, resp
+    record = filter_record(proxy, resp.request_id)
+    assert record["usage_source"] == "json", record
+    assert (record["input_tokens"], record["output_tokens"]) == (50, 60), record
+    after = probe(proxy, token)
+    assert remaining(before, "tokens") - remaining(after, "tokens") == 110
 
 
 RESERVATION_CASES = [
@@ -442,7 +474,7 @@ RESERVATION_CASES = [
 
 def test_reservation_is_body_bytes_over_4_plus_output_tokens_times_choices(
         gateway_factory, keys, tokens_for):
-    """Each request is answered without usage, so its tenant is charged exactly its
+    """Each request is answered 200 without usage, so its tenant is charged exactly its
     reservation: the difference of x-ratelimit-remaining-tokens between a probe before and
     one after it."""
     tenants = {f"r{i}": tenant(limits={"tokens": windows((100000, HOUR))})
@@ -451,8 +483,8 @@ def test_reservation_is_body_bytes_over_4_plus_output_tokens_times_choices(
     for i, (path, body, output) in enumerate(RESERVATION_CASES):
         token = tokens_for(f"r{i}")
         before = probe(proxy, token)
-        resp = proxy.client.post(path, token=token, body=body, headers=answer("error"))
-        assert resp.status == 500, resp
+        resp = proxy.client.post(path, token=token, body=body, headers=answer("text"))
+        assert resp.status == 200, resp
         expected = -(-len(encoded(body)) // 4) + output
         after = probe(proxy, token)
         assert remaining(before, "tokens") - remaining(after, "tokens") == expected, \

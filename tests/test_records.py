@@ -1,6 +1,8 @@
 """Every request leaves one record: filter state in the access log and one JSON line in the
 Envoy log. The token never appears in either."""
 
+import re
+
 import pytest
 
 from harness.keys import GLOBEX_ISSUER, claims, mint
@@ -77,7 +79,9 @@ def test_request_leaves_one_access_log_line_with_its_decision(envoy, client, key
     _check(line["reason"], reason, "reason")
     _check(line["tenant"], tenant, "tenant")
     _check(line["user"], user, "user")
-    _check(line["request_id"], resp.request_id, "request_id")
+    # The filter's own record id: 32 hex digits, never the client's x-request-id.
+    assert re.fullmatch(r"[0-9a-f]{32}", line["request_id"]), line
+    assert line["x_request_id"] == resp.request_id
     assert int(line["status"]) == status
     assert line["path"] == path
 

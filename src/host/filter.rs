@@ -1,5 +1,5 @@
-//! One HTTP stream: gathers the request's facts, asks the core for decisions, executes them,
-//! meters the response and writes the record.
+//! One HTTP stream: turns the proxy-wasm callbacks into the core's decisions and events
+//! (`policy::decision`, `policy::stream`) and executes what they return.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -8,34 +8,30 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
+use crate::host::abi;
 use crate::host::global;
-use crate::host::root::Worker;
-use crate::host::shared::{self, UpdateError};
-use crate::policy::config::{ExtraEntry, FailureMode, Limits};
+use crate::host::root::{HeaderMode, Probe, Worker};
+use crate::host::shared::{QuotaKey, UpdateError};
+use crate::policy::config::Limits;
 use crate::policy::decision::{self, Admission, Decision, HeaderEdit, RequestFacts};
 use crate::policy::denial::{self, LocalReply, Reason};
-use crate::policy::metering::{self, Meter};
+use crate::policy::metering;
 use crate::policy::quota::{self, Demand, Refusal, Reservation, WindowStatus};
-use crate::policy::ratelimit::{self, Debit, Subject, Verdict};
+use crate::policy::ratelimit::{self, Debit, Subject};
 use crate::policy::record::{Record, RequestInfo};
-use crate::policy::vector_store::{self, BodyPlan, ResponsePlan};
+use crate::policy::stream::{self, Effects, Event, Flow, Point, Rules, Setup, Stream};
 
 pub struct Filter {
     worker: Rc<RefCell<Worker>>,
+    context_id: u32,
     /// Set once the request headers were decided; written to the log in `on_log`.
     record: Option<Record>,
-    /// The admitted request, from its headers to the end of its response.
+    /// The admitted request, from its headers to its record.
     admitted: Option<Admitted>,
-    /// The filter answered the client itself: its own response callbacks see that local reply
-    /// too and must leave it alone.
-    replied: bool,
-}
-
-/// Where a request is when the filter asks the rate-limit service about it.
-#[derive(Clone, Copy)]
-enum Stage {
-    Headers { body_follows: bool },
-    Body,
+    /// Bytes of the request and response bodies Envoy held when the filter last read them
+    /// (what a new body replaces).
+    request_body_len: usize,
+    response_body_len: usize,
 }
 
 struct Admitted {
@@ -43,89 +39,61 @@ struct Admitted {
     user: Option<String>,
     plan: Option<String>,
     limits: Limits,
-    /// `:path` as sent upstream.
-    path: String,
-    body_plan: Option<BodyPlan>,
-    response_plan: Option<ResponsePlan>,
-    /// Set once the body was read (or will not be): until then the body is held. Settled
-    /// once when the response ends.
-    meter: Option<Meter>,
-    reservation: Option<Reservation>,
+    key: QuotaKey,
+    /// The windows after the admission, for the remaining-quota response headers.
     windows: Vec<WindowStatus>,
-    /// Rate-limit service calls still out, by callout token.
-    global_pending: Vec<(u32, ratelimit::Usage)>,
-    settled: bool,
+    stream: Stream,
+    /// Rate-limit service calls in flight: callout token and what it asks about.
+    calls: Vec<(u32, ratelimit::Usage)>,
+    /// The request is the worker's probe of whether Envoy holds headers for the body.
+    probe: bool,
 }
 
 impl Filter {
-    pub fn new(worker: Rc<RefCell<Worker>>) -> Filter {
+    pub fn new(worker: Rc<RefCell<Worker>>, context_id: u32) -> Filter {
         Filter {
             worker,
+            context_id,
             record: None,
             admitted: None,
-            replied: false,
+            request_body_len: 0,
+            response_body_len: 0,
         }
     }
 
     /// Answers the client instead of the upstream, and turns the record into that denial.
-    fn refuse(&mut self, reason: Reason, detail: String, reply: LocalReply) -> Action {
+    fn reply(&mut self, reason: Reason, detail: &str, reply: &LocalReply) {
         if let Some(record) = &mut self.record {
             record.deny(reason, detail);
             write_filter_state(&record.filter_state());
         }
-        let headers = reply
+        let headers: Vec<(&str, &str)> = reply
             .headers
             .iter()
             .map(|(n, v)| (*n, v.as_str()))
             .collect();
-        let _ = hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes()));
-        self.replied = true;
-        Action::Pause
+        if let Err(e) = abi::send_local_response(reply.status, &headers, reply.body.as_bytes()) {
+            log::error!("tenant-guard: local reply not sent: {e:?}");
+        }
     }
 
-    /// Admits the request against every window of its tenant's quotas (from its headers,
-    /// before the upstream sees anything).
-    fn admit_quota(&mut self, end_of_stream: bool) -> Result<(), Refusal> {
-        let Some(admitted) = &mut self.admitted else {
-            return Ok(());
-        };
-        if admitted.limits.is_empty() {
-            return Ok(());
+    /// Admits the request against every window of its tenant's quotas, holding `demand`.
+    fn admit_quota(&self, key: &QuotaKey, limits: &Limits, demand: Demand) -> QuotaAdmission {
+        if limits.is_empty() {
+            return QuotaAdmission::Unlimited;
         }
-        // Held from this moment, so requests whose bodies come late cannot all pile in; the
-        // body's own estimate replaces it.
-        let demand = if end_of_stream {
-            Demand::default()
-        } else {
-            let content_length =
-                hostcalls::get_map_value(MapType::HttpRequestHeaders, "content-length")
-                    .ok()
-                    .flatten()
-                    .and_then(|v| v.parse().ok());
-            let worker = self.worker.borrow();
-            metering::provisional_demand(
-                content_length,
-                &worker.config.usage,
-                &worker.config.pricing,
-            )
-        };
         let now = super::now().unwrap_or(0);
-        let limits = &admitted.limits;
-        let outcome = shared::update(&shared::quota_key(&admitted.tenant), |bytes| {
+        let outcome = self.worker.borrow_mut().quotas.update(key, |bytes| {
             let state = quota::QuotaState::decode(bytes);
             quota::admit(&state, limits, now, demand)
                 .map(|a| (a.state.encode(), (a.reservation, a.windows)))
         });
         match outcome {
-            Ok((reservation, windows)) => {
-                admitted.reservation = Some(reservation);
-                admitted.windows = windows;
-                Ok(())
-            }
-            Err(UpdateError::Refused(refusal)) => Err(refusal),
+            Ok((reservation, windows)) => QuotaAdmission::Held(reservation, windows),
+            Err(UpdateError::Refused(refusal)) => QuotaAdmission::Refused(refusal),
             Err(UpdateError::Unavailable(why)) => {
                 log::error!("tenant-guard: quota state unavailable: {why}");
-                Err(Refusal {
+                QuotaAdmission::Refused(Refusal {
                     reason: Reason::RequestQuotaExceeded,
                     retry_after: 1,
                     windows: Vec::new(),
@@ -134,34 +102,89 @@ impl Filter {
         }
     }
 
-    /// Starts metering once the body is known (or will not be read), and reserves the
-    /// estimate it suggests against the tenant's token and budget windows.
-    fn start_meter(&mut self, body: Option<&[u8]>) {
-        let worker = self.worker.borrow();
-        let Some(admitted) = &mut self.admitted else {
-            return;
-        };
-        let held = admitted.reservation.map(|r| r.demand).unwrap_or_default();
-        let meter = Meter::new(body, held, &worker.config.usage, &worker.config.pricing);
-        let demand = meter.demand();
-        admitted.meter = Some(meter);
-        let Some(provisional) = admitted.reservation else {
-            return;
-        };
-        if provisional.demand == demand {
-            return;
+    /// Executes an admission decided from the request headers.
+    fn admitted_headers(&mut self, admission: Admission, end_of_stream: bool) -> Action {
+        apply(&admission.header_edits);
+        if admission.rerouted {
+            // Envoy 1.40 re-selects the route after a :path change on its own; asking for it
+            // keeps routing right should that default change.
+            let _ = hostcalls::call_foreign_function("clear_route_cache", None);
         }
-        let now = super::now().unwrap_or(0);
-        let limits = &admitted.limits;
-        let reserved = shared::update(&shared::quota_key(&admitted.tenant), |bytes| {
-            let state = quota::QuotaState::decode(bytes);
-            let (next, reservation) = quota::reserve(&state, limits, now, &provisional, demand);
-            Ok::<_, ()>((next.encode(), reservation))
+        if let (Some(record), Some(sent)) = (&mut self.record, &admission.path_sent) {
+            record.path_sent = Some(sent.clone());
+        }
+        let key = if admission.listed {
+            QuotaKey::Listed(admission.tenant.clone())
+        } else {
+            QuotaKey::Default(admission.tenant.clone())
+        };
+        // Held from this moment, so requests whose bodies come late cannot all pile in; the
+        // body's own estimate replaces it.
+        let demand = if end_of_stream {
+            Demand::default()
+        } else {
+            let content_length = request_header("content-length")
+                .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok());
+            let worker = self.worker.borrow();
+            metering::provisional_demand(
+                content_length,
+                &worker.config.usage,
+                &worker.config.pricing,
+            )
+        };
+        let (held, windows) = match self.admit_quota(&key, &admission.limits, demand) {
+            QuotaAdmission::Unlimited => (None, Vec::new()),
+            QuotaAdmission::Held(reservation, windows) => (Some(reservation), windows),
+            QuotaAdmission::Refused(refusal) => return self.quota_refused(refusal),
+        };
+        let path = match &admission.path_sent {
+            Some(sent) => sent.clone(),
+            None => lossy(request_header(":path")),
+        };
+        let method = lossy(request_header(":method"));
+        let mode = self.worker.borrow().header_mode;
+        let (stream, effects) = {
+            let worker = self.worker.borrow();
+            let rules = rules(&worker);
+            Stream::admit(
+                Setup {
+                    method: &method,
+                    path: &path,
+                    body_follows: !end_of_stream,
+                    held,
+                    headers_can_wait: mode != HeaderMode::Forwarded,
+                    body_plan: admission.body_plan,
+                    response_plan: admission.response_plan,
+                },
+                &rules,
+            )
+        };
+        let probe = mode == HeaderMode::Unknown && stream.headers_held();
+        self.admitted = Some(Admitted {
+            tenant: admission.tenant,
+            user: admission.user,
+            plan: admission.plan,
+            limits: admission.limits,
+            key,
+            windows,
+            stream,
+            calls: Vec::new(),
+            probe,
         });
-        match reserved {
-            Ok(reservation) => admitted.reservation = Some(reservation),
-            Err(_) => log::error!("tenant-guard: could not reserve a request's estimate"),
+        if probe {
+            let total_size = super::request_total_size();
+            self.worker.borrow_mut().probes.push(Probe {
+                context_id: self.context_id,
+                since_ms: super::now_ms().unwrap_or(0),
+                total_size,
+                may_change_body: self
+                    .admitted
+                    .as_ref()
+                    .is_some_and(|a| a.stream.body_may_change()),
+            });
         }
+        self.execute(effects);
+        self.request_flow(Point::Headers)
     }
 
     fn quota_refused(&mut self, refusal: Refusal) -> Action {
@@ -173,34 +196,154 @@ impl Filter {
             .headers
             .extend(quota::rate_limit_headers(&refusal.windows));
         let detail = format!("retry after {}s", refusal.retry_after);
-        self.refuse(refusal.reason, detail, reply)
+        self.reply(refusal.reason, &detail, &reply);
+        Action::Pause
     }
 
-    /// Settles the reservation with what the response said, once, and records the usage.
-    fn settle(&mut self) {
+    /// Hands one event to the admitted request's stream and executes what comes back.
+    fn event(&mut self, event: Event<'_>) {
+        let effects = {
+            let Some(admitted) = &mut self.admitted else {
+                return;
+            };
+            let worker = self.worker.borrow();
+            admitted.stream.on(event, &rules(&worker))
+        };
+        self.execute(effects);
+    }
+
+    /// How a request callback answers Envoy, once its effects were executed.
+    fn request_flow(&mut self, at: Point) -> Action {
+        match self.admitted.as_mut().map(|a| a.stream.request_flow(at)) {
+            Some(Flow::Pause) => Action::Pause,
+            Some(Flow::Continue) | None => Action::Continue,
+        }
+    }
+
+    /// Executes the core's effects, in the order they must happen.
+    fn execute(&mut self, effects: Effects) {
+        if effects.drop_content_length {
+            let _ = abi::remove_header(MapType::HttpRequestHeaders, "content-length");
+        }
+        if let Some(body) = &effects.new_body {
+            let _ = abi::set_buffer(BufferType::HttpRequestBody, self.request_body_len, body);
+        }
+        if let Some(length) = effects.content_length {
+            let value = length.to_string();
+            let _ = abi::set_header(
+                MapType::HttpRequestHeaders,
+                "content-length",
+                value.as_bytes(),
+            );
+        }
+        if let Some(demand) = effects.reserve {
+            self.reserve(demand);
+        }
+        if let Some(reason) = effects.admitted_despite {
+            if let Some(record) = &mut self.record {
+                record.admitted_despite(reason);
+                write_filter_state(&record.filter_state());
+            }
+        }
+        if let Some(refusal) = &effects.refuse {
+            self.reply(refusal.reason, &refusal.detail, &refusal.reply);
+        }
+        if let Some(settlement) = effects.settle {
+            self.settle(settlement);
+        }
+        if effects.drop_response_length {
+            let _ = abi::remove_header(MapType::HttpResponseHeaders, "content-length");
+        }
+        if let Some(body) = &effects.new_response_body {
+            let _ = abi::set_buffer(BufferType::HttpResponseBody, self.response_body_len, body);
+        }
+        if effects.reset_response {
+            let _ = abi::reset_response();
+        }
+        for usage in effects.ask.kinds() {
+            self.ask(usage);
+        }
+        if effects.resume {
+            let _ = abi::resume_request();
+        }
+    }
+
+    /// Replaces the request's reservation by one for `demand` (the body's estimate).
+    fn reserve(&mut self, demand: Demand) {
         let Some(admitted) = &mut self.admitted else {
             return;
         };
-        let Some(meter) = &admitted.meter else {
+        let Some(provisional) = admitted.stream.held() else {
             return;
         };
-        if admitted.settled {
-            return;
+        let now = super::now().unwrap_or(0);
+        let limits = &admitted.limits;
+        let reserved = self
+            .worker
+            .borrow_mut()
+            .quotas
+            .update(&admitted.key, |bytes| {
+                let state = quota::QuotaState::decode(bytes);
+                let (next, reservation) = quota::reserve(&state, limits, now, &provisional, demand);
+                Ok::<_, ()>((next.encode(), reservation))
+            });
+        match reserved {
+            Ok(reservation) => admitted.stream.reserved(reservation),
+            Err(_) => log::error!("tenant-guard: could not reserve a request's estimate"),
         }
-        admitted.settled = true;
+    }
+
+    /// Sends one rate-limit call about the admitted request, and tells its stream.
+    fn ask(&mut self, usage: ratelimit::Usage) {
+        let sent = {
+            let Some(admitted) = &self.admitted else {
+                return;
+            };
+            let worker = self.worker.borrow();
+            let Some(rules) = &worker.config.global_rate_limit else {
+                return;
+            };
+            let subject = Subject {
+                plan: admitted.plan.as_deref(),
+                tenant: &admitted.tenant,
+                user: admitted.user.as_deref(),
+                model: admitted.stream.request_model(),
+            };
+            // Requests count one; tokens are only checked (0) and debited after the response.
+            let hits = match usage {
+                ratelimit::Usage::Requests => 1,
+                ratelimit::Usage::Tokens => 0,
+            };
+            global::call(rules, usage, &subject, hits)
+        };
+        match sent {
+            Ok(token) => {
+                if let Some(admitted) = &mut self.admitted {
+                    admitted.calls.push((token, usage));
+                }
+                self.event(Event::CallSent);
+            }
+            Err(status) => {
+                log::warn!("tenant-guard: rate-limit service call not sent: {status:?}");
+                self.event(Event::CallAnswered {
+                    usage,
+                    answer: None,
+                });
+            }
+        }
+    }
+
+    /// Returns the request's reservation, charges what the charging rule says, and records it.
+    fn settle(&mut self, settlement: stream::Settlement) {
+        let Some(admitted) = &self.admitted else {
+            return;
+        };
         let mut worker = self.worker.borrow_mut();
-        let outcome = meter.outcome(&worker.config.pricing);
-        if let Some(reservation) = &admitted.reservation {
+        if let Some(reservation) = &settlement.reservation {
             let now = super::now().unwrap_or(reservation.admitted_at);
             let limits = &admitted.limits;
-            // Refused after its admission (by the rate-limit service, a body rule): the
-            // upstream never answered, so the reservation goes back.
-            let charge = if self.replied {
-                quota::Actual::default()
-            } else {
-                outcome.charge
-            };
-            let settled = shared::update(&shared::quota_key(&admitted.tenant), |bytes| {
+            let charge = settlement.charge();
+            let settled = worker.quotas.update(&admitted.key, |bytes| {
                 let state = quota::QuotaState::decode(bytes);
                 let next = quota::settle(&state, limits, now, reservation, charge);
                 Ok::<_, ()>((next.encode(), ()))
@@ -209,20 +352,22 @@ impl Filter {
                 log::error!("tenant-guard: could not settle a reservation: {why}");
             }
         }
-        if self.replied {
-            return;
-        }
-        if worker.config.global_rate_limit.is_some() && outcome.charge.tokens > 0 {
+        if settlement.debit_tokens > 0 {
             // Sent from the root context's next tick, where its answer can be seen and retried.
-            worker.debits.push(Debit::new(
+            let debit = Debit::new(
                 admitted.tenant.clone(),
                 admitted.plan.clone(),
                 admitted.user.clone(),
-                outcome.model.clone(),
-                outcome.charge.tokens,
-            ));
+                settlement.outcome.model.clone(),
+                settlement.debit_tokens,
+            );
+            worker.debits.push(debit);
+        }
+        if settlement.phase == stream::Phase::Refused {
+            return;
         }
         let tenant = Some(admitted.tenant.as_str());
+        let outcome = &settlement.outcome;
         if let Some(usage) = outcome.usage {
             worker.stats.add(tenant, "input_tokens", usage.input_tokens);
             worker
@@ -235,15 +380,52 @@ impl Filter {
                 .add(tenant, "cost_micro_usd", cost.micro_usd_ceil());
         }
         if let Some(record) = &mut self.record {
-            record.meter(&outcome);
+            record.meter(outcome);
             write_filter_state(&record.usage_state());
         }
+    }
+
+    /// A body callback came while this request probed the header mode: Envoy holds headers
+    /// while the body is read. Also learns when the root let the probe's headers go.
+    fn note_body_arrived(&mut self) {
+        let Some(admitted) = &mut self.admitted else {
+            return;
+        };
+        if !std::mem::replace(&mut admitted.probe, false) {
+            return;
+        }
+        let released = {
+            let mut worker = self.worker.borrow_mut();
+            let released = worker.take_released(self.context_id);
+            if !released {
+                worker.learn_header_mode(HeaderMode::Held);
+            }
+            released
+        };
+        if released {
+            self.event(Event::HeadersReleased);
+        }
+    }
+}
+
+enum QuotaAdmission {
+    /// The tenant has no quotas.
+    Unlimited,
+    Held(Reservation, Vec<WindowStatus>),
+    Refused(Refusal),
+}
+
+fn rules(worker: &Worker) -> Rules<'_> {
+    Rules {
+        usage: &worker.config.usage,
+        pricing: &worker.config.pricing,
+        global: worker.config.global_rate_limit.as_ref(),
     }
 }
 
 /// A request header's raw bytes (client input: never assume UTF-8).
 fn request_header(name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+    abi::header(MapType::HttpRequestHeaders, name)
         .ok()
         .flatten()
 }
@@ -254,103 +436,64 @@ fn lossy(bytes: Option<Vec<u8>>) -> String {
         .unwrap_or_default()
 }
 
+/// The whole body Envoy holds now (empty when there is none).
+fn read_buffer(buffer: BufferType) -> Vec<u8> {
+    abi::buffer(buffer).unwrap_or_default()
+}
+
 /// Filter state `wasm.<key>`, for `%FILTER_STATE(wasm.<key>:PLAIN)%` in access logs.
 fn write_filter_state(entries: &[(&'static str, String)]) {
     for (key, value) in entries {
-        let _ = hostcalls::set_property(vec![key], Some(value.as_bytes()));
+        let _ = abi::set_filter_state(key, value.as_bytes());
     }
 }
 
 fn apply(edits: &[HeaderEdit]) {
+    let map = MapType::HttpRequestHeaders;
     for edit in edits {
         let _ = match edit {
             HeaderEdit::Set(name, value) if name.starts_with(':') => {
-                hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+                abi::set_header(map, name, value.as_bytes())
             }
             HeaderEdit::Set(name, value) => {
                 // Remove first, so no client-sent copy survives beside the new value.
-                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
-                hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value)
+                let _ = abi::remove_header(map, name);
+                abi::add_header(map, name, value.as_bytes())
             }
-            HeaderEdit::Remove(name) => {
-                hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
-            }
+            HeaderEdit::Remove(name) => abi::remove_header(map, name),
         };
     }
 }
 
 impl Context for Filter {
-    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, _size: usize) {
         let Some(admitted) = &mut self.admitted else {
             return;
         };
-        let Some(index) = admitted
-            .global_pending
-            .iter()
-            .position(|(t, _)| *t == token_id)
-        else {
+        let Some(index) = admitted.calls.iter().position(|(t, _)| *t == token_id) else {
             return;
         };
-        let (_, usage) = admitted.global_pending.swap_remove(index);
-        if self.replied {
-            return;
-        }
-        let Some(answer) = global::answer(status_code, response_size) else {
-            self.global_failed();
-            return;
-        };
-        match answer.verdict {
-            Verdict::Ok => {
-                if admitted.global_pending.is_empty() {
-                    let _ = hostcalls::resume_http_request();
-                }
-            }
-            Verdict::OverLimit => {
-                let reason = match usage {
-                    ratelimit::Usage::Requests => Reason::RequestQuotaExceeded,
-                    ratelimit::Usage::Tokens => Reason::TokenQuotaExceeded,
-                };
-                let retry_after = answer.reset_after.unwrap_or(1).max(1);
-                let mut reply = denial::reply(reason);
-                reply.headers.push(("retry-after", retry_after.to_string()));
-                for (name, value) in answer.response_headers {
-                    // The reply's header names are static; keep the service's known ones.
-                    if let Some(known) = SERVICE_HEADERS
-                        .iter()
-                        .find(|h| h.eq_ignore_ascii_case(&name))
-                    {
-                        reply.headers.push((known, value));
-                    }
-                }
-                let detail = format!("rate-limit service: {} over limit", usage.as_str());
-                self.refuse(reason, detail, reply);
-            }
-            Verdict::Unknown => self.global_failed(),
-        }
+        let (_, usage) = admitted.calls.swap_remove(index);
+        let answer = global::answer(status_code);
+        self.event(Event::CallAnswered {
+            usage,
+            answer: answer.as_ref(),
+        });
     }
 }
-
-/// Headers a rate-limit service may ask to add to a refusal (Limitador's draft-03 set and the
-/// IETF fields); others are dropped.
-const SERVICE_HEADERS: [&str; 5] = [
-    "x-ratelimit-limit",
-    "x-ratelimit-remaining",
-    "x-ratelimit-reset",
-    "ratelimit-policy",
-    "ratelimit",
-];
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         let raw_path = request_header(":path").unwrap_or_default();
-        let method = lossy(request_header(":method"));
+        let method = request_header(":method").unwrap_or_default();
+        let method_text = String::from_utf8_lossy(&method);
         let decision = match super::now() {
             Some(now) => {
                 let mut worker = self.worker.borrow_mut();
                 let Worker { config, cache, .. } = &mut *worker;
                 let tenant_header = config.tenant_header.as_deref().and_then(request_header);
                 let facts = RequestFacts {
-                    method: &method,
+                    method: &method_text,
                     path: &raw_path,
                     credential: decision::find_credential(&config.token_sources, request_header),
                     tenant_header: tenant_header.as_deref(),
@@ -362,14 +505,15 @@ impl HttpContext for Filter {
             None => decision::deny(Reason::InvalidToken, "host clock unavailable"),
         };
 
-        let request_id = lossy(request_header("x-request-id"));
-        let path = String::from_utf8_lossy(&raw_path);
+        let client_request_id = request_header("x-request-id");
+        let request_id = self.worker.borrow_mut().record_ids.next_id();
         let record = Record::new(
             &decision,
             RequestInfo {
-                request_id: &request_id,
+                request_id,
+                client_request_id: client_request_id.as_deref(),
                 method: &method,
-                path: &path,
+                path: &raw_path,
             },
         );
         write_filter_state(&record.filter_state());
@@ -379,145 +523,117 @@ impl HttpContext for Filter {
             Decision::Bypass => Action::Continue,
             Decision::Deny(denial) => {
                 let reply = denial::reply(denial.reason);
-                self.refuse(denial.reason, denial.detail, reply)
+                self.reply(denial.reason, &denial.detail, &reply);
+                Action::Pause
             }
-            Decision::Admit(admission) => {
-                self.admitted_headers(*admission, &method, &path, end_of_stream)
-            }
+            Decision::Admit(admission) => self.admitted_headers(*admission, end_of_stream),
         }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(admitted) = &self.admitted else {
-            return Action::Continue;
-        };
-        if admitted.meter.is_some() || self.replied {
+        if self.admitted.is_none() {
             return Action::Continue;
         }
-        let max_body_bytes = self.worker.borrow().config.usage.max_body_bytes;
-        let cap = admitted
-            .body_plan
-            .as_ref()
-            .map_or(max_body_bytes, |plan| plan.max_bytes);
-        if body_size > cap {
-            if admitted.body_plan.is_some() {
-                let reply = denial::reply(Reason::BodyTooLarge);
-                let detail = format!("request body over {cap} bytes");
-                return self.refuse(Reason::BodyTooLarge, detail, reply);
-            }
-            // Too large to read for metering: it goes on with what its headers were admitted.
-            self.start_meter(None);
-            return self.ask_global(Stage::Body);
+        self.note_body_arrived();
+        self.request_data(Event::RequestData {
+            size: body_size,
+            end: end_of_stream,
+        })
+    }
+
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        if self.admitted.is_none() {
+            return Action::Continue;
         }
-        if !end_of_stream {
-            return Action::Pause;
-        }
-        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let mut rewritten = None;
-        if let Some(plan) = &admitted.body_plan {
-            match vector_store::rewrite_body(plan, &body) {
-                Ok(new) => rewritten = Some(new),
-                Err(refusal) => {
-                    let reply = denial::reply(refusal.reason);
-                    return self.refuse(refusal.reason, refusal.detail, reply);
-                }
-            }
-        }
-        let current = rewritten.as_deref().unwrap_or(&body);
-        let usage_rules = self.worker.borrow().config.usage;
-        if let Some(new) = metering::with_stream_usage(&usage_rules, &admitted.path, current) {
-            rewritten = Some(new);
-        }
-        if let Some(new) = &rewritten {
-            let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size, new);
-        }
-        let body = rewritten.unwrap_or(body);
-        self.start_meter(Some(&body));
-        self.ask_global(Stage::Body)
+        self.note_body_arrived();
+        self.request_data(Event::RequestTrailers)
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        if self.replied {
-            return Action::Continue;
-        }
-        let Some(admitted) = &mut self.admitted else {
+        let Some(admitted) = &self.admitted else {
             return Action::Continue;
         };
+        if admitted.stream.refused() {
+            return Action::Continue;
+        }
+        let map = MapType::HttpResponseHeaders;
         for (name, value) in quota::remaining_headers(&admitted.windows) {
-            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(&value));
+            let _ = abi::set_header(map, name, value.as_bytes());
         }
-        if admitted.response_plan.is_some() {
-            // The body is rewritten below: its length will change.
-            let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, "content-length");
-        }
-        if let Some(meter) = &mut admitted.meter {
-            let content_type =
-                hostcalls::get_map_value(MapType::HttpResponseHeaders, "content-type")
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-            meter.response_started(&content_type);
-        }
+        let status = abi::header(map, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
+            .unwrap_or(0);
+        let content_type = lossy(abi::header(map, "content-type").ok().flatten());
+        self.event(Event::ResponseHeaders {
+            status,
+            content_type: &content_type,
+        });
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.replied {
-            return Action::Continue;
-        }
-        let Some(admitted) = &mut self.admitted else {
+        let Some(admitted) = &self.admitted else {
             return Action::Continue;
         };
-        if let Some(plan) = &admitted.response_plan {
-            if !end_of_stream && body_size <= plan.max_bytes {
-                return Action::Pause;
-            }
-            let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            // Never forward a listing that could not be confined to the tenant.
-            let filtered = vector_store::filter_response(plan, &body).unwrap_or_else(|| {
-                denial::reply(Reason::VectorOperationNotAllowed)
-                    .body
-                    .into_bytes()
-            });
-            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &filtered);
-            if !end_of_stream {
-                // Over the cap: what follows must not reach the client either.
-                let _ = hostcalls::reset_http_response();
-            }
+        let chunk = admitted
+            .stream
+            .wants_response_bytes(body_size, end_of_stream)
+            .then(|| read_buffer(BufferType::HttpResponseBody));
+        self.response_body_len = chunk.as_ref().map_or(0, Vec::len);
+        let effects = {
+            let Some(admitted) = &mut self.admitted else {
+                return Action::Continue;
+            };
+            let worker = self.worker.borrow();
+            admitted.stream.on(
+                Event::ResponseData {
+                    chunk: chunk.as_deref(),
+                    size: body_size,
+                    end: end_of_stream,
+                },
+                &rules(&worker),
+            )
+        };
+        let hold = effects.hold_response;
+        self.execute(effects);
+        if hold {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
+        let Some(admitted) = &self.admitted else {
             return Action::Continue;
-        }
-        if let Some(meter) = &mut admitted.meter {
-            if let Ok(Some(chunk)) =
-                hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
-            {
-                meter.response_chunk(&chunk);
-            }
-        }
-        if end_of_stream {
-            // Settled before the access log is written, so it sees the usage.
-            self.settle();
-        }
+        };
+        let buffered = admitted
+            .stream
+            .holds_response()
+            .then(|| read_buffer(BufferType::HttpResponseBody));
+        self.response_body_len = buffered.as_ref().map_or(0, Vec::len);
+        self.event(Event::ResponseTrailers {
+            buffered: buffered.as_deref(),
+        });
         Action::Continue
     }
 
     fn on_log(&mut self) {
-        // An aborted stream settles with what it delivered.
-        self.settle();
+        // Whatever did not end by now never will: the stream settles what it saw.
+        self.event(Event::Log);
+        if self.admitted.as_ref().is_some_and(|a| a.probe) {
+            let context_id = self.context_id;
+            let mut worker = self.worker.borrow_mut();
+            worker.probes.retain(|p| p.context_id != context_id);
+            worker.take_released(context_id);
+        }
         let Some(mut record) = self.record.take() else {
             return;
         };
-        record.status = hostcalls::get_property(vec!["response", "code"])
-            .ok()
-            .flatten()
-            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .map(u64::from_le_bytes)
-            .and_then(|code| u32::try_from(code).ok());
+        record.status =
+            abi::integer_property(&["response", "code"]).and_then(|code| u32::try_from(code).ok());
         if record.reason != "bypass" {
             let metric = match record.decision {
                 "allow" => "requests_allowed".to_string(),
@@ -531,151 +647,23 @@ impl HttpContext for Filter {
 }
 
 impl Filter {
-    /// A rate-limit call failed or timed out while the headers wait: decide once.
-    fn global_failed(&mut self) {
-        if let Some(admitted) = &mut self.admitted {
-            // Calls still out can no longer change the outcome.
-            admitted.global_pending.clear();
-        }
-        self.global_unavailable(true);
-    }
-
-    /// Executes an admission decided from the request headers.
-    fn admitted_headers(
-        &mut self,
-        admission: Admission,
-        method: &str,
-        path: &str,
-        end_of_stream: bool,
-    ) -> Action {
-        apply(&admission.header_edits);
-        if admission.rerouted {
-            // Envoy 1.40 re-selects the route after a :path change on its own; asking for it
-            // keeps routing right should that default change.
-            let _ = hostcalls::call_foreign_function("clear_route_cache", None);
-        }
-        let sent_path = admission
-            .header_edits
-            .iter()
-            .find_map(|e| match e {
-                HeaderEdit::Set(name, value) if name == ":path" => Some(value.clone()),
-                _ => None,
-            })
-            .unwrap_or_else(|| path.to_string());
-        let usage_rules = self.worker.borrow().config.usage;
-        let may_rewrite = admission.body_plan.is_some()
-            || metering::may_add_stream_usage(&usage_rules, method, &sent_path);
-        self.admitted = Some(Admitted {
-            tenant: admission.tenant,
-            user: admission.user,
-            plan: admission.plan,
-            limits: admission.limits,
-            path: sent_path,
-            body_plan: admission.body_plan,
-            response_plan: admission.response_plan,
-            meter: None,
-            reservation: None,
-            windows: Vec::new(),
-            global_pending: Vec::new(),
-            settled: false,
-        });
-        if let Err(refusal) = self.admit_quota(end_of_stream) {
-            return self.quota_refused(refusal);
-        }
-        if end_of_stream {
-            if let Some(plan) = self.admitted.as_ref().and_then(|a| a.body_plan.as_ref()) {
-                // A vector-store operation that needs a body got none.
-                if let Err(refusal) = vector_store::rewrite_body(plan, b"") {
-                    let reply = denial::reply(refusal.reason);
-                    return self.refuse(refusal.reason, refusal.detail, reply);
-                }
-            }
-            self.start_meter(None);
-        } else if may_rewrite {
-            // Envoy delivers the body to this filter only once its headers went on (a paused
-            // header phase holds the body back from this filter too), so a body that may be
-            // rewritten loses its `content-length` now; the upstream learns the length from
-            // the framing.
-            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "content-length");
-        }
-        self.ask_global(Stage::Headers {
-            body_follows: !end_of_stream,
-        })
-    }
-
-    /// After the local quotas said yes: asks the rate-limit service about the request and the
-    /// tenant's tokens, holding the headers until it answers.
-    fn ask_global(&mut self, stage: Stage) -> Action {
-        let worker = self.worker.borrow();
-        let Some(rules) = &worker.config.global_rate_limit else {
-            return Action::Continue;
-        };
-        let Some(admitted) = &mut self.admitted else {
-            return Action::Continue;
-        };
-        // With `model` among the descriptor entries, the token check waits for the body that
-        // names the model; otherwise it goes out with the headers.
-        let tokens_wait_for_body = rules.extra_entries.contains(&ExtraEntry::Model);
-        let kinds: &[ratelimit::Usage] = match stage {
-            Stage::Headers { body_follows } if body_follows && tokens_wait_for_body => {
-                &[ratelimit::Usage::Requests]
-            }
-            Stage::Headers { .. } => &[ratelimit::Usage::Requests, ratelimit::Usage::Tokens],
-            Stage::Body if tokens_wait_for_body => &[ratelimit::Usage::Tokens],
-            Stage::Body => &[],
-        };
-        let subject = Subject {
-            plan: admitted.plan.as_deref(),
-            tenant: &admitted.tenant,
-            user: admitted.user.as_deref(),
-            model: admitted.meter.as_ref().and_then(Meter::request_model),
-        };
-        let mut pending = Vec::new();
-        for &usage in kinds {
-            // Requests count one; tokens are only checked (0) and debited after the response.
-            let hits = match usage {
-                ratelimit::Usage::Requests => 1,
-                ratelimit::Usage::Tokens => 0,
+    /// A request body or trailers callback: data in, and the body read when it is complete.
+    fn request_data(&mut self, event: Event<'_>) -> Action {
+        let effects = {
+            let Some(admitted) = &mut self.admitted else {
+                return Action::Continue;
             };
-            match global::call(rules, usage, &subject, hits) {
-                Ok(token) => pending.push((token, usage)),
-                Err(status) => {
-                    log::warn!("tenant-guard: rate-limit service call not sent: {status:?}");
-                    drop(worker);
-                    return self.global_unavailable(false);
-                }
+            let worker = self.worker.borrow();
+            let rules = rules(&worker);
+            let mut effects = admitted.stream.on(event, &rules);
+            if effects.read_body {
+                let body = read_buffer(BufferType::HttpRequestBody);
+                self.request_body_len = body.len();
+                effects = admitted.stream.on(Event::RequestBody(&body), &rules);
             }
-        }
-        if pending.is_empty() {
-            return Action::Continue;
-        }
-        admitted.global_pending = pending;
-        Action::Pause
-    }
-
-    /// The rate-limit service could not decide: `failure_mode` says what happens.
-    /// `resume`: the headers are held and must be released when the request may go on.
-    fn global_unavailable(&mut self, resume: bool) -> Action {
-        let fail_open = self
-            .worker
-            .borrow()
-            .config
-            .global_rate_limit
-            .as_ref()
-            .is_some_and(|r| r.failure_mode == FailureMode::Allow);
-        if !fail_open {
-            let reason = Reason::RateLimitServiceUnavailable;
-            let mut reply = denial::reply(reason);
-            reply.headers.push(("retry-after", "1".into()));
-            return self.refuse(reason, "rate-limit service unavailable".into(), reply);
-        }
-        if let Some(record) = &mut self.record {
-            record.admitted_despite(Reason::RateLimitServiceUnavailable);
-            write_filter_state(&record.filter_state());
-        }
-        if resume {
-            let _ = hostcalls::resume_http_request();
-        }
-        Action::Continue
+            effects
+        };
+        self.execute(effects);
+        self.request_flow(Point::Body)
     }
 }

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
+
+use crate::host::abi;
 use proxy_wasm::types::{BufferType, Status};
 
 use crate::policy::config::GlobalRateLimit;
@@ -17,6 +19,12 @@ pub fn call(
 ) -> Result<u32, Status> {
     let entries = ratelimit::entries(rules, usage, subject);
     let message = ratelimit::request(&rules.domain, &entries, hits);
+    dispatch(rules, &message)
+}
+
+/// Sends one `ShouldRateLimit` message. Envoy answers a cluster it does not know with an error
+/// here (`InternalFailure`), which the SDK returns as a value.
+fn dispatch(rules: &GlobalRateLimit, message: &[u8]) -> Result<u32, Status> {
     // A serialized GrpcService, never a bare cluster name (see the host notes); it is ASCII.
     let service = ratelimit::grpc_service(&rules.cluster);
     let target = std::str::from_utf8(&service).map_err(|_| Status::BadArgument)?;
@@ -25,20 +33,24 @@ pub fn call(
         ratelimit::SERVICE,
         ratelimit::METHOD,
         Vec::new(),
-        Some(&message),
+        Some(message),
         Duration::from_millis(rules.timeout_ms),
     )
 }
 
+/// A call that checks the service can be reached: a descriptor no limit matches
+/// (`usage=probe`), adding nothing.
+pub fn probe(rules: &GlobalRateLimit) -> Result<u32, Status> {
+    let message = ratelimit::request(&rules.domain, &[("usage", "probe")], 0);
+    dispatch(rules, &message)
+}
+
 /// The service's answer to a finished call; `None` when the call failed (non-zero gRPC status,
 /// timeout included) or the reply is not a `RateLimitResponse`.
-pub fn answer(status_code: u32, response_size: usize) -> Option<Answer> {
+pub fn answer(status_code: u32) -> Option<Answer> {
     if status_code != 0 {
         return None;
     }
-    let body = hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, response_size)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let body = abi::buffer(BufferType::GrpcReceiveBuffer).unwrap_or_default();
     ratelimit::answer(&body)
 }

@@ -22,11 +22,25 @@
 //! from `on_tick`, the token cache, per-tenant stats and the queue of token debits; HTTP contexts share them through an `Rc<RefCell<_>>`
 //! (each worker runs its VM on one thread).
 
+pub mod abi;
 pub mod filter;
 pub mod global;
 pub mod root;
 pub mod shared;
 pub mod stats;
+
+/// Bytes Envoy has received for the current request so far, headers included.
+fn request_total_size() -> u64 {
+    abi::integer_property(&["request", "total_size"]).unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch, from the host's clock.
+fn now_ms() -> Option<u64> {
+    proxy_wasm::hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| u64::try_from(d.as_millis()).ok())
+}
 
 /// Seconds since the Unix epoch, from the host's clock (not the WASI clock).
 fn now() -> Option<u64> {

@@ -10,9 +10,10 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, MapType};
 
+use crate::host::abi;
 use crate::host::filter::Filter;
 use crate::host::global;
-use crate::host::shared;
+use crate::host::shared::{self, QuotaStore};
 use crate::host::stats::Stats;
 use crate::policy::config::Config;
 use crate::policy::identity::RemoteKeys;
@@ -25,8 +26,105 @@ pub struct Worker {
     pub config: Config,
     pub cache: TokenCache,
     pub stats: Stats,
+    pub quotas: QuotaStore,
     /// Token debits for the rate-limit service, waiting for the next tick.
     pub debits: Vec<Debit>,
+    pub record_ids: RecordIds,
+    /// Whether Envoy lets request headers wait while the filter reads the body.
+    pub header_mode: HeaderMode,
+    /// Requests whose headers wait for their body while `header_mode` is unknown.
+    pub probes: Vec<Probe>,
+    /// Probes whose headers the root let go (they learn it at their next callback).
+    pub released: Vec<u32>,
+}
+
+/// Whether Envoy delivers the request body to the filter while its headers are held: true with
+/// the Wasm `PluginConfig` field `allow_on_headers_stop_iteration` (Envoy 1.35+). Nothing in the
+/// ABI tells, so each worker learns it from the first request whose headers it holds: a body
+/// callback arriving proves `Held`; body bytes received by Envoy but never delivered prove
+/// `Forwarded` (the root's tick then lets that request's headers go on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderMode {
+    Unknown,
+    /// Headers wait for the body: body rules are decided before the upstream sees anything.
+    Held,
+    /// Headers go on before the body reaches the filter (Envoy without the field).
+    Forwarded,
+}
+
+/// A request holding its headers to learn the header mode.
+pub struct Probe {
+    pub context_id: u32,
+    /// When its headers were held (ms since the epoch).
+    pub since_ms: u64,
+    /// `request.total_size` when its headers were held.
+    pub total_size: u64,
+    /// Its body may change: `content-length` must go if its headers are let go unread.
+    pub may_change_body: bool,
+}
+
+/// Record ids: unique per worker VM (a random nonce) and per record (a counter).
+pub struct RecordIds {
+    nonce: u64,
+    next: u64,
+}
+
+impl RecordIds {
+    fn new() -> RecordIds {
+        use std::hash::{BuildHasher, Hasher};
+        // `RandomState` is seeded from the host's random source (WASI `random_get`); the
+        // host's clock is mixed in for good measure.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        let nanos = hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        hasher.write_u128(nanos);
+        RecordIds {
+            nonce: hasher.finish(),
+            next: 0,
+        }
+    }
+
+    pub fn next_id(&mut self) -> String {
+        self.next = self.next.wrapping_add(1);
+        format!("{:016x}{:016x}", self.nonce, self.next)
+    }
+}
+
+impl Worker {
+    /// Whether the root let this request's held headers go.
+    pub fn take_released(&mut self, context_id: u32) -> bool {
+        let before = self.released.len();
+        self.released.retain(|id| *id != context_id);
+        self.released.len() != before
+    }
+
+    /// Takes what a probe proved; logs it once per process.
+    pub fn learn_header_mode(&mut self, mode: HeaderMode) {
+        if self.header_mode != HeaderMode::Unknown {
+            return;
+        }
+        self.header_mode = mode;
+        self.probes.clear();
+        if !shared::first_to_say(&format!("header-mode/{mode:?}")) {
+            return;
+        }
+        match mode {
+            HeaderMode::Held => log::info!(
+                "tenant-guard: Envoy holds request headers while the filter reads the body \
+                 (allow_on_headers_stop_iteration): body rules are decided before the upstream \
+                 sees a request"
+            ),
+            HeaderMode::Forwarded => log::warn!(
+                "tenant-guard: Envoy forwards request headers before the filter reads the body \
+                 (allow_on_headers_stop_iteration is not set, or Envoy is older than 1.35): a \
+                 request refused for its body reaches the upstream as headers and a reset, and a \
+                 body that may change goes without content-length"
+            ),
+            HeaderMode::Unknown => {}
+        }
+    }
 }
 
 /// Refresh state of one `remote_jwks` entry.
@@ -43,20 +141,41 @@ struct Refresh {
 
 #[derive(Default)]
 pub struct Root {
+    /// This root context's id (to come back to after acting on a stream's behalf).
+    id: u32,
     worker: Option<Rc<RefCell<Worker>>>,
     refresh: Vec<Refresh>,
     /// Callout token → index into `config.remote_jwks`.
     pending: HashMap<u32, usize>,
     /// Callout token → the token debit it carries.
     debits_in_flight: HashMap<u32, Debit>,
+    /// The rate-limit cluster was checked (on the first tick).
+    cluster_checked: bool,
+    /// The callout of that check.
+    cluster_probe: Option<u32>,
 }
 
 impl Context for Root {
-    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, response_size: usize) {
+    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, _size: usize) {
+        if self.cluster_probe == Some(token) {
+            self.cluster_probe = None;
+            if status_code != 0 && shared::first_to_say("rate-limit-service-answer") {
+                let message = hostcalls::get_grpc_status()
+                    .ok()
+                    .and_then(|(_, m)| m)
+                    .unwrap_or_default();
+                log::error!(
+                    "tenant-guard: the rate-limit service answered a check with gRPC status \
+                     {status_code} ({message}); requests follow global_rate_limit.failure_mode \
+                     while it does"
+                );
+            }
+            return;
+        }
         let Some(mut debit) = self.debits_in_flight.remove(&token) else {
             return;
         };
-        let answer = global::answer(status_code, response_size);
+        let answer = global::answer(status_code);
         if debit.advance(answer.as_ref()) {
             self.send_debit(debit);
         } else if debit.unsettled() > 0 {
@@ -138,6 +257,92 @@ impl Context for Root {
 }
 
 impl Root {
+    pub fn new(id: u32) -> Root {
+        Root {
+            id,
+            ..Root::default()
+        }
+    }
+
+    /// While the header mode is unknown: a held request whose body Envoy received but never
+    /// delivered proves that Envoy does not hold headers for the body; then every held request
+    /// is let go (without `content-length` where its body may change). A probe whose client
+    /// sends no body for [`PROBE_PATIENCE_MS`] (it may wait for the upstream) is let go too,
+    /// proving nothing.
+    fn watch_probes(&mut self) {
+        let Some(worker) = &self.worker else {
+            return;
+        };
+        let mut worker = worker.borrow_mut();
+        if worker.header_mode != HeaderMode::Unknown || worker.probes.is_empty() {
+            return;
+        }
+        let now_ms = super::now_ms().unwrap_or(0);
+        let mut forwarded = false;
+        let mut release = Vec::new();
+        worker.probes.retain(|probe| {
+            if abi::set_effective_context(probe.context_id).is_err() {
+                return false;
+            }
+            forwarded |= super::request_total_size() > probe.total_size;
+            let waited = now_ms.saturating_sub(probe.since_ms) >= PROBE_PATIENCE_MS;
+            if waited {
+                release.push((probe.context_id, probe.may_change_body));
+            }
+            !waited
+        });
+        if forwarded {
+            release.extend(
+                std::mem::take(&mut worker.probes)
+                    .into_iter()
+                    .map(|p| (p.context_id, p.may_change_body)),
+            );
+        }
+        for (context_id, may_change_body) in release {
+            if abi::set_effective_context(context_id).is_err() {
+                continue;
+            }
+            if may_change_body {
+                let _ = abi::remove_header(MapType::HttpRequestHeaders, "content-length");
+            }
+            let _ = abi::resume_request();
+            worker.released.push(context_id);
+        }
+        if forwarded {
+            worker.learn_header_mode(HeaderMode::Forwarded);
+        }
+        let _ = abi::set_effective_context(self.id);
+    }
+
+    /// On the first tick: can the rate-limit service's cluster be called at all? A missing or
+    /// wrong cluster gets one clear error line now, not a puzzle at the first request.
+    fn check_rate_limit_cluster(&mut self) {
+        if std::mem::replace(&mut self.cluster_checked, true) {
+            return;
+        }
+        let Some(worker) = &self.worker else {
+            return;
+        };
+        let worker = worker.borrow();
+        let Some(rules) = &worker.config.global_rate_limit else {
+            return;
+        };
+        match global::probe(rules) {
+            Ok(token) => self.cluster_probe = Some(token),
+            Err(status) => {
+                if shared::first_to_say("rate-limit-cluster") {
+                    log::error!(
+                        "tenant-guard: global_rate_limit.cluster \"{}\" cannot be called \
+                         ({status:?}): is it defined and does it speak HTTP/2? Until it can, \
+                         every request follows failure_mode \"{}\"",
+                        rules.cluster,
+                        rules.failure_mode.as_str()
+                    );
+                }
+            }
+        }
+    }
+
     /// Sends (or sends again) a token debit; the answer comes back to this root context.
     fn send_debit(&mut self, debit: Debit) {
         let Some(worker) = &self.worker else {
@@ -165,6 +370,13 @@ impl Root {
     }
 }
 
+/// The root context's timer period.
+const TICK: Duration = Duration::from_millis(100);
+/// How long a probe waits for its client's body before its headers go on anyway.
+const PROBE_PATIENCE_MS: u64 = 1000;
+/// Default tenants with quota counters of their own (shared-data slots, never freed).
+const DEFAULT_TENANT_SLOTS: usize = 1000;
+
 /// Back-off after `failures` consecutive failed fetches: 1, 2, 4 … 60 seconds.
 fn retry_after(failures: u32) -> u64 {
     1u64.checked_shl(failures.saturating_sub(1))
@@ -188,37 +400,33 @@ impl RootContext for Root {
         self.refresh = vec![Refresh::default(); config.remote_jwks.len()];
         self.pending.clear();
         // Callouts are started from ticks, never from on_configure: remote JWKS refreshes
-        // (second granularity) and token debits for the rate-limit service (sent promptly).
-        let tick = if config.global_rate_limit.is_some() {
-            Some(Duration::from_millis(200))
-        } else if !config.remote_jwks.is_empty() {
-            Some(Duration::from_secs(1))
-        } else {
-            None
-        };
-        if let Some(period) = tick {
-            if hostcalls::set_tick_period(period).is_err() {
-                log::error!("tenant-guard: cannot start the filter's timer");
-                return false;
-            }
+        // (second granularity), token debits for the rate-limit service (sent promptly), and
+        // the header-mode watch (a held request must not wait long).
+        if hostcalls::set_tick_period(TICK).is_err() {
+            log::error!("tenant-guard: cannot start the filter's timer");
+            return false;
         }
         let listed = config.tenants.listed_ids();
-        for tenant in &listed {
-            // Before traffic, so no two workers race to create a tenant's quota key.
-            shared::ensure(&shared::quota_key(tenant));
-        }
+        // Before traffic, so no two workers race to create a tenant's quota key.
+        let quotas = QuotaStore::new(listed.iter().copied(), DEFAULT_TENANT_SLOTS);
         let stats = Stats::new(listed.into_iter(), config.stats.max_tenant_series);
         let cache = TokenCache::new(config.token_cache_size);
         self.worker = Some(Rc::new(RefCell::new(Worker {
             config,
             cache,
             stats,
+            quotas,
             debits: Vec::new(),
+            record_ids: RecordIds::new(),
+            header_mode: HeaderMode::Unknown,
+            probes: Vec::new(),
+            released: Vec::new(),
         })));
         true
     }
 
     fn on_tick(&mut self) {
+        self.check_rate_limit_cluster();
         let debits = match &self.worker {
             Some(worker) => std::mem::take(&mut worker.borrow_mut().debits),
             None => return,
@@ -262,11 +470,14 @@ impl RootContext for Root {
                 }
             }
         }
+        drop(worker);
+        // Last: it acts on streams' behalf and comes back to this context.
+        self.watch_probes();
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let worker = self.worker.clone()?;
-        Some(Box::new(Filter::new(worker)))
+        Some(Box::new(Filter::new(worker, context_id)))
     }
 
     fn get_type(&self) -> Option<ContextType> {

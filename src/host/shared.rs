@@ -1,8 +1,18 @@
-//! Compare-and-swap updates of one shared-data key, visible to every worker of the process
-//! (shared data is scoped by the VM id).
+//! Tenants' quota counters in shared data, visible to every worker of the process (shared data
+//! is scoped by the VM id), updated by compare-and-swap.
+//!
+//! Shared data has no atomic create (a write to a missing key succeeds whatever the cas) and
+//! never frees a key, so every key is created before traffic and the key space is bounded:
+//! - a listed tenant has its own key, `tenant-guard/quota/<tenant>`, created at load time;
+//! - tenants admitted through `default_tenant` share a fixed set of slot keys
+//!   (`tenant-guard/default/<n>`, created at load time): a tenant's first request claims the
+//!   first free slot from the hash of its id on (by compare-and-swap on the existing slot, so
+//!   two workers cannot both claim one), and its counters live there from then on. When every
+//!   slot is taken, new default tenants are refused.
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::Status;
+use std::collections::HashMap;
+
+use crate::host::abi::{self, Write};
 
 /// How often an update is retried when another worker wrote in between.
 const ATTEMPTS: usize = 64;
@@ -11,49 +21,197 @@ const ATTEMPTS: usize = 64;
 pub enum UpdateError<E> {
     /// `change` refused: nothing was written.
     Refused(E),
-    /// The host failed, or the key stayed contended for every attempt.
+    /// The host failed, the key stayed contended for every attempt, or no slot was free.
     Unavailable(String),
 }
 
-/// The shared-data key of one tenant's quota counters: one key per tenant, reused forever.
-pub fn quota_key(tenant: &str) -> String {
+/// Whose counters an update is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuotaKey {
+    Listed(String),
+    /// A tenant admitted through `default_tenant`.
+    Default(String),
+}
+
+/// The shared-data key of one listed tenant's quota counters.
+fn listed_key(tenant: &str) -> String {
     format!("tenant-guard/quota/{tenant}")
 }
 
-/// Creates the key with an empty value if it does not exist yet.
-///
-/// Shared data has no atomic create: a write to a missing key succeeds whatever the cas, so
-/// two workers creating the same key at once could each believe their first update landed.
-/// Creating keys for the configured tenants in `on_configure`, before traffic, keeps that race
-/// away from them; tenants admitted by `default_tenant` create theirs on first use, where a
-/// simultaneous first request on two workers can lose one count once.
-pub fn ensure(key: &str) {
-    if let Ok((_, None)) = hostcalls::get_shared_data(key) {
-        let _ = hostcalls::set_shared_data(key, Some(&[]), None);
+fn slot_key(slot: usize) -> String {
+    format!("tenant-guard/default/{slot}")
+}
+
+/// Topics already logged by some worker of this process (see [`first_to_say`]).
+const SAID_KEY: &str = "tenant-guard/said";
+
+/// True for the first worker of the process to ask about `topic`: for log lines that should
+/// appear once per process, not once per worker.
+pub fn first_to_say(topic: &str) -> bool {
+    update(SAID_KEY, |said| {
+        let known = said.split(|b| *b == b'\n').any(|t| t == topic.as_bytes());
+        if known {
+            Err(())
+        } else {
+            Ok(([said, topic.as_bytes(), b"\n"].concat(), ()))
+        }
+    })
+    .is_ok()
+}
+
+/// This worker's way into the tenants' counters.
+pub struct QuotaStore {
+    slots: usize,
+    /// Default tenants whose slot this worker already found.
+    claimed: HashMap<String, String>,
+}
+
+impl QuotaStore {
+    /// Creates the keys of the listed tenants and `slots` default-tenant slots, if missing.
+    pub fn new<'a>(listed: impl Iterator<Item = &'a str>, slots: usize) -> QuotaStore {
+        ensure(SAID_KEY);
+        for tenant in listed {
+            ensure(&listed_key(tenant));
+        }
+        for slot in 0..slots {
+            ensure(&slot_key(slot));
+        }
+        QuotaStore {
+            slots,
+            claimed: HashMap::new(),
+        }
     }
+
+    /// Reads the tenant's counters, applies `change`, and writes the result back only if
+    /// nobody wrote in between; otherwise starts over with the fresh value.
+    pub fn update<T, E>(
+        &mut self,
+        key: &QuotaKey,
+        mut change: impl FnMut(&[u8]) -> Result<(Vec<u8>, T), E>,
+    ) -> Result<T, UpdateError<E>> {
+        match key {
+            QuotaKey::Listed(tenant) => update(&listed_key(tenant), |value| change(value)),
+            QuotaKey::Default(tenant) => {
+                let slot = self.slot(tenant)?;
+                update(&slot, |value| {
+                    let (owner, state) = split_owner(value);
+                    if owner != Some(tenant.as_bytes()) {
+                        return Err(Err(()));
+                    }
+                    let (next, out) = change(state).map_err(Ok)?;
+                    Ok((with_owner(tenant, &next), out))
+                })
+                .map_err(|e| match e {
+                    UpdateError::Refused(Ok(refusal)) => UpdateError::Refused(refusal),
+                    UpdateError::Refused(Err(())) => {
+                        UpdateError::Unavailable(format!("slot {slot} changed owner"))
+                    }
+                    UpdateError::Unavailable(why) => UpdateError::Unavailable(why),
+                })
+            }
+        }
+    }
+
+    /// The key of a default tenant's slot: the one it claimed before, or a free one it claims
+    /// now (linear probing from the hash of its id).
+    fn slot<E>(&mut self, tenant: &str) -> Result<String, UpdateError<E>> {
+        if let Some(key) = self.claimed.get(tenant) {
+            return Ok(key.clone());
+        }
+        let start = usize::try_from(fnv1a(tenant.as_bytes()) % self.slots.max(1) as u64)
+            .unwrap_or_default();
+        for probe in 0..self.slots {
+            let key = slot_key(start.wrapping_add(probe) % self.slots);
+            if claim(&key, tenant)? {
+                self.claimed.insert(tenant.to_string(), key.clone());
+                return Ok(key);
+            }
+        }
+        Err(UpdateError::Unavailable(format!(
+            "all {} default-tenant quota slots are taken (default_tenant.max_tenants)",
+            self.slots
+        )))
+    }
+}
+
+/// Claims the slot `key` for `tenant` if it is free; true when the slot is (now) the tenant's.
+fn claim<E>(key: &str, tenant: &str) -> Result<bool, UpdateError<E>> {
+    for _ in 0..ATTEMPTS {
+        let (value, cas) = read(key)?;
+        match split_owner(&value).0 {
+            Some(owner) => return Ok(owner == tenant.as_bytes()),
+            None => match abi::set_shared_data(key, &with_owner(tenant, &[]), Some(cas)) {
+                Ok(Write::Done) => return Ok(true),
+                Ok(Write::CasMismatch) => continue,
+                Err(e) => return Err(UpdateError::Unavailable(format!("{e:?}"))),
+            },
+        }
+    }
+    Err(UpdateError::Unavailable(format!(
+        "{ATTEMPTS} attempts to claim {key} lost the race"
+    )))
+}
+
+/// A slot's value: the owner's id (2-byte length, then the id) and the counters after it.
+fn with_owner(owner: &str, state: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(owner.len()).unwrap_or(u16::MAX);
+    let id = owner.as_bytes().get(..usize::from(len)).unwrap_or_default();
+    [&len.to_le_bytes()[..], id, state].concat()
+}
+
+/// The owner and the counters of a slot's value; no owner when the slot is free.
+fn split_owner(value: &[u8]) -> (Option<&[u8]>, &[u8]) {
+    let Some((len, rest)) = value.split_first_chunk::<2>() else {
+        return (None, value);
+    };
+    let len = usize::from(u16::from_le_bytes(*len));
+    match rest.split_at_checked(len) {
+        Some((owner, state)) if len > 0 => (Some(owner), state),
+        _ => (None, &[]),
+    }
+}
+
+/// FNV-1a: a stable hash, so every worker probes the same slots for a tenant.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Creates the key with an empty value if it does not exist yet (before traffic: there is no
+/// atomic create).
+fn ensure(key: &str) {
+    if let Ok((_, None)) = abi::shared_data(key) {
+        let _ = abi::set_shared_data(key, &[], None);
+    }
+}
+
+/// A key's value and cas; a key missing (it should not be) is created first.
+fn read<E>(key: &str) -> Result<(Vec<u8>, u32), UpdateError<E>> {
+    for _ in 0..2 {
+        match abi::shared_data(key) {
+            // An existing key always has a cas; an empty value may come back as `None`.
+            Ok((value, Some(cas))) => return Ok((value.unwrap_or_default(), cas)),
+            Ok((_, None)) => ensure(key),
+            Err(e) => return Err(UpdateError::Unavailable(format!("{e:?}"))),
+        }
+    }
+    Err(UpdateError::Unavailable(format!("{key} cannot be created")))
 }
 
 /// Reads the value, applies `change`, and writes the result back only if nobody wrote in
 /// between; otherwise starts over with the fresh value.
-pub fn update<T, E>(
+fn update<T, E>(
     key: &str,
     mut change: impl FnMut(&[u8]) -> Result<(Vec<u8>, T), E>,
 ) -> Result<T, UpdateError<E>> {
     for _ in 0..ATTEMPTS {
-        let (value, cas) = match hostcalls::get_shared_data(key) {
-            // An existing key always has a cas; an empty value may come back as `None`.
-            Ok((value, Some(cas))) => (value.unwrap_or_default(), cas),
-            Ok((_, None)) => {
-                ensure(key);
-                continue;
-            }
-            Err(status) => return Err(UpdateError::Unavailable(format!("{status:?}"))),
-        };
+        let (value, cas) = read(key)?;
         let (next, out) = change(&value).map_err(UpdateError::Refused)?;
-        match hostcalls::set_shared_data(key, Some(&next), Some(cas)) {
-            Ok(()) => return Ok(out),
-            Err(Status::CasMismatch) => continue,
-            Err(status) => return Err(UpdateError::Unavailable(format!("{status:?}"))),
+        match abi::set_shared_data(key, &next, Some(cas)) {
+            Ok(Write::Done) => return Ok(out),
+            Ok(Write::CasMismatch) => continue,
+            Err(e) => return Err(UpdateError::Unavailable(format!("{e:?}"))),
         }
     }
     Err(UpdateError::Unavailable(format!(

@@ -13,8 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
+use crate::host::abi;
 
 pub struct Stats {
     /// Tenants with series of their own.
@@ -50,7 +49,7 @@ impl Stats {
         let name = format!("tenant_guard.tenant.{}.{metric}", self.label(tenant));
         let id = match self.ids.get(&name) {
             Some(id) => *id,
-            None => match hostcalls::define_metric(MetricType::Counter, &name) {
+            None => match abi::define_counter(&name) {
                 Ok(id) => {
                     self.ids.insert(name, id);
                     id
@@ -58,6 +57,6 @@ impl Stats {
                 Err(_) => return,
             },
         };
-        let _ = hostcalls::increment_metric(id, i64::try_from(value).unwrap_or(i64::MAX));
+        let _ = abi::increment_counter(id, i64::try_from(value).unwrap_or(i64::MAX));
     }
 }

@@ -217,6 +217,8 @@ struct RawPricing {
 struct RawPrice {
     input_per_million: f64,
     output_per_million: f64,
+    cached_input_per_million: Option<f64>,
+    cache_write_per_million: Option<f64>,
 }
 
 // === The compiled configuration ===
@@ -277,6 +279,15 @@ pub enum FailureMode {
     Allow,
 }
 
+impl FailureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureMode::Deny => "deny",
+            FailureMode::Allow => "allow",
+        }
+    }
+}
+
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ExtraEntry {
@@ -305,6 +316,22 @@ pub struct Routing {
 pub struct Price {
     pub input_micro_usd_per_million: u64,
     pub output_micro_usd_per_million: u64,
+    /// Input tokens read from a prompt cache (the input price when not configured).
+    pub cached_input_micro_usd_per_million: u64,
+    /// Input tokens written to a prompt cache (the input price when not configured).
+    pub cache_write_micro_usd_per_million: u64,
+}
+
+impl Price {
+    /// A price whose cache reads and writes cost what other input tokens cost.
+    pub fn flat(input_micro_usd_per_million: u64, output_micro_usd_per_million: u64) -> Price {
+        Price {
+            input_micro_usd_per_million,
+            output_micro_usd_per_million,
+            cached_input_micro_usd_per_million: input_micro_usd_per_million,
+            cache_write_micro_usd_per_million: input_micro_usd_per_million,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -771,17 +798,26 @@ fn compile_pricing(raw: Option<RawPricing>) -> Result<Pricing, ConfigError> {
         return Ok(Pricing::default());
     };
     let price = |path: String, p: RawPrice| -> Result<Price, ConfigError> {
-        let input = micro_usd(p.input_per_million).ok_or_else(|| ConfigError {
-            path: format!("{path}.input_per_million"),
-            message: "must be a non-negative amount of USD".into(),
-        })?;
-        let output = micro_usd(p.output_per_million).ok_or_else(|| ConfigError {
-            path: format!("{path}.output_per_million"),
-            message: "must be a non-negative amount of USD".into(),
-        })?;
+        let amount = |field: &str, usd: f64| {
+            micro_usd(usd).ok_or_else(|| ConfigError {
+                path: format!("{path}.{field}"),
+                message: "must be a non-negative amount of USD".into(),
+            })
+        };
+        let input = amount("input_per_million", p.input_per_million)?;
+        let output = amount("output_per_million", p.output_per_million)?;
+        let cached = p
+            .cached_input_per_million
+            .map(|usd| amount("cached_input_per_million", usd))
+            .transpose()?;
+        let write = p
+            .cache_write_per_million
+            .map(|usd| amount("cache_write_per_million", usd))
+            .transpose()?;
         Ok(Price {
-            input_micro_usd_per_million: input,
-            output_micro_usd_per_million: output,
+            cached_input_micro_usd_per_million: cached.unwrap_or(input),
+            cache_write_micro_usd_per_million: write.unwrap_or(input),
+            ..Price::flat(input, output)
         })
     };
     let mut models = BTreeMap::new();

@@ -5,8 +5,10 @@
 //! exactly, and rendered as exact decimal strings, so the `cost_usd` of the records sum to the
 //! cost of the sum. Budgets count whole micro-USD, rounded up so they never under-count.
 //!
-//! Every input token, cached or not, is priced at the input rate: the pricing table has no
-//! separate cache rate.
+//! Input tokens read from a prompt cache are priced at the model's cached-input rate, and
+//! tokens written to a prompt cache at its cache-write rate (both fall back to the input rate
+//! when the pricing table does not give them); the other input tokens at the input rate, and
+//! output tokens (reasoning included) at the output rate.
 
 use std::fmt;
 use std::iter::Sum;
@@ -30,12 +32,27 @@ pub struct Cost {
 impl Cost {
     pub const ZERO: Cost = Cost { pico_usd: 0 };
 
-    /// What `usage` costs at `price`: input tokens at the input rate, output at the output rate.
+    /// What `usage` costs at `price`: cache reads and cache writes at their own rates, the
+    /// rest of the input at the input rate, output at the output rate.
     pub fn of(usage: &Usage, price: &Price) -> Cost {
-        let input = mul(usage.input_tokens, price.input_micro_usd_per_million);
-        let output = mul(usage.output_tokens, price.output_micro_usd_per_million);
+        let uncached = usage
+            .input_tokens
+            .saturating_sub(usage.cached_input_tokens)
+            .saturating_sub(usage.cache_write_tokens);
+        let parts = [
+            mul(uncached, price.input_micro_usd_per_million),
+            mul(
+                usage.cached_input_tokens,
+                price.cached_input_micro_usd_per_million,
+            ),
+            mul(
+                usage.cache_write_tokens,
+                price.cache_write_micro_usd_per_million,
+            ),
+            mul(usage.output_tokens, price.output_micro_usd_per_million),
+        ];
         Cost {
-            pico_usd: input.saturating_add(output),
+            pico_usd: parts.into_iter().fold(0, u128::saturating_add),
         }
     }
 
@@ -141,7 +158,7 @@ pub fn estimate(price: &Price, input_tokens: u64, output_tokens: u64) -> Cost {
     let usage = Usage {
         input_tokens,
         output_tokens,
-        cached_input_tokens: 0,
+        ..Usage::default()
     };
     Cost::of(&usage, price)
 }

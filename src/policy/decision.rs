@@ -78,8 +78,12 @@ pub struct Admission {
     pub plan: Option<String>,
     /// The tenant's effective quota windows (empty: no quotas).
     pub limits: Limits,
+    /// The tenant is listed in the configuration (else admitted through `default_tenant`).
+    pub listed: bool,
     /// Includes `:path` / `:authority` when the request was placed in the tenant's namespace.
     pub header_edits: Vec<HeaderEdit>,
+    /// The new `:path`, when it differs from the one received.
+    pub path_sent: Option<String>,
     /// `:path` or `:authority` changed: Envoy must select the route again.
     pub rerouted: bool,
     /// A vector-store body to confine before the request may go on.
@@ -214,7 +218,9 @@ fn admit(
         provider,
         plan: bound.plan.map(str::to_string),
         limits: bound.limits.clone(),
+        listed: config.tenants.is_listed(bound.id),
         header_edits,
+        path_sent: place.path,
         rerouted: place.rerouted,
         body_plan: place.body_plan,
         response_plan: place.response_plan,
@@ -226,6 +232,7 @@ fn admit(
 #[derive(Default)]
 struct Place {
     edits: Vec<HeaderEdit>,
+    path: Option<String>,
     rerouted: bool,
     body_plan: Option<BodyPlan>,
     response_plan: Option<ResponsePlan>,
@@ -276,7 +283,10 @@ fn placement(
         },
     };
     if target.as_bytes() != facts.path {
-        place.edits.push(HeaderEdit::Set(":path".into(), target));
+        place
+            .edits
+            .push(HeaderEdit::Set(":path".into(), target.clone()));
+        place.path = Some(target);
         place.rerouted = true;
     }
     if let Some(header) = routing.and_then(|r| r.namespace_header.as_ref()) {

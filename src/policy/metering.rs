@@ -1,6 +1,18 @@
-//! Metering of one admitted request: what it reserves at admission, what its response says it
-//! used, and what that costs. The shell feeds it the request body and response chunks; it
-//! never holds the response back (JSON and SSE are both read incrementally).
+//! Metering of one admitted request: what it reserves, what its response says it used, what
+//! that costs, and what the tenant's quotas are charged for it (the charging rule below). The
+//! stream feeds it the request body and response chunks; it never holds the response back
+//! (JSON and SSE are both read incrementally, in bounded memory, however long the body).
+//!
+//! # The charging rule
+//! | how the request ended                                  | charged                       |
+//! |--------------------------------------------------------|-------------------------------|
+//! | answered with readable usage (even before the request body ended) | the reported usage |
+//! | a stream cut before its usage, having delivered text   | input estimate + text delivered (`usage_source: "estimate"`) |
+//! | answered with status >= 400 and no readable usage      | nothing (providers bill no errors) |
+//! | answered otherwise without readable usage              | the reservation (an unreadable answer is never free) |
+//! | never answered (client gone, upstream reset before the response, refused after admission) | nothing |
+//!
+//! The request itself always counts against request windows (it was admitted).
 
 use crate::policy::config::{Pricing, UsageRules};
 use crate::policy::cost::{self, Cost};
@@ -15,25 +27,35 @@ enum Reader {
 }
 
 pub struct Meter {
+    /// The request body's `model`, cleaned (see [`usage::model_name`]).
     request_model: Option<String>,
+    /// Input tokens estimated from the request body; 0 until it was read.
+    input_estimate: u64,
     demand: Demand,
     reader: Reader,
-    /// Response body bytes seen, against `max_body_bytes` for JSON bodies.
-    response_bytes: usize,
-    max_body_bytes: usize,
+}
+
+/// How the response of a request went, as far as charging is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// The response status; `None` when no response started.
+    pub status: Option<u32>,
+    /// The response body ended (it was not cut by a reset or a disconnect).
+    pub complete: bool,
 }
 
 /// What a finished (or aborted) request used, for its record and its quota settlement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
+    /// The model the upstream reported, else the request's; cleaned.
     pub model: Option<String>,
-    /// As the upstream reported it; `None` when it reported nothing readable.
+    /// As the upstream reported it (or as counted, for `UsageSource::Estimate`); `None` when
+    /// nothing readable was reported.
     pub usage: Option<Usage>,
     pub source: UsageSource,
     /// Priced from `usage`; `None` without usage or without a price for the model.
     pub cost: Option<Cost>,
-    /// What the quota counters are charged: the real usage, or the reservation when the
-    /// upstream reported none (so an unreadable answer never makes a request free).
+    /// What the quota counters are charged (see the module's charging rule).
     pub charge: Actual,
 }
 
@@ -57,41 +79,40 @@ pub fn provisional_demand(
 }
 
 impl Meter {
-    /// A meter for a request whose body is `body`. Without a body to read (none, or one too
-    /// large), the request's demand stays what was held at admission: `held`.
-    pub fn new(body: Option<&[u8]>, held: Demand, rules: &UsageRules, pricing: &Pricing) -> Meter {
-        let Some(body) = body else {
-            return Meter {
-                request_model: None,
-                demand: held,
-                reader: Reader::None,
-                response_bytes: 0,
-                max_body_bytes: rules.max_body_bytes,
-            };
-        };
-        let facts = usage::inspect_request(body);
-        let input = usage::estimate_input_tokens(body.len());
-        let output = facts.output_estimate(rules.default_reservation_tokens);
-        let micro_usd = cost::price_for(pricing, facts.model.as_deref()).map_or(0, |price| {
-            cost::estimate(price, input, output).micro_usd_ceil()
-        });
+    /// A meter for a request admitted from its headers, holding `held` until its body is read.
+    pub fn new(held: Demand) -> Meter {
         Meter {
-            request_model: facts.model,
-            demand: Demand {
-                tokens: input.saturating_add(output),
-                micro_usd,
-            },
+            request_model: None,
+            input_estimate: 0,
+            demand: held,
             reader: Reader::None,
-            response_bytes: 0,
-            max_body_bytes: rules.max_body_bytes,
         }
     }
 
-    /// The request body's `model`, when it named one.
+    /// Reads the request body: its model, and the estimate that replaces what was held:
+    /// ⌈bytes / 4⌉ input tokens plus the output limit (else the default) times the choices.
+    pub fn read_request(&mut self, body: &[u8], rules: &UsageRules, pricing: &Pricing) {
+        let facts = usage::inspect_request(body);
+        let input = usage::estimate_input_tokens(body.len());
+        let output = facts.output_estimate(rules.default_reservation_tokens);
+        self.request_model = facts.model.as_deref().and_then(usage::model_name);
+        let micro_usd = cost::price_for(pricing, self.request_model.as_deref())
+            .map_or(0, |price| {
+                cost::estimate(price, input, output).micro_usd_ceil()
+            });
+        self.input_estimate = input;
+        self.demand = Demand {
+            tokens: input.saturating_add(output),
+            micro_usd,
+        };
+    }
+
+    /// The request body's `model`, when it named one (cleaned).
     pub fn request_model(&self) -> Option<&str> {
         self.request_model.as_deref()
     }
 
+    /// What the request holds: the body's estimate once read, else what was held at admission.
     pub fn demand(&self) -> Demand {
         self.demand
     }
@@ -107,70 +128,93 @@ impl Meter {
         };
     }
 
-    /// Reads one response body chunk as it passes.
+    /// Reads one response body chunk as it passes. Bodies of any length are read: the readers
+    /// keep a few KiB whatever they are fed.
     pub fn response_chunk(&mut self, chunk: &[u8]) {
-        self.response_bytes = self.response_bytes.saturating_add(chunk.len());
         match &mut self.reader {
             Reader::Sse(sse) => sse.feed(chunk),
-            Reader::Json(_) if self.response_bytes > self.max_body_bytes => {
-                // Over the cap: the usage is not read, the reservation stands.
-                self.reader = Reader::None;
-            }
             Reader::Json(json) => json.feed(chunk),
             Reader::None => {}
         }
     }
 
-    /// What the request used, from everything seen so far (an aborted stream included).
-    pub fn outcome(&self, pricing: &Pricing) -> Outcome {
-        let (usage, response_model, source) = match &self.reader {
+    /// What the request used and is charged, from everything seen so far, by the charging rule.
+    /// `held`: the estimate the request holds, charged when a 2xx answer reports no usage.
+    pub fn outcome(&self, pricing: &Pricing, answer: Answer, held: Demand) -> Outcome {
+        let (reported, response_model, source) = match &self.reader {
             Reader::Sse(sse) => (sse.usage(), sse.model(), UsageSource::Sse),
             Reader::Json(json) => (json.usage(), json.model(), UsageSource::Json),
             Reader::None => (None, None, UsageSource::None),
         };
-        let model = self
-            .request_model
-            .clone()
-            .or_else(|| response_model.map(str::to_string));
-        let Some(usage) = usage else {
-            return Outcome {
-                model,
-                usage: None,
-                source: UsageSource::None,
-                cost: None,
-                charge: Actual {
-                    tokens: self.demand.tokens,
-                    micro_usd: self.demand.micro_usd,
-                },
-            };
+        // The upstream's model prices the answer; the client's string only when it says none.
+        let model = response_model
+            .and_then(usage::model_name)
+            .or_else(|| self.request_model.clone());
+        let delivered = match &self.reader {
+            Reader::Sse(sse) if !answer.complete => sse.delivered().tokens(),
+            _ => 0,
         };
-        let cost = cost::price_for(pricing, model.as_deref()).map(|p| Cost::of(&usage, p));
-        Outcome {
-            charge: Actual {
-                tokens: usage.total(),
-                micro_usd: cost.map_or(0, |c| c.micro_usd_ceil()),
-            },
-            model,
-            usage: Some(usage),
-            source,
-            cost,
+        let priced = |usage: Usage, source| {
+            let cost = cost::price_for(pricing, model.as_deref()).map(|p| Cost::of(&usage, p));
+            Outcome {
+                model: model.clone(),
+                usage: Some(usage),
+                source,
+                cost,
+                charge: Actual {
+                    tokens: usage.total(),
+                    micro_usd: cost.map_or(0, |c| c.micro_usd_ceil()),
+                },
+            }
+        };
+        let unpriced = |charge| Outcome {
+            model: model.clone(),
+            usage: None,
+            source: UsageSource::None,
+            cost: None,
+            charge,
+        };
+        let Some(status) = answer.status else {
+            return unpriced(Actual::default());
+        };
+        match reported {
+            // A cut stream that delivered more than its partial usage says (Anthropic's
+            // `message_start` counts one output token): at least what was delivered.
+            Some(usage) if delivered > usage.output_tokens => priced(
+                Usage {
+                    output_tokens: delivered,
+                    ..usage
+                },
+                UsageSource::Estimate,
+            ),
+            Some(usage) => priced(usage, source),
+            None if delivered > 0 => priced(
+                Usage {
+                    input_tokens: self.input_estimate,
+                    output_tokens: delivered,
+                    ..Usage::default()
+                },
+                UsageSource::Estimate,
+            ),
+            None if status >= 400 => unpriced(Actual::default()),
+            None => unpriced(Actual {
+                tokens: held.tokens,
+                micro_usd: held.micro_usd,
+            }),
         }
     }
 }
 
 /// Whether a request's body may get `stream_options.include_usage` added, so its length may
-/// change (the shell then drops `content-length` before the body is seen).
+/// change. The one predicate for both stages: decided from the headers, obeyed at the body.
 pub fn may_add_stream_usage(rules: &UsageRules, method: &str, path: &str) -> bool {
     rules.inject_stream_usage && method == "POST" && usage::takes_stream_options(path)
 }
 
-/// The request body with `stream_options.include_usage` added, when the rules ask for it and
-/// the request is an OpenAI stream without it (see [`usage::with_stream_usage`]).
-pub fn with_stream_usage(rules: &UsageRules, path: &str, body: &[u8]) -> Option<Vec<u8>> {
-    rules
-        .inject_stream_usage
-        .then(|| usage::with_stream_usage(path, body))
-        .flatten()
+/// The request body with `stream_options.include_usage` added, when it is an OpenAI stream
+/// without it (see [`usage::with_stream_usage`]). Call only when [`may_add_stream_usage`] held.
+pub fn with_stream_usage(path: &str, body: &[u8]) -> Option<Vec<u8>> {
+    usage::with_stream_usage(path, body)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod namespace;
 pub mod quota;
 pub mod ratelimit;
 pub mod record;
+pub mod stream;
 pub mod tenant;
 pub mod token_cache;
 pub mod usage;

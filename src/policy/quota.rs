@@ -190,6 +190,15 @@ impl QuotaState {
         out
     }
 
+    /// Every stored counter as (kind, used, reserved), for tests that check the books.
+    #[cfg(test)]
+    pub(crate) fn counts(&self) -> Vec<(Kind, u64, u64)> {
+        self.counters
+            .iter()
+            .map(|c| (c.kind, c.used, c.reserved))
+            .collect()
+    }
+
     /// The counters of `windows`, in the same order, carried over where the slot is still
     /// current and zero otherwise. Counters of windows no longer configured are dropped.
     fn current(&self, windows: &[Window]) -> Vec<Counter> {

@@ -1,6 +1,7 @@
 //! The per-request audit and cost record: one for every request the filter decides, allowed or
 //! denied. The shell writes it as Envoy filter state (`wasm.<key>`) and as one JSON log line.
-//! A record never holds the token.
+//! A record never holds the token, and every text in it that a client or an upstream chose is
+//! bounded and printable (a forged line in a text access log must be impossible).
 
 use serde::Serialize;
 
@@ -8,15 +9,21 @@ use crate::policy::decision::Decision;
 use crate::policy::denial::Reason;
 use crate::policy::metering::Outcome;
 
-/// Longest `path` kept in a record; longer paths are cut (on a character boundary).
+/// Longest `path` kept in a record; longer paths are cut.
 const MAX_PATH_BYTES: usize = 1024;
+/// Longest client-chosen text kept otherwise (request ids, methods, details).
+const MAX_TEXT_BYTES: usize = 256;
 
 /// The request facts a record carries besides the decision.
 pub struct RequestInfo<'a> {
-    pub request_id: &'a str,
-    pub method: &'a str,
-    /// `:path` as received (lossily decoded when it is not UTF-8).
-    pub path: &'a str,
+    /// The record's own id, minted by the filter: the audit correlation id.
+    pub request_id: String,
+    /// The request's `x-request-id` as the filter saw it (the client's own when the gateway
+    /// preserves external request ids).
+    pub client_request_id: Option<&'a [u8]>,
+    pub method: &'a [u8],
+    /// `:path` as received.
+    pub path: &'a [u8],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -33,9 +40,16 @@ pub struct Record {
     pub reason: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Minted by the filter, unique per record.
     pub request_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_request_id: Option<String>,
     pub method: String,
+    /// `:path` as received.
     pub path: String,
+    /// `:path` as sent upstream, when the filter changed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_sent: Option<String>,
     /// The response status, known once the response has started.
     pub status: Option<u32>,
     /// Usage and cost, for admitted requests once their response ended.
@@ -45,10 +59,18 @@ pub struct Record {
     pub input_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_tokens: Option<u64>,
+    /// Parts of `input_tokens` read from and written to a prompt cache, and of `output_tokens`
+    /// spent reasoning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached_input_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens: Option<u64>,
     /// Exact decimal USD, e.g. `"0.0027"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<String>,
-    /// `json`, `sse` or `none`.
+    /// `json`, `sse`, `estimate` or `none`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage_source: Option<&'static str>,
 }
@@ -64,13 +86,20 @@ impl Record {
             decision: "allow",
             reason: "ok",
             detail: None,
-            request_id: info.request_id.to_string(),
-            method: info.method.to_string(),
-            path: truncate(info.path, MAX_PATH_BYTES).to_string(),
+            request_id: info.request_id,
+            client_request_id: info
+                .client_request_id
+                .map(|id| printable(id, MAX_TEXT_BYTES)),
+            method: printable(info.method, MAX_TEXT_BYTES),
+            path: printable(info.path, MAX_PATH_BYTES),
+            path_sent: None,
             status: None,
             model: None,
             input_tokens: None,
             output_tokens: None,
+            cached_input_tokens: None,
+            cache_write_tokens: None,
+            reasoning_tokens: None,
             cost_usd: None,
             usage_source: None,
         };
@@ -85,7 +114,7 @@ impl Record {
             Decision::Deny(d) => {
                 record.decision = "deny";
                 record.reason = d.reason.code();
-                record.detail = Some(d.detail.clone());
+                record.detail = Some(printable(d.detail.as_bytes(), MAX_TEXT_BYTES));
                 record.tenant = d.tenant.clone();
                 record.user = d.user.clone();
                 record.provider = d.provider.clone();
@@ -96,10 +125,10 @@ impl Record {
 
     /// Turns an admitted request's record into a denial decided after its headers (a quota
     /// refusal once the body was read).
-    pub fn deny(&mut self, reason: Reason, detail: String) {
+    pub fn deny(&mut self, reason: Reason, detail: &str) {
         self.decision = "deny";
         self.reason = reason.code();
-        self.detail = Some(detail);
+        self.detail = Some(printable(detail.as_bytes(), MAX_TEXT_BYTES));
     }
 
     /// Notes why an admitted request was let through without a full check (the rate-limit
@@ -111,9 +140,13 @@ impl Record {
     /// Adds what the request used. Tokens and cost are recorded as the upstream reported
     /// them, so records sum to the upstream's own usage.
     pub fn meter(&mut self, outcome: &Outcome) {
+        let usage = outcome.usage.unwrap_or_default();
         self.model = outcome.model.clone();
-        self.input_tokens = Some(outcome.usage.map_or(0, |u| u.input_tokens));
-        self.output_tokens = Some(outcome.usage.map_or(0, |u| u.output_tokens));
+        self.input_tokens = Some(usage.input_tokens);
+        self.output_tokens = Some(usage.output_tokens);
+        self.cached_input_tokens = Some(usage.cached_input_tokens);
+        self.cache_write_tokens = Some(usage.cache_write_tokens);
+        self.reasoning_tokens = Some(usage.reasoning_tokens);
         self.cost_usd = outcome.cost.map(|c| c.to_decimal_usd());
         self.usage_source = Some(outcome.source.as_str());
     }
@@ -143,6 +176,9 @@ impl Record {
         let numbers = [
             ("input_tokens", self.input_tokens),
             ("output_tokens", self.output_tokens),
+            ("cached_input_tokens", self.cached_input_tokens),
+            ("cache_write_tokens", self.cache_write_tokens),
+            ("reasoning_tokens", self.reasoning_tokens),
         ];
         for (key, value) in numbers {
             if let Some(value) = value {
@@ -164,12 +200,18 @@ impl Record {
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
+/// Client or upstream bytes as record text: printable ASCII kept, every other byte (control
+/// characters, non-ASCII, invalid UTF-8) written as `%XX`, cut at `max` bytes of input.
+pub fn printable(bytes: &[u8], max: usize) -> String {
+    let mut out = String::with_capacity(bytes.len().min(max));
+    for &b in bytes.iter().take(max) {
+        if b == b' ' || b.is_ascii_graphic() {
+            out.push(char::from(b));
+        } else {
+            crate::policy::namespace::push_escape(&mut out, b);
+        }
     }
-    s.get(..end).unwrap_or_default()
+    out
 }
 
 #[cfg(test)]
@@ -182,9 +224,10 @@ mod tests {
 
     fn info() -> RequestInfo<'static> {
         RequestInfo {
-            request_id: "req-1",
-            method: "POST",
-            path: "/v1/chat/completions",
+            request_id: "req-1".into(),
+            client_request_id: Some(b"client-1"),
+            method: b"POST",
+            path: b"/v1/chat/completions",
         }
     }
 
@@ -196,7 +239,9 @@ mod tests {
             provider: "corp-idp".into(),
             plan: Some("pro".into()),
             limits: Default::default(),
+            listed: true,
             header_edits: vec![],
+            path_sent: None,
             rerouted: false,
             body_plan: None,
             response_plan: None,
@@ -240,17 +285,45 @@ mod tests {
     }
 
     #[test]
-    fn long_paths_are_cut_on_a_character_boundary() {
+    fn long_paths_are_cut_and_non_printable_bytes_escaped() {
         let path = "é".repeat(600);
         let record = Record::new(
             &Decision::Bypass,
             RequestInfo {
-                path: &path,
+                path: path.as_bytes(),
                 ..info()
             },
         );
-        assert!(record.path.len() <= MAX_PATH_BYTES);
-        assert!(record.path.chars().all(|c| c == 'é'));
+        assert_eq!(record.path.len(), MAX_PATH_BYTES * 3);
+        assert!(record.path.starts_with("%C3%A9%C3%A9"));
         assert_eq!(record.reason, "bypass");
+    }
+
+    #[test]
+    fn client_text_cannot_forge_log_lines() {
+        let record = Record::new(
+            &Decision::Bypass,
+            RequestInfo {
+                client_request_id: Some(b"abc\n{\"type\":\"tenant_guard.request\"}\r\x00"),
+                method: b"GET\nX",
+                ..info()
+            },
+        );
+        let id = record.client_request_id.as_deref().unwrap();
+        assert_eq!(id, "abc%0A{\"type\":\"tenant_guard.request\"}%0D%00");
+        assert_eq!(record.method, "GET%0AX");
+        assert!(!record.to_json().contains('\n'));
+        let mut denied = record.clone();
+        denied.deny(Reason::InvalidBody, "bad\u{2028}line");
+        assert_eq!(denied.detail.as_deref(), Some("bad%E2%80%A8line"));
+    }
+
+    #[test]
+    fn request_ids_are_the_filters_own_and_the_clients_is_kept_apart() {
+        let record = Record::new(&Decision::Bypass, info());
+        assert_eq!(record.request_id, "req-1");
+        assert_eq!(record.client_request_id.as_deref(), Some("client-1"));
+        let json: serde_json::Value = serde_json::from_str(&record.to_json()).unwrap();
+        assert_eq!(json["client_request_id"], "client-1");
     }
 }

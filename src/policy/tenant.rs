@@ -65,6 +65,11 @@ impl Tenants {
         ids
     }
 
+    /// Whether `id` is a listed tenant (not one admitted through `default_tenant`).
+    pub fn is_listed(&self, id: &str) -> bool {
+        self.listed.contains_key(id)
+    }
+
     /// Binds the tenant `id` named by a token that `provider` signed.
     ///
     /// The provider is checked before the status, so a foreign provider learns nothing about

@@ -10,20 +10,26 @@
 //! |---------------------------------------------------|---------|----------|----------------|
 //! | OpenAI `prompt_tokens` / `input_tokens`           | +       |          |                |
 //! | OpenAI `completion_tokens` / `output_tokens`      |         | =        |                |
-//! | OpenAI `*_tokens_details.cached_tokens`           |         |          | +              |
-//! | Anthropic `input_tokens`                          | +       |          |                |
-//! | Anthropic `cache_creation_input_tokens`           | +       |          |                |
-//! | Anthropic `cache_read_input_tokens`               | +       |          | +              |
-//! | Anthropic `output_tokens`                         |         | =        |                |
-//! | `total_tokens`, only when nothing above is given  | =       |          |                |
+//! | provider field                                    | `input` | `output` | `cached_input` | `cache_write` | `reasoning` |
+//! |---------------------------------------------------|---------|----------|----------------|---------------|-------------|
+//! | OpenAI `prompt_tokens` / `input_tokens`           | +       |          |                |               |             |
+//! | OpenAI `completion_tokens` / `output_tokens`      |         | =        |                |               |             |
+//! | OpenAI `*_tokens_details.cached_tokens`           |         |          | +              |               |             |
+//! | OpenAI `*_tokens_details.reasoning_tokens`        |         |          |                |               | =           |
+//! | Anthropic `input_tokens`                          | +       |          |                |               |             |
+//! | Anthropic `cache_creation_input_tokens`           | +       |          |                | =             |             |
+//! | Anthropic `cache_read_input_tokens`               | +       |          | +              |               |             |
+//! | Anthropic `output_tokens`                         |         | =        |                |               |             |
+//! | `total_tokens`, only when nothing above is given  | =       |          |                |               |             |
 //!
 //! (`+`: added into the field; `=`: is the field.)
 //!
 //! OpenAI's input counts already include cached tokens; Anthropic's `input_tokens` does not,
 //! so its cache writes and reads are added in. `input_tokens` is then every input token the
-//! provider billed, for both, so quotas count them all, and `cached_input_tokens` is the part
-//! of it served from a prompt cache (never more than `input_tokens`). Output counts include
-//! reasoning/thinking tokens at both providers.
+//! provider billed, for both, so quotas count them all; `cached_input_tokens` (prompt-cache
+//! reads) and `cache_write_tokens` (prompt-cache writes) are parts of it, priced at their own
+//! rates, and together never more than `input_tokens`. Output counts include reasoning and
+//! thinking tokens at both providers; `reasoning_tokens` is that part, where OpenAI reports it.
 //!
 //! Usage objects are merged field by field, the latest value of a field winning: OpenAI's
 //! final chunk and Anthropic's cumulative `message_delta` counts then come out right, and an
@@ -48,6 +54,10 @@ pub struct Usage {
     pub output_tokens: u64,
     /// The part of `input_tokens` read from a prompt cache.
     pub cached_input_tokens: u64,
+    /// The part of `input_tokens` written to a prompt cache.
+    pub cache_write_tokens: u64,
+    /// The part of `output_tokens` spent on reasoning, where the provider says.
+    pub reasoning_tokens: u64,
 }
 
 impl Usage {
@@ -62,18 +72,41 @@ impl Usage {
 pub enum UsageSource {
     Json,
     Sse,
+    /// Counted by the filter from what a stream delivered, because the stream ended before the
+    /// provider reported its usage.
+    Estimate,
     None,
 }
 
 impl UsageSource {
-    /// `json`, `sse` or `none`, as written in records.
+    /// `json`, `sse`, `estimate` or `none`, as written in records.
     pub fn as_str(self) -> &'static str {
         match self {
             UsageSource::Json => "json",
             UsageSource::Sse => "sse",
+            UsageSource::Estimate => "estimate",
             UsageSource::None => "none",
         }
     }
+}
+
+/// Longest model name kept as it is.
+const MAX_MODEL_NAME_BYTES: usize = 256;
+
+/// A model name as records, rate-limit descriptors and prices may use it: the name itself when
+/// it is 1-256 bytes of printable ASCII without spaces, `other` for any other non-empty text (it
+/// came from a client or an upstream: no control bytes, no unbounded strings reach a log line
+/// or a descriptor), `None` for an empty one.
+pub fn model_name(raw: &str) -> Option<String> {
+    if raw.is_empty() {
+        return None;
+    }
+    let clean = raw.len() <= MAX_MODEL_NAME_BYTES && raw.bytes().all(|b| b.is_ascii_graphic());
+    Some(if clean {
+        raw.to_string()
+    } else {
+        "other".to_string()
+    })
 }
 
 /// True for a `content-type` of `text/event-stream` (any case, parameters ignored).
@@ -435,7 +468,6 @@ pub fn from_sse(stream: &[u8]) -> Option<(Usage, Option<String>)> {
 /// reads, so the stream is neither held back nor altered. Lines of any length are scanned
 /// as they come, never buffered: memory stays under a few KiB per stream. A usage object
 /// counts as soon as it is complete, so an aborted stream keeps everything it delivered.
-#[derive(Default)]
 pub struct SseUsage {
     line: Line,
     /// The last line ended with CR: an LF right after it belongs to that line end.
@@ -444,6 +476,39 @@ pub struct SseUsage {
     event_has_data: bool,
     json: Scanner,
     seen: Seen,
+    /// Generated text of the events already ended.
+    delivered: Delivered,
+}
+
+/// Generated text a stream delivered (content, tool-call arguments, reasoning deltas): the
+/// filter's own count, for streams that end before the provider reports usage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Events that carried generated text (providers stream about one token per event).
+    pub events: u64,
+    /// Bytes of that text, as JSON string bytes.
+    pub bytes: u64,
+}
+
+impl Delivered {
+    /// A lower estimate of the output tokens delivered: at least one per text event, and at
+    /// least one per 4 bytes of text.
+    pub fn tokens(&self) -> u64 {
+        self.events.max(self.bytes.div_ceil(4))
+    }
+}
+
+impl Default for SseUsage {
+    fn default() -> Self {
+        SseUsage {
+            line: Line::default(),
+            after_cr: false,
+            event_has_data: false,
+            json: Scanner::counting_text(),
+            seen: Seen::default(),
+            delivered: Delivered::default(),
+        }
+    }
 }
 
 /// Where the reader is within a line.
@@ -480,6 +545,15 @@ impl SseUsage {
     /// The latest `model` the stream named.
     pub fn model(&self) -> Option<&str> {
         self.seen.model.as_deref()
+    }
+
+    /// Generated text delivered so far, the current (possibly cut) event included.
+    pub fn delivered(&self) -> Delivered {
+        let current = self.json.text_bytes;
+        Delivered {
+            events: self.delivered.events.saturating_add(u64::from(current > 0)),
+            bytes: self.delivered.bytes.saturating_add(current),
+        }
     }
 
     /// Consumes at least one byte of `rest`; returns what is left.
@@ -571,6 +645,7 @@ impl SseUsage {
     }
 
     fn end_event(&mut self) {
+        self.delivered = self.delivered();
         self.json.reset();
         self.event_has_data = false;
     }
@@ -582,8 +657,10 @@ impl SseUsage {
 const MAX_USAGE_BYTES: usize = 4096;
 /// Longest `model` value kept (raw JSON string bytes).
 const MAX_MODEL_BYTES: usize = 256;
-/// Longest key that matters (`response`).
-const MAX_KEY_BYTES: usize = 8;
+/// Longest key that matters (`reasoning_content`).
+const MAX_KEY_BYTES: usize = 17;
+/// Nesting depth up to which the scanner knows whether it is in an object or an array.
+const TRACKED_DEPTH: usize = 64;
 
 /// What a key means for usage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -594,6 +671,9 @@ enum Key {
     Model,
     /// `message` or `response`: an object that may hold `usage` and `model` itself.
     Envelope,
+    /// A key whose string value is generated text in a stream delta (`content`, `text`, `delta`,
+    /// `arguments`, `refusal`, `partial_json`, `thinking`, `reasoning_content`), at any depth.
+    Text,
 }
 
 fn classify(raw: &[u8]) -> Key {
@@ -601,6 +681,8 @@ fn classify(raw: &[u8]) -> Key {
         b"usage" => Key::Usage,
         b"model" => Key::Model,
         b"message" | b"response" => Key::Envelope,
+        b"content" | b"text" | b"delta" | b"arguments" | b"refusal" | b"partial_json"
+        | b"thinking" | b"reasoning_content" => Key::Text,
         _ => Key::Other,
     }
 }
@@ -612,27 +694,38 @@ enum Text {
     Skip,
     Key,
     Model,
+    /// Generated text: only its length is counted.
+    Delivered,
 }
 
 /// A streaming scanner over JSON text that picks out the `usage` objects and `model` strings
 /// at the places listed in the module doc, keeping only those few bytes. It tracks strings,
-/// nesting depth and the keys of the two outer levels; malformed input just finds nothing.
+/// nesting depth, whether each level is an object or an array, and the keys of the two outer
+/// levels; malformed input just finds nothing. With `count_text`, it also counts the bytes of
+/// generated text (see [`Key::Text`]).
 #[derive(Default)]
 struct Scanner {
+    count_text: bool,
     depth: usize,
+    /// Bit `d` set: the container at depth `d + 1` is an object (up to [`TRACKED_DEPTH`]).
+    objects: u64,
     in_string: bool,
     escaped: bool,
     text: Text,
     key: [u8; MAX_KEY_BYTES],
     key_len: usize,
-    /// A string just closed at depth 1 or 2: the key, if a `:` follows.
+    /// A key string just closed: what it means, if a `:` follows.
     candidate: Option<Key>,
     /// The key whose value is being read at depth 1 and at depth 2.
     keys: [Key; 2],
-    /// A `:` was read: the next value belongs to the key at the current depth.
+    /// A `:` was read: the next value belongs to `value_of`.
     value_pending: bool,
+    /// The key of the value about to start (any depth).
+    value_of: Key,
     model: Vec<u8>,
     usage: Option<Capture>,
+    /// Bytes of generated text seen since the last [`Scanner::reset`].
+    text_bytes: u64,
 }
 
 /// A `usage` object being copied, and the depth its closing brace returns to.
@@ -642,12 +735,20 @@ struct Capture {
 }
 
 impl Scanner {
-    /// Back to the start of a new JSON text, keeping buffer capacity.
+    fn counting_text() -> Scanner {
+        Scanner {
+            count_text: true,
+            ..Scanner::default()
+        }
+    }
+
+    /// Back to the start of a new JSON text, keeping buffer capacity and the mode.
     fn reset(&mut self) {
         let mut model = std::mem::take(&mut self.model);
         model.clear();
         *self = Scanner {
             model,
+            count_text: self.count_text,
             ..Scanner::default()
         };
     }
@@ -655,11 +756,15 @@ impl Scanner {
     fn scan(&mut self, data: &[u8], seen: &mut Seen) {
         let mut i = 0;
         while i < data.len() {
-            if self.skipping_string() {
+            if let Some(counted) = self.plain_string_run() {
                 // Fast path through string contents nobody keeps.
                 let next = data
                     .get(i..)
                     .and_then(|rest| rest.iter().position(|&c| c == b'"' || c == b'\\'));
+                let run = next.unwrap_or(data.len().saturating_sub(i));
+                if counted {
+                    self.add_text(run);
+                }
                 match next {
                     Some(offset) => i = i.saturating_add(offset),
                     None => return,
@@ -672,8 +777,22 @@ impl Scanner {
         }
     }
 
-    fn skipping_string(&self) -> bool {
-        self.in_string && !self.escaped && self.text == Text::Skip && self.usage.is_none()
+    /// Inside a string whose bytes are not kept: `Some(counted)`, where `counted` says whether
+    /// its length counts as generated text.
+    fn plain_string_run(&self) -> Option<bool> {
+        if !self.in_string || self.escaped || self.usage.is_some() {
+            return None;
+        }
+        match self.text {
+            Text::Skip => Some(false),
+            Text::Delivered => Some(true),
+            Text::Key | Text::Model => None,
+        }
+    }
+
+    fn add_text(&mut self, bytes: usize) {
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        self.text_bytes = self.text_bytes.saturating_add(bytes);
     }
 
     fn byte(&mut self, b: u8, seen: &mut Seen) {
@@ -727,6 +846,16 @@ impl Scanner {
                     self.model.push(b);
                 }
             }
+            Text::Delivered => self.add_text(1),
+        }
+    }
+
+    /// Whether the innermost open container is an object (so a string that is not a value is
+    /// a key).
+    fn in_object(&self) -> bool {
+        match self.depth.checked_sub(1) {
+            Some(level) if level < TRACKED_DEPTH => self.objects & (1 << level) != 0,
+            _ => false,
         }
     }
 
@@ -735,13 +864,15 @@ impl Scanner {
         self.escaped = false;
         self.candidate = None;
         self.text = if std::mem::take(&mut self.value_pending) {
-            if self.value_key() == Key::Model {
-                self.model.clear();
-                Text::Model
-            } else {
-                Text::Skip
+            match self.value_key() {
+                Key::Model => {
+                    self.model.clear();
+                    Text::Model
+                }
+                _ if self.count_text && self.value_of == Key::Text => Text::Delivered,
+                _ => Text::Skip,
             }
-        } else if (1..=2).contains(&self.depth) {
+        } else if self.in_object() && (self.count_text || (1..=2).contains(&self.depth)) {
             self.key_len = 0;
             Text::Key
         } else {
@@ -751,7 +882,7 @@ impl Scanner {
 
     fn close_string(&mut self, seen: &mut Seen) {
         match std::mem::take(&mut self.text) {
-            Text::Skip => {}
+            Text::Skip | Text::Delivered => {}
             Text::Key => {
                 let key = self.key.get(..self.key_len).map_or(Key::Other, classify);
                 self.candidate = Some(key);
@@ -768,10 +899,11 @@ impl Scanner {
         let Some(key) = self.candidate.take() else {
             return;
         };
+        self.value_of = key;
+        self.value_pending = true;
         let depth = self.depth;
         if let Some(slot) = depth.checked_sub(1).and_then(|d| self.keys.get_mut(d)) {
             *slot = key;
-            self.value_pending = true;
         }
     }
 
@@ -797,6 +929,14 @@ impl Scanner {
                 depth: self.depth,
                 bytes: vec![b'{'],
             });
+        }
+        if self.depth < TRACKED_DEPTH {
+            let bit = 1u64 << self.depth;
+            if b == b'{' {
+                self.objects |= bit;
+            } else {
+                self.objects &= !bit;
+            }
         }
         self.depth = self.depth.saturating_add(1);
         let depth = self.depth;
@@ -861,15 +1001,18 @@ struct Counts {
     cache_creation: Option<u64>,
     cache_read: Option<u64>,
     cached: Option<u64>,
+    reasoning: Option<u64>,
     total: Option<u64>,
 }
 
 impl Counts {
     fn from_value(usage: &Value) -> Counts {
         let count = |name: &str| usage.get(name).and_then(token_count);
-        let cached = ["prompt_tokens_details", "input_tokens_details"]
-            .iter()
-            .find_map(|d| usage.get(d)?.get("cached_tokens").and_then(token_count));
+        let detail = |details: [&str; 2], name: &str| {
+            details
+                .iter()
+                .find_map(|d| usage.get(d)?.get(name).and_then(token_count))
+        };
         Counts {
             prompt: count("prompt_tokens"),
             completion: count("completion_tokens"),
@@ -877,7 +1020,14 @@ impl Counts {
             output: count("output_tokens"),
             cache_creation: count("cache_creation_input_tokens"),
             cache_read: count("cache_read_input_tokens"),
-            cached,
+            cached: detail(
+                ["prompt_tokens_details", "input_tokens_details"],
+                "cached_tokens",
+            ),
+            reasoning: detail(
+                ["completion_tokens_details", "output_tokens_details"],
+                "reasoning_tokens",
+            ),
             total: count("total_tokens"),
         }
     }
@@ -892,6 +1042,7 @@ impl Counts {
             (&mut self.cache_creation, newer.cache_creation),
             (&mut self.cache_read, newer.cache_read),
             (&mut self.cached, newer.cached),
+            (&mut self.reasoning, newer.reasoning),
             (&mut self.total, newer.total),
         ];
         for (ours, theirs) in fields {
@@ -906,8 +1057,13 @@ impl Counts {
             return None;
         }
         let base = self.input.or(self.prompt);
-        let output = self.output.or(self.completion);
-        let named = [base, output, self.cache_creation, self.cache_read];
+        let output = self.output.or(self.completion).unwrap_or(0);
+        let named = [
+            base,
+            self.output.or(self.completion),
+            self.cache_creation,
+            self.cache_read,
+        ];
         let input = if named.iter().all(Option::is_none) {
             self.total.unwrap_or(0)
         } else {
@@ -919,11 +1075,18 @@ impl Counts {
         let cached = self
             .cache_read
             .unwrap_or(0)
-            .saturating_add(self.cached.unwrap_or(0));
+            .saturating_add(self.cached.unwrap_or(0))
+            .min(input);
+        let cache_write = self
+            .cache_creation
+            .unwrap_or(0)
+            .min(input.saturating_sub(cached));
         Some(Usage {
             input_tokens: input,
-            output_tokens: output.unwrap_or(0),
-            cached_input_tokens: cached.min(input),
+            output_tokens: output,
+            cached_input_tokens: cached,
+            cache_write_tokens: cache_write,
+            reasoning_tokens: self.reasoning.unwrap_or(0).min(output),
         })
     }
 }

@@ -141,9 +141,54 @@ def request_wants_usage(body: bytes) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
+# Keys whose string values are generated text in stream deltas (as the filter counts them).
+TEXT_KEYS = {"content", "text", "delta", "arguments", "refusal", "partial_json", "thinking",
+             "reasoning_content"}
+
+
+def delivered_tokens(stream: bytes) -> int:
+    """The filter's lower estimate of the output an SSE stream delivered: at least one token
+    per event carrying generated text, and one per 4 bytes of that text (JSON string bytes)."""
+    events, text_bytes = 0, 0
+
+    def walk(value):
+        found = 0
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in TEXT_KEYS and isinstance(item, str):
+                    found += len(json.dumps(item)) - 2
+                else:
+                    found += walk(item)
+        elif isinstance(value, list):
+            found += sum(walk(item) for item in value)
+        return found
+
+    for block in stream.replace(b"\r\n", b"\n").split(b"\n\n"):
+        data = b"\n".join(line[5:].lstrip(b" ") if line.startswith(b"data:") else b""
+                          for line in block.split(b"\n") if line.startswith(b"data"))
+        try:
+            found = walk(json.loads(data))
+        except ValueError:
+            continue
+        if found:
+            events += 1
+            text_bytes += found
+    return max(events, -(-text_bytes // 4))
+
+
+def requested_model(body: bytes):
+    """The request body's ``model``, when it names one (providers answer with it)."""
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return None
+    model = request.get("model") if isinstance(request, dict) else None
+    return model if isinstance(model, str) and model else None
+
+
 def plan(spec: AnswerSpec, request_body: bytes) -> Plan:
     family = spec.kind.split("-")[0]
-    model = spec.model or DEFAULT_MODELS.get(family, "gpt-4o")
+    model = spec.model or requested_model(request_body) or DEFAULT_MODELS.get(family, "gpt-4o")
     build = _BUILDERS[spec.kind]
     status, content_type, events = build(spec, model, request_body)
     if spec.status is not None:

@@ -35,28 +35,33 @@ def static_cluster(name: str, port: int) -> dict:
     }
 
 
-def wasm_filter(wasm_path: str, plugin_config) -> dict:
+def wasm_filter(wasm_path: str, plugin_config, *, hold_headers=True) -> dict:
     """The tenant-guard HTTP filter. ``plugin_config``: a dict (serialised here) or a string
-    (passed verbatim, for configs that are not even JSON)."""
+    (passed verbatim, for configs that are not even JSON). ``hold_headers``: set the Wasm
+    ``allow_on_headers_stop_iteration`` (Envoy 1.35+), as every config in envoy/ does; False
+    runs the filter the way older Envoys (or configs without the field) do."""
     value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    config = {
+        "name": "tenant_guard",
+        "root_id": "tenant_guard",
+        "vm_config": {
+            "vm_id": "tenant_guard",
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": str(wasm_path)}},
+        },
+        "configuration": {
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": value,
+        },
+        "failure_policy": "FAIL_CLOSED",
+    }
+    if hold_headers:
+        config["allow_on_headers_stop_iteration"] = True
     return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": "tenant_guard",
-                "root_id": "tenant_guard",
-                "vm_config": {
-                    "vm_id": "tenant_guard",
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": str(wasm_path)}},
-                },
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": value,
-                },
-                "failure_policy": "FAIL_CLOSED",
-            },
+            "config": config,
         },
     }
 

@@ -24,10 +24,11 @@ def filter_records(log_text: str) -> list:
 
 
 def filter_record(envoy, request_id, timeout=10.0) -> dict:
-    """The single record whose request_id is ``request_id``."""
+    """The single record of the request the client sent with ``x-request-id: request_id``
+    (the record's ``client_request_id``; its ``request_id`` is the filter's own)."""
     def find():
         found = [r for r in filter_records(envoy.read_log())
-                 if r.get("request_id") == request_id]
+                 if r.get("client_request_id") == request_id]
         assert len(found) <= 1, f"{len(found)} filter records for {request_id}: {found}"
         return found[0] if found else None
     return wait_for(find, timeout=timeout,

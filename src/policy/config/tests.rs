@@ -80,10 +80,7 @@ fn contract_example_is_accepted_whole() {
     assert!(config.bypass_paths.contains("/healthz"));
     assert_eq!(
         config.pricing.models["gpt-4o"],
-        Price {
-            input_micro_usd_per_million: 2_500_000,
-            output_micro_usd_per_million: 10_000_000
-        }
+        Price::flat(2_500_000, 10_000_000)
     );
     let acme = config.tenants.bind("acme", 0).unwrap();
     assert_eq!(acme.limits.requests.len(), 2);

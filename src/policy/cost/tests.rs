@@ -13,17 +13,14 @@ fn pricing() -> Pricing {
 }
 
 fn price(input: u64, output: u64) -> Price {
-    Price {
-        input_micro_usd_per_million: input,
-        output_micro_usd_per_million: output,
-    }
+    Price::flat(input, output)
 }
 
 fn usage(input: u64, output: u64) -> Usage {
     Usage {
         input_tokens: input,
         output_tokens: output,
-        cached_input_tokens: 0,
+        ..Usage::default()
     }
 }
 
@@ -48,11 +45,40 @@ fn cost_is_tokens_times_price_in_pico_usd() {
 }
 
 #[test]
-fn cached_tokens_are_priced_as_input() {
+fn without_cache_prices_cached_tokens_are_priced_as_input() {
     let mut u = usage(100, 0);
     let plain = Cost::of(&u, &price(1_000_000, 0));
     u.cached_input_tokens = 80;
+    u.cache_write_tokens = 20;
     assert_eq!(Cost::of(&u, &price(1_000_000, 0)), plain);
+}
+
+#[test]
+fn cache_reads_and_writes_are_priced_at_their_own_rates() {
+    // $3 input, $0.30 cache reads, $3.75 cache writes, $15 output per million (Anthropic-like).
+    let price = Price {
+        cached_input_micro_usd_per_million: 300_000,
+        cache_write_micro_usd_per_million: 3_750_000,
+        ..Price::flat(3_000_000, 15_000_000)
+    };
+    let u = Usage {
+        input_tokens: 1000,
+        cached_input_tokens: 600,
+        cache_write_tokens: 300,
+        output_tokens: 50,
+        reasoning_tokens: 20,
+    };
+    let expected = 100 * 3_000_000 + 600 * 300_000 + 300 * 3_750_000 + 50 * 15_000_000;
+    assert_eq!(Cost::of(&u, &price).pico_usd(), expected);
+    assert_eq!(Cost::of(&u, &price).to_decimal_usd(), "0.002355");
+}
+
+#[test]
+fn reasoning_tokens_are_part_of_output_and_not_priced_twice() {
+    let mut u = usage(0, 100);
+    let plain = Cost::of(&u, &price(0, 10_000_000));
+    u.reasoning_tokens = 60;
+    assert_eq!(Cost::of(&u, &price(0, 10_000_000)), plain);
 }
 
 #[test]

@@ -5,13 +5,19 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 fn pricing() -> Pricing {
     let mut pricing = Pricing::default();
+    pricing
+        .models
+        .insert("gpt-4o".into(), Price::flat(2_500_000, 10_000_000));
     pricing.models.insert(
-        "gpt-4o".into(),
+        "gpt-4o-2024-08-06".into(),
         Price {
-            input_micro_usd_per_million: 2_500_000,
-            output_micro_usd_per_million: 10_000_000,
+            cached_input_micro_usd_per_million: 1_250_000,
+            ..Price::flat(2_500_000, 10_000_000)
         },
     );
+    pricing
+        .models
+        .insert("cheap".into(), Price::flat(100_000, 200_000));
     pricing
 }
 
@@ -26,9 +32,20 @@ fn rules() -> UsageRules {
 const CHAT: &[u8] =
     br#"{"model":"gpt-4o","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#;
 
+fn read(body: &[u8]) -> Meter {
+    let mut meter = Meter::new(Demand::default());
+    meter.read_request(body, &rules(), &pricing());
+    meter
+}
+
+const OK: Answer = Answer {
+    status: Some(200),
+    complete: true,
+};
+
 #[test]
 fn reservation_is_input_estimate_plus_max_tokens_priced_by_the_request_model() {
-    let meter = Meter::new(Some(CHAT), Demand::default(), &rules(), &pricing());
+    let meter = read(CHAT);
     let input = CHAT.len().div_ceil(4) as u64;
     assert_eq!(meter.demand().tokens, input + 50);
     // input × 2.5 + 50 × 10 micro-USD, rounded up.
@@ -36,13 +53,8 @@ fn reservation_is_input_estimate_plus_max_tokens_priced_by_the_request_model() {
 }
 
 #[test]
-fn without_max_tokens_the_default_is_reserved_and_without_a_body_what_was_held() {
-    let meter = Meter::new(
-        Some(br#"{"model":"x"}"#),
-        Demand::default(),
-        &rules(),
-        &pricing(),
-    );
+fn without_max_tokens_the_default_is_reserved_and_before_the_body_what_was_held() {
+    let meter = read(br#"{"model":"x"}"#);
     assert_eq!(meter.demand().tokens, 4 + 100);
     assert_eq!(
         meter.demand().micro_usd,
@@ -53,65 +65,88 @@ fn without_max_tokens_the_default_is_reserved_and_without_a_body_what_was_held()
         tokens: 7,
         micro_usd: 3,
     };
-    assert_eq!(Meter::new(None, held, &rules(), &pricing()).demand(), held);
+    assert_eq!(Meter::new(held).demand(), held);
 }
 
 #[test]
-fn json_usage_read_in_chunks_is_priced_and_charged() {
-    let mut meter = Meter::new(Some(CHAT), Demand::default(), &rules(), &pricing());
+fn json_usage_read_in_chunks_is_priced_by_the_upstreams_model_and_charged() {
+    let mut meter = read(CHAT);
     meter.response_started("application/json; charset=utf-8");
-    let body = br#"{"id":"c1","model":"gpt-4o-2024-08-06","usage":{"prompt_tokens":1000,"completion_tokens":20,"total_tokens":1020}}"#;
+    let body = br#"{"id":"c1","model":"gpt-4o-2024-08-06","usage":{"prompt_tokens":1000,"completion_tokens":20,"total_tokens":1020,"prompt_tokens_details":{"cached_tokens":400}}}"#;
     for chunk in body.chunks(7) {
         meter.response_chunk(chunk);
     }
-    let outcome = meter.outcome(&pricing());
+    let outcome = meter.outcome(&pricing(), OK, meter.demand());
     assert_eq!(outcome.source, UsageSource::Json);
     assert_eq!(
         outcome.model.as_deref(),
-        Some("gpt-4o"),
-        "the request's model wins"
+        Some("gpt-4o-2024-08-06"),
+        "the upstream's model prices the answer"
     );
     let usage = outcome.usage.unwrap();
     assert_eq!((usage.input_tokens, usage.output_tokens), (1000, 20));
-    assert_eq!(outcome.cost.unwrap().to_decimal_usd(), "0.0027");
+    // 600 × 2.5 + 400 × 1.25 + 20 × 10 micro-USD.
+    assert_eq!(outcome.cost.unwrap().to_decimal_usd(), "0.0022");
     assert_eq!(
         outcome.charge,
         Actual {
             tokens: 1020,
-            micro_usd: 2700
+            micro_usd: 2200
         }
     );
 }
 
 #[test]
+fn a_client_chosen_model_does_not_pick_the_price_when_the_upstream_names_one() {
+    let mut meter = read(br#"{"model":"cheap","max_tokens":1}"#);
+    meter.response_started("application/json");
+    meter.response_chunk(
+        br#"{"model":"gpt-4o","usage":{"prompt_tokens":1000000,"completion_tokens":0}}"#,
+    );
+    let outcome = meter.outcome(&pricing(), OK, meter.demand());
+    assert_eq!(outcome.model.as_deref(), Some("gpt-4o"));
+    assert_eq!(outcome.cost.unwrap().to_decimal_usd(), "2.5");
+}
+
+#[test]
+fn request_model_names_are_cleaned_before_they_reach_records_or_prices() {
+    let long = format!(r#"{{"model":"{}"}}"#, "m".repeat(300));
+    for body in [
+        br#"{"model":"gpt-4o\ninjected"}"#.as_slice(),
+        br#"{"model":"gpt 4o"}"#,
+        long.as_bytes(),
+    ] {
+        assert_eq!(read(body).request_model(), Some("other"));
+    }
+    assert_eq!(read(br#"{"model":""}"#).request_model(), None);
+    assert_eq!(read(CHAT).request_model(), Some("gpt-4o"));
+}
+
+#[test]
 fn sse_usage_is_read_as_the_stream_passes() {
-    let mut meter = Meter::new(Some(CHAT), Demand::default(), &rules(), &pricing());
+    let mut meter = read(CHAT);
     meter.response_started("text/event-stream");
     let stream = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n\
 data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n";
     for chunk in stream.chunks(5) {
         meter.response_chunk(chunk);
     }
-    let outcome = meter.outcome(&pricing());
+    let outcome = meter.outcome(&pricing(), OK, meter.demand());
     assert_eq!(outcome.source, UsageSource::Sse);
     assert_eq!(outcome.charge.tokens, 10);
 }
 
 #[test]
-fn no_readable_usage_keeps_the_reservation_and_records_none() {
-    let cases: [(&str, &[u8]); 3] = [
-        (
-            "application/json",
-            b"{\"error\":{\"message\":\"upstream failed\"}}",
-        ),
+fn a_2xx_without_readable_usage_keeps_the_reservation_and_records_none() {
+    let cases: [(&str, &[u8]); 2] = [
+        ("application/json", b"{\"data\":[]}"),
         ("text/plain", b"usage: lots"),
-        ("application/json", &[b' '; 2048]),
     ];
     for (content_type, body) in cases {
-        let mut meter = Meter::new(Some(CHAT), Demand::default(), &rules(), &pricing());
+        let mut meter = read(CHAT);
         meter.response_started(content_type);
         meter.response_chunk(body);
-        let outcome = meter.outcome(&pricing());
+        let outcome = meter.outcome(&pricing(), OK, meter.demand());
         assert_eq!(outcome.source, UsageSource::None, "{content_type}");
         assert_eq!((outcome.usage, outcome.cost), (None, None));
         assert_eq!(outcome.charge.tokens, meter.demand().tokens);
@@ -120,37 +155,196 @@ fn no_readable_usage_keeps_the_reservation_and_records_none() {
 }
 
 #[test]
-fn json_over_the_cap_is_not_read_even_if_usage_follows() {
-    let mut meter = Meter::new(Some(CHAT), Demand::default(), &rules(), &pricing());
-    meter.response_started("application/json");
-    meter.response_chunk(&[b' '; 1020]);
-    meter.response_chunk(br#"{"usage":{"prompt_tokens":1,"completion_tokens":1}}"#);
-    assert_eq!(meter.outcome(&pricing()).source, UsageSource::None);
+fn an_error_answer_without_usage_is_charged_nothing() {
+    for status in [400, 401, 413, 429, 500, 503] {
+        let mut meter = read(CHAT);
+        meter.response_started("application/json");
+        meter.response_chunk(br#"{"error":{"message":"no"}}"#);
+        let outcome = meter.outcome(
+            &pricing(),
+            Answer {
+                status: Some(status),
+                complete: true,
+            },
+            meter.demand(),
+        );
+        assert_eq!(outcome.charge, Actual::default(), "{status}");
+        assert_eq!(outcome.usage, None);
+    }
 }
 
 #[test]
-fn stream_usage_is_injected_only_when_the_rules_say_so() {
+fn an_error_answer_with_usage_is_charged_that_usage() {
+    let mut meter = read(CHAT);
+    meter.response_started("application/json");
+    meter.response_chunk(br#"{"error":{},"usage":{"input_tokens":9,"output_tokens":0}}"#);
+    let outcome = meter.outcome(
+        &pricing(),
+        Answer {
+            status: Some(400),
+            complete: true,
+        },
+        meter.demand(),
+    );
+    assert_eq!(outcome.charge.tokens, 9);
+}
+
+#[test]
+fn a_request_never_answered_is_charged_nothing() {
+    let meter = read(CHAT);
+    let outcome = meter.outcome(
+        &pricing(),
+        Answer {
+            status: None,
+            complete: false,
+        },
+        meter.demand(),
+    );
+    assert_eq!(outcome.charge, Actual::default());
+    assert_eq!(outcome.source, UsageSource::None);
+}
+
+#[test]
+fn usage_of_an_early_answer_counts_before_the_request_body_was_read() {
+    let mut meter = Meter::new(Demand {
+        tokens: 600,
+        micro_usd: 9,
+    });
+    meter.response_started("application/json");
+    meter
+        .response_chunk(br#"{"model":"gpt-4o","usage":{"prompt_tokens":5,"completion_tokens":2}}"#);
+    let outcome = meter.outcome(&pricing(), OK, meter.demand());
+    assert_eq!(outcome.charge.tokens, 7);
+    assert_eq!(outcome.model.as_deref(), Some("gpt-4o"));
+}
+
+#[test]
+fn json_usage_is_read_past_any_size() {
+    let mut meter = read(CHAT);
+    meter.response_started("application/json");
+    meter.response_chunk(br#"{"data":[{"embedding":["#);
+    for _ in 0..10_000 {
+        meter.response_chunk(b"0.0123456789,");
+    }
+    meter.response_chunk(br#"0]}],"usage":{"prompt_tokens":11,"total_tokens":11}}"#);
+    let outcome = meter.outcome(&pricing(), OK, meter.demand());
+    assert_eq!(outcome.source, UsageSource::Json);
+    assert_eq!(outcome.charge.tokens, 11);
+}
+
+fn openai_deltas(texts: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for text in texts {
+        out.extend_from_slice(
+            format!(
+                "data: {{\"model\":\"gpt-4o\",\"choices\":[{{\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n"
+            )
+            .as_bytes(),
+        );
+    }
+    out
+}
+
+#[test]
+fn a_stream_cut_before_its_usage_is_charged_what_it_delivered() {
+    let mut meter = read(CHAT);
+    meter.response_started("text/event-stream");
+    // 12 events of 3 bytes: at least 12 tokens (one per event).
+    meter.response_chunk(&openai_deltas(&["abc"; 12]));
+    let cut = Answer {
+        status: Some(200),
+        complete: false,
+    };
+    let outcome = meter.outcome(&pricing(), cut, meter.demand());
+    assert_eq!(outcome.source, UsageSource::Estimate);
+    let usage = outcome.usage.unwrap();
+    assert_eq!(usage.output_tokens, 12);
+    assert_eq!(usage.input_tokens, CHAT.len().div_ceil(4) as u64);
+    assert_eq!(outcome.charge.tokens, usage.total());
+    assert!(outcome.cost.is_some());
+}
+
+#[test]
+fn long_deltas_count_one_token_per_four_bytes() {
+    let mut meter = read(CHAT);
+    meter.response_started("text/event-stream");
+    let long = "x".repeat(400);
+    meter.response_chunk(&openai_deltas(&[&long, &long]));
+    let cut = Answer {
+        status: Some(200),
+        complete: false,
+    };
+    assert_eq!(
+        meter
+            .outcome(&pricing(), cut, meter.demand())
+            .usage
+            .unwrap()
+            .output_tokens,
+        200
+    );
+}
+
+#[test]
+fn a_cut_anthropic_stream_is_charged_at_least_what_it_delivered() {
+    let mut meter = read(CHAT);
+    meter.response_started("text/event-stream");
+    meter.response_chunk(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude\",\"content\":[],\"usage\":{\"input_tokens\":30,\"output_tokens\":1}}}\n\n");
+    for _ in 0..5 {
+        meter.response_chunk(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n");
+    }
+    let cut = Answer {
+        status: Some(200),
+        complete: false,
+    };
+    let outcome = meter.outcome(&pricing(), cut, meter.demand());
+    assert_eq!(outcome.source, UsageSource::Estimate);
+    let usage = outcome.usage.unwrap();
+    // Five events of 5 bytes: at least 5 tokens, and at least one per 4 bytes: 7.
+    assert_eq!((usage.input_tokens, usage.output_tokens), (30, 7));
+}
+
+#[test]
+fn a_complete_stream_is_charged_exactly_what_it_reported() {
+    let mut meter = read(CHAT);
+    meter.response_started("text/event-stream");
+    let mut stream = openai_deltas(&["abcdefgh"; 30]);
+    stream.extend_from_slice(
+        b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\n",
+    );
+    meter.response_chunk(&stream);
+    let outcome = meter.outcome(&pricing(), OK, meter.demand());
+    assert_eq!(outcome.source, UsageSource::Sse);
+    assert_eq!(outcome.charge.tokens, 10);
+}
+
+#[test]
+fn stream_usage_goes_into_streaming_posts_to_completions_only() {
     let body = br#"{"model":"gpt-4o","stream":true,"messages":[]}"#;
-    let edited = with_stream_usage(&rules(), "/v1/chat/completions", body).unwrap();
+    let edited = with_stream_usage("/v1/chat/completions", body).unwrap();
     assert!(usage::inspect_request(&edited).include_usage);
+    assert_eq!(with_stream_usage("/v1/chat/completions", CHAT), None);
+    assert!(may_add_stream_usage(
+        &rules(),
+        "POST",
+        "/v1/chat/completions"
+    ));
+    for method in ["PUT", "PATCH", "post", "GET"] {
+        assert!(
+            !may_add_stream_usage(&rules(), method, "/v1/chat/completions"),
+            "{method}"
+        );
+    }
     let off = UsageRules {
         inject_stream_usage: false,
         ..rules()
     };
-    assert_eq!(with_stream_usage(&off, "/v1/chat/completions", body), None);
-    assert_eq!(
-        with_stream_usage(&rules(), "/v1/chat/completions", CHAT),
-        None
-    );
+    assert!(!may_add_stream_usage(&off, "POST", "/v1/chat/completions"));
 }
 
 #[test]
 fn provisional_demand_comes_from_content_length_and_the_default_price() {
     let mut pricing = pricing();
-    pricing.default = Some(Price {
-        input_micro_usd_per_million: 1_000_000,
-        output_micro_usd_per_million: 3_000_000,
-    });
+    pricing.default = Some(Price::flat(1_000_000, 3_000_000));
     let d = provisional_demand(Some(400), &rules(), &pricing);
     assert_eq!(d.tokens, 100 + 100);
     assert_eq!(d.micro_usd, 100 + 300);

@@ -25,6 +25,7 @@ fn usage(input: u64, output: u64, cached: u64) -> Usage {
         input_tokens: input,
         output_tokens: output,
         cached_input_tokens: cached,
+        ..Usage::default()
     }
 }
 
@@ -33,6 +34,18 @@ type Found = Option<(Usage, Option<String>)>;
 
 fn seen(input: u64, output: u64, cached: u64, model: &str) -> Found {
     Some((usage(input, output, cached), Some(model.to_owned())))
+}
+
+/// Usage with the parts written to a prompt cache and spent reasoning.
+fn with_parts(found: Found, cache_write: u64, reasoning: u64) -> Found {
+    found.map(|(usage, model)| {
+        let usage = Usage {
+            cache_write_tokens: cache_write,
+            reasoning_tokens: reasoning,
+            ..usage
+        };
+        (usage, model)
+    })
 }
 
 /// Every SSE fixture with what it must yield.
@@ -56,7 +69,7 @@ fn streams() -> Vec<(&'static str, &'static [u8], Found)> {
         (
             "openai responses",
             OPENAI_RESPONSES_STREAM,
-            seen(1300, 120, 1024, "o4-mini-2025-04-16"),
+            with_parts(seen(1300, 120, 1024, "o4-mini-2025-04-16"), 0, 64),
         ),
         (
             "anthropic",
@@ -148,7 +161,11 @@ fn openai_embeddings_json_has_input_tokens_only() {
 fn anthropic_json_counts_cache_writes_and_reads_as_input() {
     assert_eq!(
         from_json(ANTHROPIC),
-        seen(21 + 188 + 1500, 393, 1500, "claude-sonnet-4-20250514")
+        with_parts(
+            seen(21 + 188 + 1500, 393, 1500, "claude-sonnet-4-20250514"),
+            188,
+            0
+        )
     );
 }
 
@@ -376,7 +393,11 @@ fn incremental_json_reader_keeps_usage_of_a_body_cut_short() {
     let end = find(ANTHROPIC, b"\n  }\n}");
     let mut reader = JsonUsage::new();
     reader.feed(&ANTHROPIC[..end + 4]);
-    assert_eq!(reader.usage(), Some(usage(1709, 393, 1500)));
+    let expected = Usage {
+        cache_write_tokens: 188,
+        ..usage(1709, 393, 1500)
+    };
+    assert_eq!(reader.usage(), Some(expected));
     assert_eq!(from_json(&ANTHROPIC[..end + 4]), None);
 }
 
@@ -741,4 +762,119 @@ fn only_openai_completion_paths_get_stream_options() {
     }
     let bedrock = r#"{"anthropic_version":"bedrock-2023-05-31","stream":true}"#;
     assert_eq!(added(CHAT, bedrock), None);
+}
+
+// === Text a stream delivered ===
+
+fn delivered(stream: &[u8]) -> Delivered {
+    let mut reader = SseUsage::new();
+    reader.feed(stream);
+    reader.delivered()
+}
+
+#[test]
+fn delivered_text_is_counted_per_provider_delta_shape() {
+    let cases: [(&str, &[u8], Delivered); 6] = [
+        (
+            "openai chat content",
+            b"data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"Hello\"}}]}\n\n",
+            Delivered { events: 1, bytes: 5 },
+        ),
+        (
+            "openai tool-call arguments",
+            b"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"function\":{\"arguments\":\"{\\\"a\\\"\"}}]}}]}\n\n",
+            // `{\"a\"` as JSON string bytes: escapes count as written.
+            Delivered { events: 1, bytes: 6 },
+        ),
+        (
+            "openai responses output_text delta",
+            b"data: {\"type\":\"response.output_text.delta\",\"item_id\":\"msg_1\",\"delta\":\"Hi there\"}\n\n",
+            Delivered { events: 1, bytes: 8 },
+        ),
+        (
+            "anthropic text and thinking deltas",
+            b"data: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"abc\"}}\n\n\
+data: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"hmm\"}}\n\n",
+            Delivered { events: 2, bytes: 6 },
+        ),
+        (
+            "anthropic tool input",
+            b"data: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{}\"}}\n\n",
+            Delivered { events: 1, bytes: 2 },
+        ),
+        (
+            "role, ids, types, finish reasons and empty content are no text",
+            b"data: {\"id\":\"content\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":\"stop\"}]}\n\n\
+data: {\"type\":\"message_start\",\"message\":{\"content\":[],\"usage\":{\"input_tokens\":3}}}\n\n",
+            Delivered { events: 0, bytes: 0 },
+        ),
+    ];
+    for (name, stream, expected) in cases {
+        assert_eq!(delivered(stream), expected, "{name}");
+    }
+}
+
+#[test]
+fn delivered_text_is_the_same_however_the_stream_is_cut() {
+    let stream = OPENAI_CHAT_STREAM;
+    let whole = delivered(stream);
+    assert!(whole.events > 0 && whole.bytes > 0);
+    for cut in 0..stream.len() {
+        let mut reader = SseUsage::new();
+        reader.feed(&stream[..cut]);
+        reader.feed(&stream[cut..]);
+        assert_eq!(reader.delivered(), whole, "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_cut_event_counts_what_it_delivered() {
+    let mut reader = SseUsage::new();
+    reader.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"abcdefgh");
+    assert_eq!(
+        reader.delivered(),
+        Delivered {
+            events: 1,
+            bytes: 8
+        }
+    );
+}
+
+#[test]
+fn delivered_tokens_are_at_least_one_per_event_and_one_per_four_bytes() {
+    assert_eq!(
+        Delivered {
+            events: 10,
+            bytes: 12
+        }
+        .tokens(),
+        10
+    );
+    assert_eq!(
+        Delivered {
+            events: 2,
+            bytes: 401
+        }
+        .tokens(),
+        101
+    );
+    assert_eq!(Delivered::default().tokens(), 0);
+}
+
+#[test]
+fn json_answers_do_not_count_delivered_text() {
+    let mut reader = JsonUsage::new();
+    reader.feed(OPENAI_CHAT);
+    assert!(reader.usage().is_some());
+}
+
+#[test]
+fn model_names_are_printable_bounded_or_other() {
+    assert_eq!(model_name("gpt-4o").as_deref(), Some("gpt-4o"));
+    assert_eq!(model_name("").as_deref(), None);
+    for bad in ["a\nb", "a b", "é", "\u{7f}"] {
+        assert_eq!(model_name(bad).as_deref(), Some("other"), "{bad:?}");
+    }
+    assert_eq!(model_name(&"m".repeat(256)).map(|m| m.len()), Some(256));
+    assert_eq!(model_name(&"m".repeat(257)).as_deref(), Some("other"));
 }

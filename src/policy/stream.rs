@@ -1,0 +1,683 @@
+//! One admitted request's life, as a state machine without I/O (in the manner of quinn-proto or
+//! h11): the shell turns every proxy-wasm callback into an [`Event`], hands it to
+//! [`Stream::on`], and executes the [`Effects`] that come back (body edits, local replies,
+//! rate-limit calls, quota updates, resumption). Nothing here knows about proxy-wasm.
+//!
+//! # Phases
+//! ```text
+//! Admitted ──body read / absent / too large──▶ EstimateKnown ──response headers──▶ ResponseStarted
+//!    │                                              │                                  │
+//!    └──────────── response headers (an upstream answering before the body ended) ─────┘
+//!  every phase ──local reply after admission──▶ Refused      ResponseStarted ──body end / trailers──▶ Ended
+//!  every phase ──Log without an ended response (client gone, reset, timeout)──▶ Aborted
+//! ```
+//! `Ended`, `Aborted` and `Refused` are settled: the request's reservation was returned and its
+//! charge (see [`crate::policy::metering`]'s charging rule) taken, exactly once, in the one
+//! [`Settlement`] the stream ever emits, whatever order the events come in.
+//!
+//! # Holding the request
+//! The request waits (its callback answers `Pause`) while the rate-limit service is asked, and
+//! while a body the filter must decide on is incomplete. When Envoy allows it
+//! (`allow_on_headers_stop_iteration`, Envoy 1.35+; `Setup::headers_can_wait`), the *headers*
+//! wait for such a body too, so nothing reaches the upstream before the body is decided and a
+//! rewritten body goes with its own `content-length`. Without it the headers go on at once
+//! (Envoy hands a Wasm filter the body only after its headers continued), and a body that may
+//! change loses its `content-length` there (the upstream learns the length from the framing).
+
+use crate::policy::config::{ExtraEntry, FailureMode, GlobalRateLimit, Pricing, UsageRules};
+use crate::policy::denial::{self, LocalReply, Reason};
+use crate::policy::metering::{self, Answer, Meter, Outcome};
+use crate::policy::quota::{Actual, Demand, Reservation};
+use crate::policy::ratelimit::{self, Verdict};
+use crate::policy::vector_store::{self, BodyPlan, ResponsePlan};
+
+/// Where a request is in its life, as far as its quota and record are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Admitted from its headers; the request's body has not been read yet.
+    Admitted,
+    /// The body was read (or is absent, or too large to read): its estimate is held.
+    EstimateKnown,
+    /// The response has started, possibly before the request body ended.
+    ResponseStarted,
+    /// Settled: the response ended.
+    Ended,
+    /// Settled: the stream ended before its response did.
+    Aborted,
+    /// Settled: the filter refused the request after admitting it.
+    Refused,
+}
+
+impl Phase {
+    pub fn is_settled(self) -> bool {
+        matches!(self, Phase::Ended | Phase::Aborted | Phase::Refused)
+    }
+}
+
+/// What the shell tells the stream: one per proxy-wasm callback (and per rate-limit answer).
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// Request body data arrived: `size` bytes are buffered in all; `end`: the body is complete.
+    RequestData {
+        size: usize,
+        end: bool,
+    },
+    /// The request ended with trailers: the body buffered so far is all of it.
+    RequestTrailers,
+    /// The whole buffered request body, read by the shell because [`Effects::read_body`] said so.
+    RequestBody(&'a [u8]),
+    /// A rate-limit call left; its answer will follow.
+    CallSent,
+    /// A rate-limit call about `usage` ended: the service's answer, or `None` when the call
+    /// failed (not sent, timed out, not OK, unreadable).
+    CallAnswered {
+        usage: ratelimit::Usage,
+        answer: Option<&'a ratelimit::Answer>,
+    },
+    /// The held headers went on: the filter found it runs without
+    /// `allow_on_headers_stop_iteration` and released them (without `content-length` when
+    /// [`Stream::body_may_change`]).
+    HeadersReleased,
+    ResponseHeaders {
+        status: u32,
+        content_type: &'a str,
+    },
+    /// Response body data: `chunk` is what the shell read (when
+    /// [`Stream::wants_response_bytes`] said so), `size` the bytes Envoy holds.
+    ResponseData {
+        chunk: Option<&'a [u8]>,
+        size: usize,
+        end: bool,
+    },
+    /// The response ended with trailers; `buffered` is the held response body, when one is held.
+    ResponseTrailers {
+        buffered: Option<&'a [u8]>,
+    },
+    /// The stream is over (Envoy's `on_log`): whatever did not end, never will.
+    Log,
+}
+
+/// Which rate-limit calls to send now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ask {
+    pub requests: bool,
+    pub tokens: bool,
+}
+
+impl Ask {
+    pub fn kinds(self) -> impl Iterator<Item = ratelimit::Usage> {
+        let requests = self.requests.then_some(ratelimit::Usage::Requests);
+        let tokens = self.tokens.then_some(ratelimit::Usage::Tokens);
+        requests.into_iter().chain(tokens)
+    }
+}
+
+/// How a request callback answers Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Pause,
+}
+
+/// The request callback that answered `Pause` last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Point {
+    /// `on_http_request_headers`.
+    Headers,
+    /// `on_http_request_body` or `on_http_request_trailers`.
+    Body,
+}
+
+/// A refusal after admission: the reply the client gets, and why, for the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: Reason,
+    /// For logs only.
+    pub detail: String,
+    pub reply: LocalReply,
+}
+
+/// The one settlement of a request: its reservation goes back and its charge is taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// What the tenant's counters hold for the request; `None` when it has no quotas.
+    pub reservation: Option<Reservation>,
+    pub outcome: Outcome,
+    /// The tokens to debit at the rate-limit service (0: none).
+    pub debit_tokens: u64,
+    /// `Ended`, `Aborted` or `Refused`.
+    pub phase: Phase,
+}
+
+impl Settlement {
+    pub fn charge(&self) -> Actual {
+        self.outcome.charge
+    }
+}
+
+/// What the shell does after an event. Everything is optional; most events produce little.
+#[derive(Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct Effects {
+    /// Read the whole buffered request body and send it back as [`Event::RequestBody`].
+    pub read_body: bool,
+    /// Replace the request body by this.
+    pub new_body: Option<Vec<u8>>,
+    /// Set the request's `content-length` to this (the headers are still held).
+    pub content_length: Option<usize>,
+    /// Remove the request's `content-length` (a body that may change follows headers that go
+    /// on now).
+    pub drop_content_length: bool,
+    /// Replace the reservation held for the request by one for this demand, then tell the
+    /// stream with [`Stream::reserved`].
+    pub reserve: Option<Demand>,
+    /// Rate-limit calls to send now (report each with [`Event::CallSent`], or
+    /// [`Event::CallAnswered`] with no answer when it cannot be sent).
+    pub ask: Ask,
+    /// Answer the client with this instead of the upstream (the record becomes a denial).
+    pub refuse: Option<Refusal>,
+    /// The rate-limit service could not decide and `failure_mode` is `allow`: the request goes
+    /// on, and its record says why it was not fully checked.
+    pub admitted_despite: Option<Reason>,
+    /// Let a request held earlier go on (after an asynchronous answer).
+    pub resume: bool,
+    /// Hold the response body (a listing being filtered).
+    pub hold_response: bool,
+    /// Remove the response's `content-length` (its body will be replaced).
+    pub drop_response_length: bool,
+    /// Replace the response body by this.
+    pub new_response_body: Option<Vec<u8>>,
+    /// Reset the response (what follows must not reach the client).
+    pub reset_response: bool,
+    /// Take the request's settlement (exactly once per stream).
+    pub settle: Option<Settlement>,
+}
+
+/// What the stream needs of the configuration.
+#[derive(Clone, Copy)]
+pub struct Rules<'a> {
+    pub usage: &'a UsageRules,
+    pub pricing: &'a Pricing,
+    pub global: Option<&'a GlobalRateLimit>,
+}
+
+/// The facts of an admitted request, from its headers.
+pub struct Setup<'a> {
+    pub method: &'a str,
+    /// `:path` as sent upstream.
+    pub path: &'a str,
+    /// More request data follows the headers.
+    pub body_follows: bool,
+    /// What the tenant's counters hold for the request (`None`: no quotas).
+    pub held: Option<Reservation>,
+    /// Envoy lets request headers wait while the body is read.
+    pub headers_can_wait: bool,
+    pub body_plan: Option<BodyPlan>,
+    pub response_plan: Option<ResponsePlan>,
+}
+
+/// The request body, as far as the filter is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    /// Still arriving; the filter buffers it.
+    Awaited,
+    /// Read, absent, or let through unread.
+    Done,
+}
+
+pub struct Stream {
+    phase: Phase,
+    held: Option<Reservation>,
+    meter: Meter,
+    body: Body,
+    /// The request headers wait for the body (they have not gone upstream yet).
+    headers_held: bool,
+    /// The body may be rewritten: the one predicate both stages obey.
+    body_may_change: bool,
+    add_stream_usage: bool,
+    body_plan: Option<BodyPlan>,
+    response_plan: Option<ResponsePlan>,
+    path: String,
+    /// The token check at the rate-limit service waits for the body's model.
+    token_check_waits: bool,
+    /// Rate-limit calls in flight.
+    calls: u32,
+    /// Where the request waits: the last request callback answered `Pause` there and nothing
+    /// resumed it since.
+    paused_at: Option<Point>,
+    refused: bool,
+    status: Option<u32>,
+}
+
+impl Stream {
+    /// A stream for a request just admitted from its headers, and what to do about it now.
+    pub fn admit(setup: Setup<'_>, rules: &Rules<'_>) -> (Stream, Effects) {
+        let held_demand = setup.held.map(|r| r.demand).unwrap_or_default();
+        let add_stream_usage =
+            metering::may_add_stream_usage(rules.usage, setup.method, setup.path);
+        let body_may_change = setup.body_plan.is_some() || add_stream_usage;
+        let token_check_waits = setup.body_follows
+            && rules
+                .global
+                .is_some_and(|g| g.extra_entries.contains(&ExtraEntry::Model));
+        let headers_held =
+            setup.body_follows && setup.headers_can_wait && (body_may_change || token_check_waits);
+        let mut stream = Stream {
+            phase: Phase::Admitted,
+            held: setup.held,
+            meter: Meter::new(held_demand),
+            body: Body::Awaited,
+            headers_held,
+            body_may_change,
+            add_stream_usage,
+            body_plan: setup.body_plan,
+            response_plan: setup.response_plan,
+            path: setup.path.to_string(),
+            token_check_waits,
+            calls: 0,
+            paused_at: None,
+            refused: false,
+            status: None,
+        };
+        let mut effects = Effects {
+            ask: Ask {
+                requests: rules.global.is_some(),
+                tokens: rules.global.is_some() && !token_check_waits,
+            },
+            drop_content_length: setup.body_follows && body_may_change && !headers_held,
+            ..Effects::default()
+        };
+        if !setup.body_follows {
+            stream.body = Body::Done;
+            stream.phase = Phase::EstimateKnown;
+            if let Some(plan) = &stream.body_plan {
+                // A vector-store operation that needs a body got none.
+                if let Err(refusal) = vector_store::rewrite_body(plan, b"") {
+                    let refusal = refusal_of(refusal.reason, refusal.detail);
+                    effects = stream.refuse(refusal, rules);
+                }
+            }
+        }
+        (stream, effects)
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The reservation now held for the request.
+    pub fn held(&self) -> Option<Reservation> {
+        self.held
+    }
+
+    /// The request headers wait for the body (they have not gone upstream).
+    pub fn headers_held(&self) -> bool {
+        self.headers_held
+    }
+
+    /// The body may be rewritten (so a `content-length` sent ahead of it would go stale).
+    pub fn body_may_change(&self) -> bool {
+        self.body_may_change
+    }
+
+    /// The request body's model, once read (for the rate-limit descriptor).
+    pub fn request_model(&self) -> Option<&str> {
+        self.meter.request_model()
+    }
+
+    /// The shell replaced the reservation as [`Effects::reserve`] asked.
+    pub fn reserved(&mut self, reservation: Reservation) {
+        self.held = Some(reservation);
+    }
+
+    /// Whether the filter answered the client itself after admitting the request: its own
+    /// response callbacks see that reply and must leave it alone.
+    pub fn refused(&self) -> bool {
+        self.refused
+    }
+
+    /// How a request callback (headers, body, trailers) answers Envoy now. The shell asks after
+    /// executing the callback's effects, so calls it failed to send are already counted.
+    pub fn request_flow(&mut self, at: Point) -> Flow {
+        if self.waits(at) {
+            self.paused_at = Some(at);
+            Flow::Pause
+        } else {
+            self.paused_at = None;
+            Flow::Continue
+        }
+    }
+
+    /// Whether a request paused at `at` must stay paused.
+    fn waits(&self, at: Point) -> bool {
+        self.refused
+            || self.calls > 0
+            || (self.body == Body::Awaited && (at == Point::Body || self.headers_held))
+    }
+
+    /// Resumes a paused request once nothing holds it any more (after an asynchronous event).
+    fn resume_if_free(&mut self, mut effects: Effects) -> Effects {
+        if let Some(at) = self.paused_at {
+            if !self.waits(at) {
+                self.paused_at = None;
+                effects.resume = true;
+            }
+        }
+        effects
+    }
+
+    /// Whether the shell should read the response body bytes for this callback.
+    pub fn wants_response_bytes(&self, size: usize, end: bool) -> bool {
+        if self.refused {
+            return false;
+        }
+        match &self.response_plan {
+            Some(plan) => end || size > plan.max_bytes,
+            None => !self.phase.is_settled(),
+        }
+    }
+
+    /// Whether a response body is being held (a listing to filter).
+    pub fn holds_response(&self) -> bool {
+        self.response_plan.is_some() && !self.refused
+    }
+
+    /// Takes one event; returns what the shell must do.
+    pub fn on(&mut self, event: Event<'_>, rules: &Rules<'_>) -> Effects {
+        match event {
+            Event::RequestData { size, end } => self.request_data(size, end, rules),
+            Event::RequestTrailers => self.request_data(0, true, rules),
+            Event::RequestBody(body) => self.request_body(body, rules),
+            Event::CallSent => {
+                self.calls = self.calls.saturating_add(1);
+                Effects::default()
+            }
+            Event::CallAnswered { usage, answer } => self.call_answered(usage, answer, rules),
+            Event::HeadersReleased => {
+                self.headers_held = false;
+                if self.paused_at == Some(Point::Headers) {
+                    self.paused_at = None;
+                }
+                Effects::default()
+            }
+            Event::ResponseHeaders {
+                status,
+                content_type,
+            } => self.response_headers(status, content_type),
+            Event::ResponseData { chunk, size, end } => self.response_data(chunk, size, end, rules),
+            Event::ResponseTrailers { buffered } => match buffered {
+                Some(body) if self.holds_response() => {
+                    let size = body.len();
+                    self.response_data(Some(body), size, true, rules)
+                }
+                _ => self.response_data(None, 0, true, rules),
+            },
+            Event::Log => Effects {
+                settle: self.settle(Phase::Aborted, rules),
+                ..Effects::default()
+            },
+        }
+    }
+
+    fn request_data(&mut self, size: usize, end: bool, rules: &Rules<'_>) -> Effects {
+        if self.body == Body::Done || self.refused {
+            return Effects::default();
+        }
+        let cap = self
+            .body_plan
+            .as_ref()
+            .map_or(rules.usage.max_body_bytes, |plan| plan.max_bytes);
+        if size > cap {
+            if self.body_plan.is_some() {
+                let refusal = refusal_of(
+                    Reason::BodyTooLarge,
+                    format!("request body over {cap} bytes"),
+                );
+                return self.refuse(refusal, rules);
+            }
+            // Too large to read for metering: it goes on with what its headers reserved.
+            return self.body_decided(false, rules);
+        }
+        Effects {
+            read_body: end,
+            ..Effects::default()
+        }
+    }
+
+    fn request_body(&mut self, body: &[u8], rules: &Rules<'_>) -> Effects {
+        if self.body == Body::Done || self.refused {
+            return Effects::default();
+        }
+        let mut rewritten = None;
+        if let Some(plan) = &self.body_plan {
+            match vector_store::rewrite_body(plan, body) {
+                Ok(new) => rewritten = Some(new),
+                Err(refusal) => {
+                    return self.refuse(refusal_of(refusal.reason, refusal.detail), rules);
+                }
+            }
+        }
+        if self.add_stream_usage {
+            let current = rewritten.as_deref().unwrap_or(body);
+            if let Some(new) = metering::with_stream_usage(&self.path, current) {
+                rewritten = Some(new);
+            }
+        }
+        self.meter.read_request(
+            rewritten.as_deref().unwrap_or(body),
+            rules.usage,
+            rules.pricing,
+        );
+        let mut effects = self.body_decided(true, rules);
+        if let Some(new) = rewritten {
+            debug_assert!(self.body_may_change);
+            if self.headers_held {
+                effects.content_length = Some(new.len());
+            }
+            effects.new_body = Some(new);
+        }
+        effects
+    }
+
+    /// The body is decided (`read`: it was read, else it goes through unread): the estimate is
+    /// known, the held headers may go, the model's token check may leave.
+    fn body_decided(&mut self, read: bool, rules: &Rules<'_>) -> Effects {
+        self.body = Body::Done;
+        let mut effects = Effects::default();
+        if self.phase == Phase::Admitted {
+            self.phase = Phase::EstimateKnown;
+            let demand = self.meter.demand();
+            if read && self.held.is_some_and(|held| held.demand != demand) {
+                effects.reserve = Some(demand);
+            }
+        }
+        effects.ask.tokens = self.token_check_waits && rules.global.is_some();
+        effects
+    }
+
+    fn call_answered(
+        &mut self,
+        usage: ratelimit::Usage,
+        answer: Option<&ratelimit::Answer>,
+        rules: &Rules<'_>,
+    ) -> Effects {
+        self.calls = self.calls.saturating_sub(1);
+        if self.refused {
+            return Effects::default();
+        }
+        let verdict = answer.map(|a| &a.verdict);
+        match (verdict, answer) {
+            (Some(Verdict::Ok), _) => self.resume_if_free(Effects::default()),
+            (Some(Verdict::OverLimit), Some(answer)) => {
+                self.refuse(over_limit(usage, answer), rules)
+            }
+            _ => {
+                let fail_open = rules
+                    .global
+                    .is_some_and(|g| g.failure_mode == FailureMode::Allow);
+                if fail_open {
+                    self.resume_if_free(Effects {
+                        admitted_despite: Some(Reason::RateLimitServiceUnavailable),
+                        ..Effects::default()
+                    })
+                } else {
+                    let mut refusal = refusal_of(
+                        Reason::RateLimitServiceUnavailable,
+                        "rate-limit service unavailable".into(),
+                    );
+                    refusal.reply.headers.push(("retry-after", "1".into()));
+                    self.refuse(refusal, rules)
+                }
+            }
+        }
+    }
+
+    fn response_headers(&mut self, status: u32, content_type: &str) -> Effects {
+        if self.refused || self.status.is_some() {
+            // The filter's own local reply; or headers seen already.
+            return Effects::default();
+        }
+        self.status = Some(status);
+        if !self.phase.is_settled() {
+            self.phase = Phase::ResponseStarted;
+        }
+        self.meter.response_started(content_type);
+        Effects {
+            drop_response_length: self.response_plan.is_some(),
+            ..Effects::default()
+        }
+    }
+
+    fn response_data(
+        &mut self,
+        chunk: Option<&[u8]>,
+        size: usize,
+        end: bool,
+        rules: &Rules<'_>,
+    ) -> Effects {
+        if self.refused {
+            return Effects::default();
+        }
+        if let Some(plan) = &self.response_plan {
+            if !end && size <= plan.max_bytes {
+                return Effects {
+                    hold_response: true,
+                    ..Effects::default()
+                };
+            }
+            // Never forward a listing that could not be confined to the tenant.
+            let filtered = chunk
+                .and_then(|body| vector_store::filter_response(plan, body))
+                .unwrap_or_else(|| {
+                    denial::reply(Reason::VectorOperationNotAllowed)
+                        .body
+                        .into_bytes()
+                });
+            return Effects {
+                new_response_body: Some(filtered),
+                // Over the cap: what follows must not reach the client either.
+                reset_response: !end,
+                settle: if end {
+                    self.settle(Phase::Ended, rules)
+                } else {
+                    None
+                },
+                ..Effects::default()
+            };
+        }
+        if let Some(chunk) = chunk {
+            self.meter.response_chunk(chunk);
+        }
+        Effects {
+            settle: if end {
+                self.settle(Phase::Ended, rules)
+            } else {
+                None
+            },
+            ..Effects::default()
+        }
+    }
+
+    /// Refuses the request after its admission: the client gets `refusal`, the request is
+    /// settled (it was never answered: nothing is charged) and nothing else happens to it.
+    fn refuse(&mut self, refusal: Refusal, rules: &Rules<'_>) -> Effects {
+        self.refused = true;
+        Effects {
+            refuse: Some(refusal),
+            settle: self.settle(Phase::Refused, rules),
+            ..Effects::default()
+        }
+    }
+
+    /// The request's one settlement, by the charging rule; `None` once settled.
+    fn settle(&mut self, end: Phase, rules: &Rules<'_>) -> Option<Settlement> {
+        if self.phase.is_settled() {
+            return None;
+        }
+        self.phase = end;
+        // The filter's own reply is no answer from the upstream: it never sets `status`.
+        let answer = Answer {
+            status: self.status,
+            complete: end == Phase::Ended,
+        };
+        let held = self.held.map_or(self.meter.demand(), |r| r.demand);
+        let outcome = self.meter.outcome(rules.pricing, answer, held);
+        let debit_tokens = if rules.global.is_some() {
+            outcome.charge.tokens
+        } else {
+            0
+        };
+        Some(Settlement {
+            reservation: self.held,
+            outcome,
+            debit_tokens,
+            phase: end,
+        })
+    }
+}
+
+fn refusal_of(reason: Reason, detail: String) -> Refusal {
+    Refusal {
+        reason,
+        detail,
+        reply: denial::reply(reason),
+    }
+}
+
+/// Headers a rate-limit service may ask to add to a refusal (Limitador's draft-03 set and the
+/// IETF fields); others are dropped.
+const SERVICE_HEADERS: [&str; 5] = [
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "ratelimit-policy",
+    "ratelimit",
+];
+
+/// The 429 for an OVER_LIMIT answer about `usage`.
+fn over_limit(usage: ratelimit::Usage, answer: &ratelimit::Answer) -> Refusal {
+    let reason = match usage {
+        ratelimit::Usage::Requests => Reason::RequestQuotaExceeded,
+        ratelimit::Usage::Tokens => Reason::TokenQuotaExceeded,
+    };
+    let retry_after = answer.reset_after.unwrap_or(1).max(1);
+    let mut reply = denial::reply(reason);
+    reply.headers.push(("retry-after", retry_after.to_string()));
+    for (name, value) in &answer.response_headers {
+        // The reply's header names are static; keep the service's known ones.
+        if let Some(known) = SERVICE_HEADERS
+            .iter()
+            .find(|h| h.eq_ignore_ascii_case(name))
+        {
+            reply.headers.push((known, value.clone()));
+        }
+    }
+    Refusal {
+        reason,
+        detail: format!("rate-limit service: {} over limit", usage.as_str()),
+        reply,
+    }
+}
+
+#[cfg(test)]
+mod tests;

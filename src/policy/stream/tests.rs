@@ -1,0 +1,943 @@
+//! The stream's life in every order of events: one settlement per admitted request, the
+//! reservation back where it was, and exactly the charge the charging rule says.
+
+use super::*;
+use crate::policy::config::{Limits, Price, Window};
+use crate::policy::quota::{self, Kind, QuotaState};
+use crate::policy::ratelimit::Answer as ServiceAnswer;
+#[cfg(target_family = "wasm")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+const CHAT: &[u8] =
+    br#"{"model":"gpt-4o","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#;
+const STREAMING_CHAT: &[u8] = br#"{"model":"gpt-4o","stream":true,"messages":[]}"#;
+const USAGE: &[u8] = br#"{"model":"gpt-4o","usage":{"prompt_tokens":7,"completion_tokens":3}}"#;
+const USAGE_TOKENS: u64 = 10;
+const NOW: u64 = 1_700_000_000;
+
+fn usage_rules() -> UsageRules {
+    UsageRules {
+        default_reservation_tokens: 100,
+        max_body_bytes: 4096,
+        inject_stream_usage: true,
+    }
+}
+
+fn pricing() -> Pricing {
+    let mut pricing = Pricing::default();
+    pricing
+        .models
+        .insert("gpt-4o".into(), Price::flat(2_500_000, 10_000_000));
+    pricing
+}
+
+fn global(failure_mode: FailureMode, model_entry: bool) -> GlobalRateLimit {
+    GlobalRateLimit {
+        cluster: "ratelimit".into(),
+        domain: "tenant-guard".into(),
+        timeout_ms: 50,
+        failure_mode,
+        extra_entries: if model_entry {
+            vec![ExtraEntry::Model]
+        } else {
+            vec![]
+        },
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        requests: vec![Window {
+            limit: 1_000_000,
+            window_s: 86_400,
+        }],
+        tokens: vec![Window {
+            limit: 1_000_000_000,
+            window_s: 86_400,
+        }],
+        monthly_budget_micro_usd: Some(1_000_000_000),
+    }
+}
+
+/// What the test's shell does: executes effects against one tenant's counters.
+struct Books {
+    state: QuotaState,
+    limits: Limits,
+    settlements: usize,
+    charged_tokens: u64,
+    admitted: u64,
+}
+
+impl Books {
+    fn new() -> Books {
+        Books {
+            state: QuotaState::default(),
+            limits: limits(),
+            settlements: 0,
+            charged_tokens: 0,
+            admitted: 0,
+        }
+    }
+
+    fn admit(&mut self, demand: Demand) -> Reservation {
+        let admitted = quota::admit(&self.state, &self.limits, NOW, demand).unwrap();
+        self.state = admitted.state;
+        self.admitted += 1;
+        admitted.reservation
+    }
+
+    /// Executes `effects` for `stream`, feeding back what the shell would (the body read, the
+    /// new reservation); returns the settlement if one came.
+    fn execute(
+        &mut self,
+        stream: &mut Stream,
+        effects: Effects,
+        body: &[u8],
+        rules: &Rules<'_>,
+    ) -> Option<Settlement> {
+        let mut effects = effects;
+        if effects.read_body {
+            effects = stream.on(Event::RequestBody(body), rules);
+        }
+        if let Some(demand) = effects.reserve {
+            let held = stream.held().unwrap();
+            let (state, reservation) =
+                quota::reserve(&self.state, &self.limits, NOW, &held, demand);
+            self.state = state;
+            stream.reserved(reservation);
+        }
+        for _ in effects.ask.kinds() {
+            let more = stream.on(Event::CallSent, rules);
+            assert_eq!(more, Effects::default());
+        }
+        let settlement = effects.settle;
+        if let Some(s) = &settlement {
+            self.settlements += 1;
+            self.charged_tokens += s.charge().tokens;
+            if let Some(reservation) = &s.reservation {
+                self.state = quota::settle(&self.state, &self.limits, NOW, reservation, s.charge());
+            }
+        }
+        settlement
+    }
+
+    /// (used, reserved) of the first window of `kind`.
+    fn window(&self, kind: Kind) -> (u64, u64) {
+        self.state
+            .counts()
+            .into_iter()
+            .find(|(k, _, _)| *k == kind)
+            .map_or((0, 0), |(_, used, reserved)| (used, reserved))
+    }
+}
+
+/// One kind of thing that can happen to a request after its headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    BodyChunk,
+    BodyEnd,
+    RequestTrailers,
+    Answer200,
+    Answer400,
+    UsageChunk,
+    PlainChunk,
+    ResponseEnd,
+    ResponseTrailers,
+    ServiceOk,
+    ServiceOverLimit,
+    ServiceFailed,
+}
+
+const STEPS: [Step; 12] = [
+    Step::BodyChunk,
+    Step::BodyEnd,
+    Step::RequestTrailers,
+    Step::Answer200,
+    Step::Answer400,
+    Step::UsageChunk,
+    Step::PlainChunk,
+    Step::ResponseEnd,
+    Step::ResponseTrailers,
+    Step::ServiceOk,
+    Step::ServiceOverLimit,
+    Step::ServiceFailed,
+];
+
+/// The variations of a request and a gateway the walk covers.
+#[derive(Debug, Clone, Copy)]
+struct Variant {
+    body_follows: bool,
+    headers_can_wait: bool,
+    global: Option<(FailureMode, bool)>,
+    streaming_body: bool,
+}
+
+fn variants() -> Vec<Variant> {
+    let mut out = Vec::new();
+    for body_follows in [true, false] {
+        for headers_can_wait in [true, false] {
+            for global in [
+                None,
+                Some((FailureMode::Deny, false)),
+                Some((FailureMode::Allow, true)),
+            ] {
+                for streaming_body in [false, true] {
+                    out.push(Variant {
+                        body_follows,
+                        headers_can_wait,
+                        global,
+                        streaming_body,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What the charging rule says a request is charged, from what happened before it settled.
+#[derive(Default)]
+struct Oracle {
+    status: Option<u32>,
+    usage_seen: bool,
+    /// The estimate of the read body, once read before the settlement.
+    body_estimate: Option<u64>,
+    /// Refused before it was settled otherwise.
+    refused: bool,
+}
+
+impl Oracle {
+    fn charge(&self, provisional: u64) -> u64 {
+        match self.status {
+            None => 0,
+            Some(_) if self.usage_seen => USAGE_TOKENS,
+            Some(status) if status >= 400 => 0,
+            Some(_) => self.body_estimate.unwrap_or(provisional),
+        }
+    }
+}
+
+/// Runs one request through `steps` (then `Log`), checking the books as it goes; returns the
+/// tokens it was charged.
+fn run(books: &mut Books, variant: Variant, steps: &[Step]) -> u64 {
+    let global_rules = variant.global.map(|(mode, model)| global(mode, model));
+    let usage = usage_rules();
+    let pricing = pricing();
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: global_rules.as_ref(),
+    };
+    let body = if variant.streaming_body {
+        STREAMING_CHAT
+    } else {
+        CHAT
+    };
+    let provisional = if variant.body_follows {
+        metering::provisional_demand(Some(body.len() as u64), &usage, &pricing)
+    } else {
+        Demand::default()
+    };
+    let reservation = books.admit(provisional);
+    let (mut stream, effects) = Stream::admit(
+        Setup {
+            method: "POST",
+            path: "/v1/chat/completions",
+            body_follows: variant.body_follows,
+            held: Some(reservation),
+            headers_can_wait: variant.headers_can_wait,
+            body_plan: None,
+            response_plan: None,
+        },
+        &rules,
+    );
+    let mut oracle = Oracle::default();
+    let mut settled: Option<Settlement> = books.execute(&mut stream, effects, body, &rules);
+    let _ = stream.request_flow(Point::Headers);
+    for &step in steps {
+        let before = stream.phase();
+        let event = match step {
+            Step::BodyChunk => Event::RequestData {
+                size: body.len() / 2,
+                end: false,
+            },
+            Step::BodyEnd => Event::RequestData {
+                size: body.len(),
+                end: true,
+            },
+            Step::RequestTrailers => Event::RequestTrailers,
+            Step::Answer200 | Step::Answer400 => Event::ResponseHeaders {
+                status: if step == Step::Answer200 { 200 } else { 400 },
+                content_type: "application/json",
+            },
+            Step::UsageChunk => Event::ResponseData {
+                chunk: Some(USAGE),
+                size: USAGE.len(),
+                end: false,
+            },
+            Step::PlainChunk => Event::ResponseData {
+                chunk: Some(b"{}"),
+                size: 2,
+                end: false,
+            },
+            Step::ResponseEnd => Event::ResponseData {
+                chunk: Some(b""),
+                size: 0,
+                end: true,
+            },
+            Step::ResponseTrailers => Event::ResponseTrailers { buffered: None },
+            Step::ServiceOk | Step::ServiceOverLimit | Step::ServiceFailed => {
+                if rules.global.is_none() {
+                    continue;
+                }
+                let answer = ServiceAnswer {
+                    verdict: if step == Step::ServiceOk {
+                        Verdict::Ok
+                    } else {
+                        Verdict::OverLimit
+                    },
+                    reset_after: Some(3),
+                    limit_remaining: None,
+                    response_headers: vec![],
+                };
+                let answer = (step != Step::ServiceFailed).then_some(answer);
+                let effects = stream.on(
+                    Event::CallAnswered {
+                        usage: ratelimit::Usage::Requests,
+                        answer: answer.as_ref(),
+                    },
+                    &rules,
+                );
+                if effects.refuse.is_some() && settled.is_none() {
+                    oracle.refused = true;
+                }
+                if let Some(s) = books.execute(&mut stream, effects, body, &rules) {
+                    assert!(settled.replace(s).is_none(), "settled twice: {steps:?}");
+                }
+                continue;
+            }
+        };
+        // What the oracle learns, as the upstream and the client behave, until the settlement.
+        let live = !stream.phase().is_settled() && !stream.refused();
+        let open = !stream.phase().is_settled();
+        match step {
+            Step::Answer200 | Step::Answer400
+                if open && !stream.refused() && oracle.status.is_none() =>
+            {
+                oracle.status = Some(if step == Step::Answer200 { 200 } else { 400 });
+            }
+            Step::UsageChunk if live && oracle.status.is_some() => oracle.usage_seen = true,
+            _ => {}
+        }
+        let effects = stream.on(event, &rules);
+        if effects.read_body && live && before == Phase::Admitted {
+            let mut meter = Meter::new(Demand::default());
+            let current = effects_body(&stream, body);
+            meter.read_request(&current, &usage, &pricing);
+            oracle.body_estimate = Some(meter.demand().tokens);
+        }
+        if effects.refuse.is_some() && settled.is_none() {
+            oracle.refused = true;
+        }
+        if let Some(s) = books.execute(&mut stream, effects, body, &rules) {
+            assert!(settled.replace(s).is_none(), "settled twice: {steps:?}");
+        }
+    }
+    let effects = stream.on(Event::Log, &rules);
+    if let Some(s) = books.execute(&mut stream, effects, body, &rules) {
+        assert!(settled.replace(s).is_none(), "settled twice: {steps:?}");
+    }
+    let settlement = settled.unwrap_or_else(|| panic!("never settled: {variant:?} {steps:?}"));
+    assert!(stream.phase().is_settled());
+    assert_eq!(
+        settlement.charge().tokens,
+        oracle.charge(provisional.tokens),
+        "charge for {variant:?} {steps:?}"
+    );
+    if oracle.refused && oracle.status.is_none() {
+        assert_eq!(settlement.phase, Phase::Refused, "{steps:?}");
+    }
+    settlement.charge().tokens
+}
+
+/// The body the meter reads: with `include_usage` added when the stream adds it.
+fn effects_body(stream: &Stream, body: &[u8]) -> Vec<u8> {
+    if stream.body_may_change() {
+        if let Some(new) = metering::with_stream_usage("/v1/chat/completions", body) {
+            return new;
+        }
+    }
+    body.to_vec()
+}
+
+fn check_books_after(books: &Books, requests: u64, charged: u64) {
+    assert_eq!(books.settlements as u64, requests, "one settlement each");
+    let (tokens_used, tokens_reserved) = books.window(Kind::Tokens);
+    assert_eq!(tokens_reserved, 0, "every reservation returned");
+    assert_eq!(tokens_used, charged, "used = the charges");
+    assert_eq!(books.charged_tokens, charged);
+    let (_, budget_reserved) = books.window(Kind::Budget);
+    assert_eq!(budget_reserved, 0, "every budget reservation returned");
+    assert_eq!(books.window(Kind::Requests), (requests, 0));
+    assert_eq!(books.admitted, requests);
+}
+
+/// Every ordered choice of up to `depth` distinct steps, in every order.
+fn orders(depth: usize) -> Vec<Vec<Step>> {
+    let mut out = vec![vec![]];
+    let mut frontier: Vec<Vec<Step>> = vec![vec![]];
+    for _ in 0..depth {
+        let mut next = Vec::new();
+        for prefix in &frontier {
+            for step in STEPS {
+                if !prefix.contains(&step) {
+                    let mut order = prefix.clone();
+                    order.push(step);
+                    next.push(order);
+                }
+            }
+        }
+        out.extend(next.iter().cloned());
+        frontier = next;
+    }
+    out
+}
+
+#[test]
+fn every_order_of_events_settles_once_and_charges_by_the_rule() {
+    #[cfg(not(target_family = "wasm"))]
+    const DEPTH: usize = 4;
+    #[cfg(target_family = "wasm")]
+    const DEPTH: usize = 3;
+    let orders = orders(DEPTH);
+    for variant in variants() {
+        for steps in &orders {
+            let mut books = Books::new();
+            let charged = run(&mut books, variant, steps);
+            check_books_after(&books, 1, charged);
+        }
+    }
+}
+
+/// A tiny deterministic generator (Knuth's MMIX LCG).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % n as u64) as usize
+    }
+}
+
+#[test]
+fn long_random_lives_with_repeated_events_settle_once() {
+    let mut rng = Lcg(7);
+    let variants = variants();
+    for _ in 0..3000 {
+        let variant = variants[rng.below(variants.len())];
+        let len = rng.below(14);
+        let steps: Vec<Step> = (0..len).map(|_| STEPS[rng.below(STEPS.len())]).collect();
+        let mut books = Books::new();
+        let charged = run(&mut books, variant, &steps);
+        check_books_after(&books, 1, charged);
+    }
+}
+
+#[test]
+fn concurrent_requests_of_one_tenant_leave_the_books_exact() {
+    // Requests interleave on one tenant's counters: each is run to its end in turn here, but
+    // admitted all at once first, as concurrent requests are.
+    let mut rng = Lcg(42);
+    let variants = variants();
+    for _ in 0..200 {
+        let mut books = Books::new();
+        let count = 1 + rng.below(8);
+        let mut total = 0;
+        for _ in 0..count {
+            let variant = variants[rng.below(variants.len())];
+            let len = rng.below(10);
+            let steps: Vec<Step> = (0..len).map(|_| STEPS[rng.below(STEPS.len())]).collect();
+            total += run(&mut books, variant, &steps);
+        }
+        check_books_after(&books, count as u64, total);
+    }
+}
+
+#[test]
+fn interleaved_streams_share_one_set_of_counters_exactly() {
+    // Several streams alive at once, their events interleaved step by step.
+    let usage = usage_rules();
+    let pricing = pricing();
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: None,
+    };
+    let mut rng = Lcg(99);
+    for _ in 0..300 {
+        let mut books = Books::new();
+        let n = 2 + rng.below(5);
+        let mut streams: Vec<(Stream, Vec<Step>, Option<Settlement>)> = (0..n)
+            .map(|_| {
+                let provisional =
+                    metering::provisional_demand(Some(CHAT.len() as u64), &usage, &pricing);
+                let reservation = books.admit(provisional);
+                let (stream, effects) = Stream::admit(
+                    Setup {
+                        method: "POST",
+                        path: "/v1/chat/completions",
+                        body_follows: true,
+                        held: Some(reservation),
+                        headers_can_wait: rng.below(2) == 0,
+                        body_plan: None,
+                        response_plan: None,
+                    },
+                    &rules,
+                );
+                assert_eq!(effects.settle, None);
+                let mut script = vec![Step::BodyEnd, Step::Answer200];
+                match rng.below(4) {
+                    0 => script.push(Step::UsageChunk),
+                    1 => script.push(Step::PlainChunk),
+                    _ => {}
+                }
+                if rng.below(2) == 0 {
+                    script.push(Step::ResponseEnd);
+                }
+                script.reverse();
+                (stream, script, None)
+            })
+            .collect();
+        let mut charged = 0;
+        loop {
+            let live: Vec<usize> = (0..n).filter(|&i| !streams[i].1.is_empty()).collect();
+            if live.is_empty() {
+                break;
+            }
+            let i = live[rng.below(live.len())];
+            let (stream, script, settled) = &mut streams[i];
+            let step = script.pop().unwrap();
+            let event = match step {
+                Step::BodyEnd => Event::RequestData {
+                    size: CHAT.len(),
+                    end: true,
+                },
+                Step::Answer200 => Event::ResponseHeaders {
+                    status: 200,
+                    content_type: "application/json",
+                },
+                Step::UsageChunk => Event::ResponseData {
+                    chunk: Some(USAGE),
+                    size: USAGE.len(),
+                    end: false,
+                },
+                Step::PlainChunk => Event::ResponseData {
+                    chunk: Some(b"{}"),
+                    size: 2,
+                    end: false,
+                },
+                _ => Event::ResponseData {
+                    chunk: None,
+                    size: 0,
+                    end: true,
+                },
+            };
+            let effects = stream.on(event, &rules);
+            if let Some(s) = books.execute(stream, effects, CHAT, &rules) {
+                assert!(settled.replace(s).is_none());
+            }
+        }
+        for (stream, _, settled) in &mut streams {
+            let effects = stream.on(Event::Log, &rules);
+            if let Some(s) = books.execute(stream, effects, CHAT, &rules) {
+                assert!(settled.replace(s).is_none());
+            }
+            charged += settled.as_ref().unwrap().charge().tokens;
+        }
+        check_books_after(&books, n as u64, charged);
+    }
+}
+
+// === The table, line by line ===
+
+fn rules_without_global() -> (UsageRules, Pricing) {
+    (usage_rules(), pricing())
+}
+
+fn setup(body_follows: bool, headers_can_wait: bool) -> Setup<'static> {
+    Setup {
+        method: "POST",
+        path: "/v1/chat/completions",
+        body_follows,
+        held: None,
+        headers_can_wait,
+        body_plan: None,
+        response_plan: None,
+    }
+}
+
+#[test]
+fn headers_wait_for_a_body_that_may_change_only_when_envoy_allows_it() {
+    let (usage, pricing) = rules_without_global();
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: None,
+    };
+    let (mut held, effects) = Stream::admit(setup(true, true), &rules);
+    assert!(held.headers_held());
+    assert!(!effects.drop_content_length, "the length is fixed later");
+    assert_eq!(held.request_flow(Point::Headers), Flow::Pause);
+
+    let (mut forwarded, effects) = Stream::admit(setup(true, false), &rules);
+    assert!(!forwarded.headers_held());
+    assert!(
+        effects.drop_content_length,
+        "the body may change after headers went"
+    );
+    assert_eq!(forwarded.request_flow(Point::Headers), Flow::Continue);
+    assert_eq!(forwarded.request_flow(Point::Body), Flow::Pause);
+}
+
+#[test]
+fn a_put_to_completions_may_not_change_its_body_in_either_stage() {
+    let (usage, pricing) = rules_without_global();
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: None,
+    };
+    for can_wait in [true, false] {
+        let (mut stream, effects) = Stream::admit(
+            Setup {
+                method: "PUT",
+                ..setup(true, can_wait)
+            },
+            &rules,
+        );
+        assert!(!stream.body_may_change());
+        assert!(!effects.drop_content_length);
+        let effects = stream.on(Event::RequestBody(STREAMING_CHAT), &rules);
+        assert_eq!(
+            effects.new_body, None,
+            "a PUT keeps its body and its length"
+        );
+    }
+}
+
+#[test]
+fn a_rewritten_body_carries_its_new_length_while_the_headers_wait() {
+    let (usage, pricing) = rules_without_global();
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: None,
+    };
+    let (mut stream, _) = Stream::admit(setup(true, true), &rules);
+    let read = stream.on(
+        Event::RequestData {
+            size: STREAMING_CHAT.len(),
+            end: true,
+        },
+        &rules,
+    );
+    assert!(read.read_body);
+    let effects = stream.on(Event::RequestBody(STREAMING_CHAT), &rules);
+    let body = effects.new_body.unwrap();
+    assert!(crate::policy::usage::inspect_request(&body).include_usage);
+    assert_eq!(effects.content_length, Some(body.len()));
+    assert_eq!(stream.request_flow(Point::Body), Flow::Continue);
+}
+
+#[test]
+fn request_trailers_end_the_body_like_end_of_stream() {
+    let (usage, pricing) = rules_without_global();
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: None,
+    };
+    let (mut stream, _) = Stream::admit(setup(true, true), &rules);
+    assert!(
+        !stream
+            .on(
+                Event::RequestData {
+                    size: 10,
+                    end: false
+                },
+                &rules
+            )
+            .read_body
+    );
+    assert!(stream.on(Event::RequestTrailers, &rules).read_body);
+    let effects = stream.on(Event::RequestBody(STREAMING_CHAT), &rules);
+    assert!(
+        effects.new_body.is_some(),
+        "the body rule ran at the trailers"
+    );
+    assert_eq!(stream.phase(), Phase::EstimateKnown);
+}
+
+#[test]
+fn a_refused_request_is_settled_with_nothing_and_ignores_its_own_reply() {
+    let (usage, pricing) = rules_without_global();
+    let global = global(FailureMode::Deny, false);
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: Some(&global),
+    };
+    let reservation = Reservation {
+        demand: Demand {
+            tokens: 500,
+            micro_usd: 5,
+        },
+        admitted_at: NOW,
+    };
+    let (mut stream, effects) = Stream::admit(
+        Setup {
+            held: Some(reservation),
+            ..setup(false, true)
+        },
+        &rules,
+    );
+    assert_eq!(
+        effects.ask,
+        Ask {
+            requests: true,
+            tokens: true
+        }
+    );
+    let _ = stream.on(Event::CallSent, &rules);
+    let _ = stream.on(Event::CallSent, &rules);
+    assert_eq!(stream.request_flow(Point::Headers), Flow::Pause);
+    let effects = stream.on(
+        Event::CallAnswered {
+            usage: ratelimit::Usage::Requests,
+            answer: None,
+        },
+        &rules,
+    );
+    let refusal = effects.refuse.unwrap();
+    assert_eq!(refusal.reason, Reason::RateLimitServiceUnavailable);
+    assert_eq!(refusal.reply.status, 503);
+    let settlement = effects.settle.unwrap();
+    assert_eq!(settlement.phase, Phase::Refused);
+    assert_eq!(settlement.charge(), Actual::default());
+    assert_eq!(settlement.reservation, Some(reservation));
+    // The local reply passes the filter's own response callbacks.
+    let effects = stream.on(
+        Event::ResponseHeaders {
+            status: 503,
+            content_type: "application/json",
+        },
+        &rules,
+    );
+    assert_eq!(effects, Effects::default());
+    assert_eq!(stream.on(Event::Log, &rules), Effects::default());
+    // The other call's answer changes nothing.
+    let late = stream.on(
+        Event::CallAnswered {
+            usage: ratelimit::Usage::Tokens,
+            answer: None,
+        },
+        &rules,
+    );
+    assert_eq!(late, Effects::default());
+}
+
+#[test]
+fn the_services_answer_resumes_the_request_once_nothing_else_holds_it() {
+    let (usage, pricing) = rules_without_global();
+    let global = global(FailureMode::Deny, false);
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: Some(&global),
+    };
+    let ok = ServiceAnswer {
+        verdict: Verdict::Ok,
+        reset_after: None,
+        limit_remaining: None,
+        response_headers: vec![],
+    };
+    // Headers held for the body and for two calls: only the body's end lets them go.
+    let (mut stream, _) = Stream::admit(setup(true, true), &rules);
+    let _ = stream.on(Event::CallSent, &rules);
+    let _ = stream.on(Event::CallSent, &rules);
+    assert_eq!(stream.request_flow(Point::Headers), Flow::Pause);
+    for usage in [ratelimit::Usage::Requests, ratelimit::Usage::Tokens] {
+        let effects = stream.on(
+            Event::CallAnswered {
+                usage,
+                answer: Some(&ok),
+            },
+            &rules,
+        );
+        assert!(!effects.resume, "the body is still awaited");
+    }
+    let _ = stream.on(Event::RequestBody(CHAT), &rules);
+    assert_eq!(stream.request_flow(Point::Body), Flow::Continue);
+
+    // Headers going on at once wait only for the calls.
+    let (mut stream, _) = Stream::admit(setup(true, false), &rules);
+    let _ = stream.on(Event::CallSent, &rules);
+    assert_eq!(stream.request_flow(Point::Headers), Flow::Pause);
+    let effects = stream.on(
+        Event::CallAnswered {
+            usage: ratelimit::Usage::Requests,
+            answer: Some(&ok),
+        },
+        &rules,
+    );
+    assert!(effects.resume);
+}
+
+#[test]
+fn over_limit_answers_become_429s_with_the_services_reset_and_known_headers() {
+    let (usage, pricing) = rules_without_global();
+    let global = global(FailureMode::Allow, false);
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: Some(&global),
+    };
+    let (mut stream, _) = Stream::admit(setup(false, true), &rules);
+    let _ = stream.on(Event::CallSent, &rules);
+    let answer = ServiceAnswer {
+        verdict: Verdict::OverLimit,
+        reset_after: Some(42),
+        limit_remaining: None,
+        response_headers: vec![
+            ("X-RateLimit-Limit".into(), "5".into()),
+            ("set-cookie".into(), "evil".into()),
+        ],
+    };
+    let effects = stream.on(
+        Event::CallAnswered {
+            usage: ratelimit::Usage::Tokens,
+            answer: Some(&answer),
+        },
+        &rules,
+    );
+    let refusal = effects.refuse.unwrap();
+    assert_eq!(refusal.reason, Reason::TokenQuotaExceeded);
+    assert_eq!(refusal.reply.status, 429);
+    let names: Vec<&str> = refusal.reply.headers.iter().map(|(n, _)| *n).collect();
+    assert!(names.contains(&"retry-after") && names.contains(&"x-ratelimit-limit"));
+    assert!(!names.contains(&"set-cookie"));
+}
+
+#[test]
+fn a_failing_service_with_failure_mode_allow_lets_the_request_on_and_says_so() {
+    let (usage, pricing) = rules_without_global();
+    let global = global(FailureMode::Allow, false);
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: Some(&global),
+    };
+    let (mut stream, _) = Stream::admit(setup(false, true), &rules);
+    let _ = stream.on(Event::CallSent, &rules);
+    assert_eq!(stream.request_flow(Point::Headers), Flow::Pause);
+    let effects = stream.on(
+        Event::CallAnswered {
+            usage: ratelimit::Usage::Requests,
+            answer: None,
+        },
+        &rules,
+    );
+    assert_eq!(
+        effects.admitted_despite,
+        Some(Reason::RateLimitServiceUnavailable)
+    );
+    assert!(effects.resume);
+    assert!(effects.refuse.is_none());
+}
+
+#[test]
+fn the_models_token_check_waits_for_the_body_that_names_it() {
+    let (usage, pricing) = rules_without_global();
+    let global = global(FailureMode::Deny, true);
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: Some(&global),
+    };
+    let (mut stream, effects) = Stream::admit(setup(true, true), &rules);
+    assert_eq!(
+        effects.ask,
+        Ask {
+            requests: true,
+            tokens: false
+        }
+    );
+    assert!(
+        stream.headers_held(),
+        "the check decides before the upstream"
+    );
+    let effects = stream.on(Event::RequestBody(CHAT), &rules);
+    assert!(effects.ask.tokens);
+    assert_eq!(stream.request_model(), Some("gpt-4o"));
+}
+
+#[test]
+fn released_headers_no_longer_get_a_length_from_the_body() {
+    let (usage, pricing) = rules_without_global();
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: None,
+    };
+    let (mut stream, _) = Stream::admit(setup(true, true), &rules);
+    assert_eq!(stream.request_flow(Point::Headers), Flow::Pause);
+    assert!(
+        stream.body_may_change(),
+        "so the releaser drops content-length"
+    );
+    assert_eq!(
+        stream.on(Event::HeadersReleased, &rules),
+        Effects::default()
+    );
+    assert!(!stream.headers_held());
+    let effects = stream.on(Event::RequestBody(STREAMING_CHAT), &rules);
+    assert!(effects.new_body.is_some());
+    assert_eq!(effects.content_length, None, "the headers are gone");
+}
+
+#[test]
+fn a_body_over_the_cap_goes_through_unread_on_its_provisional_estimate() {
+    let (usage, pricing) = rules_without_global();
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: None,
+    };
+    let held = Reservation {
+        demand: Demand {
+            tokens: 300,
+            micro_usd: 1,
+        },
+        admitted_at: NOW,
+    };
+    let (mut stream, _) = Stream::admit(
+        Setup {
+            held: Some(held),
+            ..setup(true, true)
+        },
+        &rules,
+    );
+    let effects = stream.on(
+        Event::RequestData {
+            size: usage.max_body_bytes + 1,
+            end: false,
+        },
+        &rules,
+    );
+    assert!(!effects.read_body && effects.reserve.is_none() && effects.new_body.is_none());
+    assert_eq!(stream.request_flow(Point::Body), Flow::Continue);
+    assert_eq!(stream.phase(), Phase::EstimateKnown);
+}
