@@ -2,6 +2,7 @@
 plus factories for Envoys with other configurations. A missing Envoy binary or wasm module is
 an error, never a skip."""
 
+import contextlib
 import os
 import subprocess
 import time
@@ -117,11 +118,12 @@ def gateway_factory(envoy_factory, wasm_path, upstream, jwks_server):
     Requests go to the session's recording upstream unless ``routes`` say otherwise.
     ``hold_headers=False``: without ``allow_on_headers_stop_iteration`` (older Envoys)."""
     def make(config, *, name=None, concurrency=2, routes=None, clusters=None,
-             stats_tags=None, upstream_port=None, hold_headers=True):
+             stats_tags=None, upstream_port=None, hold_headers=True, hcm_options=None):
         return envoy_factory(
             make_config=bs.gateway(upstream_port or upstream.port, jwks_server.port,
                                    [bs.wasm_filter(wasm_path, config, hold_headers=hold_headers)],
-                                   routes=routes, clusters=clusters, stats_tags=stats_tags),
+                                   routes=routes, clusters=clusters, stats_tags=stats_tags,
+                                   hcm_options=hcm_options),
             name=name, concurrency=concurrency)
     return make
 
@@ -162,8 +164,8 @@ class NamespaceGateway:
                 if up.find(request_id) or up.started(request_id)]
 
 
-@pytest.fixture(scope="session")
-def namespace_gateway(tmp_path_factory, wasm_path, jwks_server, keys):
+@contextlib.contextmanager
+def _namespace_gateway(workdir, wasm_path, jwks_server, keys, hold_headers=True):
     from harness.keys import GLOBEX_ISSUER, claims, mint
 
     config = gateway_config(keys, {
@@ -178,13 +180,30 @@ def namespace_gateway(tmp_path_factory, wasm_path, jwks_server, keys):
     clusters = {"ns_a": upstreams[0].port, "ns_b": upstreams[1].port,
                 "ns_c": upstreams[2].port, "vec": upstreams[3].port}
     try:
-        with Envoy(tmp_path_factory.mktemp("envoy-namespaces"),
-                   bs.gateway(upstreams[2].port, jwks_server.port,
-                              [bs.wasm_filter(wasm_path, config)], routes=routes,
-                              clusters=clusters)) as proxy:
+        with Envoy(workdir, bs.gateway(upstreams[2].port, jwks_server.port,
+                                       [bs.wasm_filter(wasm_path, config,
+                                                       hold_headers=hold_headers)],
+                                       routes=routes, clusters=clusters)) as proxy:
+            acme = mint(keys.corp_rsa, claims("acme"))
+            proxy.learn_header_mode(acme, "held" if hold_headers else "forwarded")
             yield NamespaceGateway(proxy, upstreams, (
-                mint(keys.corp_rsa, claims("acme")),
-                mint(keys.globex_rsa, claims("globex", iss=GLOBEX_ISSUER))))
+                acme, mint(keys.globex_rsa, claims("globex", iss=GLOBEX_ISSUER))))
     finally:
         for up in upstreams:
             up.close()
+
+
+@pytest.fixture(scope="session")
+def namespace_gateway(tmp_path_factory, wasm_path, jwks_server, keys):
+    """Runs with Envoy holding request headers while the filter reads the body."""
+    with _namespace_gateway(tmp_path_factory.mktemp("envoy-namespaces"), wasm_path,
+                            jwks_server, keys) as gateway:
+        yield gateway
+
+
+@pytest.fixture(scope="session")
+def namespace_gateway_forwarded(tmp_path_factory, wasm_path, jwks_server, keys):
+    """The same without allow_on_headers_stop_iteration: headers go on before the body."""
+    with _namespace_gateway(tmp_path_factory.mktemp("envoy-namespaces-fwd"), wasm_path,
+                            jwks_server, keys, hold_headers=False) as gateway:
+        yield gateway

@@ -73,7 +73,7 @@ def test_tenant_counters_in_admin_stats(stats_gateway, keys):
     want = {PREFIX + k: v for k, v in EXPECTED.items()}
 
     def current():
-        return stats_gateway.stats(r"^wasmcustom\.tenant_guard\.")
+        return stats_gateway.stats(r"^wasmcustom\.tenant_guard\.tenant\.")
     stats = wait_for(lambda: (lambda s: s if all(s.get(k) == v for k, v in want.items())
                               else None)(current()), timeout=10,
                      message=lambda: f"counters {want}\nhave {current()}")
@@ -119,7 +119,7 @@ def test_prometheus_metrics_carry_tenant_and_reason_labels(stats_gateway, keys):
     assert _sample(text, "tenant_guard_tenant_cost_micro_usd", tenant="acme") == 700
     # The tenant and reason are labels only, never parts of a metric name.
     names = {line.split("{")[0].split(" ")[0] for line in text.splitlines()
-             if line.startswith("tenant_guard")}
+             if line.startswith("tenant_guard_tenant")}
     assert names == {denied, "tenant_guard_tenant_requests_allowed",
                      "tenant_guard_tenant_input_tokens", "tenant_guard_tenant_output_tokens",
                      "tenant_guard_tenant_cost_micro_usd"}, names

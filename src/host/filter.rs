@@ -10,7 +10,7 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::host::abi;
 use crate::host::global;
-use crate::host::root::{HeaderMode, Probe, Worker};
+use crate::host::root::{Probe, Worker};
 use crate::host::shared::{QuotaKey, UpdateError};
 use crate::policy::config::Limits;
 use crate::policy::decision::{self, Admission, Decision, HeaderEdit, RequestFacts};
@@ -19,7 +19,7 @@ use crate::policy::metering;
 use crate::policy::quota::{self, Demand, Refusal, Reservation, WindowStatus};
 use crate::policy::ratelimit::{self, Debit, Subject};
 use crate::policy::record::{Record, RequestInfo};
-use crate::policy::stream::{self, Effects, Event, Flow, Point, Rules, Setup, Stream};
+use crate::policy::stream::{self, Effects, Event, Flow, HeaderMode, Point, Rules, Setup, Stream};
 
 pub struct Filter {
     worker: Rc<RefCell<Worker>>,
@@ -120,11 +120,13 @@ impl Filter {
         };
         // Held from this moment, so requests whose bodies come late cannot all pile in; the
         // body's own estimate replaces it.
+        let content_length = (!end_of_stream)
+            .then(|| request_header("content-length"))
+            .flatten()
+            .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok());
         let demand = if end_of_stream {
             Demand::default()
         } else {
-            let content_length = request_header("content-length")
-                .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok());
             let worker = self.worker.borrow();
             metering::provisional_demand(
                 content_length,
@@ -151,8 +153,9 @@ impl Filter {
                     method: &method,
                     path: &path,
                     body_follows: !end_of_stream,
+                    content_length,
                     held,
-                    headers_can_wait: mode != HeaderMode::Forwarded,
+                    header_mode: mode,
                     body_plan: admission.body_plan,
                     response_plan: admission.response_plan,
                 },
@@ -177,10 +180,6 @@ impl Filter {
                 context_id: self.context_id,
                 since_ms: super::now_ms().unwrap_or(0),
                 total_size,
-                may_change_body: self
-                    .admitted
-                    .as_ref()
-                    .is_some_and(|a| a.stream.body_may_change()),
             });
         }
         self.execute(effects);

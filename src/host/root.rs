@@ -19,6 +19,7 @@ use crate::policy::config::Config;
 use crate::policy::identity::RemoteKeys;
 use crate::policy::jwks::KeySet;
 use crate::policy::ratelimit::{self, Debit, Subject};
+use crate::policy::stream::HeaderMode;
 use crate::policy::token_cache::TokenCache;
 
 /// What every stream on this worker shares.
@@ -30,26 +31,13 @@ pub struct Worker {
     /// Token debits for the rate-limit service, waiting for the next tick.
     pub debits: Vec<Debit>,
     pub record_ids: RecordIds,
-    /// Whether Envoy lets request headers wait while the filter reads the body.
+    /// Whether Envoy lets request headers wait while the filter reads the body: learnt from
+    /// the first request this worker holds (see `policy::stream`).
     pub header_mode: HeaderMode,
     /// Requests whose headers wait for their body while `header_mode` is unknown.
     pub probes: Vec<Probe>,
     /// Probes whose headers the root let go (they learn it at their next callback).
     pub released: Vec<u32>,
-}
-
-/// Whether Envoy delivers the request body to the filter while its headers are held: true with
-/// the Wasm `PluginConfig` field `allow_on_headers_stop_iteration` (Envoy 1.35+). Nothing in the
-/// ABI tells, so each worker learns it from the first request whose headers it holds: a body
-/// callback arriving proves `Held`; body bytes received by Envoy but never delivered prove
-/// `Forwarded` (the root's tick then lets that request's headers go on).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeaderMode {
-    Unknown,
-    /// Headers wait for the body: body rules are decided before the upstream sees anything.
-    Held,
-    /// Headers go on before the body reaches the filter (Envoy without the field).
-    Forwarded,
 }
 
 /// A request holding its headers to learn the header mode.
@@ -59,8 +47,6 @@ pub struct Probe {
     pub since_ms: u64,
     /// `request.total_size` when its headers were held.
     pub total_size: u64,
-    /// Its body may change: `content-length` must go if its headers are let go unread.
-    pub may_change_body: bool,
 }
 
 /// Record ids: unique per worker VM (a random nonce) and per record (a counter).
@@ -107,6 +93,10 @@ impl Worker {
         }
         self.header_mode = mode;
         self.probes.clear();
+        self.stats.count(match mode {
+            HeaderMode::Held => "header_mode.held",
+            _ => "header_mode.forwarded",
+        });
         if !shared::first_to_say(&format!("header-mode/{mode:?}")) {
             return;
         }
@@ -266,9 +256,8 @@ impl Root {
 
     /// While the header mode is unknown: a held request whose body Envoy received but never
     /// delivered proves that Envoy does not hold headers for the body; then every held request
-    /// is let go (without `content-length` where its body may change). A probe whose client
-    /// sends no body for [`PROBE_PATIENCE_MS`] (it may wait for the upstream) is let go too,
-    /// proving nothing.
+    /// is let go (its body passes unread). A probe whose client sends no body for
+    /// [`PROBE_PATIENCE_MS`] (it may wait for the upstream) is let go too, proving nothing.
     fn watch_probes(&mut self) {
         let Some(worker) = &self.worker else {
             return;
@@ -287,26 +276,17 @@ impl Root {
             forwarded |= super::request_total_size() > probe.total_size;
             let waited = now_ms.saturating_sub(probe.since_ms) >= PROBE_PATIENCE_MS;
             if waited {
-                release.push((probe.context_id, probe.may_change_body));
+                release.push(probe.context_id);
             }
             !waited
         });
         if forwarded {
-            release.extend(
-                std::mem::take(&mut worker.probes)
-                    .into_iter()
-                    .map(|p| (p.context_id, p.may_change_body)),
-            );
+            release.extend(worker.probes.drain(..).map(|p| p.context_id));
         }
-        for (context_id, may_change_body) in release {
-            if abi::set_effective_context(context_id).is_err() {
-                continue;
+        for context_id in release {
+            if abi::set_effective_context(context_id).is_ok() && abi::resume_request().is_ok() {
+                worker.released.push(context_id);
             }
-            if may_change_body {
-                let _ = abi::remove_header(MapType::HttpRequestHeaders, "content-length");
-            }
-            let _ = abi::resume_request();
-            worker.released.push(context_id);
         }
         if forwarded {
             worker.learn_header_mode(HeaderMode::Forwarded);

@@ -3,6 +3,7 @@
 //! labels (see `envoy/demo.yaml`):
 //!
 //! `tenant_guard.tenant.<tenant>.requests_allowed`
+//! `tenant_guard.header_mode.held` / `.forwarded` (workers that learnt Envoy's header mode)
 //! `tenant_guard.tenant.<tenant>.requests_denied.reason.<reason>`
 //! `tenant_guard.tenant.<tenant>.input_tokens` / `output_tokens` / `cost_micro_usd`
 //!
@@ -47,6 +48,15 @@ impl Stats {
             return;
         }
         let name = format!("tenant_guard.tenant.{}.{metric}", self.label(tenant));
+        self.increment(name, value);
+    }
+
+    /// Adds one to `tenant_guard.<metric>` (a counter of the whole gateway).
+    pub fn count(&mut self, metric: &str) {
+        self.increment(format!("tenant_guard.{metric}"), 1);
+    }
+
+    fn increment(&mut self, name: String, value: u64) {
         let id = match self.ids.get(&name) {
             Some(id) => *id,
             None => match abi::define_counter(&name) {

@@ -79,11 +79,12 @@ pub fn provisional_demand(
 }
 
 impl Meter {
-    /// A meter for a request admitted from its headers, holding `held` until its body is read.
-    pub fn new(held: Demand) -> Meter {
+    /// A meter for a request admitted from its headers, holding `held` until its body is read;
+    /// until then its input is estimated from its `content-length`.
+    pub fn new(held: Demand, content_length: Option<u64>) -> Meter {
         Meter {
             request_model: None,
-            input_estimate: 0,
+            input_estimate: content_length.map_or(0, |len| len.div_ceil(4)),
             demand: held,
             reader: Reader::None,
         }

@@ -18,11 +18,20 @@
 //! # Holding the request
 //! The request waits (its callback answers `Pause`) while the rate-limit service is asked, and
 //! while a body the filter must decide on is incomplete. When Envoy allows it
-//! (`allow_on_headers_stop_iteration`, Envoy 1.35+; `Setup::headers_can_wait`), the *headers*
-//! wait for such a body too, so nothing reaches the upstream before the body is decided and a
-//! rewritten body goes with its own `content-length`. Without it the headers go on at once
-//! (Envoy hands a Wasm filter the body only after its headers continued), and a body that may
-//! change loses its `content-length` there (the upstream learns the length from the framing).
+//! (`allow_on_headers_stop_iteration`, Envoy 1.35+: [`HeaderMode::Held`]), the *headers* wait
+//! for such a body too, so nothing reaches the upstream before the body is decided and a
+//! rewritten body goes with its own `content-length`. Without it ([`HeaderMode::Forwarded`])
+//! the headers go on at once (Envoy hands a Wasm filter the body only after its headers
+//! continued), and a body that may change loses its `content-length` there (the upstream learns
+//! the length from the framing).
+//!
+//! Nothing in the ABI says which mode Envoy runs the filter in, so a worker starts
+//! [`HeaderMode::Unknown`] and learns it from a request whose headers it holds: a body arriving
+//! proves `Held`; if Envoy received the body but never delivered it, the shell lets the
+//! headers go ([`Event::HeadersReleased`]) and that body passes unread. So while the mode is
+//! unknown, only requests whose body may pass unread hold their headers (those that would get
+//! `include_usage` or wait for a per-model check); vector-store bodies, which must be
+//! confined, go the `Forwarded` way.
 
 use crate::policy::config::{ExtraEntry, FailureMode, GlobalRateLimit, Pricing, UsageRules};
 use crate::policy::denial::{self, LocalReply, Reason};
@@ -74,9 +83,8 @@ pub enum Event<'a> {
         usage: ratelimit::Usage,
         answer: Option<&'a ratelimit::Answer>,
     },
-    /// The held headers went on: the filter found it runs without
-    /// `allow_on_headers_stop_iteration` and released them (without `content-length` when
-    /// [`Stream::body_may_change`]).
+    /// The held headers went on before the body was read (the shell found Envoy does not hold
+    /// headers for the body, or the client sent none for too long): the body passes unread.
     HeadersReleased,
     ResponseHeaders {
         status: u32,
@@ -201,6 +209,17 @@ pub struct Rules<'a> {
     pub global: Option<&'a GlobalRateLimit>,
 }
 
+/// Whether Envoy lets a request's headers wait while the filter reads the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderMode {
+    /// Not known yet (see the module doc).
+    Unknown,
+    /// It does (`allow_on_headers_stop_iteration`).
+    Held,
+    /// It does not.
+    Forwarded,
+}
+
 /// The facts of an admitted request, from its headers.
 pub struct Setup<'a> {
     pub method: &'a str,
@@ -208,10 +227,12 @@ pub struct Setup<'a> {
     pub path: &'a str,
     /// More request data follows the headers.
     pub body_follows: bool,
+    /// The request's `content-length`, when it has one.
+    pub content_length: Option<u64>,
     /// What the tenant's counters hold for the request (`None`: no quotas).
     pub held: Option<Reservation>,
-    /// Envoy lets request headers wait while the body is read.
-    pub headers_can_wait: bool,
+    /// What the worker knows of Envoy's header mode.
+    pub header_mode: HeaderMode,
     pub body_plan: Option<BodyPlan>,
     pub response_plan: Option<ResponsePlan>,
 }
@@ -260,12 +281,19 @@ impl Stream {
             && rules
                 .global
                 .is_some_and(|g| g.extra_entries.contains(&ExtraEntry::Model));
-        let headers_held =
-            setup.body_follows && setup.headers_can_wait && (body_may_change || token_check_waits);
+        let wants_held = body_may_change || token_check_waits;
+        let headers_held = setup.body_follows
+            && wants_held
+            && match setup.header_mode {
+                HeaderMode::Held => true,
+                HeaderMode::Forwarded => false,
+                // Only a body that may pass unread if the headers are let go.
+                HeaderMode::Unknown => setup.body_plan.is_none(),
+            };
         let mut stream = Stream {
             phase: Phase::Admitted,
             held: setup.held,
-            meter: Meter::new(held_demand),
+            meter: Meter::new(held_demand, setup.content_length),
             body: Body::Awaited,
             headers_held,
             body_may_change,
@@ -393,13 +421,7 @@ impl Stream {
                 Effects::default()
             }
             Event::CallAnswered { usage, answer } => self.call_answered(usage, answer, rules),
-            Event::HeadersReleased => {
-                self.headers_held = false;
-                if self.paused_at == Some(Point::Headers) {
-                    self.paused_at = None;
-                }
-                Effects::default()
-            }
+            Event::HeadersReleased => self.headers_released(rules),
             Event::ResponseHeaders {
                 status,
                 content_type,
@@ -477,6 +499,23 @@ impl Stream {
             effects.new_body = Some(new);
         }
         effects
+    }
+
+    /// The held headers went on without the body: it passes unread and unchanged (Envoy will
+    /// deliver it only after the headers, when it could no longer be decided upon).
+    fn headers_released(&mut self, rules: &Rules<'_>) -> Effects {
+        if !std::mem::replace(&mut self.headers_held, false) {
+            return Effects::default();
+        }
+        if self.paused_at == Some(Point::Headers) {
+            self.paused_at = None;
+        }
+        self.body_may_change = false;
+        self.add_stream_usage = false;
+        if self.body == Body::Awaited && !self.refused {
+            return self.body_decided(false, rules);
+        }
+        Effects::default()
     }
 
     /// The body is decided (`read`: it was read, else it goes through unread): the estimate is

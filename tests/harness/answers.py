@@ -26,7 +26,9 @@ events of a stream), ``delay_ms`` (before answering), ``split`` (write every str
 that many pieces), ``gap_ms`` (pause between stream writes, so Envoy reads them separately),
 ``hold`` (1: wait until the test releases the request before answering), ``hold_after=N`` (a
 stream waits for the release after N events), ``cut_after=N`` (a stream's connection is cut
-after N events), ``pad``.
+after N events), ``pad``, ``early`` (1: answer before reading the request body, then close
+the connection, as servers do for early errors), ``trailers`` (1: send the body chunked and
+end it with a trailer block).
 
 ``reported`` of every event is the usage the upstream has reported once that event is out,
 as the billing APIs mean it: (input tokens, output tokens) with OpenAI's input counts
@@ -69,6 +71,8 @@ class AnswerSpec:
     hold_after: int = None
     cut_after: int = None
     pad: int = 0
+    early: bool = False
+    trailers: bool = False
 
     @property
     def stream(self) -> bool:
@@ -96,8 +100,8 @@ def parse(value: str) -> AnswerSpec:
             setattr(spec, _INT_OPTIONS[name], int(raw))
         elif name == "model":
             spec.model = raw
-        elif name == "hold":
-            spec.hold = raw not in ("0", "false")
+        elif name in ("hold", "early", "trailers"):
+            setattr(spec, name, raw not in ("0", "false"))
         else:
             raise ValueError(f"unknown answer option {name!r}")
     return spec

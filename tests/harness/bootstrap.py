@@ -24,6 +24,7 @@ def socket_address(port: int) -> dict:
 
 
 def static_cluster(name: str, port: int) -> dict:
+    """An HTTP/1.1 cluster to 127.0.0.1:``port`` whose answers may end with trailers."""
     return {
         "name": name,
         "type": "STATIC",
@@ -32,6 +33,12 @@ def static_cluster(name: str, port: int) -> dict:
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(port)}}]}],
         },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
+                         "HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {"enable_trailers": True}},
+            }},
     }
 
 
@@ -88,9 +95,10 @@ def route(prefix: str, cluster: str) -> dict:
 
 
 def listener(port: int, access_log_path: str, http_filters: list, name="ingress",
-             routes: list = None) -> dict:
+             routes: list = None, hcm_options: dict = None) -> dict:
     """``routes``: route entries (``route(prefix, cluster)``), first match wins; default:
-    everything to the ``upstream`` cluster."""
+    everything to the ``upstream`` cluster. ``hcm_options``: more HttpConnectionManager
+    fields (e.g. ``stream_idle_timeout``)."""
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network."
                  "http_connection_manager.v3.HttpConnectionManager",
@@ -118,6 +126,7 @@ def listener(port: int, access_log_path: str, http_filters: list, name="ingress"
         },
         "http_filters": list(http_filters) + [router_filter()],
     }
+    hcm.update(hcm_options or {})
     return {
         "name": name,
         "address": socket_address(port),
@@ -166,14 +175,15 @@ def lds_response(version: str, *listeners: dict) -> dict:
 
 
 def gateway(upstream_port: int, jwks_port: int, http_filters: list, *, routes=None,
-            clusters=None, stats_tags=None):
+            clusters=None, stats_tags=None, hcm_options=None):
     """``make_config`` for an Envoy whose one static listener runs ``http_filters`` + router
     in front of the ``upstream`` cluster (or ``routes`` to ``clusters``: {name: port})."""
     def make(envoy):
         return bootstrap(admin_port=envoy.admin_port, upstream_port=upstream_port,
                          jwks_port=jwks_port, clusters=clusters, stats_tags=stats_tags,
                          listener_doc=listener(envoy.listener_port, envoy.access_log_path,
-                                               http_filters, routes=routes))
+                                               http_filters, routes=routes,
+                                               hcm_options=hcm_options))
     return make
 
 

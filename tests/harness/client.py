@@ -6,6 +6,7 @@ import http.client
 import json
 import select
 import socket
+import struct
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -168,6 +169,16 @@ class PendingRequest:
 
     def send_body(self):
         self._conn.send(self.body)
+
+    def send_part(self, size: int):
+        """Send the first ``size`` bytes of the body only."""
+        self._conn.send(self.body[:size])
+
+    def abort(self):
+        """Leave: the connection is reset (a client gone mid-upload or mid-wait)."""
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._conn.close()
+        self._sock.close()
 
     def finish(self) -> Response:
         """Read the whole response (sending nothing more) and close the connection."""

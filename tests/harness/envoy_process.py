@@ -200,6 +200,21 @@ class Envoy:
                 found[index] = value
         return found
 
+    def learn_header_mode(self, token, mode="held", attempts=200):
+        """Sends requests that may hold their headers (streaming chat POSTs, answered at once)
+        on new connections until every worker has learnt whether Envoy holds request headers
+        while the filter reads the body (``mode``: ``held`` or ``forwarded``); until then a
+        worker treats bodies it must confine the forwarded way."""
+        stat = f"wasmcustom.tenant_guard.header_mode.{mode}"
+        body = {"model": "gpt-4o", "stream": True, "messages": []}
+        for _ in range(attempts):
+            if self.stat(stat) >= self.concurrency:
+                return
+            self.client.post("/v1/chat/completions", token=token, body=body,
+                             headers={"x-test-answer": "openai-sse;in=1;out=1"})
+        raise AssertionError(f"{self.stat(stat)} of {self.concurrency} workers learnt "
+                             f"header mode {mode} after {attempts} requests")
+
     # --- logs ------------------------------------------------------------------------------
     def read_log(self) -> str:
         text = ""

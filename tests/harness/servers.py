@@ -109,6 +109,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 # === Recording upstream ===
 
+def _answers_early(spec_text) -> bool:
+    """Whether a request's scripted answer goes out before its body is read."""
+    if not spec_text:
+        return False
+    try:
+        return answers.parse(spec_text).early
+    except ValueError:
+        return False
+
+
 def chat_completion(model="gpt-4o", prompt_tokens=12, completion_tokens=7) -> dict:
     return {
         "id": "chatcmpl-test",
@@ -134,26 +144,34 @@ class _UpstreamHandler(_Handler):
         headers = [(k.lower(), v) for k, v in self.headers.items()]
         request_id = self.headers.get("x-request-id") or ""
         self.owner._start(request_id, self.command, self.path, headers)
-        try:
-            body = self._read_body()
-        except (OSError, ValueError):
-            # The proxy gave up on the request before its body was complete.
+        spec_text = self.headers.get(answers.ANSWER_HEADER)
+        if _answers_early(spec_text):
+            # Answers before reading the body, and closes: what is left of it is never read.
+            body = b""
             self.close_connection = True
-            return
+        else:
+            try:
+                body = self._read_body()
+            except (OSError, ValueError):
+                # The proxy gave up on the request before its body was complete.
+                self.close_connection = True
+                return
         record = RecordedRequest(self.command, self.path, headers, body)
         canned = self.owner._canned_for(request_id)
-        spec_text = self.headers.get(answers.ANSWER_HEADER)
         if canned is None and spec_text is None:
             self.owner._record(record)
             self._send(200, json.dumps(chat_completion()).encode())
             return
         if canned is not None:
-            status, content_type, payload = canned
+            status, content_type, payload, trailers = canned
             record.answer = answers.Answered("canned", status, "", False)
             record.answer.body += payload
             record.answer.completed = record.answer.finished = True
             self.owner._record(record)
-            self._send(status, payload, content_type)
+            if trailers:
+                self._send_chunked_with_trailers(status, payload, content_type)
+            else:
+                self._send(status, payload, content_type)
             return
         try:
             spec = answers.parse(spec_text)
@@ -172,6 +190,19 @@ class _UpstreamHandler(_Handler):
         finally:
             record.answer.holding = False
             record.answer.finished = True
+
+    def _send_chunked_with_trailers(self, status, data, content_type):
+        """A whole body sent chunked, in two chunks, ended by a trailer block."""
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("transfer-encoding", "chunked")
+        self.send_header("trailer", "x-upstream-trailer")
+        self.end_headers()
+        half = len(data) // 2
+        for piece in (data[:half], data[half:]):
+            if piece:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        self.wfile.write(b"0\r\nx-upstream-trailer: done\r\n\r\n")
 
     def _send_in_pieces(self, status, data, content_type, extra, spec):
         """A whole body (content-length framing) written in ``spec.split`` pieces."""
@@ -211,19 +242,23 @@ class _UpstreamHandler(_Handler):
             self._wait_release(answered, request_id)
         # The record is updated before each write, so it is never behind what a client
         # has already received; a failed write undoes `completed`.
+        # An answer before the body was read ends the connection, and says so.
+        closing = (("connection", "close"),) if spec.early else ()
         if not plan.stream:
             event = plan.events[0]
-            data, extra = event.data, ()
+            data, extra = event.data, closing
             if "gzip" in (self.headers.get("accept-encoding") or "").lower():
                 # Like the real APIs: a whole answer is compressed when the client allows it.
-                data, extra = gzip.compress(data), (("content-encoding", "gzip"),)
+                data, extra = gzip.compress(data), (("content-encoding", "gzip"),) + closing
                 answered.encoding = "gzip"
             answered.body += data
             answered.reported = event.reported
             answered.events_sent = 1
             answered.completed = True
             try:
-                if spec.split <= 1:
+                if spec.trailers:
+                    self._send_chunked_with_trailers(plan.status, data, plan.content_type)
+                elif spec.split <= 1:
                     self._send(plan.status, data, plan.content_type, extra)
                 else:
                     self._send_in_pieces(plan.status, data, plan.content_type, extra, spec)
@@ -235,6 +270,8 @@ class _UpstreamHandler(_Handler):
         self.send_header("content-type", plan.content_type)
         self.send_header("cache-control", "no-cache")
         self.send_header("transfer-encoding", "chunked")
+        for name, value in closing:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.flush()
         for index, event in enumerate(plan.events):
@@ -259,7 +296,8 @@ class _UpstreamHandler(_Handler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
         answered.completed = True
         try:
-            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.write(b"0\r\nx-upstream-trailer: done\r\n\r\n" if spec.trailers
+                             else b"0\r\n\r\n")
         except OSError:
             answered.completed = False
             raise
@@ -323,12 +361,14 @@ class RecordingUpstream(_Server):
         with self._lock:
             return [(m, p, h) for rid, m, p, h in self._started if rid == request_id]
 
-    def reply_for(self, request_id, body, status=200, content_type="application/json"):
-        """Answer the request with this x-request-id with ``body`` (bytes, or JSON-encoded)."""
+    def reply_for(self, request_id, body, status=200, content_type="application/json",
+                  trailers=False):
+        """Answer the request with this x-request-id with ``body`` (bytes, or JSON-encoded);
+        ``trailers``: chunked, ended by a trailer block."""
         if not isinstance(body, bytes):
             body = json.dumps(body).encode()
         with self._lock:
-            self._canned[request_id] = (status, content_type, body)
+            self._canned[request_id] = (status, content_type, body, trailers)
 
     def answered(self, request_id) -> answers.Answered:
         return self.received(request_id).answer

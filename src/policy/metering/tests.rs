@@ -33,7 +33,7 @@ const CHAT: &[u8] =
     br#"{"model":"gpt-4o","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#;
 
 fn read(body: &[u8]) -> Meter {
-    let mut meter = Meter::new(Demand::default());
+    let mut meter = Meter::new(Demand::default(), None);
     meter.read_request(body, &rules(), &pricing());
     meter
 }
@@ -65,7 +65,7 @@ fn without_max_tokens_the_default_is_reserved_and_before_the_body_what_was_held(
         tokens: 7,
         micro_usd: 3,
     };
-    assert_eq!(Meter::new(held).demand(), held);
+    assert_eq!(Meter::new(held, Some(40)).demand(), held);
 }
 
 #[test]
@@ -206,10 +206,13 @@ fn a_request_never_answered_is_charged_nothing() {
 
 #[test]
 fn usage_of_an_early_answer_counts_before_the_request_body_was_read() {
-    let mut meter = Meter::new(Demand {
-        tokens: 600,
-        micro_usd: 9,
-    });
+    let mut meter = Meter::new(
+        Demand {
+            tokens: 600,
+            micro_usd: 9,
+        },
+        Some(2000),
+    );
     meter.response_started("application/json");
     meter
         .response_chunk(br#"{"model":"gpt-4o","usage":{"prompt_tokens":5,"completion_tokens":2}}"#);
@@ -262,6 +265,22 @@ fn a_stream_cut_before_its_usage_is_charged_what_it_delivered() {
     assert_eq!(usage.input_tokens, CHAT.len().div_ceil(4) as u64);
     assert_eq!(outcome.charge.tokens, usage.total());
     assert!(outcome.cost.is_some());
+}
+
+#[test]
+fn a_stream_cut_before_its_body_was_read_takes_its_input_from_content_length() {
+    let mut meter = Meter::new(Demand::default(), Some(401));
+    meter.response_started("text/event-stream");
+    meter.response_chunk(&openai_deltas(&["abc"; 2]));
+    let cut = Answer {
+        status: Some(200),
+        complete: false,
+    };
+    let usage = meter
+        .outcome(&pricing(), cut, meter.demand())
+        .usage
+        .unwrap();
+    assert_eq!((usage.input_tokens, usage.output_tokens), (101, 2));
 }
 
 #[test]

@@ -146,9 +146,11 @@ enum Step {
     ServiceOk,
     ServiceOverLimit,
     ServiceFailed,
+    /// The shell let held headers go before the body was read.
+    Released,
 }
 
-const STEPS: [Step; 12] = [
+const STEPS: [Step; 13] = [
     Step::BodyChunk,
     Step::BodyEnd,
     Step::RequestTrailers,
@@ -161,13 +163,14 @@ const STEPS: [Step; 12] = [
     Step::ServiceOk,
     Step::ServiceOverLimit,
     Step::ServiceFailed,
+    Step::Released,
 ];
 
 /// The variations of a request and a gateway the walk covers.
 #[derive(Debug, Clone, Copy)]
 struct Variant {
     body_follows: bool,
-    headers_can_wait: bool,
+    header_mode: HeaderMode,
     global: Option<(FailureMode, bool)>,
     streaming_body: bool,
 }
@@ -175,7 +178,7 @@ struct Variant {
 fn variants() -> Vec<Variant> {
     let mut out = Vec::new();
     for body_follows in [true, false] {
-        for headers_can_wait in [true, false] {
+        for header_mode in [HeaderMode::Held, HeaderMode::Forwarded, HeaderMode::Unknown] {
             for global in [
                 None,
                 Some((FailureMode::Deny, false)),
@@ -184,7 +187,7 @@ fn variants() -> Vec<Variant> {
                 for streaming_body in [false, true] {
                     out.push(Variant {
                         body_follows,
-                        headers_can_wait,
+                        header_mode,
                         global,
                         streaming_body,
                     });
@@ -244,8 +247,9 @@ fn run(books: &mut Books, variant: Variant, steps: &[Step]) -> u64 {
             method: "POST",
             path: "/v1/chat/completions",
             body_follows: variant.body_follows,
+            content_length: variant.body_follows.then_some(body.len() as u64),
             held: Some(reservation),
-            headers_can_wait: variant.headers_can_wait,
+            header_mode: variant.header_mode,
             body_plan: None,
             response_plan: None,
         },
@@ -266,6 +270,7 @@ fn run(books: &mut Books, variant: Variant, steps: &[Step]) -> u64 {
                 end: true,
             },
             Step::RequestTrailers => Event::RequestTrailers,
+            Step::Released => Event::HeadersReleased,
             Step::Answer200 | Step::Answer400 => Event::ResponseHeaders {
                 status: if step == Step::Answer200 { 200 } else { 400 },
                 content_type: "application/json",
@@ -331,7 +336,7 @@ fn run(books: &mut Books, variant: Variant, steps: &[Step]) -> u64 {
         }
         let effects = stream.on(event, &rules);
         if effects.read_body && live && before == Phase::Admitted {
-            let mut meter = Meter::new(Demand::default());
+            let mut meter = Meter::new(Demand::default(), None);
             let current = effects_body(&stream, body);
             meter.read_request(&current, &usage, &pricing);
             oracle.body_estimate = Some(meter.demand().tokens);
@@ -490,8 +495,10 @@ fn interleaved_streams_share_one_set_of_counters_exactly() {
                         method: "POST",
                         path: "/v1/chat/completions",
                         body_follows: true,
+                        content_length: Some(CHAT.len() as u64),
                         held: Some(reservation),
-                        headers_can_wait: rng.below(2) == 0,
+                        header_mode: [HeaderMode::Held, HeaderMode::Forwarded, HeaderMode::Unknown]
+                            [rng.below(3)],
                         body_plan: None,
                         response_plan: None,
                     },
@@ -572,8 +579,13 @@ fn setup(body_follows: bool, headers_can_wait: bool) -> Setup<'static> {
         method: "POST",
         path: "/v1/chat/completions",
         body_follows,
+        content_length: None,
         held: None,
-        headers_can_wait,
+        header_mode: if headers_can_wait {
+            HeaderMode::Held
+        } else {
+            HeaderMode::Forwarded
+        },
         body_plan: None,
         response_plan: None,
     }
@@ -885,27 +897,75 @@ fn the_models_token_check_waits_for_the_body_that_names_it() {
 }
 
 #[test]
-fn released_headers_no_longer_get_a_length_from_the_body() {
+fn released_headers_let_the_body_pass_unread_and_unchanged() {
     let (usage, pricing) = rules_without_global();
     let rules = Rules {
         usage: &usage,
         pricing: &pricing,
         global: None,
     };
-    let (mut stream, _) = Stream::admit(setup(true, true), &rules);
-    assert_eq!(stream.request_flow(Point::Headers), Flow::Pause);
-    assert!(
-        stream.body_may_change(),
-        "so the releaser drops content-length"
+    let (mut stream, effects) = Stream::admit(
+        Setup {
+            header_mode: HeaderMode::Unknown,
+            ..setup(true, true)
+        },
+        &rules,
     );
-    assert_eq!(
-        stream.on(Event::HeadersReleased, &rules),
-        Effects::default()
+    assert!(
+        stream.headers_held(),
+        "a body that may pass unread probes the mode"
+    );
+    assert!(!effects.drop_content_length);
+    assert_eq!(stream.request_flow(Point::Headers), Flow::Pause);
+    let _ = stream.on(Event::HeadersReleased, &rules);
+    assert!(!stream.headers_held() && !stream.body_may_change());
+    assert_eq!(stream.phase(), Phase::EstimateKnown);
+    let effects = stream.on(
+        Event::RequestData {
+            size: STREAMING_CHAT.len(),
+            end: true,
+        },
+        &rules,
+    );
+    assert_eq!(effects, Effects::default(), "not read, not changed");
+    assert_eq!(stream.request_flow(Point::Body), Flow::Continue);
+}
+
+#[test]
+fn while_the_mode_is_unknown_a_body_to_confine_does_not_hold_its_headers() {
+    use crate::policy::vector_store::{BodyEdit, BodyPlan, Shape};
+    let (usage, pricing) = rules_without_global();
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: None,
+    };
+    let plan = BodyPlan {
+        max_bytes: 1024,
+        edit: BodyEdit::SetNamespace {
+            namespace: "acme".into(),
+        },
+        shape: Shape::Single,
+    };
+    let (stream, effects) = Stream::admit(
+        Setup {
+            header_mode: HeaderMode::Unknown,
+            body_plan: Some(plan.clone()),
+            ..setup(true, true)
+        },
+        &rules,
     );
     assert!(!stream.headers_held());
-    let effects = stream.on(Event::RequestBody(STREAMING_CHAT), &rules);
-    assert!(effects.new_body.is_some());
-    assert_eq!(effects.content_length, None, "the headers are gone");
+    assert!(effects.drop_content_length, "it goes the forwarded way");
+    let (stream, _) = Stream::admit(
+        Setup {
+            header_mode: HeaderMode::Held,
+            body_plan: Some(plan),
+            ..setup(true, true)
+        },
+        &rules,
+    );
+    assert!(stream.headers_held());
 }
 
 #[test]
