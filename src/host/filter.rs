@@ -13,6 +13,7 @@ use crate::host::global;
 use crate::host::root::{Probe, Worker};
 use crate::host::shared::{QuotaKey, UpdateError};
 use crate::policy::config::Limits;
+use crate::policy::cost;
 use crate::policy::decision::{self, Admission, Decision, HeaderEdit, RequestFacts};
 use crate::policy::denial::{self, LocalReply, Reason};
 use crate::policy::metering;
@@ -302,11 +303,15 @@ impl Filter {
             let Some(rules) = &worker.config.global_rate_limit else {
                 return;
             };
+            let pricing = &worker.config.pricing;
             let subject = Subject {
                 plan: admitted.plan.as_deref(),
                 tenant: &admitted.tenant,
                 user: admitted.user.as_deref(),
-                model: admitted.stream.request_model(),
+                model: admitted
+                    .stream
+                    .request_model()
+                    .map(|m| cost::known_model(pricing, m)),
             };
             // Requests count one; tokens are only checked (0) and debited after the response.
             let hits = match usage {
@@ -353,11 +358,16 @@ impl Filter {
         }
         if settlement.debit_tokens > 0 {
             // Sent from the root context's next tick, where its answer can be seen and retried.
+            // The descriptor the admission's check used: the request's model.
+            let model = admitted
+                .stream
+                .request_model()
+                .map(|m| cost::known_model(&worker.config.pricing, m).to_string());
             let debit = Debit::new(
                 admitted.tenant.clone(),
                 admitted.plan.clone(),
                 admitted.user.clone(),
-                settlement.outcome.model.clone(),
+                model,
                 settlement.debit_tokens,
             );
             worker.debits.push(debit);

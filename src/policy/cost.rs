@@ -144,6 +144,16 @@ impl fmt::Display for Cost {
     }
 }
 
+/// `model` as a rate-limit descriptor value: the model itself when the pricing table names it
+/// (or names no model at all), else `other`, so a client cannot open a counter per made-up name.
+pub fn known_model<'a>(pricing: &Pricing, model: &'a str) -> &'a str {
+    if pricing.models.is_empty() || pricing.models.contains_key(model) {
+        model
+    } else {
+        "other"
+    }
+}
+
 /// The price of `model`: its own entry (exact name), else the `default`, else `None`.
 pub fn price_for<'a>(pricing: &'a Pricing, model: Option<&str>) -> Option<&'a Price> {
     model

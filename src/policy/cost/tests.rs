@@ -223,3 +223,10 @@ fn estimate_prices_input_and_output_estimates() {
     assert_eq!(estimate(&p, 1000, 500), Cost::of(&usage(1000, 500), &p));
     assert_eq!(estimate(&p, 0, 0), Cost::ZERO);
 }
+
+#[test]
+fn descriptor_models_are_the_priced_ones_or_other() {
+    assert_eq!(known_model(&pricing(), "gpt-4o"), "gpt-4o");
+    assert_eq!(known_model(&pricing(), "made-up-12345"), "other");
+    assert_eq!(known_model(&Pricing::default(), "anything"), "anything");
+}
