@@ -394,3 +394,36 @@ def test_usage_is_metered_for_clients_that_accept_gzip(usage_envoy, upstream, ac
     record = filter_record(usage_envoy, resp.request_id)
     assert (record["input_tokens"], record["output_tokens"], record["usage_source"]) == \
         (321, 45, "json"), record
+
+
+CACHE_PRICING = {"models": {
+    "gpt-4o": {"input_per_million": 2.5, "output_per_million": 10.0,
+               "cached_input_per_million": 1.25},
+    "claude-sonnet-4": {"input_per_million": 3.0, "output_per_million": 15.0,
+                        "cached_input_per_million": 0.3, "cache_write_per_million": 3.75}}}
+
+
+def test_cache_reads_writes_and_reasoning_are_recorded_and_priced_at_their_own_rates(
+        gateway_factory, upstream, keys):
+    """OpenAI cached prompt tokens and reasoning tokens, Anthropic cache reads and writes:
+    each record names the parts, and cost_usd prices cache reads and writes at their own rates
+    (exactly, in Decimal)."""
+    proxy = gateway_factory(gateway_config(keys, {"acme": tenant()}, pricing=CACHE_PRICING),
+                            name="cache-pricing")
+    token = mint(keys.corp_rsa, claims("acme"))
+    openai = proxy.client.chat(token=token, body=chat(),
+                               headers=answer("openai-json", in_=1000, out=300, cached=600,
+                                              reasoning=120))
+    claude = proxy.client.post("/v1/messages", token=token, body=anthropic(),
+                               headers=answer("anthropic-json", in_=20, out=50, cached=3000,
+                                              written=500))
+    d = Decimal
+    record = filter_record(proxy, openai.request_id)
+    assert (record["input_tokens"], record["cached_input_tokens"], record["cache_write_tokens"],
+            record["output_tokens"], record["reasoning_tokens"]) == (1000, 600, 0, 300, 120)
+    assert d(record["cost_usd"]) == (400 * d("2.5") + 600 * d("1.25") + 300 * d(10)) / MILLION
+    record = filter_record(proxy, claude.request_id)
+    assert (record["input_tokens"], record["cached_input_tokens"], record["cache_write_tokens"],
+            record["output_tokens"]) == (3520, 3000, 500, 50)
+    assert d(record["cost_usd"]) == \
+        (20 * d(3) + 3000 * d("0.3") + 500 * d("3.75") + 50 * d(15)) / MILLION

@@ -21,7 +21,8 @@ Kinds (the first item):
 - ``text``            200 ``text/plain``, no usage
 - ``big-json``        a chat completion padded by ``pad=`` bytes before its usage
 
-Options: ``in``, ``out``, ``cached`` (token counts), ``model``, ``status``, ``chunks`` (content
+Options: ``in``, ``out``, ``cached`` (prompt-cache reads), ``written`` (Anthropic prompt-cache
+writes), ``reasoning`` (OpenAI reasoning tokens, part of ``out``) (token counts), ``model``, ``status``, ``chunks`` (content
 events of a stream), ``delay_ms`` (before answering), ``split`` (write every stream event in
 that many pieces), ``gap_ms`` (pause between stream writes, so Envoy reads them separately),
 ``hold`` (1: wait until the test releases the request before answering), ``hold_after=N`` (a
@@ -71,6 +72,8 @@ class AnswerSpec:
     hold_after: int = None
     cut_after: int = None
     pad: int = 0
+    written: int = 0
+    reasoning: int = 0
     early: bool = False
     trailers: bool = False
 
@@ -82,7 +85,7 @@ class AnswerSpec:
 _INT_OPTIONS = {"in": "input", "out": "output", "cached": "cached", "status": "status",
                 "chunks": "chunks", "delay_ms": "delay_ms", "split": "split",
                 "gap_ms": "gap_ms", "hold_after": "hold_after", "cut_after": "cut_after",
-                "pad": "pad"}
+                "pad": "pad", "written": "written", "reasoning": "reasoning"}
 
 
 def parse(value: str) -> AnswerSpec:
@@ -212,7 +215,7 @@ def _openai_usage(spec):
     return {"prompt_tokens": spec.input, "completion_tokens": spec.output,
             "total_tokens": spec.input + spec.output,
             "prompt_tokens_details": {"cached_tokens": spec.cached, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+            "completion_tokens_details": {"reasoning_tokens": spec.reasoning, "audio_tokens": 0,
                                           "accepted_prediction_tokens": 0,
                                           "rejected_prediction_tokens": 0}}
 
@@ -282,7 +285,8 @@ def _responses_object(spec, model, status, usage):
 
 def _responses_usage(spec):
     return {"input_tokens": spec.input, "input_tokens_details": {"cached_tokens": spec.cached},
-            "output_tokens": spec.output, "output_tokens_details": {"reasoning_tokens": 0},
+            "output_tokens": spec.output,
+            "output_tokens_details": {"reasoning_tokens": spec.reasoning},
             "total_tokens": spec.input + spec.output}
 
 
@@ -319,9 +323,9 @@ def _embeddings_json(spec, model, _request):
 
 def _anthropic_usage(spec, output):
     usage = {"input_tokens": spec.input, "output_tokens": output}
-    if spec.cached:
+    if spec.cached or spec.written:
         usage["cache_read_input_tokens"] = spec.cached
-        usage["cache_creation_input_tokens"] = 0
+        usage["cache_creation_input_tokens"] = spec.written
     return usage
 
 
@@ -331,7 +335,7 @@ def _anthropic_json(spec, model, _request):
             "stop_reason": "end_turn", "stop_sequence": None,
             "usage": _anthropic_usage(spec, spec.output)}
     return 200, "application/json", [Event(_json(body),
-                                           (spec.input + spec.cached, spec.output))]
+                                           (spec.input + spec.cached + spec.written, spec.output))]
 
 
 def _anthropic_sse(spec, model, _request):
@@ -340,7 +344,7 @@ def _anthropic_sse(spec, model, _request):
                "content": [], "stop_reason": None, "stop_sequence": None,
                "usage": _anthropic_usage(spec, start_output)}
     events = [Event(_sse(_json({"type": "message_start", "message": message}),
-                         "message_start"), (spec.input + spec.cached, start_output)),
+                         "message_start"), (spec.input + spec.cached + spec.written, start_output)),
               Event(_sse(_json({"type": "content_block_start", "index": 0,
                                 "content_block": {"type": "text", "text": ""}}),
                          "content_block_start")),
@@ -354,7 +358,7 @@ def _anthropic_sse(spec, model, _request):
     events.append(Event(_sse(_json({"type": "message_delta",
                                     "delta": {"stop_reason": "end_turn", "stop_sequence": None},
                                     "usage": {"output_tokens": spec.output}}),
-                             "message_delta"), (spec.input + spec.cached, spec.output)))
+                             "message_delta"), (spec.input + spec.cached + spec.written, spec.output)))
     events.append(Event(_sse(_json({"type": "message_stop"}), "message_stop")))
     return 200, "text/event-stream; charset=utf-8", events
 
