@@ -183,3 +183,33 @@ def test_a_body_the_filter_may_not_change_reaches_the_upstream_byte_for_byte(gw,
     arrived = gw.a.requests[before:]
     assert all(r.method in ("PUT", "PATCH", "POST") and r.path.startswith("/tenants/")
                for r in arrived), [(r.method, r.path) for r in arrived]
+
+
+# === Before a worker knows Envoy's header mode ===
+
+@pytest.mark.parametrize("trailers", [None, TRAILERS], ids=["end-stream", "trailers"])
+def test_the_first_requests_without_held_headers_are_decided_like_any_other(
+        gateway_factory, upstream, keys, trailers):
+    """A gateway without allow_on_headers_stop_iteration, fresh: its workers do not know yet
+    that Envoy forwards headers before the body. The first body requests hold their headers,
+    the workers find out and let them go (without content-length), and their bodies are still
+    confined and rewritten, over HTTP/2 and with trailers too."""
+    from harness.keys import claims, mint
+    from harness.plugin_config import gateway_config, tenant
+    config = gateway_config(keys, {"acme": tenant(namespace="acme-ns")},
+                            vector_stores=[{"path_prefix": "/pinecone", "kind": "pinecone"}])
+    proxy = gateway_factory(config, hold_headers=False, name="fresh-forwarded")
+    token = mint(keys.corp_rsa, claims("acme"))
+    client = H2Client(proxy.listener_port)
+    for _ in range(4):  # more than workers, each its first
+        resp = client.request("POST", "/pinecone/query", token=token, trailers=trailers,
+                              body={"topK": 3, "vector": [0.1]})
+        assert resp.status == 200, resp
+        seen = upstream.received(resp.request_id)
+        assert json.loads(seen.body)["namespace"] == "acme-ns"
+        assert seen.header("content-length") is None
+        refused = client.request("POST", "/pinecone/query", token=token, trailers=trailers,
+                                 body={"namespace": "other", "topK": 3})
+        assert refused.status == 403, refused
+        assert upstream.find(refused.request_id) == []
+    assert proxy.stat("wasmcustom.tenant_guard.header_mode.forwarded") >= 1

@@ -181,6 +181,10 @@ impl Filter {
                 context_id: self.context_id,
                 since_ms: super::now_ms().unwrap_or(0),
                 total_size,
+                may_change_body: self
+                    .admitted
+                    .as_ref()
+                    .is_some_and(|a| a.stream.body_may_change()),
             });
         }
         self.execute(effects);

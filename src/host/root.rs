@@ -47,6 +47,8 @@ pub struct Probe {
     pub since_ms: u64,
     /// `request.total_size` when its headers were held.
     pub total_size: u64,
+    /// Its body may change: its headers go without `content-length` if they are let go.
+    pub may_change_body: bool,
 }
 
 /// Record ids: unique per worker VM (a random nonce) and per record (a counter).
@@ -256,8 +258,9 @@ impl Root {
 
     /// While the header mode is unknown: a held request whose body Envoy received but never
     /// delivered proves that Envoy does not hold headers for the body; then every held request
-    /// is let go (its body passes unread). A probe whose client sends no body for
-    /// [`PROBE_PATIENCE_MS`] (it may wait for the upstream) is let go too, proving nothing.
+    /// is let go (without `content-length` where its body may change), its body to be decided
+    /// when Envoy delivers it. A probe whose client sends no body for [`PROBE_PATIENCE_MS`] (it
+    /// may wait for the upstream) is let go too, proving nothing.
     fn watch_probes(&mut self) {
         let Some(worker) = &self.worker else {
             return;
@@ -276,15 +279,26 @@ impl Root {
             forwarded |= super::request_total_size() > probe.total_size;
             let waited = now_ms.saturating_sub(probe.since_ms) >= PROBE_PATIENCE_MS;
             if waited {
-                release.push(probe.context_id);
+                release.push((probe.context_id, probe.may_change_body));
             }
             !waited
         });
         if forwarded {
-            release.extend(worker.probes.drain(..).map(|p| p.context_id));
+            release.extend(
+                worker
+                    .probes
+                    .drain(..)
+                    .map(|p| (p.context_id, p.may_change_body)),
+            );
         }
-        for context_id in release {
-            if abi::set_effective_context(context_id).is_ok() && abi::resume_request().is_ok() {
+        for (context_id, may_change_body) in release {
+            if abi::set_effective_context(context_id).is_err() {
+                continue;
+            }
+            if may_change_body {
+                let _ = abi::remove_header(MapType::HttpRequestHeaders, "content-length");
+            }
+            if abi::resume_request().is_ok() {
                 worker.released.push(context_id);
             }
         }

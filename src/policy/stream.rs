@@ -28,10 +28,11 @@
 //! Nothing in the ABI says which mode Envoy runs the filter in, so a worker starts
 //! [`HeaderMode::Unknown`] and learns it from a request whose headers it holds: a body arriving
 //! proves `Held`; if Envoy received the body but never delivered it, the shell lets the
-//! headers go ([`Event::HeadersReleased`]) and that body passes unread. So while the mode is
-//! unknown, only requests whose body may pass unread hold their headers (those that would get
-//! `include_usage` or wait for a per-model check); vector-store bodies, which must be
-//! confined, go the `Forwarded` way.
+//! headers go ([`Event::HeadersReleased`], without `content-length` when the body may change)
+//! and Envoy delivers the body after them, to be decided as in `Forwarded`. One quirk of that
+//! path, seen on Envoy 1.40: after such a "stop all" continuation, a body the filter buffers is
+//! dropped when the request ends with trailers and the trailers answer `Continue`; answering
+//! `Pause` and continuing at once ([`Effects::resume`]) delivers it.
 
 use crate::policy::config::{ExtraEntry, FailureMode, GlobalRateLimit, Pricing, UsageRules};
 use crate::policy::denial::{self, LocalReply, Reason};
@@ -83,8 +84,9 @@ pub enum Event<'a> {
         usage: ratelimit::Usage,
         answer: Option<&'a ratelimit::Answer>,
     },
-    /// The held headers went on before the body was read (the shell found Envoy does not hold
-    /// headers for the body, or the client sent none for too long): the body passes unread.
+    /// The held headers went on before the body came (the shell found Envoy does not hold
+    /// headers for the body, or the client sent none for long): they left without
+    /// `content-length` when [`Stream::body_may_change`].
     HeadersReleased,
     ResponseHeaders {
         status: u32,
@@ -266,6 +268,13 @@ pub struct Stream {
     /// Where the request waits: the last request callback answered `Pause` there and nothing
     /// resumed it since.
     paused_at: Option<Point>,
+    /// The shell let the held headers go before the body came.
+    released: bool,
+    /// The body ended with trailers.
+    trailers: bool,
+    /// The trailers must answer `Pause` once while a resumption is under way (see the module
+    /// doc on released headers).
+    replay: bool,
     refused: bool,
     status: Option<u32>,
 }
@@ -287,8 +296,7 @@ impl Stream {
             && match setup.header_mode {
                 HeaderMode::Held => true,
                 HeaderMode::Forwarded => false,
-                // Only a body that may pass unread if the headers are let go.
-                HeaderMode::Unknown => setup.body_plan.is_none(),
+                HeaderMode::Unknown => true,
             };
         let mut stream = Stream {
             phase: Phase::Admitted,
@@ -304,6 +312,9 @@ impl Stream {
             token_check_waits,
             calls: 0,
             paused_at: None,
+            released: false,
+            trailers: false,
+            replay: false,
             refused: false,
             status: None,
         };
@@ -367,6 +378,9 @@ impl Stream {
     /// How a request callback (headers, body, trailers) answers Envoy now. The shell asks after
     /// executing the callback's effects, so calls it failed to send are already counted.
     pub fn request_flow(&mut self, at: Point) -> Flow {
+        if std::mem::take(&mut self.replay) {
+            return Flow::Pause;
+        }
         if self.waits(at) {
             self.paused_at = Some(at);
             Flow::Pause
@@ -414,14 +428,17 @@ impl Stream {
     pub fn on(&mut self, event: Event<'_>, rules: &Rules<'_>) -> Effects {
         match event {
             Event::RequestData { size, end } => self.request_data(size, end, rules),
-            Event::RequestTrailers => self.request_data(0, true, rules),
+            Event::RequestTrailers => {
+                self.trailers = true;
+                self.request_data(0, true, rules)
+            }
             Event::RequestBody(body) => self.request_body(body, rules),
             Event::CallSent => {
                 self.calls = self.calls.saturating_add(1);
                 Effects::default()
             }
             Event::CallAnswered { usage, answer } => self.call_answered(usage, answer, rules),
-            Event::HeadersReleased => self.headers_released(rules),
+            Event::HeadersReleased => self.headers_released(),
             Event::ResponseHeaders {
                 status,
                 content_type,
@@ -491,6 +508,11 @@ impl Stream {
             rules.pricing,
         );
         let mut effects = self.body_decided(true, rules);
+        // A call about to leave, or one in flight, resumes the request when it is answered.
+        if self.released && self.trailers && !effects.ask.tokens && self.calls == 0 {
+            self.replay = true;
+            effects.resume = true;
+        }
         if let Some(new) = rewritten {
             debug_assert!(self.body_may_change);
             if self.headers_held {
@@ -501,19 +523,14 @@ impl Stream {
         effects
     }
 
-    /// The held headers went on without the body: it passes unread and unchanged (Envoy will
-    /// deliver it only after the headers, when it could no longer be decided upon).
-    fn headers_released(&mut self, rules: &Rules<'_>) -> Effects {
-        if !std::mem::replace(&mut self.headers_held, false) {
-            return Effects::default();
-        }
-        if self.paused_at == Some(Point::Headers) {
-            self.paused_at = None;
-        }
-        self.body_may_change = false;
-        self.add_stream_usage = false;
-        if self.body == Body::Awaited && !self.refused {
-            return self.body_decided(false, rules);
+    /// The held headers went on before the body came: the body is decided when Envoy delivers
+    /// it after them.
+    fn headers_released(&mut self) -> Effects {
+        if std::mem::replace(&mut self.headers_held, false) {
+            self.released = true;
+            if self.paused_at == Some(Point::Headers) {
+                self.paused_at = None;
+            }
         }
         Effects::default()
     }

@@ -897,7 +897,7 @@ fn the_models_token_check_waits_for_the_body_that_names_it() {
 }
 
 #[test]
-fn released_headers_let_the_body_pass_unread_and_unchanged() {
+fn released_headers_get_their_body_decided_after_them() {
     let (usage, pricing) = rules_without_global();
     let rules = Rules {
         usage: &usage,
@@ -911,61 +911,76 @@ fn released_headers_let_the_body_pass_unread_and_unchanged() {
         },
         &rules,
     );
+    assert!(stream.headers_held(), "a held request probes the mode");
     assert!(
-        stream.headers_held(),
-        "a body that may pass unread probes the mode"
+        !effects.drop_content_length,
+        "its releaser drops the length"
     );
-    assert!(!effects.drop_content_length);
+    assert!(stream.body_may_change());
     assert_eq!(stream.request_flow(Point::Headers), Flow::Pause);
-    let _ = stream.on(Event::HeadersReleased, &rules);
-    assert!(!stream.headers_held() && !stream.body_may_change());
-    assert_eq!(stream.phase(), Phase::EstimateKnown);
-    let effects = stream.on(
+    assert_eq!(
+        stream.on(Event::HeadersReleased, &rules),
+        Effects::default()
+    );
+    assert!(!stream.headers_held());
+    let read = stream.on(
         Event::RequestData {
             size: STREAMING_CHAT.len(),
             end: true,
         },
         &rules,
     );
-    assert_eq!(effects, Effects::default(), "not read, not changed");
+    assert!(read.read_body);
+    let effects = stream.on(Event::RequestBody(STREAMING_CHAT), &rules);
+    assert!(effects.new_body.is_some(), "still decided and rewritten");
+    assert_eq!(effects.content_length, None, "the headers are gone");
+    assert!(!effects.resume);
     assert_eq!(stream.request_flow(Point::Body), Flow::Continue);
 }
 
 #[test]
-fn while_the_mode_is_unknown_a_body_to_confine_does_not_hold_its_headers() {
-    use crate::policy::vector_store::{BodyEdit, BodyPlan, Shape};
+fn released_headers_with_a_body_ending_in_trailers_pause_the_trailers_once() {
     let (usage, pricing) = rules_without_global();
     let rules = Rules {
         usage: &usage,
         pricing: &pricing,
         global: None,
     };
-    let plan = BodyPlan {
-        max_bytes: 1024,
-        edit: BodyEdit::SetNamespace {
-            namespace: "acme".into(),
-        },
-        shape: Shape::Single,
-    };
-    let (stream, effects) = Stream::admit(
+    let (mut stream, _) = Stream::admit(
         Setup {
             header_mode: HeaderMode::Unknown,
-            body_plan: Some(plan.clone()),
             ..setup(true, true)
         },
         &rules,
     );
-    assert!(!stream.headers_held());
-    assert!(effects.drop_content_length, "it goes the forwarded way");
-    let (stream, _) = Stream::admit(
-        Setup {
-            header_mode: HeaderMode::Held,
-            body_plan: Some(plan),
-            ..setup(true, true)
+    let _ = stream.request_flow(Point::Headers);
+    let _ = stream.on(Event::HeadersReleased, &rules);
+    let _ = stream.on(
+        Event::RequestData {
+            size: 10,
+            end: false,
         },
         &rules,
     );
-    assert!(stream.headers_held());
+    assert_eq!(stream.request_flow(Point::Body), Flow::Pause);
+    assert!(stream.on(Event::RequestTrailers, &rules).read_body);
+    let effects = stream.on(Event::RequestBody(STREAMING_CHAT), &rules);
+    assert!(effects.resume, "continue the paused trailers at once");
+    assert_eq!(stream.request_flow(Point::Body), Flow::Pause);
+    // Envoy delivers the body and the trailers again: both go on.
+    let _ = stream.on(
+        Event::RequestData {
+            size: 60,
+            end: false,
+        },
+        &rules,
+    );
+    assert_eq!(stream.request_flow(Point::Body), Flow::Continue);
+    assert_eq!(
+        stream.on(Event::RequestTrailers, &rules),
+        Effects::default()
+    );
+    assert_eq!(stream.request_flow(Point::Body), Flow::Continue);
 }
 
 #[test]
