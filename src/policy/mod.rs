@@ -9,6 +9,7 @@ pub mod cost;
 pub mod decision;
 pub mod denial;
 pub mod identity;
+pub mod json_edit;
 pub mod jwks;
 pub mod metering;
 pub mod namespace;

@@ -45,6 +45,8 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::policy::json_edit;
+
 /// Tokens used by one request. See the module doc for the provider mapping.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -273,146 +275,7 @@ pub fn takes_stream_options(path: &str) -> bool {
 
 /// Inserts or fixes `stream_options.include_usage: true` in a valid JSON object.
 fn set_include_usage(body: &[u8]) -> Option<Vec<u8>> {
-    let open = skip_ws(body, 0);
-    let top = object_members(body, open)?;
-    let Some(options) = top.last_member(body, b"stream_options") else {
-        return Some(top.insert(body, br#""stream_options":{"include_usage":true}"#));
-    };
-    match body.get(options.value.0) {
-        Some(b'{') => {
-            let inner = object_members(body, options.value.0)?;
-            match inner.last_member(body, b"include_usage") {
-                Some(flag) => splice(body, flag.value, b"true"),
-                None => Some(inner.insert(body, br#""include_usage":true"#)),
-            }
-        }
-        Some(b'n') => splice(body, options.value, br#"{"include_usage":true}"#),
-        _ => None,
-    }
-}
-
-/// Byte span `[start, end)` of a key (without quotes) and of its value.
-#[derive(Clone, Copy)]
-struct Member {
-    key: (usize, usize),
-    value: (usize, usize),
-}
-
-struct Object {
-    open: usize,
-    members: Vec<Member>,
-}
-
-impl Object {
-    fn last_member(&self, body: &[u8], name: &[u8]) -> Option<Member> {
-        self.members
-            .iter()
-            .rev()
-            .find(|m| body.get(m.key.0..m.key.1) == Some(name))
-            .copied()
-    }
-
-    /// The body with `member` added after the last member (or first, when empty).
-    fn insert(&self, body: &[u8], member: &[u8]) -> Vec<u8> {
-        let (at, sep): (usize, &[u8]) = match self.members.last() {
-            Some(last) => (last.value.1, b","),
-            None => (self.open.saturating_add(1), b""),
-        };
-        let (head, tail) = body.split_at_checked(at).unwrap_or((body, &[]));
-        [head, sep, member, tail].concat()
-    }
-}
-
-fn splice(body: &[u8], (start, end): (usize, usize), with: &[u8]) -> Option<Vec<u8>> {
-    Some([body.get(..start)?, with, body.get(end..)?].concat())
-}
-
-fn skip_ws(body: &[u8], mut i: usize) -> usize {
-    while body.get(i).is_some_and(u8::is_ascii_whitespace) {
-        i = i.saturating_add(1);
-    }
-    i
-}
-
-/// The members of the object opening at `open` (input already validated as JSON).
-fn object_members(body: &[u8], open: usize) -> Option<Object> {
-    if body.get(open) != Some(&b'{') {
-        return None;
-    }
-    let mut members = Vec::new();
-    let mut i = skip_ws(body, open.saturating_add(1));
-    if body.get(i) == Some(&b'}') {
-        return Some(Object { open, members });
-    }
-    loop {
-        let key_end = skip_string(body, i)?;
-        let colon = skip_ws(body, key_end);
-        (body.get(colon) == Some(&b':')).then_some(())?;
-        let value_start = skip_ws(body, colon.saturating_add(1));
-        let value_end = skip_value(body, value_start)?;
-        members.push(Member {
-            key: (i.saturating_add(1), key_end.saturating_sub(1)),
-            value: (value_start, value_end),
-        });
-        i = skip_ws(body, value_end);
-        match body.get(i) {
-            Some(b',') => i = skip_ws(body, i.saturating_add(1)),
-            Some(b'}') => return Some(Object { open, members }),
-            _ => return None,
-        }
-    }
-}
-
-/// Index just past the string starting at `i`.
-fn skip_string(body: &[u8], i: usize) -> Option<usize> {
-    (body.get(i) == Some(&b'"')).then_some(())?;
-    let mut escaped = false;
-    for (at, &b) in body.iter().enumerate().skip(i.saturating_add(1)) {
-        match (escaped, b) {
-            (true, _) => escaped = false,
-            (false, b'\\') => escaped = true,
-            (false, b'"') => return Some(at.saturating_add(1)),
-            _ => {}
-        }
-    }
-    None
-}
-
-/// Index just past the value starting at `i`.
-fn skip_value(body: &[u8], i: usize) -> Option<usize> {
-    match body.get(i)? {
-        b'"' => skip_string(body, i),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut at = i;
-            while let Some(&b) = body.get(at) {
-                match b {
-                    b'"' => {
-                        at = skip_string(body, at)?;
-                        continue;
-                    }
-                    b'{' | b'[' => depth = depth.saturating_add(1),
-                    b'}' | b']' => {
-                        depth = depth.saturating_sub(1);
-                        if depth == 0 {
-                            return Some(at.saturating_add(1));
-                        }
-                    }
-                    _ => {}
-                }
-                at = at.saturating_add(1);
-            }
-            None
-        }
-        _ => {
-            let len = body
-                .get(i..)?
-                .iter()
-                .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())
-                .unwrap_or(body.len().saturating_sub(i));
-            Some(i.saturating_add(len))
-        }
-    }
+    json_edit::set(body, &["stream_options", "include_usage"], b"true").ok()
 }
 
 // === Responses ===

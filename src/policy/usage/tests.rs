@@ -712,14 +712,14 @@ fn existing_stream_options_are_completed_or_fixed() {
             r#"{"stream":true,"stream_options":null}"#,
             r#"{"stream":true,"stream_options":{"include_usage":true}}"#,
         ),
-        (
-            r#"{"stream_options":{"include_usage":false},"stream":true,"stream_options":{}}"#,
-            r#"{"stream_options":{"include_usage":false},"stream":true,"stream_options":{"include_usage":true}}"#,
-        ),
     ];
     for (body, want) in cases {
         assert_eq!(added(CHAT, body).as_deref(), Some(want), "{body}");
     }
+    // Parsers disagree about which duplicate wins: such a body is left as it is.
+    let duplicate =
+        r#"{"stream_options":{"include_usage":false},"stream":true,"stream_options":{}}"#;
+    assert_eq!(added(CHAT, duplicate), None);
 }
 
 #[test]
