@@ -170,9 +170,12 @@ def test_clients_leaving_mid_upload_over_http2_cost_nothing(gateway, upstream):
         assert upstream.started(request_id) == []
 
 
-def input_estimate(upstream, request_id) -> int:
-    """The filter's input estimate: one token per 4 bytes of the body it sent upstream."""
-    return -(-len(upstream.received(request_id).body) // 4)
+def input_estimate(body) -> int:
+    """The filter's input estimate: one token per 4 bytes of the body the client sent."""
+    return -(-len(encoded(body)) // 4)
+
+
+STREAMING = chat(content="hi", stream=True)
 
 
 @pytest.mark.parametrize("hold_headers", MODES)
@@ -182,7 +185,7 @@ def test_a_client_leaving_mid_response_is_charged_what_was_delivered(gateway, up
     input estimate plus the text delivered, marked `estimate`."""
     proxy, token = gateway(hold_headers)
     tokens_before, _ = counters(proxy, token)
-    stream = proxy.client.open_stream(token=token, body=chat(content="hi", stream=True),
+    stream = proxy.client.open_stream(token=token, body=STREAMING,
                                       headers=answer("openai-sse", in_=40, out=30, chunks=12,
                                                      hold_after=5))
     answered = wait_for(lambda: (lambda f: f[0].answer if f and f[0].answer
@@ -193,7 +196,7 @@ def test_a_client_leaving_mid_response_is_charged_what_was_delivered(gateway, up
     upstream.wait_finished(stream.request_id)
     record = filter_record(proxy, stream.request_id)
     delivered = delivered_tokens(bytes(answered.body))
-    expected = input_estimate(upstream, stream.request_id) + delivered
+    expected = input_estimate(STREAMING) + delivered
     assert record["usage_source"] == "estimate", record
     assert record["output_tokens"] == delivered, record
     tokens_after, _ = counters(proxy, token)
@@ -205,7 +208,7 @@ def test_an_upstream_cutting_a_stream_charges_what_was_delivered(gateway, upstre
                                                                  hold_headers):
     proxy, token = gateway(hold_headers)
     tokens_before, _ = counters(proxy, token)
-    stream = proxy.client.open_stream(token=token, body=chat(content="hi", stream=True),
+    stream = proxy.client.open_stream(token=token, body=STREAMING,
                                       headers=answer("openai-sse", in_=40, out=30, chunks=12,
                                                      cut_after=6))
     stream.read_all()
@@ -215,7 +218,7 @@ def test_an_upstream_cutting_a_stream_charges_what_was_delivered(gateway, upstre
     delivered = delivered_tokens(bytes(answered.body))
     assert (record["usage_source"], record["output_tokens"]) == ("estimate", delivered), record
     tokens_after, _ = counters(proxy, token)
-    assert tokens_before - tokens_after == input_estimate(upstream, stream.request_id) + \
+    assert tokens_before - tokens_after == input_estimate(STREAMING) + \
         delivered
 
 
@@ -249,7 +252,7 @@ def test_a_stream_idle_timeout_mid_answer_charges_what_was_delivered(gateway, up
     proxy, token = gateway(hold_headers, hcm_options=IDLE)
     tokens_before, _ = counters(proxy, token)
     try:
-        stream = proxy.client.open_stream(token=token, body=chat(content="hi", stream=True),
+        stream = proxy.client.open_stream(token=token, body=STREAMING,
                                           headers=answer("openai-sse", in_=40, out=30,
                                                          chunks=12, hold_after=5))
         stream.read_all()
@@ -261,7 +264,7 @@ def test_a_stream_idle_timeout_mid_answer_charges_what_was_delivered(gateway, up
     delivered = delivered_tokens(bytes(answered.body[:len(stream.body)]))
     assert (record["usage_source"], record["output_tokens"]) == ("estimate", delivered), record
     tokens_after, _ = counters(proxy, token)
-    assert tokens_before - tokens_after == input_estimate(upstream, stream.request_id) + \
+    assert tokens_before - tokens_after == input_estimate(STREAMING) + \
         delivered
 
 

@@ -40,8 +40,11 @@ def cost(model, input_tokens, output_tokens, prices=PRICES, default=DEFAULT_PRIC
 
 @pytest.fixture(scope="module")
 def usage_envoy(tmp_path_factory, wasm_path, upstream, jwks_server, keys):
-    """One Envoy for the metering tests: acme without limits, the pricing above."""
-    config = gateway_config(keys, {"acme": tenant(), "globex": tenant()}, pricing=PRICING)
+    """One Envoy for the metering tests: acme without limits, the pricing above. Prompt caches
+    are left alone here, so the bodies the upstream receives differ from what the clients sent
+    only by what metering asks for (test_provider_isolation.py covers the scoping)."""
+    config = gateway_config(keys, {"acme": tenant(), "globex": tenant()}, pricing=PRICING,
+                            isolation={"prompt_cache": "off"})
     with Envoy(tmp_path_factory.mktemp("usage-envoy"),
                bs.gateway(upstream.port, jwks_server.port,
                           [bs.wasm_filter(wasm_path, config)])) as proxy:
@@ -151,7 +154,8 @@ def test_body_is_forwarded_byte_for_byte_when_there_is_nothing_to_ask(usage_envo
 def test_stream_usage_is_not_added_when_the_gateway_is_told_not_to(gateway_factory, upstream,
                                                                    keys):
     config = gateway_config(keys, {"acme": tenant()}, pricing=PRICING,
-                            usage={"inject_stream_usage": False})
+                            usage={"inject_stream_usage": False},
+                            isolation={"prompt_cache": "off"})
     proxy = gateway_factory(config, name="no-inject")
     raw = json.dumps(chat(stream=True)).encode()
     resp = proxy.client.chat(token=mint(keys.corp_rsa, claims("acme")), body=raw,

@@ -16,11 +16,15 @@ use crate::policy::config::Limits;
 use crate::policy::cost;
 use crate::policy::decision::{self, Admission, Decision, HeaderEdit, RequestFacts};
 use crate::policy::denial::{self, LocalReply, Reason};
+use crate::policy::isolation;
+use crate::policy::isolation::objects::{self, Inserted, Owners};
 use crate::policy::metering;
 use crate::policy::quota::{self, Demand, Refusal, Reservation, WindowStatus};
 use crate::policy::ratelimit::{self, Debit, Subject};
 use crate::policy::record::{Record, RequestInfo};
-use crate::policy::stream::{self, Effects, Event, Flow, HeaderMode, Point, Rules, Setup, Stream};
+use crate::policy::stream::{
+    self, CacheScope, Effects, Event, Flow, HeaderMode, Point, Rules, Setup, Stream,
+};
 
 pub struct Filter {
     worker: Rc<RefCell<Worker>>,
@@ -37,6 +41,7 @@ pub struct Filter {
 
 struct Admitted {
     tenant: String,
+    quota_id: String,
     user: Option<String>,
     plan: Option<String>,
     limits: Limits,
@@ -106,6 +111,14 @@ impl Filter {
     /// Executes an admission decided from the request headers.
     fn admitted_headers(&mut self, admission: Admission, end_of_stream: bool) -> Action {
         apply(&admission.header_edits);
+        if admission.private_cache {
+            let map = MapType::HttpRequestHeaders;
+            let existing = lossy(abi::header(map, "cache-control").ok().flatten());
+            let existing = (!existing.is_empty()).then_some(existing.as_str());
+            if let Some(value) = isolation::no_store_request(existing) {
+                let _ = abi::set_header(map, "cache-control", value.as_bytes());
+            }
+        }
         if admission.rerouted {
             // Envoy 1.40 re-selects the route after a :path change on its own; asking for it
             // keeps routing right should that default change.
@@ -117,7 +130,7 @@ impl Filter {
         let key = if admission.listed {
             QuotaKey::Listed(admission.tenant.clone())
         } else {
-            QuotaKey::Default(admission.tenant.clone())
+            QuotaKey::Default(admission.quota_id.clone())
         };
         // Held from this moment, so requests whose bodies come late cannot all pile in; the
         // body's own estimate replaces it.
@@ -145,10 +158,21 @@ impl Filter {
             None => lossy(request_header(":path")),
         };
         let method = lossy(request_header(":method"));
+        let json_body = request_header("content-type").is_none_or(|t| {
+            String::from_utf8_lossy(&t)
+                .to_ascii_lowercase()
+                .contains("json")
+        });
+        let cache_scope = admission.cache_scope.map(|api| CacheScope {
+            api,
+            tenant: admission.quota_id.clone(),
+            user: admission.user.clone(),
+        });
         let mode = self.worker.borrow().header_mode;
         let (stream, effects) = {
             let worker = self.worker.borrow();
-            let rules = rules(&worker);
+            let owners = worker.objects.at(super::now().unwrap_or(0));
+            let rules = rules(&worker, &owners);
             Stream::admit(
                 Setup {
                     method: &method,
@@ -159,12 +183,17 @@ impl Filter {
                     header_mode: mode,
                     body_plan: admission.body_plan,
                     response_plan: admission.response_plan,
+                    objects: admission.objects,
+                    cache_scope,
+                    private_cache: admission.private_cache,
+                    json_body,
                 },
                 &rules,
             )
         };
         let probe = mode == HeaderMode::Unknown && stream.headers_held();
         self.admitted = Some(Admitted {
+            quota_id: admission.quota_id,
             tenant: admission.tenant,
             user: admission.user,
             plan: admission.plan,
@@ -211,7 +240,8 @@ impl Filter {
                 return;
             };
             let worker = self.worker.borrow();
-            admitted.stream.on(event, &rules(&worker))
+            let owners = worker.objects.at(super::now().unwrap_or(0));
+            admitted.stream.on(event, &rules(&worker, &owners))
         };
         self.execute(effects);
     }
@@ -257,6 +287,14 @@ impl Filter {
         }
         if effects.drop_response_length {
             let _ = abi::remove_header(MapType::HttpResponseHeaders, "content-length");
+        }
+        if effects.private_cache {
+            let map = MapType::HttpResponseHeaders;
+            let existing = lossy(abi::header(map, "cache-control").ok().flatten());
+            let existing = (!existing.is_empty()).then_some(existing.as_str());
+            if let Some(value) = isolation::private_cache_control(existing) {
+                let _ = abi::set_header(map, "cache-control", value.as_bytes());
+            }
         }
         if let Some(body) = &effects.new_response_body {
             let _ = abi::set_buffer(BufferType::HttpResponseBody, self.response_body_len, body);
@@ -376,6 +414,15 @@ impl Filter {
             );
             worker.debits.push(debit);
         }
+        if let Some(id) = &settlement.created {
+            let owner = objects::owner_digest(&admitted.quota_id);
+            let now = super::now().unwrap_or(0);
+            match worker.objects.record(id, owner, now) {
+                Ok(Inserted::Added) => {}
+                Ok(Inserted::Evicted) => worker.stats.count("objects.evicted"),
+                Err(why) => log::error!("tenant-guard: object ownership not recorded: {why}"),
+            }
+        }
         if settlement.phase == stream::Phase::Refused {
             return;
         }
@@ -428,11 +475,13 @@ enum QuotaAdmission {
     Refused(Refusal),
 }
 
-fn rules(worker: &Worker) -> Rules<'_> {
+fn rules<'a>(worker: &'a Worker, owners: &'a dyn Owners) -> Rules<'a> {
     Rules {
         usage: &worker.config.usage,
         pricing: &worker.config.pricing,
         global: worker.config.global_rate_limit.as_ref(),
+        isolation: &worker.config.isolation,
+        owners,
     }
 }
 
@@ -503,7 +552,13 @@ impl HttpContext for Filter {
         let decision = match super::now() {
             Some(now) => {
                 let mut worker = self.worker.borrow_mut();
-                let Worker { config, cache, .. } = &mut *worker;
+                let Worker {
+                    config,
+                    cache,
+                    objects,
+                    ..
+                } = &mut *worker;
+                let owners = objects.at(now);
                 let tenant_header = config.tenant_header.as_deref().and_then(request_header);
                 let facts = RequestFacts {
                     method: &method_text,
@@ -512,7 +567,7 @@ impl HttpContext for Filter {
                     tenant_header: tenant_header.as_deref(),
                     now,
                 };
-                decision::decide(config, cache, facts)
+                decision::decide(config, cache, &owners, facts)
             }
             // Without a clock no expiry can be checked: fail closed.
             None => decision::deny(Reason::InvalidToken, "host clock unavailable"),
@@ -606,7 +661,7 @@ impl HttpContext for Filter {
                     size: body_size,
                     end: end_of_stream,
                 },
-                &rules(&worker),
+                &rules(&worker, &worker.objects.at(super::now().unwrap_or(0))),
             )
         };
         let hold = effects.hold_response;
@@ -667,7 +722,8 @@ impl Filter {
                 return Action::Continue;
             };
             let worker = self.worker.borrow();
-            let rules = rules(&worker);
+            let owners = worker.objects.at(super::now().unwrap_or(0));
+            let rules = rules(&worker, &owners);
             let mut effects = admitted.stream.on(event, &rules);
             if effects.read_body {
                 let body = read_buffer(BufferType::HttpRequestBody);

@@ -13,10 +13,11 @@ use proxy_wasm::types::{BufferType, ContextType, MapType};
 use crate::host::abi;
 use crate::host::filter::Filter;
 use crate::host::global;
-use crate::host::shared::{self, QuotaStore};
+use crate::host::shared::{self, ObjectStore, QuotaStore};
 use crate::host::stats::Stats;
 use crate::policy::config::Config;
 use crate::policy::identity::RemoteKeys;
+use crate::policy::isolation::ProviderObjects;
 use crate::policy::jwks::KeySet;
 use crate::policy::ratelimit::{self, Debit, Subject};
 use crate::policy::stream::HeaderMode;
@@ -28,6 +29,8 @@ pub struct Worker {
     pub cache: TokenCache,
     pub stats: Stats,
     pub quotas: QuotaStore,
+    /// Who created which provider-side object.
+    pub objects: ObjectStore,
     /// Token debits for the rate-limit service, waiting for the next tick.
     pub debits: Vec<Debit>,
     pub record_ids: RecordIds,
@@ -403,6 +406,11 @@ impl RootContext for Root {
         let listed = config.tenants.listed_ids();
         // Before traffic, so no two workers race to create a tenant's quota key.
         let quotas = QuotaStore::new(listed.iter().copied(), DEFAULT_TENANT_SLOTS);
+        let store = &config.isolation.store;
+        let objects = match config.isolation.provider_objects {
+            ProviderObjects::Owner => ObjectStore::new(store.buckets, store.ttl_s),
+            ProviderObjects::Off => ObjectStore::new(0, store.ttl_s),
+        };
         let stats = Stats::new(listed.into_iter(), config.stats.max_tenant_series);
         let cache = TokenCache::new(config.token_cache_size);
         self.worker = Some(Rc::new(RefCell::new(Worker {
@@ -410,6 +418,7 @@ impl RootContext for Root {
             cache,
             stats,
             quotas,
+            objects,
             debits: Vec::new(),
             record_ids: RecordIds::new(),
             header_mode: HeaderMode::Unknown,

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 
 use crate::host::abi::{self, Write};
+use crate::policy::isolation::objects::{self, Inserted, OwnerDigest, Owners};
 
 /// How often an update is retried when another worker wrote in between.
 const ATTEMPTS: usize = 64;
@@ -217,4 +218,75 @@ fn update<T, E>(
     Err(UpdateError::Unavailable(format!(
         "{ATTEMPTS} attempts lost the race"
     )))
+}
+
+// === The ownership store of provider-side objects ===
+
+/// Who created which provider-side object (`policy::isolation::objects`): a fixed number of
+/// bucket keys (`tenant-guard/objects/<n>`, created at load time), each one value of at most
+/// `objects::BUCKET_ENTRIES` entries of 28 bytes, updated by compare-and-swap.
+pub struct ObjectStore {
+    buckets: usize,
+    ttl_s: u64,
+}
+
+fn bucket_key(bucket: usize) -> String {
+    format!("tenant-guard/objects/{bucket}")
+}
+
+impl ObjectStore {
+    /// The store of `buckets` buckets, their keys created if missing (none when 0: off).
+    pub fn new(buckets: usize, ttl_s: u64) -> ObjectStore {
+        for bucket in 0..buckets {
+            ensure(&bucket_key(bucket));
+        }
+        ObjectStore { buckets, ttl_s }
+    }
+
+    /// The store as seen at `now`.
+    pub fn at(&self, now: u64) -> StoreAt<'_> {
+        StoreAt { store: self, now }
+    }
+
+    /// Records `owner` as the owner of `id` (for `ttl_s`). Returns whether an entry closer to
+    /// expiry had to give way.
+    pub fn record(&self, id: &str, owner: OwnerDigest, now: u64) -> Result<Inserted, String> {
+        if self.buckets == 0 {
+            return Ok(Inserted::Added);
+        }
+        let digest = objects::id_digest(id);
+        let key = bucket_key(objects::bucket_of(&digest, self.buckets));
+        let entry = objects::Entry {
+            id: digest,
+            owner,
+            expires_at: u32::try_from(now.saturating_add(self.ttl_s)).unwrap_or(u32::MAX),
+        };
+        update(&key, |value| {
+            let mut bucket = objects::Bucket::decode(value);
+            let inserted = bucket.insert(entry, now);
+            Ok::<_, ()>((bucket.encode(), inserted))
+        })
+        .map_err(|e| match e {
+            UpdateError::Refused(()) => "refused".to_string(),
+            UpdateError::Unavailable(why) => why,
+        })
+    }
+}
+
+/// The ownership store at one moment: what the core asks about owners.
+pub struct StoreAt<'a> {
+    store: &'a ObjectStore,
+    now: u64,
+}
+
+impl Owners for StoreAt<'_> {
+    fn owner_of(&self, id: &str) -> Option<OwnerDigest> {
+        if self.store.buckets == 0 {
+            return None;
+        }
+        let digest = objects::id_digest(id);
+        let key = bucket_key(objects::bucket_of(&digest, self.store.buckets));
+        let (value, _) = abi::shared_data(&key).ok()?;
+        objects::Bucket::decode(&value.unwrap_or_default()).owner_of(&digest, self.now)
+    }
 }

@@ -4,12 +4,14 @@
 //! Everything is checked at load time so that Envoy refuses a half-understood policy: unknown
 //! fields, dangling plan or provider references, bad keys. Every error names the field path.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use serde::Deserialize;
 
 use crate::policy::identity::{ClaimPath, IdentityRules, Provider, RemoteKeys};
+use crate::policy::isolation::objects::BUCKET_ENTRIES;
+use crate::policy::isolation::{IsolationRules, PromptCache, ProviderObjects, StoreRules};
 use crate::policy::jwks::KeySet;
 use crate::policy::tenant::{is_valid_tenant_id, DefaultTenant, Status, Tenant, Tenants};
 use crate::policy::vector_store::{self, RawVectorStore, VectorStores};
@@ -58,6 +60,36 @@ struct RawConfig {
     usage: UsageRules,
     #[serde(default)]
     stats: StatsRules,
+    #[serde(default)]
+    isolation: RawIsolation,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawIsolation {
+    #[serde(default)]
+    provider_objects: ProviderObjects,
+    #[serde(default)]
+    prompt_cache: PromptCache,
+    key: Option<String>,
+    #[serde(default)]
+    objects: RawObjectStore,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawObjectStore {
+    max_objects: usize,
+    ttl_s: u64,
+}
+
+impl Default for RawObjectStore {
+    fn default() -> Self {
+        RawObjectStore {
+            max_objects: 131_072,
+            ttl_s: 30 * 86_400,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -161,6 +193,9 @@ struct RawTenant {
     plan: Option<String>,
     namespace: Option<String>,
     limits: Option<RawLimits>,
+    /// Ids of provider objects the tenant may use though the gateway never saw them created.
+    #[serde(default)]
+    object_prefixes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -396,6 +431,9 @@ pub struct Config {
     pub vector_stores: VectorStores,
     pub usage: UsageRules,
     pub stats: StatsRules,
+    pub isolation: IsolationRules,
+    /// `tenants.<id>.object_prefixes`, for the tenants that have some.
+    pub object_prefixes: HashMap<String, Vec<String>>,
 }
 
 impl Config {
@@ -414,13 +452,20 @@ impl Config {
                 message: e.into_inner().to_string(),
             }
         })?;
-        compile(raw)
+        // Without `isolation.key`, tags are keyed by the document itself: stable across workers
+        // and restarts, new with every configuration change.
+        let derived = hmac_sha256::Hash::hash(
+            [b"tenant-guard isolation key\0".as_slice(), document]
+                .concat()
+                .as_slice(),
+        );
+        compile(raw, derived)
     }
 }
 
 // === Validation ===
 
-fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
+fn compile(raw: RawConfig, derived_key: [u8; 32]) -> Result<Config, ConfigError> {
     if raw.providers.is_empty() {
         return err("providers", "at least one provider is required");
     }
@@ -498,8 +543,18 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     };
 
     let mut tenants = Vec::new();
+    let mut object_prefixes = HashMap::new();
     for (id, t) in raw.tenants {
         let path = format!("tenants.{id}");
+        if let Some(i) = t.object_prefixes.iter().position(|p| p.len() < 4) {
+            return err(
+                format!("{path}.object_prefixes[{i}]"),
+                "must be at least 4 characters (a prefix of ids, not a wildcard)",
+            );
+        }
+        if !t.object_prefixes.is_empty() {
+            object_prefixes.insert(id.clone(), t.object_prefixes.clone());
+        }
         if !is_valid_tenant_id(&id) {
             return err(
                 path,
@@ -562,6 +617,8 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         bypass_paths.insert(p);
     }
 
+    let isolation = compile_isolation(raw.isolation, derived_key)?;
+
     Ok(Config {
         providers,
         remote_jwks,
@@ -578,6 +635,40 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         vector_stores: vector_store::compile(raw.vector_stores)?,
         usage: raw.usage,
         stats: raw.stats,
+        isolation,
+        object_prefixes,
+    })
+}
+
+fn compile_isolation(
+    raw: RawIsolation,
+    derived_key: [u8; 32],
+) -> Result<IsolationRules, ConfigError> {
+    let key = match raw.key {
+        Some(key) if key.len() < 32 => {
+            return err("isolation.key", "must be at least 32 characters of secret");
+        }
+        Some(key) => hmac_sha256::Hash::hash(key.as_bytes()),
+        None => derived_key,
+    };
+    let objects = raw.objects;
+    if !(BUCKET_ENTRIES..=10_000_000).contains(&objects.max_objects) {
+        return err(
+            "isolation.objects.max_objects",
+            format!("must be between {BUCKET_ENTRIES} and 10000000"),
+        );
+    }
+    if objects.ttl_s < 60 {
+        return err("isolation.objects.ttl_s", "must be at least 60");
+    }
+    Ok(IsolationRules {
+        provider_objects: raw.provider_objects,
+        prompt_cache: raw.prompt_cache,
+        key,
+        store: StoreRules {
+            buckets: objects.max_objects.div_ceil(BUCKET_ENTRIES),
+            ttl_s: objects.ttl_s,
+        },
     })
 }
 

@@ -4,6 +4,9 @@
 use crate::policy::config::{Config, Limits, TokenSource};
 use crate::policy::denial::Reason;
 use crate::policy::identity::{self, VerifiedToken};
+use crate::policy::isolation::objects::{self, ObjectPlan, Owners};
+use crate::policy::isolation::prompt_cache::{self, Api};
+use crate::policy::isolation::{PromptCache, ProviderObjects};
 use crate::policy::namespace::{self, PathRefusal};
 use crate::policy::tenant::BoundTenant;
 use crate::policy::token_cache::TokenCache;
@@ -73,6 +76,9 @@ pub enum HeaderEdit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admission {
     pub tenant: String,
+    /// Whose counters and objects these are: the tenant id for a listed tenant, `<provider>/<id>`
+    /// for one admitted through `default_tenant` (two providers' default tenants never share).
+    pub quota_id: String,
     pub user: Option<String>,
     pub provider: String,
     pub plan: Option<String>,
@@ -90,6 +96,13 @@ pub struct Admission {
     pub body_plan: Option<BodyPlan>,
     /// A vector-store response to filter before the client may see it.
     pub response_plan: Option<ResponsePlan>,
+    /// Provider-side objects: what the request does to them and whose they may be.
+    pub objects: Option<ObjectPlan>,
+    /// The API whose prompt-cache key and user identifiers get scoped to the tenant.
+    pub cache_scope: Option<Api>,
+    /// A shared HTTP cache keys on host and path, and neither names the tenant: answers must
+    /// be marked private.
+    pub private_cache: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,8 +133,14 @@ pub fn deny(reason: Reason, detail: impl Into<String>) -> Decision {
     })
 }
 
-/// Decides a request from its headers. `cache` holds tokens this worker already verified.
-pub fn decide(config: &Config, cache: &mut TokenCache, facts: RequestFacts<'_>) -> Decision {
+/// Decides a request from its headers. `cache` holds tokens this worker already verified;
+/// `owners` who created which provider-side object.
+pub fn decide(
+    config: &Config,
+    cache: &mut TokenCache,
+    owners: &dyn Owners,
+    facts: RequestFacts<'_>,
+) -> Decision {
     let path_only = facts.path.split(|b| *b == b'?').next().unwrap_or_default();
     let is_bypass = std::str::from_utf8(path_only)
         .map(|p| config.bypass_paths.contains(p))
@@ -144,13 +163,14 @@ pub fn decide(config: &Config, cache: &mut TokenCache, facts: RequestFacts<'_>) 
             Err(rejection) => return deny(rejection.reason, rejection.detail),
         },
     };
-    admit(config, source, verified, &facts)
+    admit(config, source, verified, owners, &facts)
 }
 
 fn admit(
     config: &Config,
     source: usize,
     verified: VerifiedToken,
+    owners: &dyn Owners,
     facts: &RequestFacts<'_>,
 ) -> Decision {
     let provider = config
@@ -212,18 +232,66 @@ fn admit(
         Err(refusal) => return denial(refusal.reason, refusal.detail),
     };
     header_edits.extend(place.edits);
+    let listed = config.tenants.is_listed(bound.id);
+    let quota_id = if listed {
+        bound.id.to_string()
+    } else {
+        format!("{provider}/{}", bound.id)
+    };
+    let isolation = &config.isolation;
+    let mut object_plan = None;
+    let mut cache_scope = None;
+    if isolation.provider_objects == ProviderObjects::Owner
+        || isolation.prompt_cache == PromptCache::Tenant
+    {
+        let path = match namespace::normalize(facts.path) {
+            Ok(path) => path.path,
+            Err(refusal) => return denial(refusal.reason, refusal.detail),
+        };
+        if isolation.provider_objects == ProviderObjects::Owner {
+            let plan = ObjectPlan {
+                route: objects::route(facts.method, &path),
+                owner: objects::owner_digest(&quota_id),
+                prefixes: config
+                    .object_prefixes
+                    .get(bound.id)
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            if let Some(id) = &plan.route.named {
+                if let Err(refusal) = plan.allows(id, owners) {
+                    return denial(refusal.reason, refusal.detail);
+                }
+            }
+            object_plan = Some(plan);
+        }
+        if isolation.prompt_cache == PromptCache::Tenant {
+            cache_scope = prompt_cache::api(facts.method, &path);
+        }
+    }
+    let private_cache = !config.routing.as_ref().is_some_and(|r| {
+        let names_tenant = |t: &Option<String>| {
+            t.as_deref()
+                .is_some_and(|t| t.contains("{tenant}") || t.contains("{namespace}"))
+        };
+        names_tenant(&r.path_prefix) || names_tenant(&r.authority)
+    });
     Decision::Admit(Box::new(Admission {
+        quota_id,
         tenant: bound.id.to_string(),
         user: verified.user,
         provider,
         plan: bound.plan.map(str::to_string),
         limits: bound.limits.clone(),
-        listed: config.tenants.is_listed(bound.id),
+        listed,
         header_edits,
         path_sent: place.path,
         rerouted: place.rerouted,
         body_plan: place.body_plan,
         response_plan: place.response_plan,
+        objects: object_plan,
+        cache_scope,
+        private_cache,
     }))
 }
 

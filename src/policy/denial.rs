@@ -29,6 +29,9 @@ pub enum Reason {
     BodyTooLarge,
     /// A body the filter must rewrite is not what the endpoint expects (not JSON, wrong shape).
     InvalidBody,
+    /// The request names a provider-side object that is not the tenant's (answered as if it
+    /// did not exist).
+    ProviderObjectNotFound,
 }
 
 impl Reason {
@@ -51,6 +54,7 @@ impl Reason {
             Reason::VectorOperationNotAllowed => "vector_operation_not_allowed",
             Reason::BodyTooLarge => "body_too_large",
             Reason::InvalidBody => "invalid_body",
+            Reason::ProviderObjectNotFound => "provider_object_not_found",
         }
     }
 }
@@ -132,6 +136,7 @@ pub fn reply(reason: Reason) -> LocalReply {
             "invalid_request_error",
             "The request body is not valid for this endpoint.",
         ),
+        Reason::ProviderObjectNotFound => (404, "invalid_request_error", "No such object."),
     };
     let mut headers = vec![("content-type", "application/json".to_string())];
     match reason {

@@ -16,6 +16,7 @@
 
 use crate::policy::config::{Pricing, UsageRules};
 use crate::policy::cost::{self, Cost};
+use crate::policy::isolation::objects::IdField;
 use crate::policy::quota::{Actual, Demand};
 use crate::policy::usage::{self, JsonUsage, SseUsage, Usage, UsageSource};
 
@@ -136,6 +137,20 @@ impl Meter {
             Reader::Sse(sse) => sse.feed(chunk),
             Reader::Json(json) => json.feed(chunk),
             Reader::None => {}
+        }
+    }
+
+    /// The id of the object the answer created, from where `field` says it is.
+    pub fn created_id(&self, field: IdField) -> Option<String> {
+        let ids = match &self.reader {
+            Reader::Sse(sse) => sse.ids(),
+            Reader::Json(json) => json.ids(),
+            Reader::None => return None,
+        };
+        match field {
+            IdField::Id => ids.id.clone().or_else(|| ids.envelope_id.clone()),
+            IdField::ThreadId => ids.thread_id.clone(),
+            IdField::FileId => ids.file_id.clone(),
         }
     }
 

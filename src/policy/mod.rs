@@ -9,6 +9,7 @@ pub mod cost;
 pub mod decision;
 pub mod denial;
 pub mod identity;
+pub mod isolation;
 pub mod json_edit;
 pub mod jwks;
 pub mod metering;

@@ -238,6 +238,7 @@ mod tests {
             user: Some("alice".into()),
             provider: "corp-idp".into(),
             plan: Some("pro".into()),
+            quota_id: "acme".into(),
             limits: Default::default(),
             listed: true,
             header_edits: vec![],
@@ -245,6 +246,9 @@ mod tests {
             rerouted: false,
             body_plan: None,
             response_plan: None,
+            objects: None,
+            cache_scope: None,
+            private_cache: false,
         }));
         let record = Record::new(&decision, info());
         let json: serde_json::Value = serde_json::from_str(&record.to_json()).unwrap();

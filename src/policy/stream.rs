@@ -36,7 +36,11 @@
 
 use crate::policy::config::{ExtraEntry, FailureMode, GlobalRateLimit, Pricing, UsageRules};
 use crate::policy::denial::{self, LocalReply, Reason};
+use crate::policy::isolation::objects::{self, IdField, ObjectPlan, Owners};
+use crate::policy::isolation::prompt_cache::{self, Api};
+use crate::policy::isolation::IsolationRules;
 use crate::policy::metering::{self, Answer, Meter, Outcome};
+use crate::policy::namespace::PathRefusal;
 use crate::policy::quota::{Actual, Demand, Reservation};
 use crate::policy::ratelimit::{self, Verdict};
 use crate::policy::vector_store::{self, BodyPlan, ResponsePlan};
@@ -153,6 +157,8 @@ pub struct Settlement {
     /// What the tenant's counters hold for the request; `None` when it has no quotas.
     pub reservation: Option<Reservation>,
     pub outcome: Outcome,
+    /// The id of a provider-side object the answer created: its owner is this tenant.
+    pub created: Option<String>,
     /// The tokens to debit at the rate-limit service (0: none).
     pub debit_tokens: u64,
     /// `Ended`, `Aborted` or `Refused`.
@@ -199,16 +205,21 @@ pub struct Effects {
     pub new_response_body: Option<Vec<u8>>,
     /// Reset the response (what follows must not reach the client).
     pub reset_response: bool,
+    /// Mark the answer private for HTTP caches (see `isolation::private_cache_control`).
+    pub private_cache: bool,
     /// Take the request's settlement (exactly once per stream).
     pub settle: Option<Settlement>,
 }
 
-/// What the stream needs of the configuration.
+/// What the stream needs of the configuration and of the gateway's memory.
 #[derive(Clone, Copy)]
 pub struct Rules<'a> {
     pub usage: &'a UsageRules,
     pub pricing: &'a Pricing,
     pub global: Option<&'a GlobalRateLimit>,
+    pub isolation: &'a IsolationRules,
+    /// Who created which provider-side object.
+    pub owners: &'a dyn Owners,
 }
 
 /// Whether Envoy lets a request's headers wait while the filter reads the body.
@@ -237,6 +248,40 @@ pub struct Setup<'a> {
     pub header_mode: HeaderMode,
     pub body_plan: Option<BodyPlan>,
     pub response_plan: Option<ResponsePlan>,
+    /// Provider-side objects (`isolation.provider_objects`).
+    pub objects: Option<ObjectPlan>,
+    /// Scope the body's prompt-cache key and user identifiers to the tenant.
+    pub cache_scope: Option<CacheScope>,
+    /// Mark answers private for HTTP caches.
+    pub private_cache: bool,
+    /// The body is JSON (or says nothing of its type).
+    pub json_body: bool,
+}
+
+/// Whose prompt cache and user identifiers a body gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheScope {
+    pub api: Api,
+    /// The tenant's quota id.
+    pub tenant: String,
+    pub user: Option<String>,
+}
+
+/// An answer held to be cut to the tenant's before the client sees it.
+enum Listing {
+    /// Qdrant collections (vector stores).
+    Collections(ResponsePlan),
+    /// Provider-side objects, held up to `max_bytes`.
+    Objects { max_bytes: usize },
+}
+
+impl Listing {
+    fn max_bytes(&self) -> usize {
+        match self {
+            Listing::Collections(plan) => plan.max_bytes,
+            Listing::Objects { max_bytes } => *max_bytes,
+        }
+    }
 }
 
 /// The request body, as far as the filter is concerned.
@@ -259,7 +304,14 @@ pub struct Stream {
     body_may_change: bool,
     add_stream_usage: bool,
     body_plan: Option<BodyPlan>,
-    response_plan: Option<ResponsePlan>,
+    listing: Option<Listing>,
+    objects: Option<ObjectPlan>,
+    cache_scope: Option<CacheScope>,
+    private_cache: bool,
+    /// The body must be read whole to be decided (isolation), whatever its size.
+    must_read: bool,
+    /// The answer creates a provider-side object whose id is here.
+    creates: Option<IdField>,
     path: String,
     /// The token check at the rate-limit service waits for the body's model.
     token_check_waits: bool,
@@ -285,12 +337,15 @@ impl Stream {
         let held_demand = setup.held.map(|r| r.demand).unwrap_or_default();
         let add_stream_usage =
             metering::may_add_stream_usage(rules.usage, setup.method, setup.path);
-        let body_may_change = setup.body_plan.is_some() || add_stream_usage;
+        let body_may_change =
+            setup.body_plan.is_some() || add_stream_usage || setup.cache_scope.is_some();
         let token_check_waits = setup.body_follows
             && rules
                 .global
                 .is_some_and(|g| g.extra_entries.contains(&ExtraEntry::Model));
-        let wants_held = body_may_change || token_check_waits;
+        // A JSON body may name objects: it is decided before the upstream sees it.
+        let must_read = setup.json_body && (setup.objects.is_some() || setup.cache_scope.is_some());
+        let wants_held = body_may_change || token_check_waits || must_read;
         let headers_held = setup.body_follows
             && wants_held
             && match setup.header_mode {
@@ -307,7 +362,23 @@ impl Stream {
             body_may_change,
             add_stream_usage,
             body_plan: setup.body_plan,
-            response_plan: setup.response_plan,
+            listing: match (setup.response_plan, &setup.objects) {
+                (Some(plan), _) => Some(Listing::Collections(plan)),
+                (None, Some(objects)) if objects.route.lists => Some(Listing::Objects {
+                    max_bytes: rules.usage.max_body_bytes,
+                }),
+                _ => None,
+            },
+            creates: setup
+                .objects
+                .as_ref()
+                .and_then(|o| o.route.creates)
+                .filter(|c| !setup.body_follows && c.is_stored(None))
+                .map(|c| c.id_field),
+            objects: setup.objects,
+            cache_scope: setup.cache_scope,
+            private_cache: setup.private_cache,
+            must_read,
             path: setup.path.to_string(),
             token_check_waits,
             calls: 0,
@@ -413,15 +484,15 @@ impl Stream {
         if self.refused {
             return false;
         }
-        match &self.response_plan {
-            Some(plan) => end || size > plan.max_bytes,
+        match &self.listing {
+            Some(listing) => end || size > listing.max_bytes(),
             None => !self.phase.is_settled(),
         }
     }
 
     /// Whether a response body is being held (a listing to filter).
     pub fn holds_response(&self) -> bool {
-        self.response_plan.is_some() && !self.refused
+        self.listing.is_some() && !self.refused
     }
 
     /// Takes one event; returns what the shell must do.
@@ -467,7 +538,7 @@ impl Stream {
             .as_ref()
             .map_or(rules.usage.max_body_bytes, |plan| plan.max_bytes);
         if size > cap {
-            if self.body_plan.is_some() {
+            if self.body_plan.is_some() || self.must_read {
                 let refusal = refusal_of(
                     Reason::BodyTooLarge,
                     format!("request body over {cap} bytes"),
@@ -496,17 +567,32 @@ impl Stream {
                 }
             }
         }
+        if let Err(refusal) = self.check_objects(body, rules) {
+            return self.refuse(refusal_of(refusal.reason, refusal.detail), rules);
+        }
+        if let Some(scope) = &self.cache_scope {
+            let current = rewritten.as_deref().unwrap_or(body);
+            let tenant_scope = prompt_cache::Scope {
+                key: &rules.isolation.key,
+                tenant: &scope.tenant,
+                user: scope.user.as_deref(),
+            };
+            match prompt_cache::scope(current, scope.api, &tenant_scope) {
+                Ok(Some(new)) => rewritten = Some(new),
+                Ok(None) => {}
+                Err(refusal) => {
+                    return self.refuse(refusal_of(refusal.reason, refusal.detail), rules);
+                }
+            }
+        }
         if self.add_stream_usage {
             let current = rewritten.as_deref().unwrap_or(body);
             if let Some(new) = metering::with_stream_usage(&self.path, current) {
                 rewritten = Some(new);
             }
         }
-        self.meter.read_request(
-            rewritten.as_deref().unwrap_or(body),
-            rules.usage,
-            rules.pricing,
-        );
+        // Estimated from the body the client sent (what the gateway adds is not prompt).
+        self.meter.read_request(body, rules.usage, rules.pricing);
         let mut effects = self.body_decided(true, rules);
         // A call about to leave, or one in flight, resumes the request when it is answered.
         if self.released && self.trailers && !effects.ask.tokens && self.calls == 0 {
@@ -521,6 +607,22 @@ impl Stream {
             effects.new_body = Some(new);
         }
         effects
+    }
+
+    /// The objects a body names must be the tenant's; notes whether it creates one.
+    fn check_objects(&mut self, body: &[u8], rules: &Rules<'_>) -> Result<(), PathRefusal> {
+        let Some(plan) = &self.objects else {
+            return Ok(());
+        };
+        for id in objects::references(body)? {
+            plan.allows(&id, rules.owners)?;
+        }
+        self.creates = plan
+            .route
+            .creates
+            .filter(|c| c.is_stored(Some(body)))
+            .map(|c| c.id_field);
+        Ok(())
     }
 
     /// The held headers went on before the body came: the body is decided when Envoy delivers
@@ -599,7 +701,8 @@ impl Stream {
         }
         self.meter.response_started(content_type);
         Effects {
-            drop_response_length: self.response_plan.is_some(),
+            drop_response_length: self.listing.is_some(),
+            private_cache: self.private_cache,
             ..Effects::default()
         }
     }
@@ -614,8 +717,8 @@ impl Stream {
         if self.refused {
             return Effects::default();
         }
-        if let Some(plan) = &self.response_plan {
-            if !end && size <= plan.max_bytes {
+        if let Some(listing) = &self.listing {
+            if !end && size <= listing.max_bytes() {
                 return Effects {
                     hold_response: true,
                     ..Effects::default()
@@ -623,7 +726,13 @@ impl Stream {
             }
             // Never forward a listing that could not be confined to the tenant.
             let filtered = chunk
-                .and_then(|body| vector_store::filter_response(plan, body))
+                .and_then(|body| match listing {
+                    Listing::Collections(plan) => vector_store::filter_response(plan, body),
+                    Listing::Objects { .. } => {
+                        let plan = self.objects.as_ref()?;
+                        objects::filter_listing(body, |id| plan.allows(id, rules.owners).is_ok())
+                    }
+                })
                 .unwrap_or_else(|| {
                     denial::reply(Reason::VectorOperationNotAllowed)
                         .body
@@ -683,9 +792,16 @@ impl Stream {
         } else {
             0
         };
+        // The provider keeps what a successful answer created, also when the stream was cut.
+        let answered_ok = self.status.is_some_and(|s| (200..300).contains(&s));
+        let created = self
+            .creates
+            .filter(|_| answered_ok)
+            .and_then(|field| self.meter.created_id(field));
         Some(Settlement {
             reservation: self.held,
             outcome,
+            created,
             debit_tokens,
             phase: end,
         })

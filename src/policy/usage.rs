@@ -318,6 +318,11 @@ impl JsonUsage {
     pub fn model(&self) -> Option<&str> {
         self.seen.model.as_deref()
     }
+
+    /// The object ids the body named.
+    pub fn ids(&self) -> &AnswerIds {
+        &self.seen.ids
+    }
 }
 
 /// Usage and model from a whole SSE stream at once (the same as feeding it to [`SseUsage`]).
@@ -408,6 +413,11 @@ impl SseUsage {
     /// The latest `model` the stream named.
     pub fn model(&self) -> Option<&str> {
         self.seen.model.as_deref()
+    }
+
+    /// The object ids the stream named.
+    pub fn ids(&self) -> &AnswerIds {
+        &self.seen.ids
     }
 
     /// Generated text delivered so far, the current (possibly cut) event included.
@@ -518,8 +528,8 @@ impl SseUsage {
 
 /// Longest usage object kept for parsing; a longer one is ignored (real ones are < 1 KiB).
 const MAX_USAGE_BYTES: usize = 4096;
-/// Longest `model` value kept (raw JSON string bytes).
-const MAX_MODEL_BYTES: usize = 256;
+/// Longest `model` or id value kept (raw JSON string bytes).
+const MAX_KEPT_BYTES: usize = 256;
 /// Longest key that matters (`reasoning_content`).
 const MAX_KEY_BYTES: usize = 17;
 /// Nesting depth up to which the scanner knows whether it is in an object or an array.
@@ -532,8 +542,12 @@ enum Key {
     Other,
     Usage,
     Model,
-    /// `message` or `response`: an object that may hold `usage` and `model` itself.
+    /// `message` or `response`: an object that may hold `usage`, `model` and `id` itself.
     Envelope,
+    /// `file`: an object whose `id` names a file (an upload's answer).
+    File,
+    Id,
+    ThreadId,
     /// A key whose string value is generated text in a stream delta (`content`, `text`, `delta`,
     /// `arguments`, `refusal`, `partial_json`, `thinking`, `reasoning_content`), at any depth.
     Text,
@@ -544,6 +558,9 @@ fn classify(raw: &[u8]) -> Key {
         b"usage" => Key::Usage,
         b"model" => Key::Model,
         b"message" | b"response" => Key::Envelope,
+        b"file" => Key::File,
+        b"id" => Key::Id,
+        b"thread_id" => Key::ThreadId,
         b"content" | b"text" | b"delta" | b"arguments" | b"refusal" | b"partial_json"
         | b"thinking" | b"reasoning_content" => Key::Text,
         _ => Key::Other,
@@ -556,7 +573,8 @@ enum Text {
     #[default]
     Skip,
     Key,
-    Model,
+    /// A value [`Seen`] keeps.
+    Kept(Field),
     /// Generated text: only its length is counted.
     Delivered,
 }
@@ -585,7 +603,8 @@ struct Scanner {
     value_pending: bool,
     /// The key of the value about to start (any depth).
     value_of: Key,
-    model: Vec<u8>,
+    /// The bytes of a string being kept (a model, an id).
+    kept: Vec<u8>,
     usage: Option<Capture>,
     /// Bytes of generated text seen since the last [`Scanner::reset`].
     text_bytes: u64,
@@ -607,10 +626,10 @@ impl Scanner {
 
     /// Back to the start of a new JSON text, keeping buffer capacity and the mode.
     fn reset(&mut self) {
-        let mut model = std::mem::take(&mut self.model);
-        model.clear();
+        let mut kept = std::mem::take(&mut self.kept);
+        kept.clear();
         *self = Scanner {
-            model,
+            kept,
             count_text: self.count_text,
             ..Scanner::default()
         };
@@ -649,7 +668,7 @@ impl Scanner {
         match self.text {
             Text::Skip => Some(false),
             Text::Delivered => Some(true),
-            Text::Key | Text::Model => None,
+            Text::Key | Text::Kept(_) => None,
         }
     }
 
@@ -704,9 +723,9 @@ impl Scanner {
                 }
                 self.key_len = self.key_len.saturating_add(1);
             }
-            Text::Model => {
-                if self.model.len() <= MAX_MODEL_BYTES {
-                    self.model.push(b);
+            Text::Kept(_) => {
+                if self.kept.len() <= MAX_KEPT_BYTES {
+                    self.kept.push(b);
                 }
             }
             Text::Delivered => self.add_text(1),
@@ -727,10 +746,10 @@ impl Scanner {
         self.escaped = false;
         self.candidate = None;
         self.text = if std::mem::take(&mut self.value_pending) {
-            match self.value_key() {
-                Key::Model => {
-                    self.model.clear();
-                    Text::Model
+            match self.value_field() {
+                Some(field) => {
+                    self.kept.clear();
+                    Text::Kept(field)
                 }
                 _ if self.count_text && self.value_of == Key::Text => Text::Delivered,
                 _ => Text::Skip,
@@ -750,9 +769,9 @@ impl Scanner {
                 let key = self.key.get(..self.key_len).map_or(Key::Other, classify);
                 self.candidate = Some(key);
             }
-            Text::Model => {
-                if self.model.len() <= MAX_MODEL_BYTES {
-                    seen.set_model(&self.model);
+            Text::Kept(field) => {
+                if self.kept.len() <= MAX_KEPT_BYTES {
+                    seen.keep(field, &self.kept);
                 }
             }
         }
@@ -777,6 +796,19 @@ impl Scanner {
             (1, key, _) => key,
             (2, Key::Envelope, key @ (Key::Usage | Key::Model)) => key,
             _ => Key::Other,
+        }
+    }
+
+    /// The string field [`Seen`] keeps that the value about to start is, if any.
+    fn value_field(&self) -> Option<Field> {
+        let [outer, inner] = self.keys;
+        match (self.depth, outer, inner) {
+            (1, Key::Model, _) | (2, Key::Envelope, Key::Model) => Some(Field::Model),
+            (1, Key::Id, _) => Some(Field::Id),
+            (1, Key::ThreadId, _) => Some(Field::ThreadId),
+            (2, Key::Envelope, Key::Id) => Some(Field::EnvelopeId),
+            (2, Key::File, Key::Id) => Some(Field::FileId),
+            _ => None,
         }
     }
 
@@ -820,6 +852,30 @@ impl Scanner {
     }
 }
 
+/// A string an answer carries that the filter keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Model,
+    /// The top-level `id`.
+    Id,
+    /// The top-level `thread_id`.
+    ThreadId,
+    /// `response.id` or `message.id`.
+    EnvelopeId,
+    /// `file.id`.
+    FileId,
+}
+
+/// The ids an answer names (the first of each), for the objects it creates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnswerIds {
+    pub id: Option<String>,
+    pub thread_id: Option<String>,
+    /// `response.id` (Responses streams) or `message.id`.
+    pub envelope_id: Option<String>,
+    pub file_id: Option<String>,
+}
+
 /// Everything found so far in one response.
 #[derive(Default)]
 struct Seen {
@@ -827,6 +883,7 @@ struct Seen {
     model: Option<String>,
     /// `model` as raw JSON string bytes, to skip decoding a repeat.
     model_raw: Vec<u8>,
+    ids: AnswerIds,
 }
 
 impl Seen {
@@ -836,22 +893,37 @@ impl Seen {
         }
     }
 
+    fn keep(&mut self, field: Field, raw: &[u8]) {
+        let slot = match field {
+            Field::Model => return self.set_model(raw),
+            Field::Id => &mut self.ids.id,
+            Field::ThreadId => &mut self.ids.thread_id,
+            Field::EnvelopeId => &mut self.ids.envelope_id,
+            Field::FileId => &mut self.ids.file_id,
+        };
+        if slot.is_none() {
+            *slot = decode_string(raw).filter(|s| !s.is_empty());
+        }
+    }
+
     fn set_model(&mut self, raw: &[u8]) {
         if self.model.is_some() && raw == self.model_raw.as_slice() {
             return;
         }
-        let quoted = [b"\"", raw, b"\""].concat();
-        if let Ok(model) = serde_json::from_slice::<String>(&quoted) {
-            if !model.is_empty() {
-                self.model = Some(model);
-                self.model_raw = raw.to_vec();
-            }
+        if let Some(model) = decode_string(raw).filter(|m| !m.is_empty()) {
+            self.model = Some(model);
+            self.model_raw = raw.to_vec();
         }
     }
 
     fn result(&self) -> Option<(Usage, Option<String>)> {
         Some((self.counts.usage()?, self.model.clone()))
     }
+}
+
+/// A JSON string's raw bytes (between the quotes), decoded.
+fn decode_string(raw: &[u8]) -> Option<String> {
+    serde_json::from_slice::<String>(&[b"\"", raw, b"\""].concat()).ok()
 }
 
 /// The provider's own counts, as last reported.

@@ -39,12 +39,17 @@ until some usage was sent.
 
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 
 ANSWER_HEADER = "x-test-answer"
 
 KINDS = ("openai-json", "openai-sse", "responses-json", "responses-sse", "embeddings-json",
-         "anthropic-json", "anthropic-sse", "error", "text", "big-json")
+         "anthropic-json", "anthropic-sse", "error", "text", "big-json", "object")
+
+# The id prefixes the providers mint, by kind (``object`` takes ``prefix=``).
+ID_PREFIXES = {"openai": "chatcmpl-", "big": "chatcmpl-", "responses": "resp_",
+               "anthropic": "msg_"}
 
 DEFAULT_MODELS = {
     "openai": "gpt-4o",
@@ -76,6 +81,9 @@ class AnswerSpec:
     reasoning: int = 0
     early: bool = False
     trailers: bool = False
+    prefix: str = "obj_"
+    id_field: str = "id"
+    object_id: str = ""  # minted for the answer
 
     @property
     def stream(self) -> bool:
@@ -101,8 +109,8 @@ def parse(value: str) -> AnswerSpec:
             raise ValueError(f"answer option {option!r} needs a value")
         if name in _INT_OPTIONS:
             setattr(spec, _INT_OPTIONS[name], int(raw))
-        elif name == "model":
-            spec.model = raw
+        elif name in ("model", "prefix", "id_field"):
+            setattr(spec, name, raw)
         elif name in ("hold", "early", "trailers"):
             setattr(spec, name, raw not in ("0", "false"))
         else:
@@ -135,6 +143,7 @@ class Plan:
     events: list  # one Event for a whole JSON body
     model: str
     stream: bool
+    object_id: str  # the id of what the answer says it created
 
 
 def request_wants_usage(body: bytes) -> bool:
@@ -195,12 +204,14 @@ def requested_model(body: bytes):
 
 def plan(spec: AnswerSpec, request_body: bytes) -> Plan:
     family = spec.kind.split("-")[0]
+    # Unique, like the providers': objects minted for one tenant never collide with another's.
+    spec.object_id = ID_PREFIXES.get(family, spec.prefix) + uuid.uuid4().hex[:24]
     model = spec.model or requested_model(request_body) or DEFAULT_MODELS.get(family, "gpt-4o")
     build = _BUILDERS[spec.kind]
     status, content_type, events = build(spec, model, request_body)
     if spec.status is not None:
         status = spec.status
-    return Plan(status, content_type, events, model, spec.stream)
+    return Plan(status, content_type, events, model, spec.stream, spec.object_id)
 
 
 def _json(value) -> bytes:
@@ -221,7 +232,7 @@ def _openai_usage(spec):
 
 
 def _chat_completion(spec, model, padding=None):
-    body = {"id": "chatcmpl-rec", "object": "chat.completion", "created": int(time.time()),
+    body = {"id": spec.object_id, "object": "chat.completion", "created": int(time.time()),
             "model": model,
             "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
                          "message": {"role": "assistant", "content": "".join(_words(3)),
@@ -253,7 +264,7 @@ def _openai_sse(spec, model, request):
     created = int(time.time())
 
     def chunk(delta, finish=None):
-        value = {"id": "chatcmpl-rec", "object": "chat.completion.chunk", "created": created,
+        value = {"id": spec.object_id, "object": "chat.completion.chunk", "created": created,
                  "model": model, "system_fingerprint": "fp_rec",
                  "choices": [{"index": 0, "delta": delta, "logprobs": None,
                               "finish_reason": finish}]}
@@ -265,7 +276,7 @@ def _openai_sse(spec, model, request):
     events += [chunk({"content": word}) for word in _words(spec.chunks)]
     events.append(chunk({}, "stop"))
     if with_usage:
-        final = {"id": "chatcmpl-rec", "object": "chat.completion.chunk", "created": created,
+        final = {"id": spec.object_id, "object": "chat.completion.chunk", "created": created,
                  "model": model, "system_fingerprint": "fp_rec", "choices": [],
                  "usage": _openai_usage(spec)}
         events.append(Event(_sse(_json(final)), (spec.input, spec.output)))
@@ -274,7 +285,7 @@ def _openai_sse(spec, model, request):
 
 
 def _responses_object(spec, model, status, usage):
-    return {"id": "resp_rec", "object": "response", "created_at": int(time.time()),
+    return {"id": spec.object_id, "object": "response", "created_at": int(time.time()),
             "status": status, "model": model,
             "output": [] if status != "completed" else [{
                 "type": "message", "id": "msg_rec", "status": "completed", "role": "assistant",
@@ -330,7 +341,7 @@ def _anthropic_usage(spec, output):
 
 
 def _anthropic_json(spec, model, _request):
-    body = {"id": "msg_rec", "type": "message", "role": "assistant", "model": model,
+    body = {"id": spec.object_id, "type": "message", "role": "assistant", "model": model,
             "content": [{"type": "text", "text": "".join(_words(3))}],
             "stop_reason": "end_turn", "stop_sequence": None,
             "usage": _anthropic_usage(spec, spec.output)}
@@ -340,7 +351,7 @@ def _anthropic_json(spec, model, _request):
 
 def _anthropic_sse(spec, model, _request):
     start_output = min(1, spec.output)
-    message = {"id": "msg_rec", "type": "message", "role": "assistant", "model": model,
+    message = {"id": spec.object_id, "type": "message", "role": "assistant", "model": model,
                "content": [], "stop_reason": None, "stop_sequence": None,
                "usage": _anthropic_usage(spec, start_output)}
     events = [Event(_sse(_json({"type": "message_start", "message": message}),
@@ -373,7 +384,23 @@ def _text(spec, model, _request):
     return 200, "text/plain; charset=utf-8", [Event(b"plain text, no usage here\n")]
 
 
+def _object(spec, model, _request):
+    """A created provider object: ``{"id": <prefix><hex>, ...}``, or for ``id_field=thread_id``
+    a run whose ``thread_id`` is the new object, for ``id_field=file`` an upload whose
+    ``file.id`` is."""
+    if spec.id_field == "thread_id":
+        body = {"id": "run_" + uuid.uuid4().hex[:24], "object": "thread.run",
+                "thread_id": spec.object_id}
+    elif spec.id_field == "file":
+        body = {"id": "upload_" + uuid.uuid4().hex[:24], "object": "upload",
+                "status": "completed", "file": {"id": spec.object_id, "object": "file"}}
+    else:
+        body = {"id": spec.object_id, "object": "object", "created_at": int(time.time())}
+    return 200, "application/json", [Event(_json(body))]
+
+
 _BUILDERS = {
+    "object": _object,
     "openai-json": _openai_json,
     "openai-sse": _openai_sse,
     "responses-json": _responses_json,
@@ -412,6 +439,7 @@ class Answered:
     reported: tuple = None  # usage reported in what was written so far
     events_sent: int = 0
     holding: bool = False
+    object_id: str = ""  # the id of what the answer says it created
     completed: bool = False  # the whole answer was written
     cut: bool = False  # the upstream cut the connection on purpose
     finished: bool = False  # the handler is done (completed, cut or the peer went away)

@@ -6,7 +6,8 @@ import json
 from .wait import wait_for
 
 DENIAL_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-                403: "permission_error", 413: "invalid_request_error",
+                403: "permission_error", 404: "invalid_request_error",
+                413: "invalid_request_error",
                 429: "rate_limit_error", 503: "api_error"}
 
 

@@ -73,7 +73,7 @@ def windows(*pairs) -> list:
 
 def gateway_config(keys: KeyRing, tenants: dict, *, plans=None, default_tenant=None,
                    pricing=None, usage=None, stats=None, routing=None,
-                   vector_stores=None) -> dict:
+                   vector_stores=None, isolation=None) -> dict:
     """The main test identity setup (inline keys only) with the given tenants and sections."""
     config = main_plugin_config(keys)
     del config["providers"]["remote-idp"]
@@ -82,7 +82,21 @@ def gateway_config(keys: KeyRing, tenants: dict, *, plans=None, default_tenant=N
     config.pop("default_tenant")
     for name, value in (("default_tenant", default_tenant), ("pricing", pricing),
                         ("usage", usage), ("stats", stats), ("routing", routing),
-                        ("vector_stores", vector_stores)):
+                        ("vector_stores", vector_stores), ("isolation", isolation)):
         if value is not None:
             config[name] = value
     return config
+
+
+# What isolation.prompt_cache adds to OpenAI bodies (tenant-scoped tags).
+ISOLATION_TAGS = ("prompt_cache_key", "safety_identifier")
+
+
+def without_isolation_tags(body: dict) -> dict:
+    """An upstream-bound OpenAI body without the tags the gateway sets, after checking that
+    they are tags (``tg-`` and 32 hex digits), never a client's or user's raw value."""
+    body = dict(body)
+    for name in ISOLATION_TAGS:
+        tag = body.pop(name, None)
+        assert isinstance(tag, str) and tag.startswith("tg-") and len(tag) == 35, (name, tag)
+    return body

@@ -163,7 +163,7 @@ class _UpstreamHandler(_Handler):
             self._send(200, json.dumps(chat_completion()).encode())
             return
         if canned is not None:
-            status, content_type, payload, trailers = canned
+            status, content_type, payload, trailers, extra = canned
             record.answer = answers.Answered("canned", status, "", False)
             record.answer.body += payload
             record.answer.completed = record.answer.finished = True
@@ -171,7 +171,7 @@ class _UpstreamHandler(_Handler):
             if trailers:
                 self._send_chunked_with_trailers(status, payload, content_type)
             else:
-                self._send(status, payload, content_type)
+                self._send(status, payload, content_type, extra)
             return
         try:
             spec = answers.parse(spec_text)
@@ -181,7 +181,8 @@ class _UpstreamHandler(_Handler):
                        .encode())
             return
         plan = answers.plan(spec, body)
-        record.answer = answers.Answered(spec.kind, plan.status, plan.model, plan.stream)
+        record.answer = answers.Answered(spec.kind, plan.status, plan.model, plan.stream,
+                                         object_id=plan.object_id)
         self.owner._record(record)
         try:
             self._answer(spec, plan, record.answer, request_id)
@@ -362,13 +363,13 @@ class RecordingUpstream(_Server):
             return [(m, p, h) for rid, m, p, h in self._started if rid == request_id]
 
     def reply_for(self, request_id, body, status=200, content_type="application/json",
-                  trailers=False):
+                  trailers=False, headers=()):
         """Answer the request with this x-request-id with ``body`` (bytes, or JSON-encoded);
-        ``trailers``: chunked, ended by a trailer block."""
+        ``trailers``: chunked, ended by a trailer block; ``headers``: more (name, value)."""
         if not isinstance(body, bytes):
             body = json.dumps(body).encode()
         with self._lock:
-            self._canned[request_id] = (status, content_type, body, trailers)
+            self._canned[request_id] = (status, content_type, body, trailers, tuple(headers))
 
     def answered(self, request_id) -> answers.Answered:
         return self.received(request_id).answer

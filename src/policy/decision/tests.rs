@@ -1,4 +1,7 @@
 use super::*;
+use crate::policy::isolation::objects::{owner_digest, Remembered};
+use crate::policy::isolation::prompt_cache::Api;
+use crate::policy::isolation::{PromptCache, ProviderObjects};
 use ct_codecs::{Base64UrlSafeNoPadding, Encoder};
 use serde_json::{json, Value};
 #[cfg(target_family = "wasm")]
@@ -75,7 +78,12 @@ fn bearer(token: String) -> Credential {
 fn decide_once(credential: Credential, tenant_header: Option<&[u8]>) -> Decision {
     let config = config();
     let mut cache = TokenCache::new(16);
-    decide(&config, &mut cache, facts(credential, tenant_header))
+    decide(
+        &config,
+        &mut cache,
+        &Remembered::default(),
+        facts(credential, tenant_header),
+    )
 }
 
 fn denial_reason(decision: &Decision) -> Option<Reason> {
@@ -150,6 +158,7 @@ fn decide_path(config: &Config, path: &[u8], credential: Credential) -> Decision
     decide(
         config,
         &mut cache,
+        &Remembered::default(),
         RequestFacts {
             path,
             ..facts(credential, None)
@@ -248,10 +257,20 @@ fn expired_token_is_denied_with_its_own_reason() {
 fn verified_token_is_served_from_the_cache_until_it_expires() {
     let config = config();
     let mut cache = TokenCache::new(16);
-    let first = decide(&config, &mut cache, facts(bearer(acme_token()), None));
+    let first = decide(
+        &config,
+        &mut cache,
+        &Remembered::default(),
+        facts(bearer(acme_token()), None),
+    );
     assert!(matches!(first, Decision::Admit(_)));
     assert_eq!(cache.len(), 1);
-    let again = decide(&config, &mut cache, facts(bearer(acme_token()), None));
+    let again = decide(
+        &config,
+        &mut cache,
+        &Remembered::default(),
+        facts(bearer(acme_token()), None),
+    );
     assert_eq!(first, again);
     // Past exp + skew the cached entry no longer counts.
     let later = RequestFacts {
@@ -259,7 +278,7 @@ fn verified_token_is_served_from_the_cache_until_it_expires() {
         ..facts(bearer(acme_token()), None)
     };
     assert_eq!(
-        denial_reason(&decide(&config, &mut cache, later)),
+        denial_reason(&decide(&config, &mut cache, &Remembered::default(), later)),
         Some(Reason::TokenExpired)
     );
 }
@@ -273,7 +292,12 @@ fn a_denied_token_is_not_cached() {
         "c1",
         json!({"iss": "https://corp", "aud": "gw", "exp": NOW + 600, "tenant_id": "acme"}),
     );
-    let decision = decide(&config, &mut cache, facts(bearer(bad), None));
+    let decision = decide(
+        &config,
+        &mut cache,
+        &Remembered::default(),
+        facts(bearer(bad), None),
+    );
     assert_eq!(denial_reason(&decision), Some(Reason::InvalidToken));
     assert_eq!(cache.len(), 0);
 }
@@ -358,8 +382,11 @@ fn vector_store_request_is_confined_by_its_store_instead_of_the_namespace_prefix
 }
 
 #[test]
-fn without_routing_the_path_is_left_as_received() {
-    let decision = decide_path(&config(), b"/v1/a%2fb/../c", bearer(acme_token()));
+fn without_routing_and_isolation_the_path_is_left_as_received() {
+    let mut config = config();
+    config.isolation.provider_objects = ProviderObjects::Off;
+    config.isolation.prompt_cache = PromptCache::Off;
+    let decision = decide_path(&config, b"/v1/a%2fb/../c", bearer(acme_token()));
     let Decision::Admit(a) = decision else {
         panic!("not admitted");
     };
@@ -368,4 +395,59 @@ fn without_routing_the_path_is_left_as_received() {
         .header_edits
         .iter()
         .all(|e| !matches!(e, HeaderEdit::Set(n, _) if n == ":path")));
+}
+
+// === Provider-side objects and prompt caches ===
+
+#[test]
+fn with_object_isolation_a_path_that_cannot_be_normalised_is_refused() {
+    let decision = decide_path(&config(), b"/v1/files/a%2fb", bearer(acme_token()));
+    assert_eq!(denial_reason(&decision), Some(Reason::InvalidPath));
+}
+
+#[test]
+fn a_path_naming_another_tenants_object_is_not_found() {
+    let config = config();
+    let mut owners = Remembered::default();
+    owners
+        .0
+        .insert("resp_globex".into(), owner_digest("globex"));
+    owners.0.insert("resp_acme".into(), owner_digest("acme"));
+    let mut cache = TokenCache::new(16);
+    let mut ask = |path: &'static [u8]| {
+        decide(
+            &config,
+            &mut cache,
+            &owners,
+            RequestFacts {
+                path,
+                ..facts(bearer(acme_token()), None)
+            },
+        )
+    };
+    assert!(matches!(
+        ask(b"/v1/responses/resp_acme"),
+        Decision::Admit(_)
+    ));
+    let Decision::Deny(denied) = ask(b"/v1/responses/resp_globex") else {
+        panic!("admitted another tenant's object");
+    };
+    assert_eq!(denied.reason, Reason::ProviderObjectNotFound);
+    assert!(denied.detail.contains("resp_globex"), "{}", denied.detail);
+    assert_eq!(
+        denial_reason(&ask(b"/v1/files/file-never-seen/content")),
+        Some(Reason::ProviderObjectNotFound)
+    );
+}
+
+#[test]
+fn chat_and_messages_bodies_get_their_cache_scoped_and_answers_are_private_without_routing() {
+    let decision = decide_path(&config(), b"/v1/chat/completions", bearer(acme_token()));
+    let Decision::Admit(a) = decision else {
+        panic!("not admitted");
+    };
+    assert_eq!(a.cache_scope, Some(Api::OpenAi));
+    assert!(a.private_cache);
+    assert_eq!(a.quota_id, "acme");
+    assert!(a.objects.is_some());
 }

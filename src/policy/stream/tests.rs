@@ -15,6 +15,25 @@ const USAGE: &[u8] = br#"{"model":"gpt-4o","usage":{"prompt_tokens":7,"completio
 const USAGE_TOKENS: u64 = 10;
 const NOW: u64 = 1_700_000_000;
 
+const ISOLATION: IsolationRules = IsolationRules {
+    provider_objects: crate::policy::isolation::ProviderObjects::Off,
+    prompt_cache: crate::policy::isolation::PromptCache::Off,
+    key: [9; 32],
+    store: crate::policy::isolation::StoreRules {
+        buckets: 0,
+        ttl_s: 60,
+    },
+};
+
+/// No object was ever seen created.
+struct Nobody;
+
+impl Owners for Nobody {
+    fn owner_of(&self, _id: &str) -> Option<objects::OwnerDigest> {
+        None
+    }
+}
+
 fn usage_rules() -> UsageRules {
     UsageRules {
         default_reservation_tokens: 100,
@@ -230,6 +249,8 @@ fn run(books: &mut Books, variant: Variant, steps: &[Step]) -> u64 {
         usage: &usage,
         pricing: &pricing,
         global: global_rules.as_ref(),
+        isolation: &ISOLATION,
+        owners: &Nobody,
     };
     let body = if variant.streaming_body {
         STREAMING_CHAT
@@ -252,6 +273,10 @@ fn run(books: &mut Books, variant: Variant, steps: &[Step]) -> u64 {
             header_mode: variant.header_mode,
             body_plan: None,
             response_plan: None,
+            objects: None,
+            cache_scope: None,
+            private_cache: false,
+            json_body: true,
         },
         &rules,
     );
@@ -336,9 +361,9 @@ fn run(books: &mut Books, variant: Variant, steps: &[Step]) -> u64 {
         }
         let effects = stream.on(event, &rules);
         if effects.read_body && live && before == Phase::Admitted {
+            // Estimated from the body the client sent.
             let mut meter = Meter::new(Demand::default(), None);
-            let current = effects_body(&stream, body);
-            meter.read_request(&current, &usage, &pricing);
+            meter.read_request(body, &usage, &pricing);
             oracle.body_estimate = Some(meter.demand().tokens);
         }
         if effects.refuse.is_some() && settled.is_none() {
@@ -363,16 +388,6 @@ fn run(books: &mut Books, variant: Variant, steps: &[Step]) -> u64 {
         assert_eq!(settlement.phase, Phase::Refused, "{steps:?}");
     }
     settlement.charge().tokens
-}
-
-/// The body the meter reads: with `include_usage` added when the stream adds it.
-fn effects_body(stream: &Stream, body: &[u8]) -> Vec<u8> {
-    if stream.body_may_change() {
-        if let Some(new) = metering::with_stream_usage("/v1/chat/completions", body) {
-            return new;
-        }
-    }
-    body.to_vec()
 }
 
 fn check_books_after(books: &Books, requests: u64, charged: u64) {
@@ -480,6 +495,8 @@ fn interleaved_streams_share_one_set_of_counters_exactly() {
         usage: &usage,
         pricing: &pricing,
         global: None,
+        isolation: &ISOLATION,
+        owners: &Nobody,
     };
     let mut rng = Lcg(99);
     for _ in 0..300 {
@@ -501,6 +518,10 @@ fn interleaved_streams_share_one_set_of_counters_exactly() {
                             [rng.below(3)],
                         body_plan: None,
                         response_plan: None,
+                        objects: None,
+                        cache_scope: None,
+                        private_cache: false,
+                        json_body: true,
                     },
                     &rules,
                 );
@@ -588,6 +609,10 @@ fn setup(body_follows: bool, headers_can_wait: bool) -> Setup<'static> {
         },
         body_plan: None,
         response_plan: None,
+        objects: None,
+        cache_scope: None,
+        private_cache: false,
+        json_body: true,
     }
 }
 
@@ -598,6 +623,8 @@ fn headers_wait_for_a_body_that_may_change_only_when_envoy_allows_it() {
         usage: &usage,
         pricing: &pricing,
         global: None,
+        isolation: &ISOLATION,
+        owners: &Nobody,
     };
     let (mut held, effects) = Stream::admit(setup(true, true), &rules);
     assert!(held.headers_held());
@@ -621,6 +648,8 @@ fn a_put_to_completions_may_not_change_its_body_in_either_stage() {
         usage: &usage,
         pricing: &pricing,
         global: None,
+        isolation: &ISOLATION,
+        owners: &Nobody,
     };
     for can_wait in [true, false] {
         let (mut stream, effects) = Stream::admit(
@@ -647,6 +676,8 @@ fn a_rewritten_body_carries_its_new_length_while_the_headers_wait() {
         usage: &usage,
         pricing: &pricing,
         global: None,
+        isolation: &ISOLATION,
+        owners: &Nobody,
     };
     let (mut stream, _) = Stream::admit(setup(true, true), &rules);
     let read = stream.on(
@@ -671,6 +702,8 @@ fn request_trailers_end_the_body_like_end_of_stream() {
         usage: &usage,
         pricing: &pricing,
         global: None,
+        isolation: &ISOLATION,
+        owners: &Nobody,
     };
     let (mut stream, _) = Stream::admit(setup(true, true), &rules);
     assert!(
@@ -701,6 +734,8 @@ fn a_refused_request_is_settled_with_nothing_and_ignores_its_own_reply() {
         usage: &usage,
         pricing: &pricing,
         global: Some(&global),
+        isolation: &ISOLATION,
+        owners: &Nobody,
     };
     let reservation = Reservation {
         demand: Demand {
@@ -769,6 +804,8 @@ fn the_services_answer_resumes_the_request_once_nothing_else_holds_it() {
         usage: &usage,
         pricing: &pricing,
         global: Some(&global),
+        isolation: &ISOLATION,
+        owners: &Nobody,
     };
     let ok = ServiceAnswer {
         verdict: Verdict::Ok,
@@ -816,6 +853,8 @@ fn over_limit_answers_become_429s_with_the_services_reset_and_known_headers() {
         usage: &usage,
         pricing: &pricing,
         global: Some(&global),
+        isolation: &ISOLATION,
+        owners: &Nobody,
     };
     let (mut stream, _) = Stream::admit(setup(false, true), &rules);
     let _ = stream.on(Event::CallSent, &rules);
@@ -851,6 +890,8 @@ fn a_failing_service_with_failure_mode_allow_lets_the_request_on_and_says_so() {
         usage: &usage,
         pricing: &pricing,
         global: Some(&global),
+        isolation: &ISOLATION,
+        owners: &Nobody,
     };
     let (mut stream, _) = Stream::admit(setup(false, true), &rules);
     let _ = stream.on(Event::CallSent, &rules);
@@ -878,6 +919,8 @@ fn the_models_token_check_waits_for_the_body_that_names_it() {
         usage: &usage,
         pricing: &pricing,
         global: Some(&global),
+        isolation: &ISOLATION,
+        owners: &Nobody,
     };
     let (mut stream, effects) = Stream::admit(setup(true, true), &rules);
     assert_eq!(
@@ -903,6 +946,8 @@ fn released_headers_get_their_body_decided_after_them() {
         usage: &usage,
         pricing: &pricing,
         global: None,
+        isolation: &ISOLATION,
+        owners: &Nobody,
     };
     let (mut stream, effects) = Stream::admit(
         Setup {
@@ -945,6 +990,8 @@ fn released_headers_with_a_body_ending_in_trailers_pause_the_trailers_once() {
         usage: &usage,
         pricing: &pricing,
         global: None,
+        isolation: &ISOLATION,
+        owners: &Nobody,
     };
     let (mut stream, _) = Stream::admit(
         Setup {
@@ -990,6 +1037,8 @@ fn a_body_over_the_cap_goes_through_unread_on_its_provisional_estimate() {
         usage: &usage,
         pricing: &pricing,
         global: None,
+        isolation: &ISOLATION,
+        owners: &Nobody,
     };
     let held = Reservation {
         demand: Demand {
@@ -1015,4 +1064,211 @@ fn a_body_over_the_cap_goes_through_unread_on_its_provisional_estimate() {
     assert!(!effects.read_body && effects.reserve.is_none() && effects.new_body.is_none());
     assert_eq!(stream.request_flow(Point::Body), Flow::Continue);
     assert_eq!(stream.phase(), Phase::EstimateKnown);
+}
+
+// === Isolation: provider-side objects and prompt caches ===
+
+mod isolation {
+    use super::*;
+    use crate::policy::isolation::objects::{owner_digest, route, ObjectPlan, Remembered};
+    use crate::policy::isolation::prompt_cache::Api;
+
+    fn plan(method: &str, path: &str) -> ObjectPlan {
+        ObjectPlan {
+            route: route(method, path),
+            owner: owner_digest("acme"),
+            prefixes: vec![],
+        }
+    }
+
+    fn owners() -> Remembered {
+        let mut owners = Remembered::default();
+        owners.0.insert("resp_acme".into(), owner_digest("acme"));
+        owners
+            .0
+            .insert("resp_globex".into(), owner_digest("globex"));
+        owners
+    }
+
+    fn with_objects(method: &'static str, path: &'static str) -> Setup<'static> {
+        Setup {
+            method,
+            path,
+            objects: Some(plan(method, path)),
+            ..setup(true, true)
+        }
+    }
+
+    #[test]
+    fn a_body_naming_another_tenants_object_is_refused_before_the_upstream_sees_it() {
+        let (usage, pricing) = rules_without_global();
+        let owners = owners();
+        let rules = Rules {
+            usage: &usage,
+            pricing: &pricing,
+            global: None,
+            isolation: &ISOLATION,
+            owners: &owners,
+        };
+        let (stream, _) = Stream::admit(with_objects("POST", "/v1/responses"), &rules);
+        assert!(
+            stream.headers_held(),
+            "a JSON body that may name objects is decided first"
+        );
+        for (body, refused) in [
+            (br#"{"previous_response_id":"resp_acme"}"#.as_slice(), false),
+            (br#"{"previous_response_id":"resp_globex"}"#, true),
+            (br#"{"input":[{"file_id":"file-unseen"}]}"#, true),
+        ] {
+            let (mut stream, _) = Stream::admit(with_objects("POST", "/v1/responses"), &rules);
+            let effects = stream.on(Event::RequestBody(body), &rules);
+            match effects.refuse {
+                Some(refusal) => {
+                    assert!(refused, "{}", String::from_utf8_lossy(body));
+                    assert_eq!(refusal.reason, Reason::ProviderObjectNotFound);
+                    assert_eq!(refusal.reply.status, 404);
+                    assert_eq!(effects.settle.unwrap().charge(), Actual::default());
+                }
+                None => assert!(!refused, "{}", String::from_utf8_lossy(body)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_successful_answer_names_the_object_it_created() {
+        let (usage, pricing) = rules_without_global();
+        let owners = owners();
+        let rules = Rules {
+            usage: &usage,
+            pricing: &pricing,
+            global: None,
+            isolation: &ISOLATION,
+            owners: &owners,
+        };
+        let created = |status: u32, body: &[u8]| {
+            let (mut stream, _) = Stream::admit(with_objects("POST", "/v1/responses"), &rules);
+            let _ = stream.on(Event::RequestBody(body), &rules);
+            let _ = stream.on(
+                Event::ResponseHeaders {
+                    status,
+                    content_type: "application/json",
+                },
+                &rules,
+            );
+            let answer = br#"{"id":"resp_new","object":"response"}"#;
+            let effects = stream.on(
+                Event::ResponseData {
+                    chunk: Some(answer),
+                    size: answer.len(),
+                    end: true,
+                },
+                &rules,
+            );
+            effects.settle.unwrap().created
+        };
+        assert_eq!(created(200, b"{}").as_deref(), Some("resp_new"));
+        assert_eq!(created(500, b"{}"), None, "a failed answer created nothing");
+        assert_eq!(created(200, br#"{"store":false}"#), None, "not stored");
+    }
+
+    #[test]
+    fn a_listing_is_cut_to_the_tenants_objects() {
+        let (usage, pricing) = rules_without_global();
+        let owners = owners();
+        let rules = Rules {
+            usage: &usage,
+            pricing: &pricing,
+            global: None,
+            isolation: &ISOLATION,
+            owners: &owners,
+        };
+        let (mut stream, _) = Stream::admit(
+            Setup {
+                body_follows: false,
+                ..with_objects("GET", "/v1/files")
+            },
+            &rules,
+        );
+        assert!(stream.holds_response());
+        let _ = stream.on(
+            Event::ResponseHeaders {
+                status: 200,
+                content_type: "application/json",
+            },
+            &rules,
+        );
+        let listing = br#"{"data":[{"id":"resp_acme"},{"id":"resp_globex"}]}"#;
+        let held = stream.on(
+            Event::ResponseData {
+                chunk: None,
+                size: listing.len(),
+                end: false,
+            },
+            &rules,
+        );
+        assert!(held.hold_response);
+        let effects = stream.on(
+            Event::ResponseData {
+                chunk: Some(listing),
+                size: listing.len(),
+                end: true,
+            },
+            &rules,
+        );
+        let body = effects.new_response_body.unwrap();
+        assert_eq!(body, br#"{"data":[{"id":"resp_acme"}]}"#);
+    }
+
+    #[test]
+    fn bodies_get_tenant_cache_keys_and_json_bodies_over_the_cap_are_refused() {
+        let (usage, pricing) = rules_without_global();
+        let owners = owners();
+        let rules = Rules {
+            usage: &usage,
+            pricing: &pricing,
+            global: None,
+            isolation: &ISOLATION,
+            owners: &owners,
+        };
+        let scoped = || Setup {
+            cache_scope: Some(CacheScope {
+                api: Api::OpenAi,
+                tenant: "acme".into(),
+                user: Some("alice".into()),
+            }),
+            ..setup(true, true)
+        };
+        let (mut stream, _) = Stream::admit(scoped(), &rules);
+        assert!(stream.body_may_change());
+        let effects = stream.on(Event::RequestBody(CHAT), &rules);
+        let body: serde_json::Value = serde_json::from_slice(&effects.new_body.unwrap()).unwrap();
+        assert!(body["prompt_cache_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("tg-"));
+        let (mut stream, _) = Stream::admit(scoped(), &rules);
+        let effects = stream.on(
+            Event::RequestData {
+                size: usage.max_body_bytes + 1,
+                end: false,
+            },
+            &rules,
+        );
+        assert_eq!(effects.refuse.unwrap().reason, Reason::BodyTooLarge);
+        let (mut stream, _) = Stream::admit(
+            Setup {
+                json_body: false,
+                ..with_objects("POST", "/v1/files")
+            },
+            &rules,
+        );
+        let effects = stream.on(
+            Event::RequestData {
+                size: usage.max_body_bytes + 1,
+                end: false,
+            },
+            &rules,
+        );
+        assert!(effects.refuse.is_none(), "an upload passes unread");
+    }
 }

@@ -118,7 +118,7 @@ impl Lcg {
 fn retained(reader: &SseUsage) -> usize {
     let capture = reader.json.usage.as_ref().map_or(0, |c| c.bytes.capacity());
     capture
-        + reader.json.model.capacity()
+        + reader.json.kept.capacity()
         + reader.seen.model_raw.capacity()
         + reader.seen.model.as_ref().map_or(0, String::capacity)
 }
@@ -253,16 +253,16 @@ fn escaped_model_names_are_decoded_and_empty_ones_ignored() {
 fn overlong_model_names_are_not_kept() {
     let body = format!(
         r#"{{"model":"{}","usage":{{"prompt_tokens":1}}}}"#,
-        "m".repeat(MAX_MODEL_BYTES + 1)
+        "m".repeat(MAX_KEPT_BYTES + 1)
     );
     assert_eq!(from_json(body.as_bytes()), Some((usage(1, 0, 0), None)));
     let body = format!(
         r#"{{"model":"{}","usage":{{"prompt_tokens":1}}}}"#,
-        "m".repeat(MAX_MODEL_BYTES)
+        "m".repeat(MAX_KEPT_BYTES)
     );
     assert_eq!(
         from_json(body.as_bytes()),
-        seen(1, 0, 0, &"m".repeat(MAX_MODEL_BYTES))
+        seen(1, 0, 0, &"m".repeat(MAX_KEPT_BYTES))
     );
 }
 
@@ -877,4 +877,42 @@ fn model_names_are_printable_bounded_or_other() {
     }
     assert_eq!(model_name(&"m".repeat(256)).map(|m| m.len()), Some(256));
     assert_eq!(model_name(&"m".repeat(257)).as_deref(), Some("other"));
+}
+
+// === Ids of the objects an answer creates ===
+
+#[test]
+fn answers_name_the_ids_of_what_they_create() {
+    let mut json = JsonUsage::new();
+    json.feed(br#"{"id":"resp_1","object":"response","output":[{"id":"msg_9","type":"message"}],"usage":{"input_tokens":1}}"#);
+    assert_eq!(json.ids().id.as_deref(), Some("resp_1"));
+    let mut run = JsonUsage::new();
+    run.feed(br#"{"id":"run_1","object":"thread.run","thread_id":"thread_7"}"#);
+    assert_eq!(
+        (run.ids().id.as_deref(), run.ids().thread_id.as_deref()),
+        (Some("run_1"), Some("thread_7"))
+    );
+    let mut upload = JsonUsage::new();
+    upload.feed(
+        br#"{"id":"upload_1","status":"completed","file":{"id":"file-xyz","object":"file"}}"#,
+    );
+    assert_eq!(upload.ids().file_id.as_deref(), Some("file-xyz"));
+}
+
+#[test]
+fn a_responses_stream_names_its_response_id_in_its_first_event() {
+    let mut sse = SseUsage::new();
+    sse.feed(OPENAI_RESPONSES_STREAM);
+    let id = sse.ids().envelope_id.clone().unwrap();
+    assert!(id.starts_with("resp_"), "{id}");
+    assert_eq!(sse.ids().id, None);
+}
+
+#[test]
+fn ids_deeper_than_the_top_or_an_envelope_are_not_taken() {
+    let mut json = JsonUsage::new();
+    json.feed(
+        br#"{"choices":[{"message":{"tool_calls":[{"id":"call_1"}]}}],"data":[{"id":"file-a"}]}"#,
+    );
+    assert_eq!(json.ids(), &AnswerIds::default());
 }
