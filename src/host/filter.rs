@@ -12,7 +12,8 @@ use crate::host::abi;
 use crate::host::global;
 use crate::host::root::{Probe, Worker};
 use crate::host::shared::{QuotaKey, UpdateError};
-use crate::policy::config::Limits;
+use crate::policy::audit;
+use crate::policy::config::{Enforcement, Limits};
 use crate::policy::cost;
 use crate::policy::decision::{self, Admission, Decision, HeaderEdit, RequestFacts};
 use crate::policy::denial::{self, LocalReply, Reason};
@@ -37,6 +38,9 @@ pub struct Filter {
     /// (what a new body replaces).
     request_body_len: usize,
     response_body_len: usize,
+    /// The client's address and its `identity.tenant_header`, for the audit line.
+    source: Option<String>,
+    tenant_header: Option<Vec<u8>>,
 }
 
 struct Admitted {
@@ -64,6 +68,8 @@ impl Filter {
             admitted: None,
             request_body_len: 0,
             response_body_len: 0,
+            source: None,
+            tenant_header: None,
         }
     }
 
@@ -148,9 +154,17 @@ impl Filter {
                 &worker.config.pricing,
             )
         };
+        let shadow = admission.limits.enforcement == Enforcement::Shadow;
         let (held, windows) = match self.admit_quota(&key, &admission.limits, demand) {
             QuotaAdmission::Unlimited => (None, Vec::new()),
             QuotaAdmission::Held(reservation, windows) => (Some(reservation), windows),
+            QuotaAdmission::Refused(refusal) if shadow => {
+                // Shadow mode: recorded as enforcement would refuse it, admitted off the books
+                // (as a refused request, it takes nothing from the tenant's windows).
+                let detail = format!("would refuse: retry after {}s", refusal.retry_after);
+                self.shadow_denied(&admission.tenant, refusal.reason, &detail);
+                (None, Vec::new())
+            }
             QuotaAdmission::Refused(refusal) => return self.quota_refused(refusal),
         };
         let path = match &admission.path_sent {
@@ -187,6 +201,7 @@ impl Filter {
                     cache_scope,
                     private_cache: admission.private_cache,
                     json_body,
+                    shadow,
                 },
                 &rules,
             )
@@ -218,6 +233,16 @@ impl Filter {
         }
         self.execute(effects);
         self.request_flow(Point::Headers)
+    }
+
+    /// Records what enforcement would have refused for a tenant in shadow mode.
+    fn shadow_denied(&mut self, tenant: &str, reason: Reason, detail: &str) {
+        if let Some(record) = &mut self.record {
+            record.shadow_denied(reason, detail);
+            write_filter_state(&record.filter_state());
+        }
+        let metric = format!("requests_shadow_denied.reason.{}", reason.code());
+        self.worker.borrow_mut().stats.add(Some(tenant), &metric, 1);
     }
 
     fn quota_refused(&mut self, refusal: Refusal) -> Action {
@@ -272,6 +297,10 @@ impl Filter {
         }
         if let Some(demand) = effects.reserve {
             self.reserve(demand);
+        }
+        if let Some((reason, detail)) = &effects.shadowed {
+            let tenant = self.admitted.as_ref().map(|a| a.tenant.clone());
+            self.shadow_denied(tenant.as_deref().unwrap_or_default(), *reason, detail);
         }
         if let Some(reason) = effects.admitted_despite {
             if let Some(record) = &mut self.record {
@@ -573,6 +602,18 @@ impl HttpContext for Filter {
             None => decision::deny(Reason::InvalidToken, "host clock unavailable"),
         };
 
+        self.source = abi::property(&["source", "address"])
+            .ok()
+            .flatten()
+            .map(|a| String::from_utf8_lossy(&a).into_owned());
+        self.tenant_header = {
+            let worker = self.worker.borrow();
+            worker
+                .config
+                .tenant_header
+                .as_deref()
+                .and_then(request_header)
+        };
         let client_request_id = request_header("x-request-id");
         let request_id = self.worker.borrow_mut().record_ids.next_id();
         let record = Record::new(
@@ -702,15 +743,31 @@ impl HttpContext for Filter {
         };
         record.status =
             abi::integer_property(&["response", "code"]).and_then(|code| u32::try_from(code).ok());
+        let mut worker = self.worker.borrow_mut();
         if record.reason != "bypass" {
             let metric = match record.decision {
                 "allow" => "requests_allowed".to_string(),
                 _ => format!("requests_denied.reason.{}", record.reason),
             };
-            let mut worker = self.worker.borrow_mut();
             worker.stats.add(record.tenant.as_deref(), &metric, 1);
         }
         log::info!("{}", record.to_json());
+        let facts = audit::Facts {
+            time: audit::rfc3339_millis(super::now_ms().unwrap_or(0)),
+            source: self.source.take(),
+            tenant_header: self.tenant_header.as_deref(),
+        };
+        if let Some(event) = audit::of(&record, facts) {
+            let line = worker.audit.line(&event);
+            log::info!("{line}");
+            // Also as filter state, for an access log of its own (Envoy 1.40 writes the HCM's
+            // access logs after on_log); the chain's start line goes with its first event.
+            let state = match worker.audit_start.take() {
+                Some(start) => format!("{start}\n{line}"),
+                None => line,
+            };
+            let _ = abi::set_filter_state("audit", state.as_bytes());
+        }
     }
 }
 

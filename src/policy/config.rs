@@ -193,6 +193,8 @@ struct RawTenant {
     plan: Option<String>,
     namespace: Option<String>,
     limits: Option<RawLimits>,
+    /// Overrides the plan's `enforcement`.
+    enforcement: Option<Enforcement>,
     /// Ids of provider objects the tenant may use though the gateway never saw them created.
     #[serde(default)]
     object_prefixes: Vec<String>,
@@ -212,6 +214,17 @@ struct RawLimits {
     requests: Option<Vec<Window>>,
     tokens: Option<Vec<Window>>,
     monthly_budget_usd: Option<f64>,
+    enforcement: Option<Enforcement>,
+}
+
+/// Whether a plan's or a tenant's limits refuse requests (`enforce`) or only record what they
+/// would have refused (`shadow`, for rolling out new limits).
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforcement {
+    #[default]
+    Enforce,
+    Shadow,
 }
 
 #[derive(Deserialize)]
@@ -293,6 +306,7 @@ pub struct Limits {
     pub tokens: Vec<Window>,
     /// Monthly budget in micro-USD; `None` = no budget.
     pub monthly_budget_micro_usd: Option<u64>,
+    pub enforcement: Enforcement,
 }
 
 impl Limits {
@@ -575,8 +589,10 @@ fn compile(raw: RawConfig, derived_key: [u8; 32]) -> Result<Config, ConfigError>
                 requests: own.requests.or(limits.requests),
                 tokens: own.tokens.or(limits.tokens),
                 monthly_budget_usd: own.monthly_budget_usd.or(limits.monthly_budget_usd),
+                enforcement: own.enforcement.or(limits.enforcement),
             };
         }
+        limits.enforcement = t.enforcement.or(limits.enforcement);
         tenants.push(Tenant {
             providers: provider_index(&format!("{path}.providers"), &t.providers)?,
             id,
@@ -808,6 +824,7 @@ fn finish_limits(raw: RawLimits) -> Limits {
         requests: raw.requests.unwrap_or_default(),
         tokens: raw.tokens.unwrap_or_default(),
         monthly_budget_micro_usd: raw.monthly_budget_usd.and_then(micro_usd),
+        enforcement: raw.enforcement.unwrap_or_default(),
     }
 }
 

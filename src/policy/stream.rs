@@ -195,6 +195,9 @@ pub struct Effects {
     /// The rate-limit service could not decide and `failure_mode` is `allow`: the request goes
     /// on, and its record says why it was not fully checked.
     pub admitted_despite: Option<Reason>,
+    /// The tenant is in shadow mode: this is what enforcement would have refused (the request
+    /// goes on).
+    pub shadowed: Option<(Reason, String)>,
     /// Let a request held earlier go on (after an asynchronous answer).
     pub resume: bool,
     /// Hold the response body (a listing being filtered).
@@ -256,6 +259,9 @@ pub struct Setup<'a> {
     pub private_cache: bool,
     /// The body is JSON (or says nothing of its type).
     pub json_body: bool,
+    /// The tenant's limits are in shadow mode: the rate-limit service's refusals are only
+    /// recorded.
+    pub shadow: bool,
 }
 
 /// Whose prompt cache and user identifiers a body gets.
@@ -312,6 +318,7 @@ pub struct Stream {
     must_read: bool,
     /// The answer creates a provider-side object whose id is here.
     creates: Option<IdField>,
+    shadow: bool,
     path: String,
     /// The token check at the rate-limit service waits for the body's model.
     token_check_waits: bool,
@@ -379,6 +386,7 @@ impl Stream {
             cache_scope: setup.cache_scope,
             private_cache: setup.private_cache,
             must_read,
+            shadow: setup.shadow,
             path: setup.path.to_string(),
             token_check_waits,
             calls: 0,
@@ -666,6 +674,13 @@ impl Stream {
         let verdict = answer.map(|a| &a.verdict);
         match (verdict, answer) {
             (Some(Verdict::Ok), _) => self.resume_if_free(Effects::default()),
+            (Some(Verdict::OverLimit), Some(answer)) if self.shadow => {
+                let refusal = over_limit(usage, answer);
+                self.resume_if_free(Effects {
+                    shadowed: Some((refusal.reason, refusal.detail)),
+                    ..Effects::default()
+                })
+            }
             (Some(Verdict::OverLimit), Some(answer)) => {
                 self.refuse(over_limit(usage, answer), rules)
             }

@@ -75,6 +75,7 @@ fn limits() -> Limits {
             window_s: 86_400,
         }],
         monthly_budget_micro_usd: Some(1_000_000_000),
+        enforcement: Default::default(),
     }
 }
 
@@ -277,6 +278,7 @@ fn run(books: &mut Books, variant: Variant, steps: &[Step]) -> u64 {
             cache_scope: None,
             private_cache: false,
             json_body: true,
+            shadow: false,
         },
         &rules,
     );
@@ -522,6 +524,7 @@ fn interleaved_streams_share_one_set_of_counters_exactly() {
                         cache_scope: None,
                         private_cache: false,
                         json_body: true,
+                        shadow: false,
                     },
                     &rules,
                 );
@@ -613,6 +616,7 @@ fn setup(body_follows: bool, headers_can_wait: bool) -> Setup<'static> {
         cache_scope: None,
         private_cache: false,
         json_body: true,
+        shadow: false,
     }
 }
 
