@@ -16,9 +16,17 @@ RLS_MANIFEST := tools/ratelimit-service/Cargo.toml
 RLS_TARGET ?= $(HOME)/.cache/tenant-guard/ratelimit-service
 RLS_BIN := $(RLS_TARGET)/release/tenant-guard-ratelimit
 export TENANT_GUARD_RATELIMIT := $(abspath $(RLS_BIN))
+# `make bench`: seconds per run, rounds (medians are reported), client connections, and more
+# options for bench/run.py (e.g. BENCH_ARGS="--only get-h1 --no-miss").
+DURATION ?= 3
+ROUNDS ?= 3
+CONNECTIONS ?= 16
+BENCH_ARGS ?=
+FLOOR_MANIFEST := bench/floor/Cargo.toml
+FLOOR_TARGET := target/bench-floor
 
 .PHONY: help wasm venv run run-global token test lint unit test-wasm validate integration \
-	global-deps ratelimit-service test-ratelimit-service
+	global-deps ratelimit-service test-ratelimit-service bench bench-deps bench-floor
 
 help:
 	@echo "make run       build, start the demo gateway and upstream, print a curl line"
@@ -26,6 +34,7 @@ help:
 	@echo "make token     print a demo token (TENANT=globex)"
 	@echo "make test      lint, unit tests (native + wasm32), validate envoy/, integration tests"
 	@echo "make wasm      build $(WASM)"
+	@echo "make bench     Envoy benchmark: passthrough, native, Wasm floor, tenant-guard (DURATION=3 ROUNDS=3)"
 
 wasm:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -67,6 +76,8 @@ lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --target wasm32-wasip1 -- -D warnings
+	cargo fmt --check --manifest-path $(FLOOR_MANIFEST)
+	cargo clippy --manifest-path $(FLOOR_MANIFEST) --target wasm32-wasip1 --target-dir $(FLOOR_TARGET) -- -D warnings
 
 unit:
 	cargo test
@@ -87,3 +98,15 @@ validate: wasm venv
 
 integration: wasm venv ratelimit-service
 	$(PYTHON) -m pytest tests -q
+
+# Benchmarks report, they never assert; not part of `make test`. A few minutes with the defaults.
+bench: wasm venv bench-deps bench-floor
+	$(PYTHON) bench/run.py --duration $(DURATION) --rounds $(ROUNDS) --connections $(CONNECTIONS) $(BENCH_ARGS)
+
+bench-deps:
+	@command -v wrk >/dev/null && command -v h2load >/dev/null \
+		|| (apt-get update -q && apt-get install -y -q wrk nghttp2-client)
+
+# The Wasm floor: its own crate, outside tenant-guard's build.
+bench-floor:
+	cargo build --release --target wasm32-wasip1 --manifest-path $(FLOOR_MANIFEST) --target-dir $(FLOOR_TARGET)
