@@ -33,7 +33,7 @@ from harness import keys as K  # noqa: E402  (the test harness: keys, tokens, En
 from harness.envoy_process import Envoy  # noqa: E402
 
 OUT = REPO / "target" / "bench"
-TG_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "tenant_guard.wasm"
+TG_WASM = REPO / "target" / "tenant_guard.wasm"  # what `make wasm` ships
 FLOOR_WASM = REPO / "target" / "bench-floor" / "wasm32-wasip1" / "release" / "bench_floor.wasm"
 USAGE_FIXTURES = REPO / "src" / "policy" / "testdata" / "usage"
 STAT_PREFIX = "bench"
@@ -375,6 +375,9 @@ def main():
                         help="comma-separated workloads to run (default: all), e.g. get-h1")
     parser.add_argument("--no-miss", action="store_true", help="skip the cache-miss runs")
     parser.add_argument("--no-tenants", action="store_true", help="skip the 10,000-tenant case")
+    parser.add_argument("--baseline-wasm", type=Path,
+                        help="another tenant_guard.wasm (e.g. before a change) measured "
+                             "alternately with the current one, in every workload")
     args = parser.parse_args()
     duration = max(1, round(args.duration))
 
@@ -400,6 +403,10 @@ def main():
                               [wasm_filter("tenant_guard", TG_WASM,
                                            tenant_guard_config(jwks))]),
     }
+    if args.baseline_wasm:
+        setups["baseline"] = Setup("baseline", f"tenant-guard, {args.baseline_wasm.name}",
+                                   [wasm_filter("tenant_guard", args.baseline_wasm.resolve(),
+                                                tenant_guard_config(jwks))])
     if not args.no_tenants:
         setups["tenant-guard-10k"] = Setup(
             "tenant-guard-10k", "tenant-guard, 10,000 tenants",
@@ -407,8 +414,9 @@ def main():
 
     get, post, sse = ("GET", GET_PATH, None), ("POST", CHAT_PATH, CHAT_BODY), \
         ("POST", STREAM_PATH, STREAM_BODY)
-    all_four = ["passthrough", "native", "floor", "tenant-guard"]
-    bodies = ["passthrough", "floor", "tenant-guard"]
+    extra = ["baseline"] if args.baseline_wasm else []
+    all_four = ["passthrough", "native", "floor", "tenant-guard"] + extra
+    bodies = ["passthrough", "floor", "tenant-guard"] + extra
     plan = [
         (Workload("get-h1", "h1", *get, label="GET, cached token, HTTP/1.1 (wrk)"),
          all_four + (["tenant-guard-10k"] if not args.no_tenants else [])),
@@ -568,6 +576,9 @@ def report(plan, runs, setups, miss, memory, results, args):
         ["SSE h2: tenant-guard / without", ratio("sse-h2", "tenant-guard", "passthrough")],
         ["GET h1: 10,000 tenants / 3 tenants", ratio("get-h1", "tenant-guard-10k", "tenant-guard")],
     ]
+    if "baseline" in setups:
+        summary += [[f"{w}: tenant-guard / baseline module", ratio(w, "tenant-guard", "baseline")]
+                    for w, _ in plan]
     print(table(["ratio (medians)", "value"], summary))
     print()
     sizes = results["wasm_bytes"]
