@@ -389,6 +389,9 @@ def main():
                         help="comma-separated workloads to run (default: all), e.g. get-h1")
     parser.add_argument("--no-miss", action="store_true", help="skip the cache-miss runs")
     parser.add_argument("--no-tenants", action="store_true", help="skip the 10,000-tenant case")
+    parser.add_argument("--quiet-twin", action="store_true",
+                        help="also measure tenant-guard with Envoy's `wasm` logger at warning "
+                             "(no per-request record line in the Envoy log)")
     parser.add_argument("--baseline-wasm", type=Path,
                         help="another tenant_guard.wasm (e.g. before a change) measured "
                              "alternately with the current one, in every workload")
@@ -421,6 +424,10 @@ def main():
         setups["baseline"] = Setup("baseline", f"tenant-guard, {args.baseline_wasm.name}",
                                    [wasm_filter("tenant_guard", args.baseline_wasm.resolve(),
                                                 tenant_guard_config(jwks))])
+    if args.quiet_twin:
+        setups["quiet"] = Setup("quiet", "tenant-guard, record line not logged",
+                                [wasm_filter("tenant_guard", TG_WASM,
+                                             tenant_guard_config(jwks))])
     if not args.no_tenants:
         setups["tenant-guard-10k"] = Setup(
             "tenant-guard-10k", "tenant-guard, 10,000 tenants",
@@ -428,7 +435,7 @@ def main():
 
     get, post, sse = ("GET", GET_PATH, None), ("POST", CHAT_PATH, CHAT_BODY), \
         ("POST", STREAM_PATH, STREAM_BODY)
-    extra = ["baseline"] if args.baseline_wasm else []
+    extra = (["baseline"] if args.baseline_wasm else []) + (["quiet"] if args.quiet_twin else [])
     all_four = ["passthrough", "native", "floor", "tenant-guard"] + extra
     bodies = ["passthrough", "floor", "tenant-guard"] + extra
     plan = [
@@ -453,6 +460,10 @@ def main():
     try:
         for setup in setups.values():
             setup.start()
+            if setup.name == "quiet":
+                urllib.request.urlopen(urllib.request.Request(
+                    f"http://127.0.0.1:{setup.envoy.admin_port}/logging?wasm=warning",
+                    method="POST"), timeout=5).read()
             print(f"  started {setup.label}: ready after {setup.startup_s:.2f} s, "
                   f"RSS {setup.rss_kib() / 1024:.1f} MiB", flush=True)
         results["startup_s"] = {n: s.startup_s for n, s in setups.items()}
