@@ -105,6 +105,9 @@ def wasm_filter(name, path, configuration=""):
             "vm_config": {"vm_id": name, "runtime": "envoy.wasm.runtime.v8",
                           "code": {"local": {"filename": str(path)}}},
             "failure_policy": "FAIL_CLOSED",
+            # As every config in envoy/ sets it (Envoy 1.35+): a paused header phase still
+            # receives the body.
+            "allow_on_headers_stop_iteration": True,
             "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                               "value": configuration},
         }}}
