@@ -103,7 +103,9 @@ test-wasm:
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 		cargo test --lib --target wasm32-unknown-unknown
 
+# The configs write their audit stream to .run/audit.log, which Envoy opens when it validates.
 validate: wasm venv
+	@mkdir -p .run
 	@for f in envoy/*.yaml; do \
 		echo "validate $$f"; \
 		"$(ENVOY)" --mode validate -c $$f --log-level warn --use-dynamic-base-id >/dev/null || exit 1; \

@@ -236,7 +236,7 @@ fn paths(c: &mut Criterion) {
 
 fn admitted_decision(config: &Config, token: &str) -> Decision {
     let mut cache = TokenCache::new(16);
-    decision::decide(config, &mut cache, facts(token))
+    decision::decide(config, &mut cache, &NoObjects, facts(token))
 }
 
 fn facts(token: &str) -> RequestFacts<'_> {
@@ -258,9 +258,10 @@ fn records(c: &mut Criterion) {
     let decision = admitted_decision(&config, &token);
     assert!(matches!(decision, Decision::Admit(_)));
     let info = || RequestInfo {
-        request_id: "7f1c1b9e-4a49-4c1e-9d6c-0c4f7e9a2b11",
-        method: "GET",
-        path: "/v1/models",
+        request_id: "7f1c1b9e4a494c1e9d6c0c4f7e9a2b11".to_string(),
+        client_request_id: None,
+        method: b"GET",
+        path: b"/v1/models",
     };
     let record = Record::new(&decision, info());
     let mut group = c.benchmark_group("record");
@@ -284,26 +285,28 @@ fn request_path(c: &mut Criterion) {
     let config = gateway_config();
     let token = mint("RS256", Some("rsa"), &base_claims());
     let mut cache = TokenCache::new(1024);
-    let _ = decision::decide(&config, &mut cache, facts(&token));
+    let _ = decision::decide(&config, &mut cache, &NoObjects, facts(&token));
     let limits = config.tenants.bind("acme", 0).unwrap().limits.clone();
     let mut stored = QuotaState::default().encode();
     let mut group = c.benchmark_group("request");
     group.bench_function("decide_cached", |b| {
         b.iter_batched(
             || facts(&token),
-            |facts| decision::decide(&config, &mut cache, facts),
+            |facts| decision::decide(&config, &mut cache, &NoObjects, facts),
             BatchSize::SmallInput,
         )
     });
     group.bench_function("get_path_core", |b| {
         b.iter(|| {
-            let decision = decision::decide(&config, &mut cache, facts(black_box(&token)));
+            let decision =
+                decision::decide(&config, &mut cache, &NoObjects, facts(black_box(&token)));
             let mut record = Record::new(
                 &decision,
                 RequestInfo {
-                    request_id: "7f1c1b9e-4a49-4c1e-9d6c-0c4f7e9a2b11",
-                    method: "GET",
-                    path: "/v1/models",
+                    request_id: "7f1c1b9e4a494c1e9d6c0c4f7e9a2b11".to_string(),
+                    client_request_id: None,
+                    method: b"GET",
+                    path: b"/v1/models",
                 },
             );
             let state = record.filter_state();
@@ -365,3 +368,12 @@ criterion_group!(
     request_path
 );
 criterion_main!(benches);
+
+/// A gateway that has seen no provider-side object created (isolation is off in these configs).
+struct NoObjects;
+
+impl tenant_guard::policy::isolation::objects::Owners for NoObjects {
+    fn owner_of(&self, _id: &str) -> Option<tenant_guard::policy::isolation::objects::OwnerDigest> {
+        None
+    }
+}

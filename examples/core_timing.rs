@@ -140,7 +140,7 @@ fn main() {
         cache.get(black_box(&token), NOW).map(|v| v.expires_at)
     });
     time("decide (cached token)", 20_000, || {
-        decision::decide(&config, &mut cache, facts(black_box(&token)))
+        decision::decide(&config, &mut cache, &NoObjects, facts(black_box(&token)))
     });
     time("namespace::normalize /v1/models", 50_000, || {
         namespace::normalize(black_box(b"/v1/models"))
@@ -173,11 +173,12 @@ fn main() {
         quota::remaining_headers(black_box(&first.windows))
     });
 
-    let decision = decision::decide(&config, &mut cache, facts(&token));
+    let decision = decision::decide(&config, &mut cache, &NoObjects, facts(&token));
     let info = || RequestInfo {
-        request_id: "7f1c1b9e-4a49-4c1e-9d6c-0c4f7e9a2b11",
-        method: "GET",
-        path: "/v1/models",
+        request_id: "7f1c1b9e4a494c1e9d6c0c4f7e9a2b11".to_string(),
+        client_request_id: None,
+        method: b"GET",
+        path: b"/v1/models",
     };
     time("record new + filter_state", 50_000, || {
         Record::new(black_box(&decision), info()).filter_state()
@@ -200,7 +201,7 @@ fn main() {
 
     let mut stored = QuotaState::default().encode();
     time("GET path core (all of the above)", 20_000, || {
-        let decision = decision::decide(&config, &mut cache, facts(black_box(&token)));
+        let decision = decision::decide(&config, &mut cache, &NoObjects, facts(black_box(&token)));
         let mut record = Record::new(&decision, info());
         let state = record.filter_state();
         let admitted = quota::admit(
@@ -223,4 +224,13 @@ fn main() {
         record.status = Some(200);
         (state, headers, record.to_json())
     });
+}
+
+/// A gateway that has seen no provider-side object created (isolation is off in these configs).
+struct NoObjects;
+
+impl tenant_guard::policy::isolation::objects::Owners for NoObjects {
+    fn owner_of(&self, _id: &str) -> Option<tenant_guard::policy::isolation::objects::OwnerDigest> {
+        None
+    }
 }

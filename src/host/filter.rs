@@ -20,12 +20,16 @@ use crate::policy::denial::{self, LocalReply, Reason};
 use crate::policy::isolation;
 use crate::policy::isolation::objects::{self, Inserted, Owners};
 use crate::policy::metering;
+use crate::policy::output_cap;
 use crate::policy::quota::{self, Demand, Refusal, Reservation, WindowStatus};
 use crate::policy::ratelimit::{self, Debit, Subject};
 use crate::policy::record::{Record, RequestInfo};
 use crate::policy::stream::{
-    self, CacheScope, Effects, Event, Flow, HeaderMode, Point, Rules, Setup, Stream,
+    self, CacheScope, Capping, Effects, Event, Flow, HeaderMode, Point, Rules, Setup, Stream,
 };
+
+/// Tells the client the output limit the filter set in its request (`output_cap`).
+const OUTPUT_CAP_HEADER: &str = "x-tenant-guard-output-cap";
 
 pub struct Filter {
     worker: Rc<RefCell<Worker>>,
@@ -144,17 +148,18 @@ impl Filter {
             .then(|| request_header("content-length"))
             .flatten()
             .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok());
+        let shadow = admission.limits.enforcement == Enforcement::Shadow;
+        let output_cap = admission.limits.output_cap.filter(|_| !shadow);
         let demand = if end_of_stream {
             Demand::default()
         } else {
             let worker = self.worker.borrow();
-            metering::provisional_demand(
-                content_length,
-                &worker.config.usage,
-                &worker.config.pricing,
-            )
+            // A capped request needs at least its minimum; it is capped once its body is read.
+            let output = output_cap.map_or(worker.config.usage.default_reservation_tokens, |c| {
+                c.min_output_tokens
+            });
+            metering::provisional_demand(content_length, output, &worker.config.pricing)
         };
-        let shadow = admission.limits.enforcement == Enforcement::Shadow;
         let (held, windows) = match self.admit_quota(&key, &admission.limits, demand) {
             QuotaAdmission::Unlimited => (None, Vec::new()),
             QuotaAdmission::Held(reservation, windows) => (Some(reservation), windows),
@@ -202,6 +207,7 @@ impl Filter {
                     private_cache: admission.private_cache,
                     json_body,
                     shadow,
+                    output_cap,
                 },
                 &rules,
             )
@@ -246,15 +252,8 @@ impl Filter {
     }
 
     fn quota_refused(&mut self, refusal: Refusal) -> Action {
-        let mut reply = denial::reply(refusal.reason);
-        reply
-            .headers
-            .push(("retry-after", refusal.retry_after.to_string()));
-        reply
-            .headers
-            .extend(quota::rate_limit_headers(&refusal.windows));
-        let detail = format!("retry after {}s", refusal.retry_after);
-        self.reply(refusal.reason, &detail, &reply);
+        let refusal = stream::quota_refusal(&refusal);
+        self.reply(refusal.reason, &refusal.detail, &refusal.reply);
         Action::Pause
     }
 
@@ -281,6 +280,22 @@ impl Filter {
 
     /// Executes the core's effects, in the order they must happen.
     fn execute(&mut self, effects: Effects) {
+        if let Some(ask) = effects.cap {
+            let capping = self.cap(&ask);
+            let more = {
+                let Some(admitted) = &mut self.admitted else {
+                    return;
+                };
+                let worker = self.worker.borrow();
+                let owners = worker.objects.at(super::now().unwrap_or(0));
+                admitted.stream.capped(capping, &rules(&worker, &owners))
+            };
+            let cap = self.admitted.as_ref().and_then(|a| a.stream.output_cap());
+            if let (Some(cap), Some(record)) = (cap, &mut self.record) {
+                record.output_cap = Some(cap);
+            }
+            self.execute(more);
+        }
         if effects.drop_content_length {
             let _ = abi::remove_header(MapType::HttpRequestHeaders, "content-length");
         }
@@ -361,6 +376,38 @@ impl Filter {
         match reserved {
             Ok(reservation) => admitted.stream.reserved(reservation),
             Err(_) => log::error!("tenant-guard: could not reserve a request's estimate"),
+        }
+    }
+
+    /// Replaces the request's reservation by one for its output limit capped to the room left
+    /// (`output_cap`), or learns that nothing fits.
+    fn cap(&mut self, ask: &output_cap::Ask) -> Capping {
+        let Some(admitted) = &self.admitted else {
+            return Capping::Unavailable;
+        };
+        let (Some(provisional), Some(rule)) = (admitted.stream.held(), admitted.limits.output_cap)
+        else {
+            return Capping::Unavailable;
+        };
+        let now = super::now().unwrap_or(0);
+        let limits = &admitted.limits;
+        let capped = self
+            .worker
+            .borrow_mut()
+            .quotas
+            .update(&admitted.key, |bytes| {
+                let state = quota::QuotaState::decode(bytes);
+                let (next, reservation, cap) =
+                    output_cap::reserve(&state, limits, now, &provisional, ask, rule)?;
+                Ok((next.encode(), (reservation, cap)))
+            });
+        match capped {
+            Ok((reservation, cap)) => Capping::Reserved(reservation, cap),
+            Err(UpdateError::Refused(refusal)) => Capping::Refused(refusal),
+            Err(UpdateError::Unavailable(why)) => {
+                log::error!("tenant-guard: could not cap a request's output: {why}");
+                Capping::Unavailable
+            }
         }
     }
 
@@ -668,6 +715,9 @@ impl HttpContext for Filter {
         let map = MapType::HttpResponseHeaders;
         for (name, value) in quota::remaining_headers(&admitted.windows) {
             let _ = abi::set_header(map, name, value.as_bytes());
+        }
+        if let Some(cap) = admitted.stream.output_cap() {
+            let _ = abi::set_header(map, OUTPUT_CAP_HEADER, cap.to_string().as_bytes());
         }
         let status = abi::header(map, ":status")
             .ok()

@@ -215,6 +215,24 @@ struct RawLimits {
     tokens: Option<Vec<Window>>,
     monthly_budget_usd: Option<f64>,
     enforcement: Option<Enforcement>,
+    output_cap: Option<OutputCapMode>,
+    min_output_tokens: Option<u64>,
+}
+
+/// `output_cap`: how a request's output limit is held to what its quotas still cover.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum OutputCapMode {
+    /// Lower (or set) the body's output limit to what the tightest token window and the
+    /// budget still cover.
+    Clamp,
+}
+
+/// A plan's `output_cap: "clamp"`, compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputCap {
+    /// Below this many output tokens per choice the request is refused instead.
+    pub min_output_tokens: u64,
 }
 
 /// Whether a plan's or a tenant's limits refuse requests (`enforce`) or only record what they
@@ -307,6 +325,8 @@ pub struct Limits {
     /// Monthly budget in micro-USD; `None` = no budget.
     pub monthly_budget_micro_usd: Option<u64>,
     pub enforcement: Enforcement,
+    /// `output_cap: "clamp"`; `None`: output limits are reserved as the client sent them.
+    pub output_cap: Option<OutputCap>,
 }
 
 impl Limits {
@@ -590,6 +610,8 @@ fn compile(raw: RawConfig, derived_key: [u8; 32]) -> Result<Config, ConfigError>
                 tokens: own.tokens.or(limits.tokens),
                 monthly_budget_usd: own.monthly_budget_usd.or(limits.monthly_budget_usd),
                 enforcement: own.enforcement.or(limits.enforcement),
+                output_cap: own.output_cap.or(limits.output_cap),
+                min_output_tokens: own.min_output_tokens.or(limits.min_output_tokens),
             };
         }
         limits.enforcement = t.enforcement.or(limits.enforcement);
@@ -810,6 +832,9 @@ fn check_limits(path: &str, limits: &RawLimits) -> Result<(), ConfigError> {
             }
         }
     }
+    if limits.min_output_tokens == Some(0) {
+        return err(format!("{path}.min_output_tokens"), "must be at least 1");
+    }
     if let Some(budget) = limits.monthly_budget_usd {
         micro_usd(budget).ok_or_else(|| ConfigError {
             path: format!("{path}.monthly_budget_usd"),
@@ -825,8 +850,14 @@ fn finish_limits(raw: RawLimits) -> Limits {
         tokens: raw.tokens.unwrap_or_default(),
         monthly_budget_micro_usd: raw.monthly_budget_usd.and_then(micro_usd),
         enforcement: raw.enforcement.unwrap_or_default(),
+        output_cap: raw.output_cap.map(|OutputCapMode::Clamp| OutputCap {
+            min_output_tokens: raw.min_output_tokens.unwrap_or(DEFAULT_MIN_OUTPUT_TOKENS),
+        }),
     }
 }
+
+/// `min_output_tokens` when a plan with `output_cap` does not say.
+pub const DEFAULT_MIN_OUTPUT_TOKENS: u64 = 16;
 
 /// USD → integer micro-USD; `None` for negative, non-finite or absurd amounts.
 fn micro_usd(usd: f64) -> Option<u64> {

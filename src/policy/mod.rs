@@ -15,6 +15,7 @@ pub mod json_edit;
 pub mod jwks;
 pub mod metering;
 pub mod namespace;
+pub mod output_cap;
 pub mod quota;
 pub mod ratelimit;
 pub mod record;

@@ -73,6 +73,9 @@ pub struct Record {
     /// `json`, `sse`, `estimate` or `none`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage_source: Option<&'static str>,
+    /// The output limit per choice the filter set in the request body (`output_cap`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_cap: Option<u64>,
     /// The tenant is in shadow mode and `reason` says what enforcement would have refused.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub shadow: bool,
@@ -105,6 +108,7 @@ impl Record {
             reasoning_tokens: None,
             cost_usd: None,
             usage_source: None,
+            output_cap: None,
             shadow: false,
         };
         match decision {
