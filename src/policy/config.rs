@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::policy::identity::{ClaimPath, IdentityRules, Provider, RemoteKeys};
+use crate::policy::identity::{Audiences, ClaimPath, IdentityRules, Provider, RemoteKeys};
 use crate::policy::isolation::objects::BUCKET_ENTRIES;
 use crate::policy::isolation::{IsolationRules, PromptCache, ProviderObjects, StoreRules};
 use crate::policy::jwks::KeySet;
@@ -96,10 +96,19 @@ impl Default for RawObjectStore {
 #[serde(deny_unknown_fields)]
 struct RawProvider {
     issuer: String,
+    audiences: Option<RawAudiences>,
     #[serde(default)]
-    audiences: Vec<String>,
+    require_kid: bool,
     jwks: Option<serde_json::Value>,
     remote_jwks: Option<RawRemoteJwks>,
+}
+
+/// `audiences`: a list, or the word `"any"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawAudiences {
+    List(Vec<String>),
+    Word(String),
 }
 
 #[derive(Deserialize)]
@@ -490,12 +499,7 @@ fn compile(raw: RawConfig, derived_key: [u8; 32]) -> Result<Config, ConfigError>
         if p.issuer.is_empty() {
             return err(format!("{path}.issuer"), "must not be empty");
         }
-        if p.audiences.iter().any(String::is_empty) {
-            return err(
-                format!("{path}.audiences"),
-                "must not contain empty strings",
-            );
-        }
+        let audiences = compile_audiences(&format!("{path}.audiences"), p.audiences)?;
         let inline_keys = match &p.jwks {
             Some(value) => Some(KeySet::from_value(value).map_err(|e| ConfigError {
                 path: match e.path.as_str() {
@@ -519,7 +523,8 @@ fn compile(raw: RawConfig, derived_key: [u8; 32]) -> Result<Config, ConfigError>
         providers.push(Provider {
             name,
             issuer: p.issuer,
-            audiences: p.audiences,
+            audiences,
+            require_kid: p.require_kid,
             inline_keys,
             remote,
         });
@@ -686,6 +691,33 @@ fn compile_isolation(
             ttl_s: objects.ttl_s,
         },
     })
+}
+
+/// A provider must say which audiences it accepts: a token minted for another service of
+/// the same IdP must not pass by default.
+fn compile_audiences(path: &str, raw: Option<RawAudiences>) -> Result<Audiences, ConfigError> {
+    match raw {
+        None => err(
+            path,
+            "required: a list of accepted audiences, or \"any\" to accept every audience",
+        ),
+        Some(RawAudiences::Word(word)) if word == "any" => Ok(Audiences::Any),
+        Some(RawAudiences::Word(word)) => err(
+            path,
+            format!(
+                "must be a list of audiences or \"any\", not \"{}\"",
+                word.escape_debug()
+            ),
+        ),
+        Some(RawAudiences::List(list)) if list.is_empty() => err(
+            path,
+            "must name at least one audience (or say \"any\" to accept every audience)",
+        ),
+        Some(RawAudiences::List(list)) if list.iter().any(String::is_empty) => {
+            err(path, "must not contain empty strings")
+        }
+        Some(RawAudiences::List(list)) => Ok(Audiences::OneOf(list)),
+    }
 }
 
 fn compile_remote(

@@ -19,6 +19,7 @@ fn contract_example() -> Value {
         },
         "globex-idp": {
           "issuer": "https://globex.example.com",
+          "audiences": "any",
           "jwks": {"keys": [{"kty": "oct", "kid": "g1", "k": OCT_K}]}
         }
       },
@@ -94,8 +95,10 @@ fn contract_example_is_accepted_whole() {
 #[test]
 fn minimal_document_gets_safe_defaults() {
     let config = parse(&json!({"providers": {"p": {
-        "issuer": "https://i", "jwks": {"keys": [{"kty": "oct", "k": OCT_K}]}}}}))
+        "issuer": "https://i", "audiences": ["gw"],
+        "jwks": {"keys": [{"kty": "oct", "k": OCT_K}]}}}}))
     .unwrap();
+    assert!(!config.providers[0].require_kid);
     assert_eq!(
         config.token_sources,
         vec![TokenSource {
@@ -282,4 +285,46 @@ fn not_json_is_refused() {
         };
         assert_eq!(e.path, "configuration");
     }
+}
+
+#[test]
+fn audiences_are_required_unless_a_provider_says_any() {
+    let e = refused(|d| {
+        d["providers"]["corp-idp"]
+            .as_object_mut()
+            .unwrap()
+            .remove("audiences");
+    });
+    assert_eq!(e.path, "providers.corp-idp.audiences");
+    assert!(e.message.starts_with("required"), "{e}");
+    let e = refused(|d| d["providers"]["corp-idp"]["audiences"] = json!([]));
+    assert_eq!(e.path, "providers.corp-idp.audiences");
+    assert!(e.message.contains("at least one"), "{e}");
+    let e = refused(|d| d["providers"]["corp-idp"]["audiences"] = json!("all"));
+    assert_eq!(
+        e.to_string(),
+        "providers.corp-idp.audiences: must be a list of audiences or \"any\", not \"all\""
+    );
+    let e = refused(|d| d["providers"]["corp-idp"]["audiences"] = json!([""]));
+    assert_eq!(e.path, "providers.corp-idp.audiences");
+    let e = refused(|d| d["providers"]["corp-idp"]["audiences"] = json!(7));
+    assert_eq!(e.path, "providers.corp-idp.audiences");
+
+    let config = parse(&contract_example()).unwrap();
+    assert_eq!(
+        config.providers[0].audiences,
+        Audiences::OneOf(vec!["genai-gateway".into()])
+    );
+    assert_eq!(config.providers[1].audiences, Audiences::Any);
+}
+
+#[test]
+fn require_kid_is_an_optional_bool_per_provider() {
+    let mut doc = contract_example();
+    doc["providers"]["globex-idp"]["require_kid"] = json!(true);
+    let config = parse(&doc).unwrap();
+    assert!(!config.providers[0].require_kid);
+    assert!(config.providers[1].require_kid);
+    let e = refused(|d| d["providers"]["corp-idp"]["require_kid"] = json!("yes"));
+    assert_eq!(e.path, "providers.corp-idp.require_kid");
 }

@@ -21,7 +21,7 @@ fn config() -> Config {
       "providers": {
         "corp-idp": {"issuer": "https://corp", "audiences": ["gw"],
                      "jwks": {"keys": [{"kty": "oct", "kid": "c1", "k": b64(CORP_SECRET)}]}},
-        "globex-idp": {"issuer": "https://globex",
+        "globex-idp": {"issuer": "https://globex", "audiences": "any",
                        "jwks": {"keys": [{"kty": "oct", "kid": "g1", "k": b64(GLOBEX_SECRET)}]}}
       },
       "identity": {
