@@ -146,10 +146,36 @@ impl VectorStores {
     pub fn is_empty(&self) -> bool {
         self.stores.is_empty()
     }
+
+    /// The templates that place tenants, as (field path, template): each holds `{tenant}` or
+    /// `{namespace}`.
+    pub fn templates(&self) -> Vec<(String, &str)> {
+        let mut out: Vec<(String, &str)> = self
+            .stores
+            .iter()
+            .map(|s| {
+                let path = format!("vector_stores[{}]", s.position);
+                match &s.rule {
+                    Rule::Qdrant { collection, .. } => (
+                        format!("{path}.collection"),
+                        collection.placeholder.as_str(),
+                    ),
+                    Rule::Pinecone { namespace } => {
+                        (format!("{path}.namespace"), namespace.as_str())
+                    }
+                    Rule::MetadataFilter { value, .. } => (format!("{path}.value"), value.as_str()),
+                }
+            })
+            .collect();
+        out.sort();
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct VectorStore {
+    /// Index in the configured list (for error paths).
+    position: usize,
     path_prefix: String,
     max_body_bytes: usize,
     rule: Rule,
@@ -278,7 +304,7 @@ pub fn compile(raw: Vec<RawVectorStore>) -> Result<VectorStores, ConfigError> {
     let mut stores: Vec<VectorStore> = Vec::new();
     for (i, entry) in raw.into_iter().enumerate() {
         let path = format!("vector_stores[{i}]");
-        let store = compile_store(&path, entry)?;
+        let store = compile_store(i, &path, entry)?;
         if let Some(j) = stores
             .iter()
             .position(|s| s.path_prefix == store.path_prefix)
@@ -294,7 +320,11 @@ pub fn compile(raw: Vec<RawVectorStore>) -> Result<VectorStores, ConfigError> {
     Ok(VectorStores { stores })
 }
 
-fn compile_store(path: &str, raw: RawVectorStore) -> Result<VectorStore, ConfigError> {
+fn compile_store(
+    position: usize,
+    path: &str,
+    raw: RawVectorStore,
+) -> Result<VectorStore, ConfigError> {
     check_prefix(&format!("{path}.path_prefix"), &raw.path_prefix)?;
     let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if !(1..=LARGEST_MAX_BODY_BYTES).contains(&max_body_bytes) {
@@ -310,6 +340,7 @@ fn compile_store(path: &str, raw: RawVectorStore) -> Result<VectorStore, ConfigE
         Kind::MetadataFilter => compile_metadata_filter(path, &raw)?,
     };
     Ok(VectorStore {
+        position,
         path_prefix: raw.path_prefix,
         max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
         rule,

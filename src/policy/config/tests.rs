@@ -328,3 +328,150 @@ fn require_kid_is_an_optional_bool_per_provider() {
     let e = refused(|d| d["providers"]["corp-idp"]["require_kid"] = json!("yes"));
     assert_eq!(e.path, "providers.corp-idp.require_kid");
 }
+
+// === Default tenants and namespaces ===
+
+#[test]
+fn two_listed_tenants_cannot_share_a_namespace() {
+    let e = refused(|d| d["tenants"]["globex"]["namespace"] = json!("acme"));
+    assert_eq!(
+        e.to_string(),
+        "tenants.globex.namespace: namespace \"acme\" is also tenant acme's"
+    );
+    let e = refused(|d| {
+        d["tenants"]["acme"]["namespace"] = json!("shared");
+        d["tenants"]["globex"]["namespace"] = json!("shared");
+    });
+    assert_eq!(e.path, "tenants.globex.namespace");
+}
+
+#[test]
+fn a_listed_namespace_cannot_be_another_tenants_id() {
+    // acme in namespace "globex" would sit where globex's `{tenant}` templates place it.
+    let e = refused(|d| {
+        d["tenants"]["acme"]["namespace"] = json!("globex");
+        d["tenants"]["globex"]["namespace"] = json!("globex-ns");
+    });
+    assert_eq!(
+        e.to_string(),
+        "tenants.acme.namespace: namespace \"globex\" is the id of another tenant"
+    );
+}
+
+#[test]
+fn default_tenants_get_a_provider_scoped_namespace_and_a_cap() {
+    let config = parse(&contract_example()).unwrap();
+    let d = config.tenants.default_tenant().unwrap();
+    assert_eq!(d.max_tenants, 1000);
+    assert_eq!(d.providers, vec![(0, "corp-idp".to_string())]);
+    let hooli = config.tenants.bind("hooli", 0).unwrap();
+    assert_eq!(hooli.namespace, "corp-idp.hooli");
+    assert_eq!(hooli.quota_id(), "corp-idp/hooli");
+
+    let mut doc = contract_example();
+    doc["default_tenant"]["namespace"] = json!("self-{tenant}.at.{provider}");
+    doc["default_tenant"]["max_tenants"] = json!(100_000);
+    let config = parse(&doc).unwrap();
+    assert_eq!(
+        config.tenants.default_tenant().unwrap().max_tenants,
+        100_000
+    );
+    let hooli = config.tenants.bind("hooli", 0).unwrap();
+    assert_eq!(hooli.namespace, "self-hooli.at.corp-idp");
+}
+
+#[test]
+fn default_tenant_max_tenants_is_bounded() {
+    for bad in [json!(0), json!(100_001), json!(-1)] {
+        let e = refused(|d| d["default_tenant"]["max_tenants"] = bad);
+        assert_eq!(e.path, "default_tenant.max_tenants");
+    }
+}
+
+#[test]
+fn default_tenant_namespace_template_is_checked() {
+    for (template, needle) in [
+        ("{tenant}", "must contain {provider} and {tenant}"),
+        ("{provider}", "must contain {provider} and {tenant}"),
+        ("{provider}{tenant}", "needs a separator"),
+        ("{provider}/{tenant}", "at most 64 characters"),
+        ("{provider}.{tenant}.{tenant}", "once each"),
+        ("{provider}.{tenant}.{namespace}", "once each"),
+    ] {
+        let e = refused(|d| d["default_tenant"]["namespace"] = json!(template));
+        assert_eq!(e.path, "default_tenant.namespace", "{template}");
+        assert!(e.message.contains(needle), "{template}: {e}");
+    }
+}
+
+#[test]
+fn a_listed_namespace_in_the_default_tenants_shape_is_refused() {
+    // acme-ns's namespace is what tenant "acme" of corp-idp would get as a default tenant.
+    let e = refused(|d| d["tenants"]["acme"]["namespace"] = json!("corp-idp.acme"));
+    assert_eq!(e.path, "tenants.acme.namespace");
+    assert!(e.message.contains("provider corp-idp"), "{e}");
+    // The same namespace is fine when corp-idp admits no default tenants.
+    let mut doc = contract_example();
+    doc["tenants"]["acme"]["namespace"] = json!("corp-idp.acme");
+    doc["default_tenant"]["providers"] = json!(["globex-idp"]);
+    assert!(parse(&doc).is_ok());
+}
+
+#[test]
+fn default_provider_names_must_fit_in_namespaces_and_not_overlap() {
+    let mut doc = contract_example();
+    let corp = doc["providers"]["corp-idp"].clone();
+    doc["providers"]["corp idp"] = corp.clone();
+    doc["default_tenant"]["providers"] = json!(["corp idp"]);
+    let e = parse(&doc).err().unwrap();
+    assert_eq!(e.path, "default_tenant.providers[0]");
+
+    // "a" then ".b.c" and "a.b" then ".c" would both be "a.b.c".
+    let mut doc = contract_example();
+    doc["providers"]["a"] = corp.clone();
+    doc["providers"]["a.b"] = corp.clone();
+    doc["default_tenant"]["providers"] = json!(["a", "a.b"]);
+    let e = parse(&doc).err().unwrap();
+    assert_eq!(
+        e.to_string(),
+        "default_tenant.namespace: providers a and a.b would share namespaces under this template"
+    );
+    // With the tenant first, suffixes matter: "x.a" and "x.b.a" overlap, "a" and "a.b" not.
+    doc["default_tenant"]["namespace"] = json!("{tenant}_{provider}");
+    assert!(parse(&doc).is_ok());
+    doc["providers"]["b.a"] = corp;
+    doc["default_tenant"]["providers"] = json!(["a", "b.a"]);
+    doc["default_tenant"]["namespace"] = json!("{tenant}.{provider}");
+    let e = parse(&doc).err().unwrap();
+    assert_eq!(e.path, "default_tenant.namespace");
+}
+
+#[test]
+fn tenant_placeholders_are_refused_when_default_providers_may_share_ids() {
+    let mut doc = contract_example();
+    doc["default_tenant"]["providers"] = json!(["corp-idp", "globex-idp"]);
+    // The example routes by {namespace}: fine.
+    let config = parse(&doc).unwrap();
+    let corp = config.tenants.bind("hooli", 0).unwrap();
+    let globex = config.tenants.bind("hooli", 1).unwrap();
+    assert_ne!(corp.namespace, globex.namespace);
+    assert_ne!(corp.quota_id(), globex.quota_id());
+
+    doc["routing"]["authority"] = json!("{tenant}.models.internal");
+    let e = parse(&doc).err().unwrap();
+    assert_eq!(e.path, "routing.authority");
+    doc["routing"]["authority"] = json!("{namespace}.models.internal");
+    // A shared store's tenant value defaults to {tenant}.
+    doc["vector_stores"] = json!([
+        {"path_prefix": "/q", "kind": "qdrant"},
+        {"path_prefix": "/s", "kind": "metadata_filter", "dialect": "qdrant"}
+    ]);
+    let e = parse(&doc).err().unwrap();
+    assert_eq!(e.path, "vector_stores[1].value");
+    doc["vector_stores"][1]["value"] = json!("{namespace}");
+    assert!(parse(&doc).is_ok());
+    // One default provider: {tenant} is unique (listed ids are never default ids).
+    doc["default_tenant"]["providers"] = json!(["corp-idp"]);
+    doc["routing"]["path_prefix"] = json!("/tenants/{tenant}");
+    assert!(parse(&doc).is_ok());
+}
