@@ -333,18 +333,20 @@ fn placement(
         }
         VectorRoute::NotVectorStore => match routing {
             None => path.target(),
-            Some(routing) => {
-                let placed = namespace::place(routing, tenant.id, &tenant.namespace, &path)?;
-                if let Some(authority) = placed.authority {
-                    place
-                        .edits
-                        .push(HeaderEdit::Set(":authority".into(), authority));
-                    place.rerouted = true;
-                }
-                placed.path.unwrap_or_else(|| path.target())
-            }
+            Some(routing) => namespace::place(routing, tenant.id, &tenant.namespace, &path)?
+                .path
+                .unwrap_or_else(|| path.target()),
         },
     };
+    // Every request, vector-store ones too, gets the tenant's authority: routes that pick a
+    // per-tenant backend by host never see the client's.
+    if let Some(template) = routing.and_then(|r| r.authority.as_deref()) {
+        let authority = namespace::expand(template, tenant.id, &tenant.namespace);
+        place
+            .edits
+            .push(HeaderEdit::Set(":authority".into(), authority));
+        place.rerouted = true;
+    }
     if target.as_bytes() != facts.path {
         place
             .edits

@@ -464,7 +464,8 @@ fn tenant_placeholders_are_refused_when_default_providers_may_share_ids() {
     // A shared store's tenant value defaults to {tenant}.
     doc["vector_stores"] = json!([
         {"path_prefix": "/q", "kind": "qdrant"},
-        {"path_prefix": "/s", "kind": "metadata_filter", "dialect": "qdrant"}
+        {"path_prefix": "/s", "kind": "metadata_filter", "dialect": "qdrant",
+         "collections": ["docs"]}
     ]);
     let e = parse(&doc).err().unwrap();
     assert_eq!(e.path, "vector_stores[1].value");
