@@ -479,8 +479,9 @@ impl Config {
         let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
             ConfigError {
-                // "." is the document itself; "?" means no position (not JSON at all).
-                path: if path == "." || path == "?" {
+                // "." is the document itself; "?" means no position (not JSON at all); ""
+                // is an unknown field named "" (found by the config fuzz target).
+                path: if path == "." || path == "?" || path.is_empty() {
                     "configuration".into()
                 } else {
                     path

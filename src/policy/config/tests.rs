@@ -476,3 +476,13 @@ fn tenant_placeholders_are_refused_when_default_providers_may_share_ids() {
     doc["routing"]["path_prefix"] = json!("/tenants/{tenant}");
     assert!(parse(&doc).is_ok());
 }
+
+#[test]
+fn an_unknown_field_with_an_empty_name_is_refused_with_a_path() {
+    // Found by the `config` fuzz target: the error named no field path at all.
+    for doc in [&b"{\"\""[..], b"{\"\": 1}", b"{\"providers\": {}, \"\": 1}"] {
+        let e = Config::parse(doc).err().unwrap();
+        assert_eq!(e.path, "configuration", "{e}");
+        assert!(e.message.contains("unknown field ``"), "{e}");
+    }
+}
