@@ -141,6 +141,7 @@ fuzz-deps:
 	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 
 fuzz-build: fuzz-deps
+	cargo fmt --check --manifest-path fuzz/Cargo.toml
 	$(CARGO_FUZZ) build $(FUZZ_FLAGS)
 
 # Each target for SECONDS seconds, from its seeds (fuzz/seeds/<target>) and the corpus kept in
