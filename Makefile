@@ -33,8 +33,20 @@ BENCH_ARGS ?=
 FLOOR_MANIFEST := bench/floor/Cargo.toml
 FLOOR_TARGET := target/bench-floor
 
+# Fuzz targets (fuzz/, cargo-fuzz + libFuzzer). cargo-fuzz passes nightly-only compiler flags;
+# the stable toolchain takes them with RUSTC_BOOTSTRAP=1. No sanitizer: the core has no unsafe
+# code, and release builds keep debug assertions and overflow checks (cargo-fuzz's default).
+# Builds and corpora live outside the clone so later runs on this machine reuse them.
+FUZZ_TARGETS := config token jwks usage path vector_body rls_answer
+FUZZ_CACHE ?= $(HOME)/.cache/tenant-guard/fuzz
+FUZZ_SMOKE_SECONDS ?= 4
+SECONDS ?= 60
+CARGO_FUZZ = cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz
+FUZZ_FLAGS = -s none --target-dir $(FUZZ_CACHE)/target
+
 .PHONY: help wasm venv run run-global token test lint unit test-wasm validate integration \
-	global-deps ratelimit-service test-ratelimit-service bench bench-deps bench-floor
+	global-deps ratelimit-service test-ratelimit-service bench bench-deps bench-floor \
+	fuzz-deps fuzz-build fuzz fuzz-smoke
 
 help:
 	@echo "make run       build, start the demo gateway and upstream, print a curl line"
@@ -43,6 +55,7 @@ help:
 	@echo "make test      lint, unit tests (native + wasm32), validate envoy/, integration tests"
 	@echo "make wasm      build $(WASM)"
 	@echo "make bench     Envoy benchmark: passthrough, native, Wasm floor, tenant-guard (DURATION=3 ROUNDS=3)"
+	@echo "make fuzz      run every fuzz target for SECONDS seconds (default 60)"
 
 wasm:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -82,7 +95,7 @@ test-ratelimit-service: ratelimit-service
 token: venv
 	@$(PYTHON) tools/mint_token.py --tenant $(TENANT)
 
-test: lint unit test-wasm validate test-ratelimit-service integration
+test: lint unit test-wasm fuzz-smoke validate test-ratelimit-service integration
 
 lint:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -125,3 +138,26 @@ bench-deps:
 # The Wasm floor: its own crate, outside tenant-guard's build.
 bench-floor:
 	cargo build --release --target wasm32-wasip1 --manifest-path $(FLOOR_MANIFEST) --target-dir $(FLOOR_TARGET)
+
+fuzz-deps:
+	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+
+fuzz-build: fuzz-deps
+	cargo fmt --check --manifest-path fuzz/Cargo.toml
+	$(CARGO_FUZZ) build $(FUZZ_FLAGS)
+
+# Each target for SECONDS seconds, from its seeds (fuzz/seeds/<target>) and the corpus kept in
+# $(FUZZ_CACHE); a crash stops the run and leaves its input in fuzz/artifacts/<target>/.
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_CACHE)/corpus/$$t || exit 1; \
+		echo "fuzz $$t for $(SECONDS) s"; \
+		($(CARGO_FUZZ) run $(FUZZ_FLAGS) $$t $(FUZZ_CACHE)/corpus/$$t seeds/$$t -- \
+			-max_total_time=$(SECONDS) -timeout=10 -print_final_stats=1 2>&1) \
+			| grep -E '^(Done|stat::number_of_executed_units|stat::average_exec_per_sec|#[0-9]+ +DONE)|panicked|ERROR|SUMMARY|Test unit written' \
+			; [ "$${PIPESTATUS[0]}" = 0 ] || exit 1; \
+	done
+
+# A short run of every target, for `make test`.
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz SECONDS=$(FUZZ_SMOKE_SECONDS)

@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 
 use tenant_guard::policy::config::Config;
 use tenant_guard::policy::decision::{self, Credential, Decision, RequestFacts};
-use tenant_guard::policy::identity::{self, ClaimPath, IdentityRules, Provider, RemoteKeys};
+use tenant_guard::policy::identity::{
+    self, Audiences, ClaimPath, IdentityRules, Provider, RemoteKeys,
+};
 use tenant_guard::policy::jwks::KeySet;
 use tenant_guard::policy::namespace;
 use tenant_guard::policy::quota::{self, Actual, Demand, QuotaState};
@@ -92,7 +94,8 @@ fn signatures(c: &mut Criterion) {
     let providers = vec![Provider {
         name: "corp".into(),
         issuer: ISSUER.into(),
-        audiences: vec![AUDIENCE.into()],
+        audiences: Audiences::OneOf(vec![AUDIENCE.into()]),
+        require_kid: false,
         inline_keys: Some(KeySet::from_value(&json!({ "keys": all_keys() })).unwrap()),
         remote: RemoteKeys::NotConfigured,
     }];

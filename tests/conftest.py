@@ -138,9 +138,10 @@ NAMESPACE_ROUTING = {"path_prefix": "/tenants/{namespace}",
 VECTOR_STORES = [
     {"path_prefix": "/qdrant", "kind": "qdrant"},
     {"path_prefix": "/pinecone", "kind": "pinecone", "max_body_bytes": 4096},
-    {"path_prefix": "/search", "kind": "metadata_filter", "dialect": "qdrant"},
+    {"path_prefix": "/search", "kind": "metadata_filter", "dialect": "qdrant",
+     "collections": ["shared"]},
     {"path_prefix": "/pcsearch", "kind": "metadata_filter", "dialect": "pinecone",
-     "field": "tenant", "value": "{namespace}"},
+     "field": "tenant", "value": "{namespace}", "namespaces": [""]},
 ]
 
 

@@ -51,8 +51,9 @@ def test_qdrant_collection_in_the_path_is_the_tenants(namespace_gateway):
     assert seen.method == "POST"
     assert seen.path == "/qdrant/collections/acme-ns~docs/points/search?timeout=5"
     assert json.loads(seen.body) == body
-    # Not placed under routing.path_prefix or routing.authority: confined by its own rule.
-    assert seen.header("host") != "acme-ns.models.internal"
+    # Not placed under routing.path_prefix (confined by its own rule), but on the tenant's
+    # routing.authority, so no route can pick a backend by the client's Host.
+    assert seen.header("host") == "acme-ns.models.internal"
 
 
 @pytest.mark.parametrize("method,path,target", [

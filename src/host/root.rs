@@ -380,8 +380,6 @@ impl Root {
 const TICK: Duration = Duration::from_millis(100);
 /// How long a probe waits for its client's body before its headers go on anyway.
 const PROBE_PATIENCE_MS: u64 = 1000;
-/// Default tenants with quota counters of their own (shared-data slots, never freed).
-const DEFAULT_TENANT_SLOTS: usize = 1000;
 
 /// Back-off after `failures` consecutive failed fetches: 1, 2, 4 … 60 seconds.
 fn retry_after(failures: u32) -> u64 {
@@ -414,7 +412,9 @@ impl RootContext for Root {
         }
         let listed = config.tenants.listed_ids();
         // Before traffic, so no two workers race to create a tenant's quota key.
-        let quotas = QuotaStore::new(listed.iter().copied(), DEFAULT_TENANT_SLOTS);
+        // Default tenants with counters of their own: shared-data slots, never freed.
+        let slots = config.tenants.default_tenant().map_or(0, |d| d.max_tenants);
+        let quotas = QuotaStore::new(listed.iter().copied(), slots);
         let store = &config.isolation.store;
         let objects = match config.isolation.provider_objects {
             ProviderObjects::Owner => ObjectStore::new(store.buckets, store.ttl_s),

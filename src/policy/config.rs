@@ -9,11 +9,13 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::policy::identity::{ClaimPath, IdentityRules, Provider, RemoteKeys};
+use crate::policy::identity::{Audiences, ClaimPath, IdentityRules, Provider, RemoteKeys};
 use crate::policy::isolation::objects::BUCKET_ENTRIES;
 use crate::policy::isolation::{IsolationRules, PromptCache, ProviderObjects, StoreRules};
 use crate::policy::jwks::KeySet;
-use crate::policy::tenant::{is_valid_tenant_id, DefaultTenant, Status, Tenant, Tenants};
+use crate::policy::tenant::{
+    is_valid_tenant_id, DefaultTenant, NamespaceTemplate, Status, Tenant, Tenants,
+};
 use crate::policy::vector_store::{self, RawVectorStore, VectorStores};
 
 /// A configuration error: the field path at fault and why.
@@ -96,10 +98,19 @@ impl Default for RawObjectStore {
 #[serde(deny_unknown_fields)]
 struct RawProvider {
     issuer: String,
+    audiences: Option<RawAudiences>,
     #[serde(default)]
-    audiences: Vec<String>,
+    require_kid: bool,
     jwks: Option<serde_json::Value>,
     remote_jwks: Option<RawRemoteJwks>,
+}
+
+/// `audiences`: a list, or the word `"any"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawAudiences {
+    List(Vec<String>),
+    Word(String),
 }
 
 #[derive(Deserialize)]
@@ -205,6 +216,17 @@ struct RawTenant {
 struct RawDefaultTenant {
     providers: Vec<String>,
     plan: Option<String>,
+    #[serde(default = "default_tenant_namespace")]
+    namespace: String,
+    #[serde(default = "default_max_default_tenants")]
+    max_tenants: u64,
+}
+
+fn default_tenant_namespace() -> String {
+    "{provider}.{tenant}".into()
+}
+fn default_max_default_tenants() -> u64 {
+    1000
 }
 
 /// A plan, or a tenant's `limits` overriding its plan field by field.
@@ -477,8 +499,9 @@ impl Config {
         let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
             ConfigError {
-                // "." is the document itself; "?" means no position (not JSON at all).
-                path: if path == "." || path == "?" {
+                // "." is the document itself; "?" means no position (not JSON at all); ""
+                // is an unknown field named "" (found by the config fuzz target).
+                path: if path == "." || path == "?" || path.is_empty() {
                     "configuration".into()
                 } else {
                     path
@@ -510,12 +533,7 @@ fn compile(raw: RawConfig, derived_key: [u8; 32]) -> Result<Config, ConfigError>
         if p.issuer.is_empty() {
             return err(format!("{path}.issuer"), "must not be empty");
         }
-        if p.audiences.iter().any(String::is_empty) {
-            return err(
-                format!("{path}.audiences"),
-                "must not contain empty strings",
-            );
-        }
+        let audiences = compile_audiences(&format!("{path}.audiences"), p.audiences)?;
         let inline_keys = match &p.jwks {
             Some(value) => Some(KeySet::from_value(value).map_err(|e| ConfigError {
                 path: match e.path.as_str() {
@@ -539,7 +557,8 @@ fn compile(raw: RawConfig, derived_key: [u8; 32]) -> Result<Config, ConfigError>
         providers.push(Provider {
             name,
             issuer: p.issuer,
-            audiences: p.audiences,
+            audiences,
+            require_kid: p.require_kid,
             inline_keys,
             remote,
         });
@@ -624,17 +643,32 @@ fn compile(raw: RawConfig, derived_key: [u8; 32]) -> Result<Config, ConfigError>
             limits: finish_limits(limits),
         });
     }
+    check_listed_namespaces(&tenants)?;
     let default_tenant = match raw.default_tenant {
-        Some(d) => Some(DefaultTenant {
-            providers: provider_index("default_tenant.providers", &d.providers)?,
-            limits: finish_limits(plan_limits("default_tenant.plan", &d.plan)?),
-            plan: d.plan,
-        }),
+        Some(d) => {
+            let indices = provider_index("default_tenant.providers", &d.providers)?;
+            let default = DefaultTenant {
+                providers: indices.into_iter().zip(d.providers).collect(),
+                limits: finish_limits(plan_limits("default_tenant.plan", &d.plan)?),
+                plan: d.plan,
+                namespace: parse_namespace_template(&d.namespace)?,
+                max_tenants: match d.max_tenants {
+                    n @ 1..=100_000 => usize::try_from(n).unwrap_or(usize::MAX),
+                    _ => return err("default_tenant.max_tenants", "must be between 1 and 100000"),
+                },
+            };
+            check_default_namespaces(&default, &tenants)?;
+            Some(default)
+        }
         None => None,
     };
 
     let global_rate_limit = raw.global_rate_limit.map(compile_global).transpose()?;
     let routing = raw.routing.map(compile_routing).transpose()?;
+    let vector_stores = vector_store::compile(raw.vector_stores)?;
+    if let Some(d) = default_tenant.as_ref().filter(|d| d.providers.len() > 1) {
+        check_tenant_placeholders(d, routing.as_ref(), &vector_stores)?;
+    }
     let pricing = compile_pricing(raw.pricing)?;
 
     if !(1024..=64 << 20).contains(&raw.usage.max_body_bytes) {
@@ -670,7 +704,7 @@ fn compile(raw: RawConfig, derived_key: [u8; 32]) -> Result<Config, ConfigError>
         routing,
         pricing,
         bypass_paths,
-        vector_stores: vector_store::compile(raw.vector_stores)?,
+        vector_stores,
         usage: raw.usage,
         stats: raw.stats,
         isolation,
@@ -708,6 +742,179 @@ fn compile_isolation(
             ttl_s: objects.ttl_s,
         },
     })
+}
+
+/// A provider must say which audiences it accepts: a token minted for another service of
+/// the same IdP must not pass by default.
+fn compile_audiences(path: &str, raw: Option<RawAudiences>) -> Result<Audiences, ConfigError> {
+    match raw {
+        None => err(
+            path,
+            "required: a list of accepted audiences, or \"any\" to accept every audience",
+        ),
+        Some(RawAudiences::Word(word)) if word == "any" => Ok(Audiences::Any),
+        Some(RawAudiences::Word(word)) => err(
+            path,
+            format!(
+                "must be a list of audiences or \"any\", not \"{}\"",
+                word.escape_debug()
+            ),
+        ),
+        Some(RawAudiences::List(list)) if list.is_empty() => err(
+            path,
+            "must name at least one audience (or say \"any\" to accept every audience)",
+        ),
+        Some(RawAudiences::List(list)) if list.iter().any(String::is_empty) => {
+            err(path, "must not contain empty strings")
+        }
+        Some(RawAudiences::List(list)) => Ok(Audiences::OneOf(list)),
+    }
+}
+
+/// Every listed tenant has a namespace of its own, and no namespace is another tenant's id.
+fn check_listed_namespaces(tenants: &[Tenant]) -> Result<(), ConfigError> {
+    let mut owners: HashMap<&str, &str> = HashMap::new();
+    for t in tenants {
+        if let Some(other) = owners.insert(&t.namespace, &t.id) {
+            return err(
+                format!("tenants.{}.namespace", t.id),
+                format!("namespace \"{}\" is also tenant {other}'s", t.namespace),
+            );
+        }
+    }
+    let ids: HashSet<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
+    match tenants
+        .iter()
+        .find(|t| t.namespace != t.id && ids.contains(t.namespace.as_str()))
+    {
+        Some(t) => err(
+            format!("tenants.{}.namespace", t.id),
+            format!("namespace \"{}\" is the id of another tenant", t.namespace),
+        ),
+        None => Ok(()),
+    }
+}
+
+/// `default_tenant.namespace`: `{provider}` and `{tenant}` once each, a separator between
+/// them, otherwise characters allowed in namespaces.
+fn parse_namespace_template(template: &str) -> Result<NamespaceTemplate, ConfigError> {
+    const PATH: &str = "default_tenant.namespace";
+    let (Some(provider_at), Some(tenant_at)) =
+        (template.find("{provider}"), template.find("{tenant}"))
+    else {
+        return err(PATH, "must contain {provider} and {tenant}");
+    };
+    let literal = template
+        .replacen("{provider}", "", 1)
+        .replacen("{tenant}", "", 1);
+    let literal_ok = literal
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !literal_ok || literal.len() > 64 {
+        return err(
+            PATH,
+            "must contain {provider} and {tenant} once each and otherwise at most 64 \
+             characters of A-Z a-z 0-9 . _ -",
+        );
+    }
+    let provider_first = provider_at < tenant_at;
+    let (first_at, first_len, second_at, second_len) = if provider_first {
+        (provider_at, "{provider}".len(), tenant_at, "{tenant}".len())
+    } else {
+        (tenant_at, "{tenant}".len(), provider_at, "{provider}".len())
+    };
+    let piece = |from: usize, to: usize| template.get(from..to).unwrap_or_default().to_string();
+    let separator = piece(first_at + first_len, second_at);
+    if separator.is_empty() {
+        return err(
+            PATH,
+            "needs a separator between {provider} and {tenant}, e.g. '.'",
+        );
+    }
+    Ok(NamespaceTemplate {
+        head: piece(0, first_at),
+        separator,
+        tail: piece(second_at + second_len, template.len()),
+        provider_first,
+    })
+}
+
+/// A default tenant's namespace can never be a listed tenant's, nor another default
+/// provider's tenant's.
+fn check_default_namespaces(d: &DefaultTenant, tenants: &[Tenant]) -> Result<(), ConfigError> {
+    for (i, (_, name)) in d.providers.iter().enumerate() {
+        if !is_valid_tenant_id(name) {
+            return err(
+                format!("default_tenant.providers[{i}]"),
+                format!(
+                    "provider name \"{name}\" is placed in namespaces: it must be 1-128 \
+                     characters of A-Z a-z 0-9 . _ -"
+                ),
+            );
+        }
+        let part = d.namespace.provider_part(name);
+        for (_, other) in d.providers.iter().filter(|(_, o)| o != name) {
+            let theirs = d.namespace.provider_part(other);
+            let overlap = if d.namespace.provider_first {
+                theirs.starts_with(&part)
+            } else {
+                theirs.ends_with(&part)
+            };
+            if overlap {
+                return err(
+                    "default_tenant.namespace",
+                    format!(
+                        "providers {name} and {other} would share namespaces under this template"
+                    ),
+                );
+            }
+        }
+        if let Some(t) = tenants
+            .iter()
+            .find(|t| d.namespace.fits(name, &t.namespace))
+        {
+            return err(
+                format!("tenants.{}.namespace", t.id),
+                format!(
+                    "namespace \"{}\" has the shape of a namespace default_tenant.namespace \
+                     gives tenants of provider {name}",
+                    t.namespace
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// With two or more default providers, the same tenant id may come from each: a template that
+/// places tenants by `{tenant}` would put them in one place. Such templates must use
+/// `{namespace}`, which holds the provider.
+fn check_tenant_placeholders(
+    d: &DefaultTenant,
+    routing: Option<&Routing>,
+    stores: &VectorStores,
+) -> Result<(), ConfigError> {
+    let mut templates: Vec<(String, &str)> = Vec::new();
+    if let Some(r) = routing {
+        if let Some(t) = &r.path_prefix {
+            templates.push(("routing.path_prefix".into(), t));
+        }
+        if let Some(t) = &r.authority {
+            templates.push(("routing.authority".into(), t));
+        }
+    }
+    templates.extend(stores.templates());
+    match templates.iter().find(|(_, t)| t.contains("{tenant}")) {
+        Some((path, _)) => err(
+            path.as_str(),
+            format!(
+                "uses {{tenant}} while default_tenant has {} providers, whose tenants may share \
+                 ids: use {{namespace}}",
+                d.providers.len()
+            ),
+        ),
+        None => Ok(()),
+    }
 }
 
 fn compile_remote(

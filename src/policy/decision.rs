@@ -189,15 +189,14 @@ fn admit(
     };
     let bound = match config.tenants.bind(&verified.tenant, verified.provider) {
         Ok(bound) => bound,
-        Err(reason) => {
-            let detail = match reason {
+        Err(unbound) => {
+            let detail = match unbound.reason {
                 Reason::TenantProviderMismatch => {
                     format!("provider {provider} may not vouch for this tenant")
                 }
-                Reason::TenantSuspended => "tenant is suspended".to_string(),
-                _ => "tenant is not known".to_string(),
+                _ => unbound.detail.to_string(),
             };
-            return denial(reason, detail);
+            return denial(unbound.reason, detail);
         }
     };
 
@@ -232,12 +231,8 @@ fn admit(
         Err(refusal) => return denial(refusal.reason, refusal.detail),
     };
     header_edits.extend(place.edits);
-    let listed = config.tenants.is_listed(bound.id);
-    let quota_id = if listed {
-        bound.id.to_string()
-    } else {
-        format!("{provider}/{}", bound.id)
-    };
+    let listed = bound.default_provider.is_none();
+    let quota_id = bound.quota_id().into_owned();
     let isolation = &config.isolation;
     let mut object_plan = None;
     let mut cache_scope = None;
@@ -323,7 +318,7 @@ fn placement(
         facts.method,
         &path,
         tenant.id,
-        tenant.namespace,
+        &tenant.namespace,
     );
     let target = match route {
         VectorRoute::Deny(refusal) => return Err(refusal),
@@ -338,18 +333,20 @@ fn placement(
         }
         VectorRoute::NotVectorStore => match routing {
             None => path.target(),
-            Some(routing) => {
-                let placed = namespace::place(routing, tenant.id, tenant.namespace, &path)?;
-                if let Some(authority) = placed.authority {
-                    place
-                        .edits
-                        .push(HeaderEdit::Set(":authority".into(), authority));
-                    place.rerouted = true;
-                }
-                placed.path.unwrap_or_else(|| path.target())
-            }
+            Some(routing) => namespace::place(routing, tenant.id, &tenant.namespace, &path)?
+                .path
+                .unwrap_or_else(|| path.target()),
         },
     };
+    // Every request, vector-store ones too, gets the tenant's authority: routes that pick a
+    // per-tenant backend by host never see the client's.
+    if let Some(template) = routing.and_then(|r| r.authority.as_deref()) {
+        let authority = namespace::expand(template, tenant.id, &tenant.namespace);
+        place
+            .edits
+            .push(HeaderEdit::Set(":authority".into(), authority));
+        place.rerouted = true;
+    }
     if target.as_bytes() != facts.path {
         place
             .edits

@@ -11,6 +11,9 @@ pub enum Reason {
     TenantSuspended,
     /// The token's provider is not one of the tenant's `providers`.
     TenantProviderMismatch,
+    /// An unlisted tenant (admitted by `default_tenant`) whose id is a listed tenant's
+    /// namespace.
+    TenantNamespaceConflict,
     TenantHeaderMismatch,
     RequestQuotaExceeded,
     TokenQuotaExceeded,
@@ -43,6 +46,7 @@ impl Reason {
             Reason::UnknownTenant => "unknown_tenant",
             Reason::TenantSuspended => "tenant_suspended",
             Reason::TenantProviderMismatch => "tenant_provider_mismatch",
+            Reason::TenantNamespaceConflict => "tenant_namespace_conflict",
             Reason::TenantHeaderMismatch => "tenant_header_mismatch",
             Reason::RequestQuotaExceeded => "request_quota_exceeded",
             Reason::TokenQuotaExceeded => "token_quota_exceeded",
@@ -80,6 +84,11 @@ pub fn reply(reason: Reason) -> LocalReply {
             403,
             "permission_error",
             "The token's issuer may not act for this tenant.",
+        ),
+        Reason::TenantNamespaceConflict => (
+            403,
+            "permission_error",
+            "The tenant id is reserved for another tenant.",
         ),
         Reason::TenantHeaderMismatch => (
             403,
@@ -201,6 +210,7 @@ mod tests {
             Reason::UnknownTenant,
             Reason::TenantSuspended,
             Reason::TenantProviderMismatch,
+            Reason::TenantNamespaceConflict,
             Reason::TenantHeaderMismatch,
         ] {
             let r = reply(reason);

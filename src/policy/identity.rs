@@ -55,10 +55,20 @@ impl ClaimPath {
 pub struct Provider {
     pub name: String,
     pub issuer: String,
-    /// When non-empty, the token's `aud` must contain one of these.
-    pub audiences: Vec<String>,
+    pub audiences: Audiences,
+    /// Refuse tokens without a `kid` header, so that no token makes the filter try every key.
+    pub require_kid: bool,
     pub inline_keys: Option<KeySet>,
     pub remote: RemoteKeys,
+}
+
+/// Which `aud` values a provider's tokens may carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Audiences {
+    /// The token's `aud` must contain one of these (never empty).
+    OneOf(Vec<String>),
+    /// `aud` is not checked: the configuration said `"audiences": "any"` explicitly.
+    Any,
 }
 
 /// Keys fetched from `remote_jwks`. The shell sets `Loaded` on each successful fetch.
@@ -248,6 +258,12 @@ fn verify_with(
     rules: &IdentityRules,
     now: u64,
 ) -> Result<(), Failure> {
+    if provider.require_kid && parsed.kid.is_none() {
+        return Err(Failure::NoKey(format!(
+            "provider {} requires a kid in the token header",
+            provider.name
+        )));
+    }
     let remote = match &provider.remote {
         RemoteKeys::Loaded(keys) => Some(keys),
         RemoteKeys::NotConfigured | RemoteKeys::Pending => None,
@@ -297,8 +313,10 @@ fn options(provider: &Provider, rules: &IdentityRules, now: u64) -> Verification
         artificial_time: Some(UnixTimeStamp::from_secs(now)),
         time_tolerance: Some(Duration::from_secs(rules.clock_skew_s)),
         allowed_issuers: Some(HashSet::from([provider.issuer.clone()])),
-        allowed_audiences: (!provider.audiences.is_empty())
-            .then(|| provider.audiences.iter().cloned().collect()),
+        allowed_audiences: match &provider.audiences {
+            Audiences::OneOf(list) => Some(list.iter().cloned().collect()),
+            Audiences::Any => None,
+        },
         max_token_length: Some(rules.max_token_bytes),
         ..VerificationOptions::default()
     }

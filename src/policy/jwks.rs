@@ -247,8 +247,9 @@ impl KeySet {
     }
 
     /// Lenient (remote fetch body): keys that cannot be used are skipped and reported in the
-    /// Vec; Err only if the body is not a JWK Set, has duplicate kids among its usable keys, or
-    /// no usable key remains.
+    /// Vec, and so are symmetric (`oct`) keys, which a published JWKS must never hand out; Err
+    /// only if the body is not a JWK Set, has duplicate kids among its usable keys, or no
+    /// usable key remains.
     pub fn from_remote(body: &[u8]) -> Result<(KeySet, Vec<JwksError>), JwksError> {
         let doc: Value = serde_json::from_slice(body)
             .map_err(|e| JwksError::new("", format!("not valid JSON: {e}")))?;
@@ -257,7 +258,17 @@ impl KeySet {
         let mut positions = Vec::new();
         let mut skipped = Vec::new();
         for (i, jwk) in entries.iter().enumerate() {
-            match parse_key(jwk, &format!("keys[{i}]")) {
+            let path = format!("keys[{i}]");
+            if jwk.get("kty").and_then(Value::as_str) == Some("oct") {
+                // A published JWKS is readable by anyone: a secret in it lets anyone sign.
+                skipped.push(JwksError::new(
+                    format!("{path}.kty"),
+                    "symmetric (oct) keys are never taken from a remote JWKS; configure HMAC \
+                     secrets inline (jwks)",
+                ));
+                continue;
+            }
+            match parse_key(jwk, &path) {
                 Ok(key) => {
                     keys.push(key);
                     positions.push(i);

@@ -248,11 +248,13 @@ pub struct WindowStatus {
     pub resets_in: u64,
 }
 
-/// A refused admission: the first window that said no.
+/// A refused admission: the reason is the first full window's (requests, then tokens, then
+/// the budget).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub reason: Reason,
-    /// Seconds until the refusing window frees.
+    /// Seconds until every full window has reset (the latest reset among them): retrying
+    /// earlier could only be refused again.
     pub retry_after: u64,
     pub windows: Vec<WindowStatus>,
 }
@@ -295,14 +297,23 @@ pub fn admit(
 ) -> Result<Admitted, Refusal> {
     let windows = windows(limits, now);
     let mut counters = state.current(&windows);
-    let full = windows
+    let full: Vec<&Window> = windows
         .iter()
         .zip(&counters)
-        .find(|(w, c)| c.used.saturating_add(c.reserved) >= w.limit);
-    if let Some((w, _)) = full {
+        .filter(|(w, c)| c.used.saturating_add(c.reserved) >= w.limit)
+        .map(|(w, _)| w)
+        .collect();
+    if let Some(first) = full.first() {
+        // A request is admitted only when every window has room: none can be before the
+        // last full window resets.
+        let resets_at = full
+            .iter()
+            .map(|w| w.resets_at)
+            .max()
+            .unwrap_or(first.resets_at);
         return Err(Refusal {
-            reason: w.kind.refusal(),
-            retry_after: w.resets_at.saturating_sub(now).max(1),
+            reason: first.kind.refusal(),
+            retry_after: resets_at.saturating_sub(now).max(1),
             windows: windows
                 .iter()
                 .zip(&counters)

@@ -1,7 +1,8 @@
 //! Tenant binding: is the tenant a verified token names known, active, and vouched for by the
 //! provider that signed the token?
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 use serde::Deserialize;
 
@@ -31,28 +32,118 @@ pub struct Tenant {
 /// Admits tenants that are not listed, when their token comes from one of `providers`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DefaultTenant {
-    pub providers: Vec<usize>,
+    /// The providers that may admit unlisted tenants: (index into the providers, name).
+    pub providers: Vec<(usize, String)>,
     pub plan: Option<String>,
     pub limits: Limits,
+    /// Where a default tenant's namespace is: `{provider}` and `{tenant}` filled in.
+    pub namespace: NamespaceTemplate,
+    /// At most this many default tenants get quota counters of their own (shared data never
+    /// frees a key); the quota shell enforces it.
+    pub max_tenants: usize,
+}
+
+/// `default_tenant.namespace`: a namespace template holding `{provider}` and `{tenant}` once
+/// each, in either order, with a non-empty separator between them (validated by the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceTemplate {
+    pub head: String,
+    pub separator: String,
+    pub tail: String,
+    pub provider_first: bool,
+}
+
+impl NamespaceTemplate {
+    /// The namespace of default tenant `tenant` admitted by provider `provider`.
+    pub fn expand(&self, provider: &str, tenant: &str) -> String {
+        let (first, second) = if self.provider_first {
+            (provider, tenant)
+        } else {
+            (tenant, provider)
+        };
+        format!(
+            "{}{first}{}{second}{}",
+            self.head, self.separator, self.tail
+        )
+    }
+
+    /// Whether `namespace` is what this template gives `provider` for some tenant id.
+    pub fn fits(&self, provider: &str, namespace: &str) -> bool {
+        let (prefix, suffix) = if self.provider_first {
+            (
+                format!("{}{provider}{}", self.head, self.separator),
+                self.tail.clone(),
+            )
+        } else {
+            (
+                self.head.clone(),
+                format!("{}{provider}{}", self.separator, self.tail),
+            )
+        };
+        namespace.len() > prefix.len() + suffix.len()
+            && namespace.starts_with(&prefix)
+            && namespace.ends_with(&suffix)
+    }
+
+    /// The fixed text next to the tenant id for `provider`: two providers' namespaces can
+    /// coincide exactly when one's is a prefix (provider first) or a suffix (tenant first) of
+    /// the other's.
+    pub fn provider_part(&self, provider: &str) -> String {
+        if self.provider_first {
+            format!("{provider}{}", self.separator)
+        } else {
+            format!("{}{provider}", self.separator)
+        }
+    }
 }
 
 /// The tenant a request is bound to, once admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BoundTenant<'a> {
     pub id: &'a str,
-    pub namespace: &'a str,
+    /// A listed tenant's `namespace`; a default tenant's `default_tenant.namespace` expanded.
+    pub namespace: Cow<'a, str>,
     pub plan: Option<&'a str>,
     pub limits: &'a Limits,
+    /// The provider that admitted an unlisted tenant through `default_tenant`; `None` for a
+    /// listed tenant.
+    pub default_provider: Option<&'a str>,
+}
+
+impl BoundTenant<'_> {
+    /// Who the tenant's quotas belong to: a listed tenant's id; `<provider>/<tenant>` for a
+    /// default tenant, so two default providers do not share one tenant id space (`/` never
+    /// occurs in tenant ids, so this never names a listed tenant).
+    pub fn quota_id(&self) -> Cow<'_, str> {
+        match self.default_provider {
+            Some(provider) => Cow::Owned(format!("{provider}/{}", self.id)),
+            None => Cow::Borrowed(self.id),
+        }
+    }
+}
+
+/// Why a tenant was not bound: the reason code, and a detail for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unbound {
+    pub reason: Reason,
+    pub detail: &'static str,
+}
+
+fn unbound(reason: Reason, detail: &'static str) -> Unbound {
+    Unbound { reason, detail }
 }
 
 pub struct Tenants {
     listed: HashMap<String, Tenant>,
+    /// Every listed tenant's namespace.
+    namespaces: HashSet<String>,
     default: Option<DefaultTenant>,
 }
 
 impl Tenants {
     pub fn new(listed: Vec<Tenant>, default: Option<DefaultTenant>) -> Tenants {
         Tenants {
+            namespaces: listed.iter().map(|t| t.namespace.clone()).collect(),
             listed: listed.into_iter().map(|t| (t.id.clone(), t)).collect(),
             default,
         }
@@ -70,36 +161,85 @@ impl Tenants {
         self.listed.contains_key(id)
     }
 
+    /// The quota identity of an admitted tenant (see [`BoundTenant::quota_id`]), from what an
+    /// admission records: its tenant id and the name of the provider that vouched for it.
+    pub fn quota_id<'a>(&self, tenant: &'a str, provider: &str) -> Cow<'a, str> {
+        if self.is_listed(tenant) {
+            Cow::Borrowed(tenant)
+        } else {
+            Cow::Owned(format!("{provider}/{tenant}"))
+        }
+    }
+
+    /// `default_tenant`, when configured.
+    pub fn default_tenant(&self) -> Option<&DefaultTenant> {
+        self.default.as_ref()
+    }
+
     /// Binds the tenant `id` named by a token that `provider` signed.
     ///
     /// The provider is checked before the status, so a foreign provider learns nothing about
-    /// another tenant's standing.
-    pub fn bind<'a>(&'a self, id: &'a str, provider: usize) -> Result<BoundTenant<'a>, Reason> {
+    /// another tenant's standing. An unlisted id is admitted by `default_tenant` only when it
+    /// is fit for paths and is not a listed tenant's namespace (`tenant_namespace_conflict`).
+    pub fn bind<'a>(&'a self, id: &'a str, provider: usize) -> Result<BoundTenant<'a>, Unbound> {
         if let Some(t) = self.listed.get(id) {
             if !t.providers.contains(&provider) {
-                return Err(Reason::TenantProviderMismatch);
+                return Err(unbound(
+                    Reason::TenantProviderMismatch,
+                    "the provider may not vouch for this tenant",
+                ));
             }
             if t.status == Status::Suspended {
-                return Err(Reason::TenantSuspended);
+                return Err(unbound(Reason::TenantSuspended, "tenant is suspended"));
             }
             return Ok(BoundTenant {
                 id: &t.id,
-                namespace: &t.namespace,
+                namespace: Cow::Borrowed(&t.namespace),
                 plan: t.plan.as_deref(),
                 limits: &t.limits,
+                default_provider: None,
             });
         }
-        match &self.default {
-            Some(d) if d.providers.contains(&provider) && is_valid_tenant_id(id) => {
-                Ok(BoundTenant {
-                    id,
-                    namespace: id,
-                    plan: d.plan.as_deref(),
-                    limits: &d.limits,
-                })
-            }
-            _ => Err(Reason::UnknownTenant),
+        let unknown = unbound(Reason::UnknownTenant, "tenant is not known");
+        let Some(d) = &self.default else {
+            return Err(unknown);
+        };
+        let Some((_, name)) = d.providers.iter().find(|(index, _)| *index == provider) else {
+            return Err(unknown);
+        };
+        if !is_valid_tenant_id(id) {
+            return Err(unbound(
+                Reason::UnknownTenant,
+                "unlisted tenant id is not 1-128 characters of A-Z a-z 0-9 . _ -",
+            ));
         }
+        if self.namespaces.contains(id) {
+            return Err(unbound(
+                Reason::TenantNamespaceConflict,
+                "unlisted tenant id is a listed tenant's namespace",
+            ));
+        }
+        let namespace = d.namespace.expand(name, id);
+        if !is_valid_tenant_id(&namespace) {
+            return Err(unbound(
+                Reason::UnknownTenant,
+                "unlisted tenant's namespace would be longer than 128 characters",
+            ));
+        }
+        // The configuration already rules this out; checked again because it must never be.
+        if self.namespaces.contains(&namespace) || self.listed.contains_key(&namespace) {
+            return Err(unbound(
+                Reason::TenantNamespaceConflict,
+                "unlisted tenant's namespace is a listed tenant's",
+            ));
+        }
+        Ok(BoundTenant {
+            id,
+            namespace: Cow::Owned(namespace),
+            plan: d.plan.as_deref(),
+            limits: &d.limits,
+            default_provider: Some(name),
+        })
     }
 }
 
@@ -121,6 +261,7 @@ mod tests {
 
     const CORP: usize = 0;
     const GLOBEX: usize = 1;
+    const SIGNUP: usize = 2;
 
     fn tenant(id: &str, status: Status, providers: Vec<usize>) -> Tenant {
         Tenant {
@@ -133,6 +274,15 @@ mod tests {
         }
     }
 
+    fn provider_first() -> NamespaceTemplate {
+        NamespaceTemplate {
+            head: String::new(),
+            separator: ".".into(),
+            tail: String::new(),
+            provider_first: true,
+        }
+    }
+
     fn tenants(default: bool) -> Tenants {
         Tenants::new(
             vec![
@@ -140,11 +290,17 @@ mod tests {
                 tenant("initech", Status::Suspended, vec![CORP]),
             ],
             default.then(|| DefaultTenant {
-                providers: vec![CORP],
+                providers: vec![(CORP, "corp-idp".into()), (SIGNUP, "signup".into())],
                 plan: Some("free".into()),
                 limits: Limits::default(),
+                namespace: provider_first(),
+                max_tenants: 1000,
             }),
         )
+    }
+
+    fn reason(result: Result<BoundTenant<'_>, Unbound>) -> Reason {
+        result.unwrap_err().reason
     }
 
     #[test]
@@ -154,37 +310,39 @@ mod tests {
         assert_eq!(bound.id, "acme");
         assert_eq!(bound.namespace, "ns-acme");
         assert_eq!(bound.plan, Some("pro"));
+        assert_eq!(bound.default_provider, None);
+        assert_eq!(bound.quota_id(), "acme");
     }
 
     #[test]
     fn token_for_acme_signed_by_globex_idp_is_refused() {
         assert_eq!(
-            tenants(true).bind("acme", GLOBEX),
-            Err(Reason::TenantProviderMismatch)
+            reason(tenants(true).bind("acme", GLOBEX)),
+            Reason::TenantProviderMismatch
         );
     }
 
     #[test]
     fn suspended_tenant_is_refused() {
         assert_eq!(
-            tenants(false).bind("initech", CORP),
-            Err(Reason::TenantSuspended)
+            reason(tenants(false).bind("initech", CORP)),
+            Reason::TenantSuspended
         );
     }
 
     #[test]
     fn foreign_provider_learns_nothing_about_a_suspended_tenant() {
         assert_eq!(
-            tenants(false).bind("initech", GLOBEX),
-            Err(Reason::TenantProviderMismatch)
+            reason(tenants(false).bind("initech", GLOBEX)),
+            Reason::TenantProviderMismatch
         );
     }
 
     #[test]
     fn unlisted_tenant_without_default_is_unknown() {
         assert_eq!(
-            tenants(false).bind("hooli", CORP),
-            Err(Reason::UnknownTenant)
+            reason(tenants(false).bind("hooli", CORP)),
+            Reason::UnknownTenant
         );
     }
 
@@ -193,17 +351,79 @@ mod tests {
         let t = tenants(true);
         let bound = t.bind("hooli", CORP).unwrap();
         assert_eq!(
-            (bound.id, bound.namespace, bound.plan),
-            ("hooli", "hooli", Some("free"))
+            (bound.id, bound.namespace.as_ref(), bound.plan),
+            ("hooli", "corp-idp.hooli", Some("free"))
         );
-        assert_eq!(t.bind("hooli", GLOBEX), Err(Reason::UnknownTenant));
+        assert_eq!(bound.default_provider, Some("corp-idp"));
+        assert_eq!(reason(t.bind("hooli", GLOBEX)), Reason::UnknownTenant);
+    }
+
+    #[test]
+    fn two_default_providers_do_not_share_a_tenant() {
+        let t = tenants(true);
+        let corp = t.bind("hooli", CORP).unwrap();
+        let signup = t.bind("hooli", SIGNUP).unwrap();
+        assert_eq!(corp.namespace, "corp-idp.hooli");
+        assert_eq!(signup.namespace, "signup.hooli");
+        assert_eq!(corp.quota_id(), "corp-idp/hooli");
+        assert_eq!(signup.quota_id(), "signup/hooli");
+        // The same, from what an admission records (tenant id and provider name).
+        assert_eq!(t.quota_id("hooli", "signup"), "signup/hooli");
+        assert_eq!(t.quota_id("acme", "corp-idp"), "acme");
+        assert!(t.is_listed("acme") && !t.is_listed("hooli"));
+    }
+
+    #[test]
+    fn default_tenant_cannot_take_a_listed_tenants_namespace() {
+        let t = tenants(true);
+        // "ns-acme" is listed acme's namespace: as a self-chosen tenant id it is refused.
+        let refused = t.bind("ns-acme", CORP).unwrap_err();
+        assert_eq!(refused.reason, Reason::TenantNamespaceConflict);
+        assert_eq!(
+            reason(t.bind("ns-initech", SIGNUP)),
+            Reason::TenantNamespaceConflict
+        );
+        // A listed id is bound as that listed tenant, never as a default tenant.
+        assert_eq!(
+            reason(t.bind("acme", SIGNUP)),
+            Reason::TenantProviderMismatch
+        );
     }
 
     #[test]
     fn default_tenant_refuses_ids_unfit_for_paths() {
         let t = tenants(true);
         for id in ["../acme", "a/b", "..", "", "sp ace", &"x".repeat(129)] {
-            assert_eq!(t.bind(id, CORP), Err(Reason::UnknownTenant), "{id}");
+            assert_eq!(reason(t.bind(id, CORP)), Reason::UnknownTenant, "{id}");
         }
+    }
+
+    #[test]
+    fn default_tenant_whose_namespace_would_be_too_long_is_refused() {
+        let t = tenants(true);
+        // "corp-idp." is 9 characters: 119 more fit in 128.
+        assert!(t.bind(&"x".repeat(119), CORP).is_ok());
+        let refused = t.bind(&"x".repeat(120), CORP).unwrap_err();
+        assert_eq!(refused.reason, Reason::UnknownTenant);
+        assert!(refused.detail.contains("longer than 128"));
+    }
+
+    #[test]
+    fn namespace_templates_expand_and_recognise_their_shape() {
+        let p = provider_first();
+        assert_eq!(p.expand("corp", "hooli"), "corp.hooli");
+        assert!(p.fits("corp", "corp.hooli"));
+        assert!(!p.fits("corp", "corp."));
+        assert!(!p.fits("corp", "other.hooli"));
+        let t = NamespaceTemplate {
+            head: "d-".into(),
+            separator: "~".into(),
+            tail: "-x".into(),
+            provider_first: false,
+        };
+        assert_eq!(t.expand("corp", "hooli"), "d-hooli~corp-x");
+        assert!(t.fits("corp", "d-hooli~corp-x"));
+        assert!(!t.fits("corp", "d-~corp-x"));
+        assert_eq!(t.provider_part("corp"), "~corp");
     }
 }

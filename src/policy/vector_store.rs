@@ -3,11 +3,19 @@
 //!
 //! Each entry of the top-level `vector_stores` list claims the requests whose normalised path is
 //! its `path_prefix` or below it (the longest matching prefix wins) and confines them by its
-//! `kind`. Such requests do not get `routing.path_prefix` or `routing.authority` applied (they
-//! are confined by their own rule, and the prefix stays in the path: strip it with the Envoy
-//! route's `prefix_rewrite` if the store does not expect it); `routing.namespace_header` still
-//! applies. Every operation that is not listed below is refused (403
-//! `vector_operation_not_allowed`): new store APIs stay closed until they are reviewed.
+//! `kind`. Such requests do not get `routing.path_prefix` applied (they are confined by their own
+//! rule, and the prefix stays in the path: strip it with the Envoy route's `prefix_rewrite` if the
+//! store does not expect it); `routing.authority` and `routing.namespace_header` do apply, so a
+//! route that picks a per-tenant backend by host never sees the client's `Host`. Every operation
+//! that is not listed below is refused (403 `vector_operation_not_allowed`): new store APIs stay
+//! closed until they are reviewed.
+//!
+//! Paths an Envoy route with a plain `prefix: /qdrant` would also send to the store, but that are
+//! not the store's path (the prefix in another case, or followed by anything but `/`:
+//! `/qdrant.Points/Search` is Qdrant's gRPC API, `/qdrant;x/...` a path parameter, `/QDRANT/...`)
+//! are refused (400 `invalid_path`) rather than routed as ordinary paths: the filter cannot know
+//! how the route table treats them. So is a `;` in the query string of a store request (some
+//! servers split parameters at `;` too, so `?namespace=own;namespace=other` could read as two).
 //!
 //! ```json
 //! "vector_stores": [
@@ -15,7 +23,8 @@
 //!    "collection": "{namespace}~{name}", "list_collections": "filter"},
 //!   {"path_prefix": "/pinecone", "kind": "pinecone", "namespace": "{namespace}"},
 //!   {"path_prefix": "/search", "kind": "metadata_filter", "dialect": "qdrant",
-//!    "field": "tenant_id", "value": "{tenant}", "max_body_bytes": 1048576}
+//!    "field": "tenant_id", "value": "{tenant}", "collections": ["docs"],
+//!    "max_body_bytes": 1048576}
 //! ]
 //! ```
 //!
@@ -30,6 +39,8 @@
 //! | `dialect` | `metadata_filter` | required | `qdrant` or `pinecone`: the store's API. |
 //! | `field` | `metadata_filter` | `tenant_id` | Top-level payload (Qdrant) or metadata (Pinecone) key holding the tenant: 1-64 of `A-Z a-z 0-9 _ -`. |
 //! | `value` | `metadata_filter` | `{tenant}` | The value of `field` for the tenant: `{tenant}` or `{namespace}` once, printable ASCII. |
+//! | `collections` | `metadata_filter`, dialect `qdrant` | required | The shared collections (1-255 of `A-Z a-z 0-9 - . _ ~`, non-empty list): any other collection is refused (403 `cross_tenant_namespace`). |
+//! | `namespaces` | `metadata_filter`, dialect `pinecone` | required | The shared namespaces (printable ASCII without spaces, `""` for the default namespace; non-empty list): a body `namespace` (absent or `null` is `""`) or `namespace` query parameter naming another is refused (403 `cross_tenant_namespace`). |
 //!
 //! **`qdrant`** (REST API, collection per tenant). `/collections/{name}` and everything below it
 //! reach the collection named by the `collection` template, with the client's name always
@@ -55,7 +66,9 @@
 //! tenant's own `{ns}` (else 403). Refused: `/describe_index_stats` (it reveals every
 //! namespace), namespace listing, legacy `queries`, everything else.
 //!
-//! **`metadata_filter`** (one shared collection or index). Reads and deletes are confined by a
+//! **`metadata_filter`** (shared collections or namespaces, listed in `collections` or
+//! `namespaces`: everything else on the store, such as other tenants' private collections on the
+//! same Qdrant, is refused with 403 `cross_tenant_namespace`). Reads and deletes are confined by a
 //! filter on `field` and-ed into the body: Qdrant `{"must": [{"key": F, "match": {"value": V}},
 //! <client filter>]}`, Pinecone `{"$and": [{F: {"$eq": V}}, <client filter>]}`; writes get
 //! `field` stamped on every record (a different client value is 403). Qdrant: `POST
@@ -73,7 +86,17 @@
 //!
 //! Bodies are rewritten only for the operations above (the shell buffers them up to
 //! `max_body_bytes`): a body that is not a JSON object is 400 `invalid_body`; unknown fields are
-//! kept (the body is re-encoded, so key order and number formatting may change).
+//! kept (the body is re-encoded, so key order and number formatting may change). The store reads
+//! exactly the keys the rules read: duplicate keys are decoded as one (the last) and `\u` escapes
+//! decoded, and the body leaves re-encoded; a key that is another spelling of one a rule depends
+//! on is 400 `invalid_body`, since lenient decoders (Go's `encoding/json` folds case and `ſ`/`K`)
+//! could read it as that key. Spellings are compared with ASCII case folded, `ſ` as `s`, `K` as
+//! `k`, and everything but ASCII letters and digits dropped (`Filter`, `fil_ter`, `deleteall`,
+//! `Delete-All`, `ID`, `lookupFrom`), for `id`, `ids`, `deleteAll`, `filter`, `namespace`,
+//! `points`, `payload`, `payloads`, `metadata`, `vector`, `vectors`, `collection`,
+//! `collection_name`, `queries`, `lookup_from`, `with_lookup`, `init_from`, `query`, `prefetch`,
+//! `searches`, `batch`, `recommend`, `discover`, `context`, `nearest` (in the body, each request,
+//! record, batch, lookup and `query` object) and the tenant `field` in payloads and metadata.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -119,6 +142,15 @@ pub enum Dialect {
     Pinecone,
 }
 
+impl Dialect {
+    fn name(self) -> &'static str {
+        match self {
+            Dialect::Qdrant => "qdrant",
+            Dialect::Pinecone => "pinecone",
+        }
+    }
+}
+
 /// One `vector_stores` entry as written by operators.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
@@ -131,6 +163,11 @@ pub struct RawVectorStore {
     dialect: Option<Dialect>,
     field: Option<String>,
     value: Option<String>,
+    /// `metadata_filter` with dialect `qdrant`: the shared collections.
+    collections: Option<Vec<String>>,
+    /// `metadata_filter` with dialect `pinecone`: the shared namespaces (`""` is the default
+    /// namespace).
+    namespaces: Option<Vec<String>>,
     max_body_bytes: Option<u64>,
 }
 
@@ -146,10 +183,36 @@ impl VectorStores {
     pub fn is_empty(&self) -> bool {
         self.stores.is_empty()
     }
+
+    /// The templates that place tenants, as (field path, template): each holds `{tenant}` or
+    /// `{namespace}`.
+    pub fn templates(&self) -> Vec<(String, &str)> {
+        let mut out: Vec<(String, &str)> = self
+            .stores
+            .iter()
+            .map(|s| {
+                let path = format!("vector_stores[{}]", s.position);
+                match &s.rule {
+                    Rule::Qdrant { collection, .. } => (
+                        format!("{path}.collection"),
+                        collection.placeholder.as_str(),
+                    ),
+                    Rule::Pinecone { namespace } => {
+                        (format!("{path}.namespace"), namespace.as_str())
+                    }
+                    Rule::MetadataFilter { value, .. } => (format!("{path}.value"), value.as_str()),
+                }
+            })
+            .collect();
+        out.sort();
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct VectorStore {
+    /// Index in the configured list (for error paths).
+    position: usize,
     path_prefix: String,
     max_body_bytes: usize,
     rule: Rule,
@@ -168,6 +231,9 @@ enum Rule {
         dialect: Dialect,
         field: String,
         value: String,
+        /// The shared collections (dialect qdrant) or namespaces (dialect pinecone) requests
+        /// may name; nothing else.
+        shared: Vec<String>,
     },
 }
 
@@ -278,7 +344,7 @@ pub fn compile(raw: Vec<RawVectorStore>) -> Result<VectorStores, ConfigError> {
     let mut stores: Vec<VectorStore> = Vec::new();
     for (i, entry) in raw.into_iter().enumerate() {
         let path = format!("vector_stores[{i}]");
-        let store = compile_store(&path, entry)?;
+        let store = compile_store(i, &path, entry)?;
         if let Some(j) = stores
             .iter()
             .position(|s| s.path_prefix == store.path_prefix)
@@ -294,7 +360,11 @@ pub fn compile(raw: Vec<RawVectorStore>) -> Result<VectorStores, ConfigError> {
     Ok(VectorStores { stores })
 }
 
-fn compile_store(path: &str, raw: RawVectorStore) -> Result<VectorStore, ConfigError> {
+fn compile_store(
+    position: usize,
+    path: &str,
+    raw: RawVectorStore,
+) -> Result<VectorStore, ConfigError> {
     check_prefix(&format!("{path}.path_prefix"), &raw.path_prefix)?;
     let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if !(1..=LARGEST_MAX_BODY_BYTES).contains(&max_body_bytes) {
@@ -310,6 +380,7 @@ fn compile_store(path: &str, raw: RawVectorStore) -> Result<VectorStore, ConfigE
         Kind::MetadataFilter => compile_metadata_filter(path, &raw)?,
     };
     Ok(VectorStore {
+        position,
         path_prefix: raw.path_prefix,
         max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
         rule,
@@ -329,6 +400,12 @@ fn check_kind_fields(path: &str, raw: &RawVectorStore) -> Result<(), ConfigError
         ("dialect", raw.dialect.is_some(), Kind::MetadataFilter),
         ("field", raw.field.is_some(), Kind::MetadataFilter),
         ("value", raw.value.is_some(), Kind::MetadataFilter),
+        (
+            "collections",
+            raw.collections.is_some(),
+            Kind::MetadataFilter,
+        ),
+        ("namespaces", raw.namespaces.is_some(), Kind::MetadataFilter),
     ];
     for (field, present, owner) in owned {
         if present && owner != raw.kind {
@@ -379,10 +456,66 @@ fn compile_metadata_filter(path: &str, raw: &RawVectorStore) -> Result<Rule, Con
     }
     let value = raw.value.as_deref().unwrap_or(DEFAULT_VALUE);
     check_value_template(&format!("{path}.value"), value)?;
+    let (list, other) = match dialect {
+        Dialect::Qdrant => (
+            ("collections", &raw.collections),
+            ("namespaces", &raw.namespaces),
+        ),
+        Dialect::Pinecone => (
+            ("namespaces", &raw.namespaces),
+            ("collections", &raw.collections),
+        ),
+    };
+    if other.1.is_some() {
+        return err(
+            format!("{path}.{}", other.0),
+            format!("not for dialect {}; use `{}`", dialect.name(), list.0),
+        );
+    }
+    let Some(shared) = list.1.clone().filter(|l| !l.is_empty()) else {
+        return err(
+            format!("{path}.{}", list.0),
+            format!(
+                "required for dialect {}: the shared {} tenants may use (nothing else is \
+                 reachable)",
+                dialect.name(),
+                list.0
+            ),
+        );
+    };
+    for (i, name) in shared.iter().enumerate() {
+        let entry = format!("{path}.{}[{i}]", list.0);
+        let valid = match dialect {
+            // As it appears in a normalised path: unreserved characters, not a dot segment.
+            Dialect::Qdrant => {
+                (1..=255).contains(&name.len())
+                    && name.bytes().all(is_unreserved)
+                    && name != "."
+                    && name != ".."
+            }
+            // "" is Pinecone's default namespace.
+            Dialect::Pinecone => name.len() <= 512 && name.bytes().all(|b| b.is_ascii_graphic()),
+        };
+        if !valid {
+            return err(
+                entry,
+                match dialect {
+                    Dialect::Qdrant => "must be 1-255 characters of A-Z a-z 0-9 - . _ ~",
+                    Dialect::Pinecone => {
+                        "must be at most 512 printable ASCII characters, no spaces"
+                    }
+                },
+            );
+        }
+        if shared.iter().take(i).any(|n| n == name) {
+            return err(entry, "listed twice");
+        }
+    }
     Ok(Rule::MetadataFilter {
         dialect,
         field: field.to_string(),
         value: value.to_string(),
+        shared,
     })
 }
 
@@ -547,6 +680,9 @@ pub struct TenantField {
     pub dialect: Dialect,
     pub field: String,
     pub value: String,
+    /// Pinecone: the shared namespaces a body may name (absent or `null` is `""`, the default
+    /// namespace). Empty for Qdrant, whose shared collections are checked in the path.
+    pub namespaces: Vec<String>,
 }
 
 /// How to filter a response body (Qdrant `GET /collections`).
@@ -605,6 +741,18 @@ fn invalid_body(detail: impl AsRef<str>) -> PathRefusal {
     PathRefusal::new(Reason::InvalidBody, detail)
 }
 
+/// A collection or namespace that a shared (`metadata_filter`) store does not list: another
+/// tenant's, as far as the gateway knows.
+fn not_shared(what: &str, tried: &str) -> PathRefusal {
+    PathRefusal::new(
+        Reason::CrossTenantNamespace,
+        format!(
+            "{what} {} is not one of the store's shared {what}s",
+            quoted(tried)
+        ),
+    )
+}
+
 fn cross_tenant(what: &str, tried: &str) -> PathRefusal {
     PathRefusal::new(
         Reason::CrossTenantNamespace,
@@ -620,12 +768,32 @@ pub fn route(
     tenant: &str,
     namespace: &str,
 ) -> VectorRoute {
+    if let Some(store) = stores
+        .stores
+        .iter()
+        .find(|s| near_miss(&path.path, &s.path_prefix))
+    {
+        return VectorRoute::Deny(PathRefusal::new(
+            Reason::InvalidPath,
+            format!(
+                "path is a near miss of vector store prefix {} (another case, or no '/' after it)",
+                quoted(&store.path_prefix)
+            ),
+        ));
+    }
     let Some((store, rest)) = stores.stores.iter().find_map(|store| {
         let rest = path.path.strip_prefix(store.path_prefix.as_str())?;
         (rest.is_empty() || rest.starts_with('/')).then_some((store, rest))
     }) else {
         return VectorRoute::NotVectorStore;
     };
+    if path.query.as_deref().is_some_and(|q| q.contains(';')) {
+        // Some servers split query parameters at ';' too: `?namespace=own;namespace=other`.
+        return VectorRoute::Deny(PathRefusal::new(
+            Reason::InvalidPath,
+            "';' in the query string of a vector-store request",
+        ));
+    }
     let request = Request {
         method,
         prefix: &store.path_prefix,
@@ -648,19 +816,39 @@ pub fn route(
             dialect,
             field,
             value,
+            shared,
         } => {
             let tenant = TenantField {
                 dialect: *dialect,
                 field: field.clone(),
                 value: expand(value, tenant, namespace),
+                namespaces: match dialect {
+                    Dialect::Qdrant => Vec::new(),
+                    Dialect::Pinecone => shared.clone(),
+                },
             };
             match dialect {
-                Dialect::Qdrant => qdrant_shared(&request, tenant),
+                Dialect::Qdrant => qdrant_shared(&request, tenant, shared),
                 Dialect::Pinecone => pinecone_shared(&request, tenant),
             }
         }
     };
     decision.unwrap_or_else(VectorRoute::Deny)
+}
+
+/// A path that an Envoy route with a plain `prefix` (or `case_sensitive: false`) could send to
+/// the store, while the filter would not see it as the store's: the prefix in another case, or
+/// followed by something other than `/` (`/qdrant.Points/Search` is Qdrant's gRPC API,
+/// `/qdrant;x/` a path parameter).
+fn near_miss(path: &str, prefix: &str) -> bool {
+    let Some(head) = path.as_bytes().get(..prefix.len()) else {
+        return false;
+    };
+    if !head.eq_ignore_ascii_case(prefix.as_bytes()) {
+        return false;
+    }
+    let boundary = matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'));
+    head != prefix.as_bytes() || !boundary
 }
 
 // --- qdrant: collection per tenant ---
@@ -743,13 +931,20 @@ fn body_names_collections(method: &str, below: &[&str]) -> Option<Shape> {
 
 // --- qdrant: one shared collection ---
 
-fn qdrant_shared(request: &Request<'_>, tenant: TenantField) -> Result<VectorRoute, PathRefusal> {
-    let ["collections", _, operation @ ..] = request.segments.as_slice() else {
+fn qdrant_shared(
+    request: &Request<'_>,
+    tenant: TenantField,
+    shared: &[String],
+) -> Result<VectorRoute, PathRefusal> {
+    let ["collections", collection, operation @ ..] = request.segments.as_slice() else {
         return Err(not_allowed(&format!(
             "qdrant operation {}",
             quoted(request.rest)
         )));
     };
+    if !shared.iter().any(|c| c == collection) {
+        return Err(not_shared("collection", collection));
+    }
     let filter = |require_filter| BodyEdit::AndTenantFilter {
         tenant: tenant.clone(),
         require_filter,
@@ -827,6 +1022,21 @@ fn pinecone(request: &Request<'_>, own: &str) -> Result<VectorRoute, PathRefusal
 /// Checks every `namespace` query parameter (absent, empty or the tenant's) and returns the
 /// other parameters, verbatim.
 fn scan_query<'a>(query: Option<&'a str>, own: &str) -> Result<Vec<&'a str>, PathRefusal> {
+    scan_query_with(query, |named| {
+        if named.is_empty() || named == own {
+            Ok(())
+        } else {
+            Err(cross_tenant("namespace", named))
+        }
+    })
+}
+
+/// Passes the decoded value of every `namespace` query parameter (however spelled) to `check`
+/// and returns the other parameters, verbatim.
+fn scan_query_with(
+    query: Option<&str>,
+    check: impl Fn(&str) -> Result<(), PathRefusal>,
+) -> Result<Vec<&str>, PathRefusal> {
     let malformed = || PathRefusal::new(Reason::InvalidPath, "malformed query string");
     let mut kept = Vec::new();
     for parameter in query.unwrap_or_default().split('&') {
@@ -838,10 +1048,7 @@ fn scan_query<'a>(query: Option<&'a str>, own: &str) -> Result<Vec<&'a str>, Pat
             kept.push(parameter);
             continue;
         }
-        let value = percent_decode(value, true).ok_or_else(malformed)?;
-        if !value.is_empty() && value != own {
-            return Err(cross_tenant("namespace", &value));
-        }
+        check(&percent_decode(value, true).ok_or_else(malformed)?)?;
     }
     Ok(kept)
 }
@@ -860,22 +1067,82 @@ fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// `namespace`, also as decoders that ignore case (or fold `ſ` to `s`) would read it.
+/// `namespace`, also as lenient decoders would read it (see [`fold_key`]).
 fn is_namespace_key(key: &str) -> bool {
+    fold_key(key) == "namespace"
+}
+
+/// The keys that some rule reads, each with its folded spelling.
+const RULE_KEYS: [(&str, &str); 25] = [
+    ("id", "id"),
+    ("ids", "ids"),
+    ("deleteAll", "deleteall"),
+    ("filter", "filter"),
+    ("namespace", "namespace"),
+    ("points", "points"),
+    ("payload", "payload"),
+    ("payloads", "payloads"),
+    ("metadata", "metadata"),
+    ("vector", "vector"),
+    ("vectors", "vectors"),
+    ("collection", "collection"),
+    ("collection_name", "collectionname"),
+    ("queries", "queries"),
+    ("lookup_from", "lookupfrom"),
+    ("with_lookup", "withlookup"),
+    ("init_from", "initfrom"),
+    ("query", "query"),
+    ("prefetch", "prefetch"),
+    ("searches", "searches"),
+    ("batch", "batch"),
+    ("recommend", "recommend"),
+    ("discover", "discover"),
+    ("context", "context"),
+    ("nearest", "nearest"),
+];
+
+/// A key as the most lenient JSON decoders would match it against a field name: ASCII letters
+/// and digits only, case folded (Unicode's `ſ` and Kelvin sign `K` fold to `s` and `k`, as in
+/// Go's `encoding/json`), `_`, `-` and everything else dropped.
+fn fold_key(key: &str) -> String {
     key.chars()
-        .map(|c| {
-            if c == 'ſ' {
-                's'
-            } else {
-                c.to_ascii_lowercase()
-            }
+        .filter_map(|c| match c {
+            '\u{17F}' => Some('s'),
+            '\u{212A}' => Some('k'),
+            c if c.is_ascii_alphanumeric() => Some(c.to_ascii_lowercase()),
+            _ => None,
         })
-        .eq("namespace".chars())
+        .collect()
+}
+
+/// Refuses (400) a key that is another spelling of one of `keys` (canonical, folded): a rule
+/// reads one spelling, a lenient store could read the other.
+fn check_spellings(object: &Object, keys: &[(&str, &str)]) -> Result<(), PathRefusal> {
+    for key in object.keys() {
+        let folded = fold_key(key);
+        if let Some((canonical, _)) = keys.iter().find(|(_, f)| *f == folded) {
+            if key != canonical {
+                return Err(invalid_body(format!(
+                    "ambiguous key {} (another spelling of `{canonical}`)",
+                    quoted(key)
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 // --- pinecone: one shared index or namespace ---
 
 fn pinecone_shared(request: &Request<'_>, tenant: TenantField) -> Result<VectorRoute, PathRefusal> {
+    scan_query_with(request.query, |named| {
+        let named = if named.is_empty() { "" } else { named };
+        if tenant.namespaces.iter().any(|n| n == named) {
+            Ok(())
+        } else {
+            Err(not_shared("namespace", named))
+        }
+    })?;
     let edit = match (request.method, request.segments.as_slice()) {
         ("POST", ["query"]) => BodyEdit::AndTenantFilter {
             tenant,
@@ -917,6 +1184,9 @@ pub fn rewrite_body(plan: &BodyPlan, body: &[u8]) -> Result<Vec<u8>, PathRefusal
     let body = value
         .as_object_mut()
         .ok_or_else(|| invalid_body("not a JSON object"))?;
+    // Decoding already merged duplicate keys (the last wins) and `\u` escapes, and the body
+    // leaves re-encoded: the store reads exactly the keys checked here.
+    check_spellings(body, &RULE_KEYS)?;
     match &plan.edit {
         BodyEdit::WrapCollections(naming) => {
             for_each_request(body, plan.shape, &mut |r| wrap_collections(r, naming))?
@@ -925,10 +1195,16 @@ pub fn rewrite_body(plan: &BodyPlan, body: &[u8]) -> Result<Vec<u8>, PathRefusal
         BodyEdit::AndTenantFilter {
             tenant,
             require_filter,
-        } => for_each_request(body, plan.shape, &mut |r| {
-            and_tenant_filter(r, tenant, *require_filter)
-        })?,
-        BodyEdit::StampTenant(tenant) => stamp_records(body, tenant)?,
+        } => {
+            check_shared_namespace(body, tenant)?;
+            for_each_request(body, plan.shape, &mut |r| {
+                and_tenant_filter(r, tenant, *require_filter)
+            })?
+        }
+        BodyEdit::StampTenant(tenant) => {
+            check_shared_namespace(body, tenant)?;
+            stamp_records(body, tenant)?
+        }
     }
     serde_json::to_vec(&value).map_err(|_| invalid_body("cannot be re-encoded"))
 }
@@ -956,6 +1232,7 @@ fn visit_request<F>(request: &mut Object, edit: &mut F) -> Result<(), PathRefusa
 where
     F: FnMut(&mut Object) -> Result<(), PathRefusal>,
 {
+    check_spellings(request, &RULE_KEYS)?;
     edit(request)?;
     match request.get_mut("prefetch") {
         None | Some(Value::Null) => Ok(()),
@@ -978,15 +1255,35 @@ fn wrap_collections(request: &mut Object, naming: &CollectionNaming) -> Result<(
         let name = match request.get_mut(key) {
             None | Some(Value::Null) => continue,
             Some(Value::String(name)) if key == "with_lookup" => name,
-            Some(Value::Object(reference)) => match reference.get_mut("collection") {
-                Some(Value::String(name)) => name,
-                _ => return Err(invalid_body(format!("`{key}.collection` must be a string"))),
-            },
+            Some(Value::Object(reference)) => {
+                check_spellings(reference, &RULE_KEYS)?;
+                match reference.get_mut("collection") {
+                    Some(Value::String(name)) => name,
+                    _ => return Err(invalid_body(format!("`{key}.collection` must be a string"))),
+                }
+            }
             Some(_) => return Err(invalid_body(format!("`{key}` has the wrong type"))),
         };
         *name = naming.collection_for(name).map_err(invalid_body)?;
     }
     Ok(())
+}
+
+/// Pinecone shared index: the body's namespace must be one of the store's `namespaces`.
+fn check_shared_namespace(body: &Object, tenant: &TenantField) -> Result<(), PathRefusal> {
+    if tenant.dialect != Dialect::Pinecone {
+        return Ok(());
+    }
+    let named = match body.get("namespace") {
+        None | Some(Value::Null) => "",
+        Some(Value::String(named)) => named.as_str(),
+        Some(_) => return Err(invalid_body("`namespace` must be a string")),
+    };
+    if tenant.namespaces.iter().any(|n| n == named) {
+        Ok(())
+    } else {
+        Err(not_shared("namespace", named))
+    }
 }
 
 /// Pinecone: leaves exactly one `namespace` key, the tenant's.
@@ -1020,6 +1317,9 @@ fn and_tenant_filter(
     tenant: &TenantField,
     require_filter: bool,
 ) -> Result<(), PathRefusal> {
+    if let Some(Value::Object(query)) = request.get("query") {
+        check_spellings(query, &RULE_KEYS)?;
+    }
     if let Some(what) = selects_by_id(request, tenant.dialect) {
         return Err(not_allowed(&format!("{what} on a shared collection")));
     }
@@ -1064,7 +1364,8 @@ fn selects_by_id(request: &Object, dialect: Dialect) -> Option<&'static str> {
     }
 }
 
-/// A Qdrant `query` that reads stored points: an id, or recommend/discover/context examples.
+/// A Qdrant `query` that reads stored points: an id, or recommend/discover/context examples
+/// (other spellings of those keys were refused before).
 fn query_uses_points(query: &Value) -> bool {
     match query {
         Value::Number(_) | Value::String(_) => true,
@@ -1117,6 +1418,7 @@ fn stamp_records(body: &mut Object, tenant: &TenantField) -> Result<(), PathRefu
             let record = record
                 .as_object_mut()
                 .ok_or_else(|| invalid_body(format!("`{list}` must hold objects")))?;
+            check_spellings(record, &RULE_KEYS)?;
             let metadata = record.entry(holder).or_insert(Value::Null);
             stamp(metadata, tenant)?;
         }
@@ -1139,6 +1441,7 @@ fn stamp_qdrant_batch(batch: &mut Value, tenant: &TenantField) -> Result<(), Pat
     let batch = batch
         .as_object_mut()
         .ok_or_else(|| invalid_body("`batch` must be an object"))?;
+    check_spellings(batch, &RULE_KEYS)?;
     let count = match batch.get("ids") {
         Some(Value::Array(ids)) => ids.len(),
         _ => return Err(invalid_body("`batch.ids` must be a list")),
@@ -1162,6 +1465,7 @@ fn stamp(metadata: &mut Value, tenant: &TenantField) -> Result<(), PathRefusal> 
     let Value::Object(metadata) = metadata else {
         return Err(invalid_body("record metadata must be an object"));
     };
+    check_spellings(metadata, &[(&tenant.field, &fold_key(&tenant.field))])?;
     match metadata.get(&tenant.field) {
         None | Some(Value::Null) => {}
         Some(Value::String(v)) if *v == tenant.value => {}

@@ -41,23 +41,31 @@ class H2Client:
 
     def request(self, method="POST", path="/v1/chat/completions", *, headers=(), body=None,
                 token=None, trailers=None, pieces=1, request_id=None,
-                abort_after=None) -> H2Response:
-        """Sends one request on a new connection. ``body``: bytes, str or JSON-able;
+                abort_after=None, authority=None, content_length=False) -> H2Response:
+        """Sends one request on a new connection. ``headers``: (name, value) pairs or a dict;
+        ``authority``: the ``:authority`` the client claims [the proxy's address];
+        ``content_length``: send the body's length as a header too; ``body``: bytes, str or
+        JSON-able;
         ``trailers``: (name, value) pairs ending the request (then the body's last DATA frame
         does not end the stream); ``pieces``: DATA frames the body is cut into;
         ``abort_after``: reset the stream after that many DATA frames (a client that leaves
         mid-upload) and return at once."""
-        request_id = request_id or f"tg-test-{uuid.uuid4()}"
+        headers = list(headers.items()) if isinstance(headers, dict) else list(headers or ())
+        given = [v for k, v in headers if k.lower() == "x-request-id"]
+        request_id = request_id or (given[0] if given else f"tg-test-{uuid.uuid4()}")
+        headers = [(k, v) for k, v in headers if k.lower() != "x-request-id"]
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()
         elif isinstance(body, str):
             body = body.encode()
         sent_headers = [(":method", method), (":path", path), (":scheme", "http"),
-                        (":authority", f"{self.host}:{self.port}"),
+                        (":authority", authority or f"{self.host}:{self.port}"),
                         ("x-request-id", request_id)]
+        if content_length and body is not None:
+            sent_headers.append(("content-length", str(len(body))))
         if token is not None:
             sent_headers.append(("authorization", f"Bearer {token}"))
-        if body is not None and not any(k == "content-type" for k, _ in headers):
+        if body is not None and not any(k.lower() == "content-type" for k, _ in headers):
             sent_headers.append(("content-type", "application/json"))
         sent_headers += [(k.lower(), v) for k, v in headers]
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,

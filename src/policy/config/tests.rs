@@ -19,6 +19,7 @@ fn contract_example() -> Value {
         },
         "globex-idp": {
           "issuer": "https://globex.example.com",
+          "audiences": "any",
           "jwks": {"keys": [{"kty": "oct", "kid": "g1", "k": OCT_K}]}
         }
       },
@@ -94,8 +95,10 @@ fn contract_example_is_accepted_whole() {
 #[test]
 fn minimal_document_gets_safe_defaults() {
     let config = parse(&json!({"providers": {"p": {
-        "issuer": "https://i", "jwks": {"keys": [{"kty": "oct", "k": OCT_K}]}}}}))
+        "issuer": "https://i", "audiences": ["gw"],
+        "jwks": {"keys": [{"kty": "oct", "k": OCT_K}]}}}}))
     .unwrap();
+    assert!(!config.providers[0].require_kid);
     assert_eq!(
         config.token_sources,
         vec![TokenSource {
@@ -321,4 +324,204 @@ fn output_cap_is_opt_in_per_plan_with_a_minimum() {
         e.to_string(),
         "plans.pro.min_output_tokens: must be at least 1"
     );
+}
+
+#[test]
+fn audiences_are_required_unless_a_provider_says_any() {
+    let e = refused(|d| {
+        d["providers"]["corp-idp"]
+            .as_object_mut()
+            .unwrap()
+            .remove("audiences");
+    });
+    assert_eq!(e.path, "providers.corp-idp.audiences");
+    assert!(e.message.starts_with("required"), "{e}");
+    let e = refused(|d| d["providers"]["corp-idp"]["audiences"] = json!([]));
+    assert_eq!(e.path, "providers.corp-idp.audiences");
+    assert!(e.message.contains("at least one"), "{e}");
+    let e = refused(|d| d["providers"]["corp-idp"]["audiences"] = json!("all"));
+    assert_eq!(
+        e.to_string(),
+        "providers.corp-idp.audiences: must be a list of audiences or \"any\", not \"all\""
+    );
+    let e = refused(|d| d["providers"]["corp-idp"]["audiences"] = json!([""]));
+    assert_eq!(e.path, "providers.corp-idp.audiences");
+    let e = refused(|d| d["providers"]["corp-idp"]["audiences"] = json!(7));
+    assert_eq!(e.path, "providers.corp-idp.audiences");
+
+    let config = parse(&contract_example()).unwrap();
+    assert_eq!(
+        config.providers[0].audiences,
+        Audiences::OneOf(vec!["genai-gateway".into()])
+    );
+    assert_eq!(config.providers[1].audiences, Audiences::Any);
+}
+
+#[test]
+fn require_kid_is_an_optional_bool_per_provider() {
+    let mut doc = contract_example();
+    doc["providers"]["globex-idp"]["require_kid"] = json!(true);
+    let config = parse(&doc).unwrap();
+    assert!(!config.providers[0].require_kid);
+    assert!(config.providers[1].require_kid);
+    let e = refused(|d| d["providers"]["corp-idp"]["require_kid"] = json!("yes"));
+    assert_eq!(e.path, "providers.corp-idp.require_kid");
+}
+
+// === Default tenants and namespaces ===
+
+#[test]
+fn two_listed_tenants_cannot_share_a_namespace() {
+    let e = refused(|d| d["tenants"]["globex"]["namespace"] = json!("acme"));
+    assert_eq!(
+        e.to_string(),
+        "tenants.globex.namespace: namespace \"acme\" is also tenant acme's"
+    );
+    let e = refused(|d| {
+        d["tenants"]["acme"]["namespace"] = json!("shared");
+        d["tenants"]["globex"]["namespace"] = json!("shared");
+    });
+    assert_eq!(e.path, "tenants.globex.namespace");
+}
+
+#[test]
+fn a_listed_namespace_cannot_be_another_tenants_id() {
+    // acme in namespace "globex" would sit where globex's `{tenant}` templates place it.
+    let e = refused(|d| {
+        d["tenants"]["acme"]["namespace"] = json!("globex");
+        d["tenants"]["globex"]["namespace"] = json!("globex-ns");
+    });
+    assert_eq!(
+        e.to_string(),
+        "tenants.acme.namespace: namespace \"globex\" is the id of another tenant"
+    );
+}
+
+#[test]
+fn default_tenants_get_a_provider_scoped_namespace_and_a_cap() {
+    let config = parse(&contract_example()).unwrap();
+    let d = config.tenants.default_tenant().unwrap();
+    assert_eq!(d.max_tenants, 1000);
+    assert_eq!(d.providers, vec![(0, "corp-idp".to_string())]);
+    let hooli = config.tenants.bind("hooli", 0).unwrap();
+    assert_eq!(hooli.namespace, "corp-idp.hooli");
+    assert_eq!(hooli.quota_id(), "corp-idp/hooli");
+
+    let mut doc = contract_example();
+    doc["default_tenant"]["namespace"] = json!("self-{tenant}.at.{provider}");
+    doc["default_tenant"]["max_tenants"] = json!(100_000);
+    let config = parse(&doc).unwrap();
+    assert_eq!(
+        config.tenants.default_tenant().unwrap().max_tenants,
+        100_000
+    );
+    let hooli = config.tenants.bind("hooli", 0).unwrap();
+    assert_eq!(hooli.namespace, "self-hooli.at.corp-idp");
+}
+
+#[test]
+fn default_tenant_max_tenants_is_bounded() {
+    for bad in [json!(0), json!(100_001), json!(-1)] {
+        let e = refused(|d| d["default_tenant"]["max_tenants"] = bad);
+        assert_eq!(e.path, "default_tenant.max_tenants");
+    }
+}
+
+#[test]
+fn default_tenant_namespace_template_is_checked() {
+    for (template, needle) in [
+        ("{tenant}", "must contain {provider} and {tenant}"),
+        ("{provider}", "must contain {provider} and {tenant}"),
+        ("{provider}{tenant}", "needs a separator"),
+        ("{provider}/{tenant}", "at most 64 characters"),
+        ("{provider}.{tenant}.{tenant}", "once each"),
+        ("{provider}.{tenant}.{namespace}", "once each"),
+    ] {
+        let e = refused(|d| d["default_tenant"]["namespace"] = json!(template));
+        assert_eq!(e.path, "default_tenant.namespace", "{template}");
+        assert!(e.message.contains(needle), "{template}: {e}");
+    }
+}
+
+#[test]
+fn a_listed_namespace_in_the_default_tenants_shape_is_refused() {
+    // acme-ns's namespace is what tenant "acme" of corp-idp would get as a default tenant.
+    let e = refused(|d| d["tenants"]["acme"]["namespace"] = json!("corp-idp.acme"));
+    assert_eq!(e.path, "tenants.acme.namespace");
+    assert!(e.message.contains("provider corp-idp"), "{e}");
+    // The same namespace is fine when corp-idp admits no default tenants.
+    let mut doc = contract_example();
+    doc["tenants"]["acme"]["namespace"] = json!("corp-idp.acme");
+    doc["default_tenant"]["providers"] = json!(["globex-idp"]);
+    assert!(parse(&doc).is_ok());
+}
+
+#[test]
+fn default_provider_names_must_fit_in_namespaces_and_not_overlap() {
+    let mut doc = contract_example();
+    let corp = doc["providers"]["corp-idp"].clone();
+    doc["providers"]["corp idp"] = corp.clone();
+    doc["default_tenant"]["providers"] = json!(["corp idp"]);
+    let e = parse(&doc).err().unwrap();
+    assert_eq!(e.path, "default_tenant.providers[0]");
+
+    // "a" then ".b.c" and "a.b" then ".c" would both be "a.b.c".
+    let mut doc = contract_example();
+    doc["providers"]["a"] = corp.clone();
+    doc["providers"]["a.b"] = corp.clone();
+    doc["default_tenant"]["providers"] = json!(["a", "a.b"]);
+    let e = parse(&doc).err().unwrap();
+    assert_eq!(
+        e.to_string(),
+        "default_tenant.namespace: providers a and a.b would share namespaces under this template"
+    );
+    // With the tenant first, suffixes matter: "x.a" and "x.b.a" overlap, "a" and "a.b" not.
+    doc["default_tenant"]["namespace"] = json!("{tenant}_{provider}");
+    assert!(parse(&doc).is_ok());
+    doc["providers"]["b.a"] = corp;
+    doc["default_tenant"]["providers"] = json!(["a", "b.a"]);
+    doc["default_tenant"]["namespace"] = json!("{tenant}.{provider}");
+    let e = parse(&doc).err().unwrap();
+    assert_eq!(e.path, "default_tenant.namespace");
+}
+
+#[test]
+fn tenant_placeholders_are_refused_when_default_providers_may_share_ids() {
+    let mut doc = contract_example();
+    doc["default_tenant"]["providers"] = json!(["corp-idp", "globex-idp"]);
+    // The example routes by {namespace}: fine.
+    let config = parse(&doc).unwrap();
+    let corp = config.tenants.bind("hooli", 0).unwrap();
+    let globex = config.tenants.bind("hooli", 1).unwrap();
+    assert_ne!(corp.namespace, globex.namespace);
+    assert_ne!(corp.quota_id(), globex.quota_id());
+
+    doc["routing"]["authority"] = json!("{tenant}.models.internal");
+    let e = parse(&doc).err().unwrap();
+    assert_eq!(e.path, "routing.authority");
+    doc["routing"]["authority"] = json!("{namespace}.models.internal");
+    // A shared store's tenant value defaults to {tenant}.
+    doc["vector_stores"] = json!([
+        {"path_prefix": "/q", "kind": "qdrant"},
+        {"path_prefix": "/s", "kind": "metadata_filter", "dialect": "qdrant",
+         "collections": ["docs"]}
+    ]);
+    let e = parse(&doc).err().unwrap();
+    assert_eq!(e.path, "vector_stores[1].value");
+    doc["vector_stores"][1]["value"] = json!("{namespace}");
+    assert!(parse(&doc).is_ok());
+    // One default provider: {tenant} is unique (listed ids are never default ids).
+    doc["default_tenant"]["providers"] = json!(["corp-idp"]);
+    doc["routing"]["path_prefix"] = json!("/tenants/{tenant}");
+    assert!(parse(&doc).is_ok());
+}
+
+#[test]
+fn an_unknown_field_with_an_empty_name_is_refused_with_a_path() {
+    // Found by the `config` fuzz target: the error named no field path at all.
+    for doc in [&b"{\"\""[..], b"{\"\": 1}", b"{\"providers\": {}, \"\": 1}"] {
+        let e = Config::parse(doc).err().unwrap();
+        assert_eq!(e.path, "configuration", "{e}");
+        assert!(e.message.contains("unknown field ``"), "{e}");
+    }
 }

@@ -21,7 +21,7 @@ fn config() -> Config {
       "providers": {
         "corp-idp": {"issuer": "https://corp", "audiences": ["gw"],
                      "jwks": {"keys": [{"kty": "oct", "kid": "c1", "k": b64(CORP_SECRET)}]}},
-        "globex-idp": {"issuer": "https://globex",
+        "globex-idp": {"issuer": "https://globex", "audiences": "any",
                        "jwks": {"keys": [{"kty": "oct", "kid": "g1", "k": b64(GLOBEX_SECRET)}]}}
       },
       "identity": {
@@ -371,10 +371,13 @@ fn vector_store_request_is_confined_by_its_store_instead_of_the_namespace_prefix
         ":path".into(),
         "/qdrant/collections/acme-ns~docs/points/search".into()
     )));
-    assert!(!a
-        .header_edits
-        .iter()
-        .any(|e| matches!(e, HeaderEdit::Set(n, _) if n == ":authority")));
+    // Not under routing.path_prefix, but on the tenant's authority: a per-tenant backend
+    // chosen by host is the tenant's, whatever Host the client sent.
+    assert!(a.header_edits.contains(&HeaderEdit::Set(
+        ":authority".into(),
+        "acme-ns.internal".into()
+    )));
+    assert!(a.rerouted);
     assert_eq!(
         denial_reason(&routed(b"/qdrant/aliases")),
         Some(Reason::VectorOperationNotAllowed)
@@ -450,4 +453,84 @@ fn chat_and_messages_bodies_get_their_cache_scoped_and_answers_are_private_witho
     assert!(a.private_cache);
     assert_eq!(a.quota_id, "acme");
     assert!(a.objects.is_some());
+}
+
+// === Default tenants ===
+
+/// acme (namespace acme-ns) is listed; corp-idp and globex-idp both admit unlisted tenants.
+fn default_tenant_config() -> Config {
+    let doc = json!({
+      "providers": {
+        "corp-idp": {"issuer": "https://corp", "audiences": ["gw"],
+                     "jwks": {"keys": [{"kty": "oct", "kid": "c1", "k": b64(CORP_SECRET)}]}},
+        "globex-idp": {"issuer": "https://globex", "audiences": ["gw"],
+                       "jwks": {"keys": [{"kty": "oct", "kid": "g1", "k": b64(GLOBEX_SECRET)}]}}
+      },
+      "tenants": {"acme": {"providers": ["corp-idp"], "namespace": "acme-ns"}},
+      "default_tenant": {"providers": ["corp-idp", "globex-idp"]},
+      "routing": {"path_prefix": "/tenants/{namespace}", "namespace_header": "x-ns"}
+    });
+    Config::parse(doc.to_string().as_bytes()).unwrap()
+}
+
+fn unlisted(secret: &[u8], kid: &str, iss: &str, tenant: &str) -> Credential {
+    bearer(token(
+        secret,
+        kid,
+        json!({"iss": iss, "aud": "gw", "exp": NOW + 600, "tenant_id": tenant}),
+    ))
+}
+
+#[test]
+fn default_tenant_is_placed_in_its_providers_namespace() {
+    let config = default_tenant_config();
+    let corp = unlisted(CORP_SECRET, "c1", "https://corp", "hooli");
+    let Decision::Admit(a) = decide_path(&config, b"/v1/chat/completions", corp) else {
+        panic!("not admitted");
+    };
+    assert_eq!(a.tenant, "hooli");
+    assert!(a.header_edits.contains(&HeaderEdit::Set(
+        ":path".into(),
+        "/tenants/corp-idp.hooli/v1/chat/completions".into()
+    )));
+    assert!(a
+        .header_edits
+        .contains(&HeaderEdit::Set("x-ns".into(), "corp-idp.hooli".into())));
+    assert_eq!(a.quota_id, "corp-idp/hooli");
+    assert!(!a.listed);
+    assert_eq!(
+        config.tenants.quota_id(&a.tenant, &a.provider),
+        "corp-idp/hooli"
+    );
+
+    let globex = unlisted(GLOBEX_SECRET, "g1", "https://globex", "hooli");
+    let Decision::Admit(b) = decide_path(&config, b"/v1/chat/completions", globex) else {
+        panic!("not admitted");
+    };
+    assert!(b
+        .header_edits
+        .contains(&HeaderEdit::Set("x-ns".into(), "globex-idp.hooli".into())));
+    assert_eq!(b.quota_id, "globex-idp/hooli");
+}
+
+#[test]
+fn default_tenant_named_like_a_listed_namespace_is_refused() {
+    let config = default_tenant_config();
+    let credential = unlisted(CORP_SECRET, "c1", "https://corp", "acme-ns");
+    let Decision::Deny(d) = decide_path(&config, b"/v1/chat/completions", credential) else {
+        panic!("admitted a default tenant into a listed tenant's namespace");
+    };
+    assert_eq!(d.reason, Reason::TenantNamespaceConflict);
+    assert_eq!(d.tenant.as_deref(), Some("acme-ns"));
+    assert_eq!(d.provider.as_deref(), Some("corp-idp"));
+}
+
+#[test]
+fn default_tenant_cannot_address_a_listed_namespace_by_path() {
+    let config = default_tenant_config();
+    let credential = unlisted(CORP_SECRET, "c1", "https://corp", "hooli");
+    assert_eq!(
+        denial_reason(&decide_path(&config, b"/tenants/acme-ns/v1/x", credential)),
+        Some(Reason::CrossTenantPath)
+    );
 }

@@ -15,7 +15,8 @@ fn provider(jwks: Vec<Value>) -> Provider {
     Provider {
         name: "corp".into(),
         issuer: ISSUER.into(),
-        audiences: vec![AUDIENCE.into()],
+        audiences: Audiences::OneOf(vec![AUDIENCE.into()]),
+        require_kid: false,
         inline_keys: Some(keys(jwks)),
         remote: RemoteKeys::NotConfigured,
     }
@@ -270,11 +271,31 @@ fn audience_must_be_one_of_the_providers_audiences() {
     assert_eq!(refused(&token, &providers), "audience not accepted");
     let token = hs256(&claims_with(json!({"aud": ["other", AUDIENCE]})));
     assert!(check(&token, &providers).is_ok());
-    // A provider without audiences accepts any (or no) aud.
+    // A provider that says "any" accepts any (or no) aud.
     let mut open = provider(all_keys());
-    open.audiences.clear();
+    open.audiences = Audiences::Any;
     let token = hs256(&claims_with(json!({"aud": null})));
+    assert!(check(&token, std::slice::from_ref(&open)).is_ok());
+    let token = hs256(&claims_with(json!({"aud": "other-service"})));
     assert!(check(&token, &[open]).is_ok());
+}
+
+#[test]
+fn provider_requiring_a_kid_refuses_kidless_tokens_before_trying_keys() {
+    let mut strict = provider(all_keys());
+    strict.require_kid = true;
+    let providers = [strict];
+    assert_eq!(
+        refused(&mint("HS256", None, &base_claims()), &providers),
+        "provider corp requires a kid in the token header"
+    );
+    assert!(check(&hs256(&base_claims()), &providers).is_ok());
+    // The same kid-less token is tried against every HMAC key when kids are not required.
+    assert!(check(
+        &mint("HS256", None, &base_claims()),
+        &[provider(all_keys())]
+    )
+    .is_ok());
 }
 
 #[test]
@@ -408,7 +429,8 @@ fn remote_keys_are_used_once_loaded() {
     let mut remote_only = Provider {
         name: "corp".into(),
         issuer: ISSUER.into(),
-        audiences: vec![],
+        audiences: Audiences::Any,
+        require_kid: false,
         inline_keys: None,
         remote: RemoteKeys::Pending,
     };
@@ -440,7 +462,7 @@ fn inline_keys_work_while_remote_keys_are_pending() {
 fn providers_sharing_an_issuer_are_all_tried() {
     let mut first = provider(vec![oct_jwk(Some("oct"))]);
     first.name = "first".into();
-    first.audiences = vec!["somebody-else".into()];
+    first.audiences = Audiences::OneOf(vec!["somebody-else".into()]);
     let mut second = provider(vec![oct_jwk(Some("oct"))]);
     second.name = "second".into();
     let mut elsewhere = provider(vec![oct_jwk(Some("oct"))]);

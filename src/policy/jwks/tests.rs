@@ -249,6 +249,28 @@ fn remote_set_skips_unusable_keys_and_reports_them() {
 }
 
 #[test]
+fn remote_set_never_hands_out_hmac_secrets() {
+    let body =
+        json!({"keys": [oct_jwk(Some("hmac")), rsa_jwk(RSA_A_PEM, Some("rsa"))]}).to_string();
+    let (set, skipped) = KeySet::from_remote(body.as_bytes()).unwrap();
+    let kids: Vec<_> = set.keys().map(|k| k.kid().unwrap()).collect();
+    assert_eq!(kids, ["rsa"]);
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].path, "keys[0].kty");
+    assert!(skipped[0].message.contains("symmetric"), "{}", skipped[0]);
+    // Alone, an oct key leaves nothing usable: the fetch fails (the last good set stays).
+    let body = json!({"keys": [oct_jwk(Some("hmac"))]}).to_string();
+    assert_eq!(
+        KeySet::from_remote(body.as_bytes())
+            .unwrap_err()
+            .to_string(),
+        "keys: no usable key (1 skipped)"
+    );
+    // Inline configuration may still carry them.
+    assert!(KeySet::from_value(&json!({"keys": [oct_jwk(Some("hmac"))]})).is_ok());
+}
+
+#[test]
 fn remote_set_with_no_usable_key_or_bad_shape_is_an_error() {
     let mut enc = rsa_jwk(RSA_A_PEM, None);
     enc["use"] = json!("enc");

@@ -71,6 +71,37 @@ fn every_window_must_hold_and_a_refusal_charges_none() {
 }
 
 #[test]
+fn retry_after_waits_for_the_last_full_window_to_reset() {
+    // Both request windows are full: the second frees after 1 s, the minute after 40 s.
+    // Retrying after 1 s could only be refused again.
+    let l = limits(&[(1, 1), (1, 60)], &[], None);
+    let state = admit(&QuotaState::default(), &l, NOW, demand(0))
+        .unwrap()
+        .state;
+    let refusal = admit(&state, &l, NOW, demand(0)).unwrap_err();
+    assert_eq!(refusal.reason, Reason::RequestQuotaExceeded);
+    assert_eq!(refusal.retry_after, 40);
+    assert!(admit(&state, &l, NOW + 39, demand(0)).is_err());
+    assert!(admit(&state, &l, NOW + 40, demand(0)).is_ok());
+}
+
+#[test]
+fn retry_after_spans_kinds_and_the_reason_is_the_first_full_window() {
+    // A full 1 s request window and a full daily token window: the reason names the requests
+    // (checked first), the wait is the day's.
+    let l = limits(&[(1, 1)], &[(10, 86_400)], None);
+    let a = admit(&QuotaState::default(), &l, NOW, demand(10)).unwrap();
+    let refusal = admit(&a.state, &l, NOW, demand(0)).unwrap_err();
+    assert_eq!(refusal.reason, Reason::RequestQuotaExceeded);
+    let midnight = (NOW / 86_400 + 1) * 86_400;
+    assert_eq!(refusal.retry_after, midnight - NOW);
+    // Only the token window full (the request second has passed): its reset as before.
+    let refusal = admit(&a.state, &l, NOW + 1, demand(0)).unwrap_err();
+    assert_eq!(refusal.reason, Reason::TokenQuotaExceeded);
+    assert_eq!(refusal.retry_after, midnight - NOW - 1);
+}
+
+#[test]
 fn windows_are_aligned_to_the_epoch() {
     let l = limits(&[(1, 86_400)], &[], None);
     let state = admit(&QuotaState::default(), &l, NOW, demand(0))

@@ -22,9 +22,11 @@ fn stores() -> VectorStores {
     compiled(json!([
         {"path_prefix": "/qdrant", "kind": "qdrant"},
         {"path_prefix": "/pinecone", "kind": "pinecone"},
-        {"path_prefix": "/search", "kind": "metadata_filter", "dialect": "qdrant"},
+        {"path_prefix": "/search", "kind": "metadata_filter", "dialect": "qdrant",
+         "collections": ["shared", "faq"]},
         {"path_prefix": "/shared-pc", "kind": "metadata_filter", "dialect": "pinecone",
-         "field": "org", "value": "org-{namespace}", "max_body_bytes": 2048}
+         "field": "org", "value": "org-{namespace}", "max_body_bytes": 2048,
+         "namespaces": ["", "shared"]}
     ]))
     .unwrap()
 }
@@ -103,7 +105,8 @@ fn entries_of_every_kind_compile_with_their_defaults() {
             tenant: TenantField {
                 dialect: Dialect::Qdrant,
                 field: "tenant_id".into(),
-                value: TENANT.into()
+                value: TENANT.into(),
+                namespaces: vec![],
             },
             require_filter: false
         }
@@ -239,8 +242,8 @@ fn paths_outside_every_store_are_left_to_normal_routing() {
     for raw in [
         "/",
         "/v1/chat/completions",
-        "/qdrantx/collections",
-        "/pineconeX/query",
+        "/qdran/collections",
+        "/v1/qdrant/collections",
         "/searc",
     ] {
         assert_eq!(
@@ -249,6 +252,67 @@ fn paths_outside_every_store_are_left_to_normal_routing() {
             "{raw}"
         );
     }
+}
+
+#[test]
+fn near_misses_of_a_store_prefix_are_refused_not_routed_normally() {
+    // An Envoy route `prefix: /qdrant` matches all of these; `/qdrant.Points/Search` is
+    // Qdrant's gRPC API, which no rule confines.
+    for raw in [
+        "/qdrant.Points/Search",
+        "/qdrant.Collections/List",
+        "/qdrant;x/collections/globex~docs/points",
+        "/qdrantx/collections",
+        "/pineconeX/query",
+        "/QDRANT/collections/docs",
+        "/Qdrant",
+        "/search-v2/collections/shared/points",
+        "/qdrant%3Bx/collections",
+        "/qdrant:1/collections",
+    ] {
+        assert_eq!(denied("POST", raw), Reason::InvalidPath, "{raw}");
+    }
+    // The store itself, and normal paths, are unaffected.
+    assert_eq!(denied("GET", "/qdrant"), Reason::VectorOperationNotAllowed);
+    assert_eq!(
+        forwarded("GET", "/qdrant/collections/docs"),
+        "/qdrant/collections/acme-ns~docs"
+    );
+}
+
+#[test]
+fn a_longer_store_prefix_is_not_shadowed_by_a_near_miss_check_of_a_shorter_one() {
+    let stores = compiled(json!([
+        {"path_prefix": "/v", "kind": "pinecone"},
+        {"path_prefix": "/v/q", "kind": "qdrant"}
+    ]))
+    .unwrap();
+    assert!(matches!(
+        route_of(&stores, "GET", "/v/q/collections/docs"),
+        VectorRoute::Forward { .. }
+    ));
+    // "/v/qx" is the pinecone store's path below /v, but a near miss of /v/q: refused.
+    assert!(matches!(
+        route_of(&stores, "POST", "/v/qx/query"),
+        VectorRoute::Deny(PathRefusal {
+            reason: Reason::InvalidPath,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn semicolons_in_store_query_strings_are_refused() {
+    for raw in [
+        "/pinecone/vectors/fetch?ids=a;namespace=globex",
+        "/pinecone/vectors/fetch?namespace=acme-ns;namespace=globex",
+        "/qdrant/collections/docs/points/search?timeout=5;x",
+        "/search/collections/shared/points/search?wait=true;",
+    ] {
+        assert_eq!(denied("GET", raw), Reason::InvalidPath, "{raw}");
+    }
+    // Encoded, a ';' is data inside one parameter.
+    assert!(forwarded("GET", "/pinecone/vectors/fetch?ids=a%3Bb").contains("ids=a%3Bb"));
 }
 
 #[test]
@@ -1382,4 +1446,289 @@ fn rewritten_paths_keep_the_query_string() {
         path,
         "/qdrant/collections/acme-ns~docs/points/query?consistency=all"
     );
+}
+
+// === Shared stores: allow-lists ===
+
+#[test]
+fn shared_stores_need_a_non_empty_allow_list_for_their_dialect() {
+    let entry = |extra: Value| {
+        let mut e = json!({"path_prefix": "/s", "kind": "metadata_filter", "dialect": "qdrant"});
+        for (k, v) in extra.as_object().unwrap() {
+            e[k] = v.clone();
+        }
+        config_error(json!([e]))
+    };
+    assert!(
+        entry(json!({})).starts_with("vector_stores[0].collections: required for dialect qdrant")
+    );
+    assert!(entry(json!({"collections": []})).starts_with("vector_stores[0].collections: required"));
+    assert_eq!(
+        entry(json!({"collections": ["a"], "namespaces": ["b"]})),
+        "vector_stores[0].namespaces: not for dialect qdrant; use `collections`"
+    );
+    assert_eq!(
+        entry(json!({"collections": ["a/b"]})),
+        "vector_stores[0].collections[0]: must be 1-255 characters of A-Z a-z 0-9 - . _ ~"
+    );
+    assert_eq!(
+        entry(json!({"collections": ["a", "a"]})),
+        "vector_stores[0].collections[1]: listed twice"
+    );
+    for bad in ["..", ""] {
+        assert!(
+            entry(json!({"collections": [bad]})).contains("collections[0]"),
+            "{bad}"
+        );
+    }
+    let pinecone = |extra: Value| {
+        let mut e = json!({"path_prefix": "/s", "kind": "metadata_filter", "dialect": "pinecone"});
+        for (k, v) in extra.as_object().unwrap() {
+            e[k] = v.clone();
+        }
+        compiled(json!([e]))
+    };
+    assert!(pinecone(json!({})).is_err());
+    assert!(pinecone(json!({"collections": ["a"]})).is_err());
+    assert!(pinecone(json!({"namespaces": ["bad space"]})).is_err());
+    assert!(pinecone(json!({"namespaces": [""]})).is_ok());
+    // Not for the other kinds.
+    assert_eq!(
+        config_error(json!([{"path_prefix": "/q", "kind": "qdrant", "collections": ["a"]}])),
+        "vector_stores[0].collections: only for kind metadata_filter"
+    );
+}
+
+#[test]
+fn shared_qdrant_store_reaches_only_its_listed_collections() {
+    for collection in ["shared", "faq"] {
+        let raw = format!("/search/collections/{collection}/points");
+        assert!(rewritten("PUT", &raw, json!({"points": [{"id": 1, "vector": [1.0]}]})).is_ok());
+    }
+    // Another tenant's private collection on the same Qdrant, with the tenant's own stamp.
+    for raw in [
+        "/search/collections/globex~docs/points",
+        "/search/collections/Shared/points",
+        "/search/collections/shared2/points",
+        "/search/collections/acme-ns~docs/points",
+    ] {
+        assert_eq!(denied("PUT", raw), Reason::CrossTenantNamespace, "{raw}");
+        assert_eq!(
+            denied("POST", &format!("{raw}/search")),
+            Reason::CrossTenantNamespace,
+            "{raw}"
+        );
+    }
+}
+
+#[test]
+fn shared_pinecone_index_reaches_only_its_listed_namespaces() {
+    for body in [
+        json!({"vector": [1.0]}),
+        json!({"vector": [1.0], "namespace": null}),
+        json!({"vector": [1.0], "namespace": ""}),
+        json!({"vector": [1.0], "namespace": "shared"}),
+    ] {
+        assert!(
+            rewritten("POST", "/shared-pc/query", body.clone()).is_ok(),
+            "{body}"
+        );
+    }
+    for (path, body) in [
+        (
+            "/shared-pc/query",
+            json!({"vector": [1.0], "namespace": "globex"}),
+        ),
+        (
+            "/shared-pc/vectors/upsert",
+            json!({"namespace": "globex", "vectors": [{"id": "a", "values": [1.0]}]}),
+        ),
+        (
+            "/shared-pc/vectors/delete",
+            json!({"namespace": "acme-ns", "filter": {"a": {"$eq": 1}}}),
+        ),
+    ] {
+        assert_eq!(
+            refused_body("POST", path, body.clone()),
+            Reason::CrossTenantNamespace,
+            "{body}"
+        );
+    }
+    assert_eq!(
+        refused_body("POST", "/shared-pc/query", json!({"namespace": 7})),
+        Reason::InvalidBody
+    );
+    // The query string cannot name another one either.
+    assert_eq!(
+        denied("POST", "/shared-pc/query?namespace=globex"),
+        Reason::CrossTenantNamespace
+    );
+    assert_eq!(
+        denied("POST", "/shared-pc/query?NameSpace=globex"),
+        Reason::CrossTenantNamespace
+    );
+    assert!(matches!(
+        route_of(&stores(), "POST", "/shared-pc/query?namespace=shared"),
+        VectorRoute::RewriteBody { .. }
+    ));
+}
+
+// === Key spellings ===
+
+#[test]
+fn keys_fold_like_lenient_decoders_read_them() {
+    for (canonical, folded) in RULE_KEYS {
+        assert_eq!(fold_key(canonical), folded);
+    }
+    assert_eq!(fold_key("Delete_All"), "deleteall");
+    assert_eq!(fold_key("ſilter"), "silter");
+    assert_eq!(fold_key("\u{212A}ey"), "key");
+    assert_eq!(fold_key("fil\u{0}ter\u{200B}"), "filter");
+    assert_eq!(fold_key("NAME-SPACE"), "namespace");
+}
+
+#[test]
+fn other_spellings_of_every_key_a_rule_reads_are_refused() {
+    // (path, body with a key spelled another way)
+    let cases = [
+        // Selection by id, hidden from the shared-index rule.
+        ("/shared-pc/query", json!({"ID": "v1"})),
+        ("/shared-pc/query", json!({"Id": "v1"})),
+        (
+            "/shared-pc/vectors/delete",
+            json!({"Ids": ["v1"], "filter": {"a": 1}}),
+        ),
+        (
+            "/shared-pc/vectors/delete",
+            json!({"delete_all": true, "filter": {"a": 1}}),
+        ),
+        (
+            "/shared-pc/vectors/delete",
+            json!({"DeleteAll": true, "filter": {"a": 1}}),
+        ),
+        (
+            "/shared-pc/vectors/delete",
+            json!({"deleteall": true, "filter": {"a": 1}}),
+        ),
+        // A second filter the tenant condition is not and-ed into.
+        (
+            "/shared-pc/query",
+            json!({"Filter": {"org": {"$eq": "org-globex"}}}),
+        ),
+        (SEARCH, json!({"FILTER": {"must": []}})),
+        (SEARCH, json!({"fil_ter": {"must": []}})),
+        // Namespaces.
+        ("/shared-pc/query", json!({"Namespace": "globex"})),
+        ("/shared-pc/query", json!({"name_space": "globex"})),
+        ("/pinecone/query", json!({"nameſpace": "globex"})),
+        // Points selected by id, a lookup elsewhere, records without the stamp.
+        (SEARCH, json!({"Points": [1]})),
+        (SEARCH, json!({"lookupFrom": {"collection": "x"}})),
+        (SEARCH, json!({"With_Lookup": "x"})),
+        (
+            "/search/collections/shared/points/query",
+            json!({"Query": 42}),
+        ),
+        (
+            "/search/collections/shared/points/query",
+            json!({"PreFetch": {"query": 7}}),
+        ),
+        (
+            "/search/collections/shared/points/query",
+            json!({"query": {"Recommend": {"positive": [1]}}}),
+        ),
+        (
+            "/search/collections/shared/points/search/batch",
+            json!({"Searches": [{"vector": [1.0]}]}),
+        ),
+        (
+            "/search/collections/shared/points/search/batch",
+            json!({"searches": [{"vector": [1.0], "Filter": {}}]}),
+        ),
+        (
+            "/search/collections/shared/points",
+            json!({"Points": [{"id": 1}]}),
+        ),
+        (
+            "/search/collections/shared/points",
+            json!({"points": [{"id": 1, "Payload": {"tenant_id": "globex"}}]}),
+        ),
+        (
+            "/search/collections/shared/points",
+            json!({"points": [{"id": 1, "payload": {"Tenant_Id": "globex"}}]}),
+        ),
+        (
+            "/search/collections/shared/points",
+            json!({"batch": {"ids": [1], "Payloads": [{"tenant_id": "globex"}]}}),
+        ),
+        (
+            "/shared-pc/vectors/upsert",
+            json!({"vectors": [{"id": "a", "MetaData": {"org": "org-globex"}}]}),
+        ),
+        (
+            "/shared-pc/vectors/upsert",
+            json!({"Vectors": [{"id": "a", "metadata": {"org": "org-globex"}}]}),
+        ),
+        // Collection names in bodies of a collection-per-tenant store.
+        (
+            "/qdrant/collections/docs/points/query",
+            json!({"query": [1.0], "Lookup_From": {"collection": "globex~docs"}}),
+        ),
+        (
+            "/qdrant/collections/docs/points/query",
+            json!({"query": [1.0], "lookup_from": {"Collection": "globex~docs"}}),
+        ),
+    ];
+    for (path, body) in cases {
+        let method = if path.ends_with("/points") {
+            "PUT"
+        } else {
+            "POST"
+        };
+        assert_eq!(
+            refused_body(method, path, body.clone()),
+            Reason::InvalidBody,
+            "{path} {body}"
+        );
+    }
+}
+
+#[test]
+fn escaped_and_duplicate_keys_are_read_as_the_store_reads_them() {
+    // `\u0069d` decodes to `id`: refused as selection by id, not missed.
+    let (_, plan) = planned("POST", "/shared-pc/query");
+    let refusal = rewrite_body(&plan, br#"{"vector": [1.0], "\u0069d": "v1"}"#).unwrap_err();
+    assert_eq!(refusal.reason, Reason::VectorOperationNotAllowed);
+    // A second `filter` after the first: decoded as the last, and-ed, and the body leaves
+    // with one `filter` only.
+    let (_, plan) = planned("POST", SEARCH);
+    let out = rewrite_body(
+        &plan,
+        br#"{"filter": {"must": []}, "\u0066ilter": {"should": [{"key": "tenant_id", "match": {"value": "globex"}}]}}"#,
+    )
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.matches("\"filter\"").count(), 1, "{text}");
+    let out: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(out["filter"]["must"][0]["match"]["value"], "acme");
+}
+
+#[test]
+fn ordinary_keys_near_rule_keys_are_kept() {
+    let out = rewritten(
+        "POST",
+        SEARCH,
+        json!({"vector": [1.0], "with_payload": true, "with_vector": false,
+               "score_threshold": 0.5, "using": "dense"}),
+    )
+    .unwrap();
+    assert_eq!(out["with_payload"], true);
+    // Payload keys other than the tenant field's spellings are the client's data.
+    let out = rewritten(
+        "PUT",
+        "/search/collections/shared/points",
+        json!({"points": [{"id": 1, "vector": [1.0], "payload": {"ID": 5, "Filter": "x"}}]}),
+    )
+    .unwrap();
+    assert_eq!(out["points"][0]["payload"]["ID"], 5);
 }

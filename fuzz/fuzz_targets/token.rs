@@ -1,0 +1,84 @@
+//! `identity::verify` with fixture providers. The first byte picks the input's shape:
+//! - even: the rest is a token, as a client would send it;
+//! - odd: the rest is `header JSON \0 payload JSON`, signed here with the fixture provider's
+//!   HMAC secret, so the fuzzer reaches the claim checks behind a valid signature.
+//!
+//! Never panics; an admitted token names a tenant that is a non-empty claim string of at most
+//! 128 bytes, and expires after `now`.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use tenant_guard::policy::config::Config;
+use tenant_guard::policy::identity;
+
+/// 2023-11-14T22:13:20Z.
+const NOW: u64 = 1_700_000_000;
+/// Test-only HMAC secret of the fixture provider `corp` (32 bytes).
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+fn config() -> &'static Config {
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        let doc = serde_json::json!({
+          "providers": {
+            "corp": {"issuer": "https://corp", "audiences": ["gw"],
+                     "jwks": {"keys": [{"kty": "oct", "kid": "c1", "k": b64(SECRET)}]}},
+            "strict": {"issuer": "https://strict", "audiences": "any", "require_kid": true,
+                       "jwks": {"keys": [{"kty": "oct", "k": b64(SECRET), "alg": "HS512"}]}},
+            "ec": {"issuer": "https://corp", "audiences": ["gw", "other"],
+                   "jwks": {"keys": [{"kty": "EC", "crv": "P-256", "kid": "e1",
+                     "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                     "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}}
+          },
+          "identity": {"user_claim": "sub", "tenant_claim": "org.tenant",
+                       "forward_claims": {"email": "x-email"}}
+        });
+        Config::parse(doc.to_string().as_bytes()).expect("fixture configuration")
+    })
+}
+
+fn b64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+fn signed(header: &[u8], payload: &[u8]) -> String {
+    let input = format!("{}.{}", b64(header), b64(payload));
+    let mac = hmac_sha256::HMAC::mac(input.as_bytes(), SECRET);
+    format!("{input}.{}", b64(&mac))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let token = if mode % 2 == 0 {
+        match std::str::from_utf8(rest) {
+            Ok(token) => token.to_string(),
+            Err(_) => return,
+        }
+    } else {
+        let mut parts = rest.splitn(2, |b| *b == 0);
+        let header = parts.next().unwrap_or_default();
+        let payload = parts.next().unwrap_or_default();
+        signed(header, payload)
+    };
+    let config = config();
+    if let Ok(verified) = identity::verify(&token, &config.providers, &config.identity, NOW) {
+        assert!(!verified.tenant.is_empty() && verified.tenant.len() <= 128);
+        assert!(verified.expires_at >= NOW);
+        assert!(verified.provider < config.providers.len());
+    }
+});
