@@ -263,7 +263,8 @@ pub fn token_count(value: &Value) -> Option<u64> {
 /// option (Anthropic Messages, OpenAI Responses, embeddings; a body with `anthropic_version`).
 /// The caller must fix `content-length` when it swaps the body.
 pub fn with_stream_usage(path: &str, body: &[u8]) -> Option<Vec<u8>> {
-    if !takes_stream_options(path) {
+    // JSON text is UTF-8; serde skips unread strings without checking them.
+    if !takes_stream_options(path) || std::str::from_utf8(body).is_err() {
         return None;
     }
     let request = serde_json::from_slice::<RequestBody>(body).ok()?;

@@ -940,3 +940,11 @@ fn a_member_that_sizes_the_output_named_twice_is_ambiguous() {
         assert!(!inspect_request(body).ambiguous);
     }
 }
+
+#[test]
+fn a_body_that_is_not_utf8_is_never_edited() {
+    // Found by the `usage` fuzz target: invalid UTF-8 inside a string serde skips.
+    let body = b"{\"model\": \"gpt\x9f\", \"stream\": true}";
+    assert!(serde_json::from_slice::<serde_json::Value>(body).is_err());
+    assert_eq!(with_stream_usage("/v1/chat/completions", body), None);
+}
