@@ -475,8 +475,8 @@ impl Filter {
             }
         }
         if settlement.debit_tokens > 0 {
-            // Sent from the root context's next tick, where its answer can be seen and retried.
-            // The descriptor the admission's check used: the request's model.
+            // Sent by the root context, woken at once, where its answer can be seen and
+            // retried. The descriptor the admission's check used: the request's model.
             let model = admitted
                 .stream
                 .request_model()
@@ -489,6 +489,7 @@ impl Filter {
                 settlement.debit_tokens,
             );
             worker.debits.push(debit);
+            worker.wake_root();
         }
         if let Some(id) = &settlement.created {
             let owner = objects::owner_digest(&admitted.quota_id);

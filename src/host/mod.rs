@@ -14,7 +14,8 @@
 //! 3. `on_http_response_headers` / `_body`: remaining-quota headers, then every chunk is read
 //!    for usage as it passes (vector-store collection listings are held and filtered); at the
 //!    end of the body the reservation is settled, the usage written to filter state, and with
-//!    `global_rate_limit` a token debit queued for the root context's next tick.
+//!    `global_rate_limit` a token debit left with the root context, woken at once through the
+//!    worker's shared queue (`Worker::wake_root`).
 //! 4. `on_log`: settles aborted streams, counts the per-tenant stats and writes the record's
 //!    JSON line to the Envoy log.
 //!

@@ -20,7 +20,7 @@ use crate::policy::config::Config;
 use crate::policy::identity::RemoteKeys;
 use crate::policy::isolation::ProviderObjects;
 use crate::policy::jwks::KeySet;
-use crate::policy::ratelimit::{self, Debit, Subject};
+use crate::policy::ratelimit::{self, Debit, DebitNext, Subject};
 use crate::policy::stream::HeaderMode;
 use crate::policy::token_cache::TokenCache;
 
@@ -32,8 +32,13 @@ pub struct Worker {
     pub quotas: QuotaStore,
     /// Who created which provider-side object.
     pub objects: ObjectStore,
-    /// Token debits for the rate-limit service, waiting for the next tick.
+    /// Token debits for the rate-limit service, waiting for the root context to send them.
     pub debits: Vec<Debit>,
+    /// This worker's wake-up queue: its root context sends what streams left for it as soon
+    /// as an item arrives (see [`Worker::wake_root`]).
+    pub wake: Option<u32>,
+    /// A wake-up is queued and not yet seen by the root.
+    pub wake_pending: bool,
     pub record_ids: RecordIds,
     /// This worker VM's audit chain.
     pub audit: Chain,
@@ -93,6 +98,21 @@ impl RecordIds {
 }
 
 impl Worker {
+    /// Has the root context send what streams left for it (token debits) now rather than at
+    /// its next tick. A stream cannot send them itself and see the answer: the SDK routes an
+    /// answer to the context that made the call, and the stream is gone by then. An item on
+    /// the worker's shared queue makes Envoy post `on_queue_ready` to the root context on this
+    /// worker's event loop, right after the current callback.
+    pub fn wake_root(&mut self) {
+        let Some(queue) = self.wake else {
+            return;
+        };
+        if self.wake_pending {
+            return;
+        }
+        self.wake_pending = abi::enqueue_shared_queue(queue, b"w").is_ok();
+    }
+
     /// Whether the root let this request's held headers go.
     pub fn take_released(&mut self, context_id: u32) -> bool {
         let before = self.released.len();
@@ -176,18 +196,21 @@ impl Context for Root {
             }
             return;
         }
-        let Some(mut debit) = self.debits_in_flight.remove(&token) else {
+        let Some(debit) = self.debits_in_flight.remove(&token) else {
             return;
         };
-        let answer = global::answer(status_code);
-        if debit.advance(answer.as_ref()) {
-            self.send_debit(debit);
-        } else if debit.unsettled() > 0 {
-            log::warn!(
-                "tenant-guard: rate-limit service took no debit of {} tokens for tenant {}",
-                debit.unsettled(),
-                debit.tenant
-            );
+        let tenant = debit.tenant.clone();
+        match debit.answered(global::answer(status_code).as_ref()) {
+            DebitNext::Done => {}
+            DebitNext::Send(next) => {
+                for debit in next {
+                    self.send_debit(debit);
+                }
+            }
+            DebitNext::GaveUp(tokens) => log::warn!(
+                "tenant-guard: rate-limit service took no debit of {tokens} tokens for tenant \
+                 {tenant}"
+            ),
         }
     }
 
@@ -349,6 +372,17 @@ impl Root {
         }
     }
 
+    /// Sends what streams left for the root: token debits.
+    fn send_queued(&mut self) {
+        let debits = match &self.worker {
+            Some(worker) => std::mem::take(&mut worker.borrow_mut().debits),
+            None => return,
+        };
+        for debit in debits {
+            self.send_debit(debit);
+        }
+    }
+
     /// Sends (or sends again) a token debit; the answer comes back to this root context.
     fn send_debit(&mut self, debit: Debit) {
         let Some(worker) = &self.worker else {
@@ -430,6 +464,12 @@ impl RootContext for Root {
             &config_sha256,
         );
         log::info!("{start}");
+        // One queue per worker (a queue's news go to the root that registered its name last).
+        let wake = abi::register_shared_queue(&format!("tenant-guard/wake/{:016x}", random_u64()))
+            .map_err(|e| {
+                log::warn!("tenant-guard: no wake-up queue ({e:?}): debits wait for ticks")
+            })
+            .ok();
         self.worker = Some(Rc::new(RefCell::new(Worker {
             audit_start: Some(start),
             config,
@@ -438,6 +478,8 @@ impl RootContext for Root {
             quotas,
             objects,
             debits: Vec::new(),
+            wake,
+            wake_pending: false,
             record_ids: RecordIds::new(),
             audit,
             header_mode: HeaderMode::Unknown,
@@ -447,15 +489,24 @@ impl RootContext for Root {
         true
     }
 
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        let Some(worker) = &self.worker else {
+            return;
+        };
+        {
+            let mut worker = worker.borrow_mut();
+            if worker.wake != Some(queue_id) {
+                return;
+            }
+            worker.wake_pending = false;
+            while let Ok(Some(_)) = abi::dequeue_shared_queue(queue_id) {}
+        }
+        self.send_queued();
+    }
+
     fn on_tick(&mut self) {
         self.check_rate_limit_cluster();
-        let debits = match &self.worker {
-            Some(worker) => std::mem::take(&mut worker.borrow_mut().debits),
-            None => return,
-        };
-        for debit in debits {
-            self.send_debit(debit);
-        }
+        self.send_queued();
         let Some(worker) = &self.worker else {
             return;
         };
