@@ -385,10 +385,12 @@ impl Stream {
             || add_stream_usage
             || setup.cache_scope.is_some()
             || clamp.is_some();
+        // The token check waits for the body when it names the model, and with leased credit,
+        // which the body's estimate is taken from.
         let token_check_waits = setup.body_follows
             && rules
                 .global
-                .is_some_and(|g| g.extra_entries.contains(&ExtraEntry::Model));
+                .is_some_and(|g| g.extra_entries.contains(&ExtraEntry::Model) || g.lease.is_some());
         // A JSON body may name objects: it is decided before the upstream sees it.
         // A capped request must be read whole: its limit cannot be set otherwise.
         let must_read = clamp.is_some()
@@ -485,6 +487,12 @@ impl Stream {
     /// The output limit the filter set in the request body, if it set one.
     pub fn output_cap(&self) -> Option<u64> {
         self.output_cap
+    }
+
+    /// What the request is estimated to use now: its reservation, or without quotas the
+    /// meter's estimate (what leased credit is taken for).
+    pub fn demand(&self) -> Demand {
+        self.held.map_or(self.meter.demand(), |r| r.demand)
     }
 
     /// The request body's model, once read (for the rate-limit descriptor).

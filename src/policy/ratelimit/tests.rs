@@ -10,6 +10,7 @@ fn rules(extra_entries: Vec<ExtraEntry>) -> GlobalRateLimit {
         timeout_ms: 50,
         failure_mode: FailureMode::Deny,
         extra_entries,
+        lease: None,
     }
 }
 
