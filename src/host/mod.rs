@@ -26,6 +26,7 @@
 pub mod abi;
 pub mod filter;
 pub mod global;
+pub mod lease;
 pub mod root;
 pub mod shared;
 pub mod stats;

@@ -249,6 +249,11 @@ impl Fetch {
     pub fn hits(&self) -> u64 {
         self.step
     }
+
+    /// The units the waiting request takes once granted (0: fetched ahead of need).
+    pub fn need(&self) -> u64 {
+        self.need
+    }
 }
 
 /// What follows the answer to one call of a fetch.

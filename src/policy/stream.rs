@@ -785,6 +785,30 @@ impl Stream {
         rules: &Rules<'_>,
     ) -> Effects {
         self.calls = self.calls.saturating_sub(1);
+        self.verdict(usage, answer, rules)
+    }
+
+    /// A rate-limit answer known before the request callback that asked returns (leased
+    /// credit): no call was in flight, and that callback's own flow ([`Stream::request_flow`])
+    /// lets the request go, so no resumption is asked for.
+    pub fn answered_at_once(
+        &mut self,
+        usage: ratelimit::Usage,
+        answer: Option<&ratelimit::Answer>,
+        rules: &Rules<'_>,
+    ) -> Effects {
+        let mut effects = self.verdict(usage, answer, rules);
+        effects.resume = false;
+        effects
+    }
+
+    /// What the service's answer about `usage` means for the request.
+    fn verdict(
+        &mut self,
+        usage: ratelimit::Usage,
+        answer: Option<&ratelimit::Answer>,
+        rules: &Rules<'_>,
+    ) -> Effects {
         if self.refused {
             return Effects::default();
         }
