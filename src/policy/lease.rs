@@ -488,6 +488,8 @@ pub fn settle(
 ) -> Credit {
     let mut c = *credit;
     c.lapse(now_ms);
+    // Blocks are sized by what requests really used.
+    c.spent = c.spent.saturating_add(used).saturating_sub(reserved);
     if generation.is_none_or(|g| g == c.generation) {
         c.balance = c
             .balance

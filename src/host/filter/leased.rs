@@ -100,6 +100,27 @@ impl Filter {
         }
     }
 
+    /// Tokens granted to a request that was refused meanwhile (its stream already settled)
+    /// go back to the credit.
+    fn give_back_if_settled(&mut self, usage: Usage, holder: &Holder) {
+        let Some(admitted) = &mut self.admitted else {
+            return;
+        };
+        if usage != Usage::Tokens || !admitted.stream.phase().is_settled() {
+            return;
+        }
+        let Some((generation, units)) = admitted.lease_tokens.take() else {
+            return;
+        };
+        let now_ms = super::super::now_ms().unwrap_or(0);
+        let mut worker = self.worker.borrow_mut();
+        if let Err(why) =
+            lease::settle(&mut worker, &holder.key, Some(generation), units, 0, now_ms)
+        {
+            log::error!("tenant-guard: leased credit not settled: {why}");
+        }
+    }
+
     /// Tells the stream an answer known now, inside the request callback that asked.
     fn answer_at_once(&mut self, usage: Usage, answer: Option<&Answer>) {
         let effects = {
@@ -161,6 +182,7 @@ impl Filter {
             Ok(Step::Again(next)) => return self.send_fetch(&holder, next),
             Ok(Step::Done(Ended::Admitted { generation })) => {
                 self.note_taken(usage, generation, fetch.need());
+                self.give_back_if_settled(usage, &holder);
                 Some(granted())
             }
             Ok(Step::Done(Ended::Refused { retry_after_s })) => {

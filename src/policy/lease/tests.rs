@@ -284,6 +284,11 @@ fn tokens_settle_what_the_estimate_missed_into_the_same_credit_only() {
     assert!(matches!(take, Take::Covered { generation: 0, .. }));
     assert_eq!(credit.balance, 3800);
     assert_eq!(settle(&credit, Some(0), 1200, 700, T0).balance, 4300);
+    assert_eq!(
+        settle(&credit, Some(0), 1200, 5500, T0).spent,
+        1200 + 4300,
+        "the rate counts real use"
+    );
     let over = settle(&credit, Some(0), 1200, 5500, T0);
     assert_eq!(over.balance, -500, "a debt");
     assert_eq!(
@@ -292,6 +297,7 @@ fn tokens_settle_what_the_estimate_missed_into_the_same_credit_only() {
             balance: 0,
             expires_at_ms: 0,
             generation: 1,
+            spent: 700,
             ..credit
         },
         "the window ended: nothing goes into the next one"
