@@ -9,6 +9,7 @@ and read counters); each replica counts what the service granted it
 (``tenant_guard.global.lease.granted.*``) and what it admitted (per-tenant
 ``requests_allowed``). The outage test has a service and replicas of its own."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -215,6 +216,50 @@ def test_each_replica_stops_within_its_held_credit_when_the_service_dies(
         calls_after = sum(p.stat("wasmcustom.tenant_guard.global.calls") for p in proxies)
         assert calls_after - calls_before < refusals / 4, \
             f"{calls_after - calls_before} calls for {refusals} refusals"
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+        service.stop()
+        redis.stop()
+
+
+def test_credit_ends_with_the_window_and_a_new_window_admits_again(
+        tmp_path, wasm_path, upstream, jwks_server, keys):
+    """10 requests per 3-second window at the service (Limitador starts it at the first hit),
+    `window_s` 3 for the lease. Back-to-back requests over both replicas: at most 10 are
+    admitted in the window (a few fewer when a replica still holds credit while the other is
+    refused), the rest get 429. Once the window is over, the held credit has lapsed with it
+    and the tenant is admitted again, at most 10 more."""
+    redis = Redis(tmp_path / "redis").start()
+    service = RateLimitService(tmp_path / "service", [
+        limit("window-requests", usage="requests", plan="lwin", max_value=10, seconds=3)],
+        redis_url=redis.url).start()
+    lease = {"window_s": 3, "requests": {"min_block": 1, "max_block": 2}}
+    config = global_config(keys, {"window-co": tenant("lwin")}, plans={"lwin": None},
+                           lease=lease)
+    proxies = []
+    try:
+        proxies = start_all([replica(tmp_path / f"replica-{name}", wasm_path, upstream.port,
+                                     jwks_server.port, config, service.port)
+                             for name in "ab"])
+        token = mint(keys.corp_rsa, claims("window-co"))
+
+        def burst():
+            return [proxies[i % 2].client.chat(token=token) for i in range(14)]
+
+        started = time.monotonic()
+        first = burst()
+        assert time.monotonic() - started < 2.5, "the burst outlasted most of the window"
+        admitted = [r.status for r in first].count(200)
+        assert 10 - 2 * 3 <= admitted <= 10, [r.status for r in first]
+        for resp in first:
+            if resp.status != 200:
+                assert_denied(resp, 429, "request_quota_exceeded", upstream=upstream)
+        time.sleep(max(0.0, started + 3.5 - time.monotonic()))
+        second = burst()
+        again = [r.status for r in second].count(200)
+        assert 1 <= again <= 10, [r.status for r in second]
+        assert {r.status for r in second} <= {200, 429}
     finally:
         for proxy in proxies:
             proxy.stop()

@@ -418,16 +418,18 @@ pub fn answered(
             c.deposit(f.step, reset_after_s, now_ms, rules);
             f.left = f.left.saturating_sub(f.step);
             if f.need > 0 {
-                if c.balance >= units(f.need) {
-                    c.balance -= units(f.need);
+                // The request takes its need from what it fetched, also when requests that
+                // were in flight left a debt meanwhile (the next block pays that).
+                if c.balance >= units(f.need) || f.step >= f.need {
+                    c.balance = c.balance.saturating_sub(units(f.need));
                     c.spent = c.spent.saturating_add(f.need);
                     Step::Done(Ended::Admitted {
                         generation: c.generation,
                     })
                 } else {
-                    // Others spent the grant meanwhile: ask for what is still short.
-                    let short = u64::try_from(units(f.need).saturating_sub(c.balance));
-                    f.step = f.step.min(short.unwrap_or(u64::MAX)).max(1);
+                    // A halved grant: ask for what is still short.
+                    let short = units(f.need).saturating_sub(c.balance);
+                    f.step = u64::try_from(short).unwrap_or(u64::MAX).max(1);
                     Step::Again(f)
                 }
             } else if f.left == 0 {

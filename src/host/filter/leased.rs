@@ -48,6 +48,10 @@ impl Filter {
         let (Some(holder), Some(admitted)) = (self.holder(), &self.admitted) else {
             return;
         };
+        if admitted.stream.refused() {
+            // Refused by the answer to its other ask: it takes nothing more.
+            return;
+        }
         let need = match usage {
             Usage::Requests => 1,
             Usage::Tokens => admitted.stream.demand().tokens.max(1),

@@ -185,6 +185,31 @@ fn while_a_block_is_on_its_way_requests_without_credit_ask_for_their_need() {
 }
 
 #[test]
+fn a_waiting_request_takes_its_need_from_its_own_grant_despite_new_debt() {
+    let (credit, take) = take(&Credit::default(), &rules(), Usage::Tokens, 300, T0);
+    let Take::Fetch(fetch) = take else {
+        panic!("{take:?}")
+    };
+    // Requests in flight used far more than their estimates while the block was on its way.
+    let indebted = settle(&credit, Some(0), 0, 5000, T0 + 1);
+    let (after, step) = answered(&indebted, &fetch, Some(&ok()), &rules(), T0 + 2);
+    assert_eq!(step, Step::Done(Ended::Admitted { generation: 0 }));
+    assert_eq!(
+        after.balance,
+        -5000 + 1000 - 300,
+        "the debt stays for the next block"
+    );
+    // A halved grant smaller than the need asks for the rest.
+    let halved = Fetch { step: 100, ..fetch };
+    let (after, step) = answered(&credit, &halved, Some(&ok()), &rules(), T0 + 2);
+    assert!(
+        matches!(step, Step::Again(f) if f.hits() == 200),
+        "{step:?}"
+    );
+    assert_eq!(after.balance, 100);
+}
+
+#[test]
 fn a_refused_block_is_halved_down_to_one_then_the_tenant_is_exhausted() {
     let mut service = Service::new(7);
     let (credit, take) = take(&Credit::default(), &rules(), Usage::Requests, 1, T0);
