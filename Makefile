@@ -46,7 +46,7 @@ FUZZ_FLAGS = -s none --target-dir $(FUZZ_CACHE)/target
 
 .PHONY: help wasm venv run run-global token test lint unit test-wasm validate integration \
 	global-deps ratelimit-service test-ratelimit-service bench bench-deps bench-floor \
-	fuzz-deps fuzz-build fuzz fuzz-smoke
+	fuzz-deps fuzz-build fuzz fuzz-smoke bench-global
 
 help:
 	@echo "make run       build, start the demo gateway and upstream, print a curl line"
@@ -55,6 +55,7 @@ help:
 	@echo "make test      lint, unit tests (native + wasm32), validate envoy/, integration tests"
 	@echo "make wasm      build $(WASM)"
 	@echo "make bench     Envoy benchmark: passthrough, native, Wasm floor, tenant-guard (DURATION=3 ROUNDS=3)"
+	@echo "make bench-global  service calls per 1,000 requests and added latency, with and without leases"
 	@echo "make fuzz      run every fuzz target for SECONDS seconds (default 60)"
 
 wasm:
@@ -130,6 +131,10 @@ integration: wasm venv ratelimit-service
 # Benchmarks report, they never assert; not part of `make test`. A few minutes with the defaults.
 bench: wasm venv bench-deps bench-floor
 	$(PYTHON) bench/run.py --duration $(DURATION) --rounds $(ROUNDS) --connections $(CONNECTIONS) $(BENCH_ARGS)
+
+# Global quotas: two replicas per setup, the rate-limit service and Redis; calls and latency.
+bench-global: wasm venv bench-deps ratelimit-service
+	$(PYTHON) bench/global.py --duration $(DURATION) --rounds $(ROUNDS) --connections $(CONNECTIONS)
 
 bench-deps:
 	@command -v wrk >/dev/null && command -v h2load >/dev/null \

@@ -13,6 +13,7 @@ use crate::policy::identity::{Audiences, ClaimPath, IdentityRules, Provider, Rem
 use crate::policy::isolation::objects::BUCKET_ENTRIES;
 use crate::policy::isolation::{IsolationRules, PromptCache, ProviderObjects, StoreRules};
 use crate::policy::jwks::KeySet;
+use crate::policy::lease::{self, LeaseRules, RawLease};
 use crate::policy::tenant::{
     is_valid_tenant_id, DefaultTenant, NamespaceTemplate, Status, Tenant, Tenants,
 };
@@ -278,6 +279,7 @@ struct RawGlobalRateLimit {
     failure_mode: FailureMode,
     #[serde(default)]
     extra_entries: Vec<ExtraEntry>,
+    lease: Option<RawLease>,
 }
 
 fn default_rls_timeout_ms() -> u64 {
@@ -393,6 +395,8 @@ pub struct GlobalRateLimit {
     pub timeout_ms: u64,
     pub failure_mode: FailureMode,
     pub extra_entries: Vec<ExtraEntry>,
+    /// Credit leased in blocks (`lease`); `None`: the service is asked for every request.
+    pub lease: Option<LeaseRules>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1090,12 +1094,28 @@ fn compile_global(raw: RawGlobalRateLimit) -> Result<GlobalRateLimit, ConfigErro
             "must be at least 1 (0 would mean no timeout)",
         );
     }
+    let lease = match raw.lease {
+        Some(_) if !raw.extra_entries.is_empty() => {
+            return err(
+                "global_rate_limit.lease",
+                "cannot be combined with extra_entries: leased credit is held per tenant, not \
+                 per user or model",
+            );
+        }
+        Some(lease) => Some(lease::compile(
+            lease,
+            "global_rate_limit.lease",
+            raw.timeout_ms,
+        )?),
+        None => None,
+    };
     Ok(GlobalRateLimit {
         cluster: raw.cluster,
         domain: raw.domain,
         timeout_ms: raw.timeout_ms,
         failure_mode: raw.failure_mode,
         extra_entries: raw.extra_entries,
+        lease,
     })
 }
 

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod isolation;
 pub mod json_edit;
 pub mod jwks;
+pub mod lease;
 pub mod metering;
 pub mod namespace;
 pub mod output_cap;

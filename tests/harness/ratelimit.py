@@ -266,8 +266,10 @@ class RateLimitService:
         limit matching): the hits of every matching call it answered OK."""
         return sum(c.hits for c in self.calls_for(tenant, usage, **entries) if c.code == "Ok")
 
-    def wait_counter(self, tenant, usage, value, timeout=5.0, **entries) -> float:
-        """Polls until the counter is ``value``; returns how long that took."""
+    def wait_counter(self, tenant, usage, value, timeout=5.0, at_least=False,
+                     **entries) -> float:
+        """Polls until the counter is ``value`` (``at_least``: ``value`` or more); returns how
+        long that took."""
         started = time.monotonic()
 
         def describe():
@@ -275,8 +277,11 @@ class RateLimitService:
             return (f"{tenant}'s {usage} counter {entries or ''} to reach {value} (now "
                     f"{self.counter(tenant, usage, **entries)}; calls "
                     f"{[(c.hits, c.code) for c in calls]})")
-        wait_for(lambda: self.counter(tenant, usage, **entries) == value, timeout=timeout,
-                 interval=0.02, message=describe)
+
+        def reached():
+            counter = self.counter(tenant, usage, **entries)
+            return counter >= value if at_least else counter == value
+        wait_for(reached, timeout=timeout, interval=0.02, message=describe)
         return time.monotonic() - started
 
     def __enter__(self):

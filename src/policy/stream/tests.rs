@@ -75,6 +75,7 @@ fn global(failure_mode: FailureMode, model_entry: bool) -> GlobalRateLimit {
         } else {
             vec![]
         },
+        lease: None,
     }
 }
 
@@ -959,6 +960,44 @@ fn the_models_token_check_waits_for_the_body_that_names_it() {
     let effects = stream.on(Event::RequestBody(CHAT), &rules);
     assert!(effects.ask.tokens);
     assert_eq!(stream.request_model(), Some("gpt-4o"));
+}
+
+#[test]
+fn with_leased_credit_tokens_are_asked_for_with_the_bodys_estimate() {
+    let (usage, pricing) = rules_without_global();
+    let mut global = global(FailureMode::Deny, false);
+    global.lease = Some(crate::policy::lease::LeaseRules {
+        window_ms: 60_000,
+        block_ms: 5_000,
+        low_water_permille: 500,
+        requests: crate::policy::lease::Blocks { min: 1, max: 10 },
+        tokens: crate::policy::lease::Blocks { min: 1, max: 10 },
+        stale_ms: 1_100,
+    });
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: Some(&global),
+        isolation: &ISOLATION,
+        owners: &Nobody,
+    };
+    let (mut stream, effects) = Stream::admit(setup(true, true), &rules);
+    assert_eq!(
+        effects.ask,
+        Ask {
+            requests: true,
+            tokens: false
+        }
+    );
+    let provisional = stream.demand().tokens;
+    let effects = stream.on(Event::RequestBody(CHAT), &rules);
+    assert!(effects.ask.tokens);
+    // No local quotas: the meter's estimate of the body (input plus max_tokens 50).
+    assert!(stream.demand().tokens > 50, "{}", stream.demand().tokens);
+    assert_ne!(stream.demand().tokens, provisional);
+    // Without a body, at the headers.
+    let (_, effects) = Stream::admit(setup(false, true), &rules);
+    assert!(effects.ask.tokens);
 }
 
 #[test]
