@@ -1113,10 +1113,10 @@ fn a_body_over_the_cap_goes_through_unread_on_its_provisional_estimate() {
 
 mod isolation {
     use super::*;
-    #[cfg(target_family = "wasm")]
-    use wasm_bindgen_test::wasm_bindgen_test as test;
     use crate::policy::isolation::objects::{owner_digest, route, ObjectPlan, Remembered};
     use crate::policy::isolation::prompt_cache::Api;
+    #[cfg(target_family = "wasm")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn plan(method: &str, path: &str) -> ObjectPlan {
         ObjectPlan {
