@@ -8,11 +8,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use serde::Deserialize;
+use serde_json::error::Category;
 
 use crate::policy::identity::{ClaimPath, IdentityRules, Provider, RemoteKeys};
 use crate::policy::isolation::objects::BUCKET_ENTRIES;
 use crate::policy::isolation::{IsolationRules, PromptCache, ProviderObjects, StoreRules};
 use crate::policy::jwks::KeySet;
+use crate::policy::structpb;
 use crate::policy::tenant::{is_valid_tenant_id, DefaultTenant, Status, Tenant, Tenants};
 use crate::policy::vector_store::{self, RawVectorStore, VectorStores};
 
@@ -437,21 +439,21 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses and validates the plugin configuration document.
+    /// Parses and validates the plugin configuration document: JSON text, or the same document
+    /// as a serialized `google.protobuf.Struct` (configuration written as YAML).
     pub fn parse(document: &[u8]) -> Result<Config, ConfigError> {
         let mut de = serde_json::Deserializer::from_slice(document);
-        let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            ConfigError {
-                // "." is the document itself; "?" means no position (not JSON at all).
-                path: if path == "." || path == "?" {
-                    "configuration".into()
-                } else {
-                    path
-                },
-                message: e.into_inner().to_string(),
+        let raw: RawConfig = match serde_path_to_error::deserialize(&mut de) {
+            Ok(raw) => raw,
+            Err(e) => {
+                if matches!(e.inner().classify(), Category::Syntax | Category::Eof) {
+                    if let Some(parsed) = Config::parse_struct(document) {
+                        return parsed;
+                    }
+                }
+                return Err(document_error(e));
             }
-        })?;
+        };
         // Without `isolation.key`, tags are keyed by the document itself: stable across workers
         // and restarts, new with every configuration change.
         let derived = hmac_sha256::Hash::hash(
@@ -460,6 +462,54 @@ impl Config {
                 .as_slice(),
         );
         compile(raw, derived)
+    }
+
+    /// The Struct form; `None` when the bytes are not a Struct and look like JSON (then the
+    /// JSON error is the one to report).
+    fn parse_struct(document: &[u8]) -> Option<Result<Config, ConfigError>> {
+        let value = match structpb::decode(document) {
+            Ok(value) => value,
+            Err(_) if document.trim_ascii_start().starts_with(b"{") => return None,
+            Err(e) => {
+                return Some(err(
+                    if e.path.is_empty() {
+                        "configuration".into()
+                    } else {
+                        e.path
+                    },
+                    format!(
+                        "{} (the configuration is neither JSON nor a google.protobuf.Struct)",
+                        e.message
+                    ),
+                ))
+            }
+        };
+        // Envoy serializes a Struct's map in no fixed order, so the derived key comes from the
+        // decoded document (serde_json's map is sorted), not from the bytes.
+        let canonical = serde_json::to_vec(&value).unwrap_or_default();
+        let derived = hmac_sha256::Hash::hash(
+            [b"tenant-guard isolation key\0".as_slice(), &canonical]
+                .concat()
+                .as_slice(),
+        );
+        Some(
+            serde_path_to_error::deserialize(value)
+                .map_err(document_error)
+                .and_then(|raw| compile(raw, derived)),
+        )
+    }
+}
+
+fn document_error<E: fmt::Display>(e: serde_path_to_error::Error<E>) -> ConfigError {
+    let path = e.path().to_string();
+    ConfigError {
+        // "." is the document itself; "?" means no position (not JSON at all).
+        path: if path == "." || path == "?" {
+            "configuration".into()
+        } else {
+            path
+        },
+        message: e.into_inner().to_string(),
     }
 }
 
