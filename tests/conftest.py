@@ -89,16 +89,17 @@ def client(envoy):
 def envoy_factory(tmp_path, upstream, jwks_server):
     """Start extra Envoys for one test: ``envoy_factory(http_filters=[...])`` or
     ``envoy_factory(make_config=fn)``; ``start=False`` only launches (for configs expected to
-    fail); ``concurrency``: worker threads. All are stopped at teardown."""
+    fail); ``concurrency``: worker threads; ``config_format``: ``json`` or ``yaml`` bootstrap.
+    All are stopped at teardown."""
     started = []
 
     def make(http_filters=None, make_config=None, start=True, name=None, timeout=30.0,
-             concurrency=2):
+             concurrency=2, config_format="json"):
         if make_config is None:
             make_config = bs.gateway(upstream.port, jwks_server.port,
                                             http_filters or [])
         proxy = Envoy(tmp_path / (name or f"envoy-{len(started)}"), make_config,
-                      concurrency=concurrency)
+                      concurrency=concurrency, config_format=config_format)
         started.append(proxy)
         if start:
             proxy.start(timeout=timeout)

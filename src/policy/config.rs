@@ -441,17 +441,34 @@ pub struct Config {
 impl Config {
     /// Parses and validates the plugin configuration document: JSON text, or the same document
     /// as a serialized `google.protobuf.Struct` (configuration written as YAML).
+    ///
+    /// A JSON document starts with `{` (after whitespace); a Struct starts with its first map
+    /// entry (`\n`, then a length that may be any byte, `{` too). So a document that does not
+    /// start like JSON is read as a Struct first, and one that does is read as JSON first; the
+    /// other form is tried when the first is not even well-formed.
     pub fn parse(document: &[u8]) -> Result<Config, ConfigError> {
-        let mut de = serde_json::Deserializer::from_slice(document);
-        let raw: RawConfig = match serde_path_to_error::deserialize(&mut de) {
+        let looks_like_json = document.trim_ascii_start().starts_with(b"{");
+        let struct_error = if looks_like_json {
+            None
+        } else {
+            match Config::parse_struct(document) {
+                Ok(parsed) => return parsed,
+                Err(e) => Some(e),
+            }
+        };
+        let raw = match raw_document(document) {
             Ok(raw) => raw,
             Err(e) => {
-                if matches!(e.inner().classify(), Category::Syntax | Category::Eof) {
-                    if let Some(parsed) = Config::parse_struct(document) {
-                        return parsed;
-                    }
-                }
-                return Err(document_error(e));
+                let malformed = matches!(e.inner().classify(), Category::Syntax | Category::Eof);
+                return Err(match struct_error {
+                    Some(struct_error) if malformed => struct_error,
+                    Some(_) => document_error(e),
+                    None if malformed => match Config::parse_struct(document) {
+                        Ok(parsed) => return parsed,
+                        Err(_) => document_error(e),
+                    },
+                    None => document_error(e),
+                });
             }
         };
         // Without `isolation.key`, tags are keyed by the document itself: stable across workers
@@ -464,40 +481,70 @@ impl Config {
         compile(raw, derived)
     }
 
-    /// The Struct form; `None` when the bytes are not a Struct and look like JSON (then the
-    /// JSON error is the one to report).
-    fn parse_struct(document: &[u8]) -> Option<Result<Config, ConfigError>> {
-        let value = match structpb::decode(document) {
-            Ok(value) => value,
-            Err(_) if document.trim_ascii_start().starts_with(b"{") => return None,
-            Err(e) => {
-                return Some(err(
-                    if e.path.is_empty() {
-                        "configuration".into()
-                    } else {
-                        e.path
-                    },
-                    format!(
-                        "{} (the configuration is neither JSON nor a google.protobuf.Struct)",
-                        e.message
-                    ),
-                ))
-            }
-        };
+    /// The Struct form: `Err` when the bytes are not a Struct (the error says why), else the
+    /// outcome of loading it.
+    ///
+    /// Envoy's YAML loader turns every number that is not an integer into a string (`2.5`
+    /// arrives as `"2.5"`; seen on 1.40): decimal strings at the contract's dollar fields
+    /// ([`STRUCT_DECIMALS`]) become numbers again. The decoded document then goes through the
+    /// same JSON reader as the string form, as canonical JSON text.
+    fn parse_struct(document: &[u8]) -> Result<Result<Config, ConfigError>, ConfigError> {
+        let mut value = structpb::decode(document).map_err(|e| ConfigError {
+            path: if e.path.is_empty() {
+                "configuration".into()
+            } else {
+                e.path
+            },
+            message: format!(
+                "{} (the configuration is neither JSON nor a google.protobuf.Struct)",
+                e.message
+            ),
+        })?;
+        for path in STRUCT_DECIMALS {
+            structpb::numbers_at(&mut value, path);
+        }
         // Envoy serializes a Struct's map in no fixed order, so the derived key comes from the
-        // decoded document (serde_json's map is sorted), not from the bytes.
+        // canonical text (serde_json's map is sorted), not from the bytes.
         let canonical = serde_json::to_vec(&value).unwrap_or_default();
         let derived = hmac_sha256::Hash::hash(
             [b"tenant-guard isolation key\0".as_slice(), &canonical]
                 .concat()
                 .as_slice(),
         );
-        Some(
-            serde_path_to_error::deserialize(value)
-                .map_err(document_error)
-                .and_then(|raw| compile(raw, derived)),
-        )
+        Ok(match raw_document(&canonical) {
+            Ok(raw) => compile(raw, derived),
+            Err(e) => {
+                // A position in the canonical text would mean nothing to the operator.
+                let position = format!(
+                    " at line {} column {}",
+                    e.inner().line(),
+                    e.inner().column()
+                );
+                let mut error = document_error(e);
+                if let Some(message) = error.message.strip_suffix(&position) {
+                    error.message = message.to_string();
+                }
+                Err(error)
+            }
+        })
     }
+}
+
+/// Where the contract wants a decimal number (`*`: any key): the fields Envoy's YAML loader
+/// hands over as strings. A new `f64` field of the contract belongs here too.
+const STRUCT_DECIMALS: [&[&str]; 7] = [
+    &["plans", "*", "monthly_budget_usd"],
+    &["tenants", "*", "limits", "monthly_budget_usd"],
+    &["pricing", "default", "input_per_million"],
+    &["pricing", "default", "output_per_million"],
+    &["pricing", "default", "cached_input_per_million"],
+    &["pricing", "default", "cache_write_per_million"],
+    &["pricing", "models", "*", "*"],
+];
+
+fn raw_document(text: &[u8]) -> Result<RawConfig, serde_path_to_error::Error<serde_json::Error>> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    serde_path_to_error::deserialize(&mut de)
 }
 
 fn document_error<E: fmt::Display>(e: serde_path_to_error::Error<E>) -> ConfigError {

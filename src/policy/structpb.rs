@@ -150,6 +150,55 @@ fn number(n: f64, path: &Path) -> Result<Value, StructError> {
         .ok_or_else(|| path.error("not a finite number"))
 }
 
+/// Turns decimal strings (`"2.5"`, `"1.0"`, `"3e2"`, `".5"`) into numbers at the values
+/// `path` names (`*`: every key of an object); anything else is left as it is.
+pub fn numbers_at(value: &mut Value, path: &[&str]) {
+    let Some((first, rest)) = path.split_first() else {
+        if let Value::String(text) = value {
+            if let Some(n) = decimal(text) {
+                *value = n;
+            }
+        }
+        return;
+    };
+    let Value::Object(map) = value else { return };
+    if *first == "*" {
+        for child in map.values_mut() {
+            numbers_at(child, rest);
+        }
+    } else if let Some(child) = map.get_mut(*first) {
+        numbers_at(child, rest);
+    }
+}
+
+/// A decimal number written as text: digits, at most one `.`, an optional exponent.
+fn decimal(text: &str) -> Option<Value> {
+    let bytes = text.as_bytes();
+    let unsigned = bytes
+        .strip_prefix(b"-")
+        .or_else(|| bytes.strip_prefix(b"+"))
+        .unwrap_or(bytes);
+    let (mantissa, exponent) = match unsigned.iter().position(|&b| b == b'e' || b == b'E') {
+        Some(at) => (unsigned.get(..at)?, Some(unsigned.get(at + 1..)?)),
+        None => (unsigned, None),
+    };
+    let digits = mantissa.iter().filter(|b| b.is_ascii_digit()).count();
+    let dots = mantissa.iter().filter(|&&b| b == b'.').count();
+    if digits == 0 || dots > 1 || digits + dots != mantissa.len() {
+        return None;
+    }
+    if let Some(exponent) = exponent {
+        let digits = exponent
+            .strip_prefix(b"-")
+            .or_else(|| exponent.strip_prefix(b"+"))
+            .unwrap_or(exponent);
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+    }
+    number(text.parse().ok()?, &Path::default()).ok()
+}
+
 // === Paths for error messages ===
 
 #[derive(Default)]

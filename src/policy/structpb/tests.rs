@@ -345,3 +345,87 @@ fn an_empty_configuration_asks_for_its_providers() {
     let err = Config::parse(b"").err().unwrap();
     assert!(err.message.contains("providers"), "{err}");
 }
+
+// === Envoy's YAML loader and decimals ===
+
+#[test]
+fn decimal_strings_become_numbers_only_where_asked() {
+    let mut doc = json!({
+        "plans": {"free": {"monthly_budget_usd": "1.0"}, "pro": {"monthly_budget_usd": "2.5"},
+                  "odd": {"monthly_budget_usd": "lots"}},
+        "pricing": {"models": {"m": {"input_per_million": ".15", "output_per_million": "3e2"}}},
+        "tenants": {"acme": {"plan": "1.5"}}
+    });
+    numbers_at(&mut doc, &["plans", "*", "monthly_budget_usd"]);
+    numbers_at(&mut doc, &["pricing", "models", "*", "*"]);
+    numbers_at(&mut doc, &["missing", "*", "x"]);
+    assert_eq!(doc["plans"]["free"]["monthly_budget_usd"], json!(1));
+    assert_eq!(doc["plans"]["pro"]["monthly_budget_usd"], json!(2.5));
+    assert_eq!(doc["plans"]["odd"]["monthly_budget_usd"], json!("lots"));
+    assert_eq!(
+        doc["pricing"]["models"]["m"]["input_per_million"],
+        json!(0.15)
+    );
+    assert_eq!(
+        doc["pricing"]["models"]["m"]["output_per_million"],
+        json!(300)
+    );
+    // Not a path asked for: a plan named "1.5" stays a name.
+    assert_eq!(doc["tenants"]["acme"]["plan"], json!("1.5"));
+}
+
+#[test]
+fn only_plain_decimals_count_as_numbers() {
+    for yes in ["1", "1.0", "-2.5", "+3", ".5", "5.", "1e3", "1.5E-2"] {
+        assert!(decimal(yes).is_some(), "{yes}");
+    }
+    for no in [
+        "", ".", "-", "1.2.3", "1e", "e5", "inf", "NaN", "infinity", "0x10", "1_000", "1 ", "1e400",
+    ] {
+        assert!(decimal(no).is_none(), "{no}");
+    }
+}
+
+#[test]
+fn prices_and_budgets_written_as_yaml_load() {
+    // What Envoy hands over for `monthly_budget_usd: 1.0` and `input_per_million: 2.5`.
+    let mut doc = example();
+    doc["plans"]["pro"]["monthly_budget_usd"] = json!("1.0");
+    doc["pricing"] = json!({"models": {"gpt-4o": {"input_per_million": "2.5",
+                                                   "output_per_million": "10.0"}},
+                            "default": {"input_per_million": "1.0", "output_per_million": "3"}});
+    let config = Config::parse(&encode(&doc)).unwrap_or_else(|e| panic!("{e}"));
+    let json_form = {
+        let mut doc = example();
+        doc["plans"]["pro"]["monthly_budget_usd"] = json!(1.0);
+        doc["pricing"] = json!({"models": {"gpt-4o": {"input_per_million": 2.5,
+                                                       "output_per_million": 10.0}},
+                                "default": {"input_per_million": 1.0, "output_per_million": 3}});
+        Config::parse(doc.to_string().as_bytes()).unwrap()
+    };
+    assert_eq!(config.pricing, json_form.pricing);
+    // Elsewhere a decimal string is still a type error, with its path and no position.
+    let mut doc = example();
+    doc["plans"]["pro"]["requests"][0]["limit"] = json!("60.0");
+    let err = Config::parse(&encode(&doc)).err().unwrap();
+    assert_eq!(err.path, "plans.pro.requests[0].limit");
+    assert!(!err.message.contains(" at line "), "{err}");
+}
+
+#[test]
+fn a_struct_is_read_whatever_byte_its_first_length_is() {
+    // The first entry's length byte can be anything: `{`, a digit, `"`, `[`... (seen on Envoy:
+    // a length of 52, the digit `4`, made the JSON reader see the number 4).
+    let mut seen = std::collections::BTreeSet::new();
+    for pad in 0..200 {
+        let mut doc = example();
+        doc["bypass_paths"] = json!([format!("/{}", "a".repeat(pad))]);
+        let bytes = encode(&doc);
+        seen.insert(bytes[1]);
+        let config = Config::parse(&bytes).unwrap_or_else(|e| panic!("pad {pad}: {e}"));
+        assert!(config.bypass_paths.contains(&format!("/{}", "a".repeat(pad))));
+    }
+    for byte in [b'{', b'[', b'"', b'4', b'-', b't', b'n', b' '] {
+        assert!(seen.contains(&byte), "{}", byte as char);
+    }
+}
