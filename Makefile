@@ -13,6 +13,7 @@ COMPAT_TESTS := tests/test_identity.py tests/test_tenant_binding.py tests/test_q
 	tests/test_body_ends.py tests/test_stream_lifecycle.py tests/test_config_forms.py \
 	tests/test_config_update.py
 PYTHON := $(VENV)/bin/python
+PYTEST_TARGETS ?= tests
 ENVOY = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy))
 WASM := target/wasm32-wasip1/release/tenant_guard.wasm
 # The OCI image layout `make oci` writes (the .wasm as its layer, for Istio and Envoy Gateway).
@@ -30,7 +31,7 @@ RLS_TARGET ?= $(HOME)/.cache/tenant-guard/ratelimit-service
 RLS_BIN := $(RLS_TARGET)/release/tenant-guard-ratelimit
 export TENANT_GUARD_RATELIMIT := $(abspath $(RLS_BIN))
 
-.PHONY: help wasm oci venv run run-global token test lint unit test-wasm validate integration \
+.PHONY: help wasm oci compat venv run run-global token test lint unit test-wasm validate integration \
 	global-deps ratelimit-service test-ratelimit-service
 
 help:
@@ -107,4 +108,8 @@ validate: wasm venv
 	done
 
 integration: wasm oci venv ratelimit-service
-	$(PYTHON) -m pytest tests -q
+	TENANT_GUARD_ENVOY_VERSION=$(ENVOY_VERSION) $(PYTHON) -m pytest $(PYTEST_TARGETS) -q
+
+# A representative part of the integration suite on the oldest Envoy we support (CI runs it).
+compat:
+	$(MAKE) integration ENVOY_VERSION=$(COMPAT_ENVOY_VERSION) PYTEST_TARGETS="$(COMPAT_TESTS)"

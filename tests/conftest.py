@@ -24,6 +24,26 @@ def wasm_file() -> Path:
     return Path(os.environ.get("TENANT_GUARD_WASM", DEFAULT_WASM))
 
 
+def envoy_version() -> str:
+    """The version of the Envoy binary the tests run (``1.36.2``), from ``envoy --version``
+    (``envoy  version: <sha>/1.36.2/Clean/RELEASE/BoringSSL``)."""
+    out = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True,
+                         timeout=20).stdout.strip().split()[-1]
+    parts = out.split("/")
+    return parts[1] if len(parts) > 1 else out
+
+
+def pytest_configure(config):
+    """``TENANT_GUARD_ENVOY_VERSION`` (make sets it from ENVOY_VERSION): the run stops at once
+    when the Envoy found is another version."""
+    wanted = os.environ.get("TENANT_GUARD_ENVOY_VERSION")
+    if wanted:
+        found = envoy_version()
+        if found != wanted:
+            raise pytest.UsageError(f"expected Envoy {wanted}, but {envoy_binary()} is "
+                                    f"Envoy {found}")
+
+
 def pytest_report_header(config):
     wasm = wasm_file()
     if wasm.exists():
@@ -32,11 +52,18 @@ def pytest_report_header(config):
     else:
         state = "MISSING (cargo build --release --target wasm32-wasip1)"
     try:
-        version = subprocess.run([envoy_binary(), "--version"], capture_output=True,
-                                 text=True, timeout=20).stdout.strip().split()[-1]
+        version = envoy_version()
     except Exception as exc:  # noqa: BLE001 - only a header line
         version = f"unavailable ({exc})"
-    return [f"tenant-guard wasm: {wasm} ({state})", f"envoy: {version}"]
+    return [f"tenant-guard wasm: {wasm} ({state})", f"envoy: {version} ({envoy_binary()})"]
+
+
+def pytest_terminal_summary(terminalreporter):
+    try:
+        version = envoy_version()
+    except Exception as exc:  # noqa: BLE001 - only a summary line
+        version = f"unavailable ({exc})"
+    terminalreporter.write_line(f"tenant-guard integration tests ran against Envoy {version}")
 
 
 @pytest.fixture(scope="session")
