@@ -30,8 +30,15 @@ RLS_MANIFEST := tools/ratelimit-service/Cargo.toml
 RLS_TARGET ?= $(HOME)/.cache/tenant-guard/ratelimit-service
 RLS_BIN := $(RLS_TARGET)/release/tenant-guard-ratelimit
 export TENANT_GUARD_RATELIMIT := $(abspath $(RLS_BIN))
+# The auditors' tool: its own Cargo project, outside the filter's (and the wasm) build.
+AUDIT_MANIFEST := tools/audit/Cargo.toml
+AUDIT_BIN := tools/audit/target/release/tenant-guard-audit
+export TENANT_GUARD_AUDIT = $(abspath $(AUDIT_BIN))
+# `make audit-bench`: a generated log of this many records, and where it goes.
+AUDIT_BENCH_RECORDS ?= 1000000
+AUDIT_BENCH_LOG ?= target/audit-bench.log
 
-.PHONY: help wasm oci compat venv run run-global token test lint unit test-wasm validate integration \
+.PHONY: help wasm oci compat audit test-audit audit-bench venv run run-global token test lint unit test-wasm validate integration \
 	global-deps ratelimit-service test-ratelimit-service
 
 help:
@@ -41,6 +48,8 @@ help:
 	@echo "make test      lint, unit tests (native + wasm32), validate envoy/, integration tests"
 	@echo "make wasm      build $(WASM)"
 	@echo "make oci       the OCI image of the filter in $(OCI_DIR) (prints the digests to pin)"
+	@echo "make audit     build $(AUDIT_BIN) (verify, query, summarise audit logs)"
+	@echo "make audit-bench  the audit tool on a generated log of a million records"
 
 wasm:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -79,10 +88,32 @@ test-ratelimit-service: ratelimit-service
 	cargo fmt --check --manifest-path $(RLS_MANIFEST)
 	cargo test --release --manifest-path $(RLS_MANIFEST) --target-dir $(RLS_TARGET)
 
+audit:
+	cargo build --release --manifest-path $(AUDIT_MANIFEST)
+
+test-audit:
+	cargo fmt --check --manifest-path $(AUDIT_MANIFEST)
+	cargo clippy --all-targets --manifest-path $(AUDIT_MANIFEST) -- -D warnings
+	cargo test --release --manifest-path $(AUDIT_MANIFEST)
+
+# verify, query and summary on a generated log of AUDIT_BENCH_RECORDS records, with the time
+# and peak memory each took (GNU time).
+audit-bench: audit
+	@command -v /usr/bin/time >/dev/null || (apt-get update -q && apt-get install -y -q time)
+	@mkdir -p $(dir $(AUDIT_BENCH_LOG))
+	cargo run -q --release --manifest-path $(AUDIT_MANIFEST) --example genlog -- \
+		$(AUDIT_BENCH_RECORDS) 4 > $(AUDIT_BENCH_LOG)
+	@ls -l $(AUDIT_BENCH_LOG)
+	@for cmd in "verify" "query --tenant acme --cross-tenant" "summary"; do \
+		echo "== tenant-guard-audit $$cmd"; \
+		/usr/bin/time -f "   %e s elapsed, %M KiB peak RSS" \
+			$(AUDIT_BIN) $$cmd $(AUDIT_BENCH_LOG) 2>&1 >/dev/null | tail -1; \
+	done
+
 token: venv
 	@$(PYTHON) tools/mint_token.py --tenant $(TENANT)
 
-test: lint unit test-wasm validate test-ratelimit-service integration
+test: lint unit test-wasm validate test-audit test-ratelimit-service integration
 
 lint:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -113,7 +144,7 @@ validate: wasm venv
 	@$(PYTHON) tools/static_bootstrap.py envoy/dynamic/bootstrap.yaml > target/dynamic-static.yaml
 	@"$(ENVOY)" --mode validate -c target/dynamic-static.yaml --log-level warn --use-dynamic-base-id >/dev/null
 
-integration: wasm oci venv ratelimit-service
+integration: wasm oci audit venv ratelimit-service
 	TENANT_GUARD_ENVOY_VERSION=$(ENVOY_VERSION) $(PYTHON) -m pytest $(PYTEST_TARGETS) -q
 
 # A representative part of the integration suite on the oldest Envoy we support (CI runs it).
