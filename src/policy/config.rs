@@ -461,7 +461,23 @@ impl Config {
             Err(e) => {
                 let malformed = matches!(e.inner().classify(), Category::Syntax | Category::Eof);
                 return Err(match struct_error {
-                    Some(struct_error) if malformed => struct_error,
+                    // Neither form: say what each reader found.
+                    Some(struct_error) if malformed => {
+                        let json = document_error(e);
+                        ConfigError {
+                            path: "configuration".into(),
+                            message: format!(
+                                "neither JSON ({}) nor a serialized google.protobuf.Struct ({}{})",
+                                json.message,
+                                if struct_error.path == "configuration" {
+                                    String::new()
+                                } else {
+                                    format!("{}: ", struct_error.path)
+                                },
+                                struct_error.message
+                            ),
+                        }
+                    }
                     Some(_) => document_error(e),
                     None if malformed => match Config::parse_struct(document) {
                         Ok(parsed) => return parsed,
@@ -495,10 +511,7 @@ impl Config {
             } else {
                 e.path
             },
-            message: format!(
-                "{} (the configuration is neither JSON nor a google.protobuf.Struct)",
-                e.message
-            ),
+            message: e.message,
         })?;
         for path in STRUCT_DECIMALS {
             structpb::numbers_at(&mut value, path);

@@ -334,8 +334,16 @@ fn bytes_that_are_neither_form_say_so() {
     let err = Config::parse(b"\xff\xff\xff").err().unwrap();
     assert_eq!(err.path, "configuration");
     assert!(
-        err.message
-            .contains("neither JSON nor a google.protobuf.Struct"),
+        err.message.starts_with("neither JSON (expected value")
+            && err
+                .message
+                .contains("nor a serialized google.protobuf.Struct (not a serialized"),
+        "{err}"
+    );
+    let err = Config::parse(b"not json").err().unwrap();
+    assert_eq!(err.path, "configuration");
+    assert!(
+        err.message.starts_with("neither JSON (expected ident"),
         "{err}"
     );
 }
@@ -423,7 +431,9 @@ fn a_struct_is_read_whatever_byte_its_first_length_is() {
         let bytes = encode(&doc);
         seen.insert(bytes[1]);
         let config = Config::parse(&bytes).unwrap_or_else(|e| panic!("pad {pad}: {e}"));
-        assert!(config.bypass_paths.contains(&format!("/{}", "a".repeat(pad))));
+        assert!(config
+            .bypass_paths
+            .contains(&format!("/{}", "a".repeat(pad))));
     }
     for byte in [b'{', b'[', b'"', b'4', b'-', b't', b'n', b' '] {
         assert!(seen.contains(&byte), "{}", byte as char);
