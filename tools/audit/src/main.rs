@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::process::ExitCode;
 
-use tenant_guard_audit::query::{self, Filter};
+use tenant_guard_audit::query::{self, Filter, Format};
 use tenant_guard_audit::{summary, time, verify};
 
 const USAGE: &str = "\
@@ -16,7 +16,8 @@ USAGE:
       the first broken link of a broken chain with its line number (a line edited, deleted or
       out of order). Exit status 0: every chain intact; 1: a chain is broken.
   tenant-guard-audit query [FILTERS] [FILE]
-      Writes the matching records as JSON lines, exactly as logged.
+      Writes the matching records as JSON lines, exactly as logged (--ocsf: as OCSF API
+      Activity events, class 6003; start records are left out).
       --tenant T   --user U   --reason R   --event deny|cross_tenant|shadow|start
       --decision allow|deny   --source IP   --chain ID   --cross-tenant
       --since TIME (inclusive)   --until TIME (exclusive)
@@ -69,10 +70,13 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
             })
         }
         "query" => {
-            let (filter, file) = parse_filter(rest)?;
+            let ocsf = rest.iter().any(|a| a == "--ocsf");
+            let rest: Vec<String> = rest.iter().filter(|a| *a != "--ocsf").cloned().collect();
+            let (filter, file) = parse_filter(&rest)?;
+            let format = if ocsf { Format::Ocsf } else { Format::AsLogged };
             let stdout = io::stdout();
             let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-            let counts = match query::query(open(file)?, &filter, &mut out) {
+            let counts = match query::query(open(file)?, &filter, format, &mut out) {
                 Ok(counts) => counts,
                 // A closed pipe (`| head`) is not an error.
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),

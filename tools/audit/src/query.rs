@@ -1,5 +1,5 @@
-//! `query`: the records that match every filter given, written out as JSON lines (each record's
-//! text exactly as logged, so its hash still verifies).
+//! `query`: the records that match every filter given, written out as JSON lines: each record's
+//! text exactly as logged (so its hash still verifies), or as an OCSF API Activity event.
 
 use std::io::{self, BufRead, Write};
 
@@ -65,7 +65,22 @@ pub struct Counts {
     pub unreadable: u64,
 }
 
-pub fn query(input: impl BufRead, filter: &Filter, out: &mut impl Write) -> io::Result<Counts> {
+/// How matching records are written.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The record's text as logged.
+    #[default]
+    AsLogged,
+    /// An OCSF API Activity event (start records are left out).
+    Ocsf,
+}
+
+pub fn query(
+    input: impl BufRead,
+    filter: &Filter,
+    format: Format,
+    out: &mut impl Write,
+) -> io::Result<Counts> {
     let mut lines = Lines::new(input);
     let mut counts = Counts::default();
     while let Some((_, line)) = lines.next_line()? {
@@ -83,8 +98,17 @@ pub fn query(input: impl BufRead, filter: &Filter, out: &mut impl Write) -> io::
         };
         counts.records += 1;
         if filter.matches(&rec) {
+            match format {
+                Format::AsLogged => out.write_all(text)?,
+                Format::Ocsf => {
+                    let value: serde_json::Value = serde_json::from_slice(text)?;
+                    let Some(event) = crate::ocsf::event(&value) else {
+                        continue;
+                    };
+                    serde_json::to_writer(&mut *out, &event)?;
+                }
+            }
             counts.matched += 1;
-            out.write_all(text)?;
             out.write_all(b"\n")?;
         }
     }

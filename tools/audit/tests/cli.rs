@@ -379,3 +379,23 @@ fn stdin_works_too() {
         .unwrap();
     assert!(out.status.success(), "{}", stdout(&out));
 }
+
+#[test]
+fn query_writes_ocsf_events_on_request() {
+    let lines = generated(500, 2);
+    let log = TempLog::new(&lines);
+    let out = run(&["query", "--ocsf", "--cross-tenant", log.path()]);
+    assert!(out.status.success());
+    let events = jsonl(&out);
+    let raw = jsonl(&run(&["query", "--cross-tenant", log.path()]));
+    assert_eq!(events.len(), raw.len());
+    assert!(!events.is_empty());
+    for (event, record) in events.iter().zip(&raw) {
+        assert_eq!(event["class_uid"], 6003);
+        assert_eq!(event["status_code"], record["reason"]);
+        assert_eq!(event["unmapped"]["hash"], record["hash"]);
+    }
+    // Start records are chain anchors, not API activity.
+    let starts = run(&["query", "--ocsf", "--event", "start", log.path()]);
+    assert!(stdout(&starts).is_empty());
+}
