@@ -15,7 +15,15 @@ COMPAT_TESTS := tests/test_identity.py tests/test_tenant_binding.py tests/test_q
 PYTHON := $(VENV)/bin/python
 PYTEST_TARGETS ?= tests
 ENVOY = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy))
-WASM := target/wasm32-wasip1/release/tenant_guard.wasm
+# What cargo builds, and what `make wasm` ships: the same module through binaryen's wasm-opt
+# (Debian's `binaryen`). Envoy configs, tests and the demo load $(WASM).
+WASM_CARGO := target/wasm32-wasip1/release/tenant_guard.wasm
+WASM := target/tenant_guard.wasm
+# The features rustc enables for wasm32-wasip1 (`rustc --print cfg --target wasm32-wasip1`):
+# wasm-opt may use these and no others.
+WASM_FEATURES := --enable-bulk-memory --enable-multivalue --enable-mutable-globals \
+	--enable-nontrapping-float-to-int --enable-reference-types --enable-sign-ext
+WASM_OPT_FLAGS := --strip-debug --strip-producers -Oz $(WASM_FEATURES)
 # The OCI image layout `make oci` writes (the .wasm as its layer, for Istio and Envoy Gateway).
 OCI_DIR := target/oci
 # The tests take the module and the image from here.
@@ -37,9 +45,18 @@ export TENANT_GUARD_AUDIT = $(abspath $(AUDIT_BIN))
 # `make audit-bench`: a generated log of this many records, and where it goes.
 AUDIT_BENCH_RECORDS ?= 1000000
 AUDIT_BENCH_LOG ?= target/audit-bench.log
+# `make bench`: seconds per run, rounds (medians are reported), client connections, and more
+# options for bench/run.py (e.g. BENCH_ARGS="--only get-h1 --no-miss").
+DURATION ?= 3
+ROUNDS ?= 3
+CONNECTIONS ?= 16
+BENCH_ARGS ?=
+FLOOR_MANIFEST := bench/floor/Cargo.toml
+FLOOR_TARGET := target/bench-floor
 
-.PHONY: help wasm oci compat audit test-audit audit-bench venv run run-global token test lint unit test-wasm validate integration \
-	global-deps ratelimit-service test-ratelimit-service
+.PHONY: help wasm oci compat audit test-audit audit-bench venv run run-global token test lint \
+	unit test-wasm validate integration global-deps ratelimit-service test-ratelimit-service \
+	bench bench-deps bench-floor
 
 help:
 	@echo "make run       build, start the demo gateway and upstream, print a curl line"
@@ -50,11 +67,17 @@ help:
 	@echo "make oci       the OCI image of the filter in $(OCI_DIR) (prints the digests to pin)"
 	@echo "make audit     build $(AUDIT_BIN) (verify, query, summarise audit logs)"
 	@echo "make audit-bench  the audit tool on a generated log of a million records"
+	@echo "make bench     Envoy benchmark: passthrough, native, Wasm floor, tenant-guard (DURATION=3 ROUNDS=3)"
 
 wasm:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 	cargo build --release --target wasm32-wasip1
-	@echo "tenant_guard.wasm: $$(stat -c %s $(WASM)) bytes"
+	@command -v wasm-opt >/dev/null || (apt-get update -q && apt-get install -y -q binaryen)
+	@if [ ! -e $(WASM) ] || [ $(WASM_CARGO) -nt $(WASM) ] || [ Makefile -nt $(WASM) ]; then \
+		echo "wasm-opt $(WASM_OPT_FLAGS) $(WASM_CARGO) -o $(WASM)"; \
+		wasm-opt $(WASM_OPT_FLAGS) $(WASM_CARGO) -o $(WASM).tmp && mv $(WASM).tmp $(WASM); \
+	fi
+	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes (cargo's module: $$(stat -c %s $(WASM_CARGO)) bytes)"
 
 # A plain OCI image layout (no container engine): push it with `oras cp --from-oci-layout` or
 # `crane push`.
@@ -120,6 +143,8 @@ lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --target wasm32-wasip1 -- -D warnings
+	cargo fmt --check --manifest-path $(FLOOR_MANIFEST)
+	cargo clippy --manifest-path $(FLOOR_MANIFEST) --target wasm32-wasip1 --target-dir $(FLOOR_TARGET) -- -D warnings
 
 unit:
 	cargo test
@@ -134,8 +159,10 @@ test-wasm:
 
 # Every bootstrap in envoy/ (the Kubernetes manifests in envoy/istio and envoy/envoy-gateway are
 # checked by the integration tests). Validation mode reads no LDS file, so envoy/dynamic's
-# listeners are also validated inlined into a static bootstrap.
+# listeners are also validated inlined into a static bootstrap. The configs write their audit
+# stream to .run/audit.log, which Envoy opens when it validates.
 validate: wasm venv
+	@mkdir -p .run
 	@for f in envoy/*.yaml envoy/dynamic/bootstrap.yaml; do \
 		echo "validate $$f"; \
 		"$(ENVOY)" --mode validate -c $$f --log-level warn --use-dynamic-base-id >/dev/null || exit 1; \
@@ -150,3 +177,15 @@ integration: wasm oci audit venv ratelimit-service
 # A representative part of the integration suite on the oldest Envoy we support (CI runs it).
 compat:
 	$(MAKE) integration ENVOY_VERSION=$(COMPAT_ENVOY_VERSION) PYTEST_TARGETS="$(COMPAT_TESTS)"
+
+# Benchmarks report, they never assert; not part of `make test`. A few minutes with the defaults.
+bench: wasm venv bench-deps bench-floor
+	$(PYTHON) bench/run.py --duration $(DURATION) --rounds $(ROUNDS) --connections $(CONNECTIONS) $(BENCH_ARGS)
+
+bench-deps:
+	@command -v wrk >/dev/null && command -v h2load >/dev/null \
+		|| (apt-get update -q && apt-get install -y -q wrk nghttp2-client)
+
+# The Wasm floor: its own crate, outside tenant-guard's build.
+bench-floor:
+	cargo build --release --target wasm32-wasip1 --manifest-path $(FLOOR_MANIFEST) --target-dir $(FLOOR_TARGET)

@@ -17,7 +17,8 @@ from harness.plugin_config import gateway_config, main_plugin_config, tenant
 from harness.servers import JwksServer, RecordingUpstream
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "tenant_guard.wasm"
+# What `make wasm` ships: cargo's module after wasm-opt.
+DEFAULT_WASM = REPO / "target" / "tenant_guard.wasm"
 
 
 def wasm_file() -> Path:
@@ -50,7 +51,7 @@ def pytest_report_header(config):
         built = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wasm.stat().st_mtime))
         state = f"{wasm.stat().st_size} bytes, built {built}"
     else:
-        state = "MISSING (cargo build --release --target wasm32-wasip1)"
+        state = "MISSING (make wasm)"
     try:
         version = envoy_version()
     except Exception as exc:  # noqa: BLE001 - only a header line
@@ -72,7 +73,7 @@ def wasm_path() -> Path:
     if not wasm.is_file():
         raise FileNotFoundError(
             f"tenant-guard wasm module not found at {wasm}: build it with "
-            "`cargo build --release --target wasm32-wasip1` (or set TENANT_GUARD_WASM)")
+            "`make wasm` (or set TENANT_GUARD_WASM)")
     return wasm
 
 

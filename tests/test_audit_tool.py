@@ -170,3 +170,71 @@ def test_query_and_summary_read_those_lines(tmp_path):
     # Records without a tenant are counted, under (none), never dropped.
     assert summary["denials_by_reason"]["invalid_token"] == \
         sum(r.get("reason") == "invalid_token" and r["decision"] == "deny" for r in records)
+
+
+# === The filter's own audit stream, read by the tool ===
+
+def test_the_filters_audit_stream_verifies_and_matches_the_schema(gateway_factory, keys,
+                                                                  validator, tmp_path):
+    """Real Envoy, real filter: denials and cross-tenant attempts on two workers; both carriers
+    (the Envoy log and the audit access log) verify with the tool, every line matches the
+    schema, and a line cut out of the Envoy log is pinpointed."""
+    from harness.expect import assert_denied
+    from harness.keys import claims, mint
+    from harness.plugin_config import gateway_config, tenant
+    from harness.wait import wait_for
+
+    proxy = gateway_factory(gateway_config(keys, {"acme": tenant(), "globex": tenant()},
+                                           routing={"path_prefix": "/tenants/{namespace}"}),
+                            name="audit-e2e")
+    acme = mint(keys.corp_rsa, claims("acme"))
+    sent = 0
+    for _ in range(6):
+        assert_denied(proxy.client.get("/v1/models"), 401, "missing_token")
+        assert_denied(proxy.client.get("/v1/models", token=acme,
+                                       headers={"x-tenant-id": "globex"}),
+                      403, "tenant_header_mismatch")
+        assert_denied(proxy.client.get("/tenants/globex/v1/models", token=acme), 403,
+                      "cross_tenant_path")
+        sent += 3
+
+    def lines_of(text):
+        return [l for l in text.splitlines() if '{"type":"tenant_guard.audit"' in l]
+
+    envoy_log = wait_for(lambda: (lambda t: t if sum(
+        '"event":"start"' not in l for l in lines_of(t)) >= sent else None)(proxy.read_log()),
+        timeout=15, message="the audit lines in the Envoy log")
+    audit_file = wait_for(lambda: (lambda t: t if sum(
+        '"event":"start"' not in l for l in lines_of(t)) >= sent else None)(
+        proxy.audit_log_path.read_text() if proxy.audit_log_path.exists() else ""),
+        timeout=15, message="the audit access log")
+    for text in (envoy_log, audit_file):
+        for line in lines_of(text):
+            errors = [e.message for e in validator.iter_errors(record(line))]
+            assert errors == [], line
+    for name, text in (("envoy.log", envoy_log), ("audit.log", audit_file)):
+        result = run(["verify"], text.splitlines(), tmp_path)
+        assert result.returncode == 0, f"{name}:\n{result.stdout}{result.stderr}"
+        assert "every chain intact" in result.stdout
+
+    summary = json.loads(run(["summary", "--json"], envoy_log.splitlines(), tmp_path).stdout)
+    assert summary["cross_tenant_by_reason"] == {"tenant_header_mismatch": 6,
+                                                 "cross_tenant_path": 6}
+    assert summary["cross_tenant_by_tenant"] == {"acme": 12}
+    assert summary["denials_by_reason"]["missing_token"] == 6
+
+    # Cut one request line out of the middle of a chain: the tool names the next line of it.
+    lines = envoy_log.splitlines()
+    audit_at = [i for i, l in enumerate(lines) if '{"type":"tenant_guard.audit"' in l
+                and '"event":"start"' not in l]
+    def next_in_chain(i):
+        chain = record(lines[i])["chain"]
+        return next((j for j in audit_at if j > i and record(lines[j])["chain"] == chain), None)
+
+    victim = next(i for i in audit_at[len(audit_at) // 2:] if next_in_chain(i) is not None)
+    chain, after = record(lines[victim])["chain"], next_in_chain(victim)
+    result = run(["verify"], lines[:victim] + lines[victim + 1:], tmp_path)
+    assert result.returncode == 1
+    # `after` moved up one line when the victim went; line numbers are 1-based.
+    assert f"chain {chain}: BROKEN at line {after}" in result.stdout, result.stdout
+    assert "deleted" in result.stdout

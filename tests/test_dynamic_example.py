@@ -65,8 +65,12 @@ class DynamicGateway:
         listener = self.listeners["resources"][0]
         listener["address"]["socket_address"]["port_value"] = envoy.listener_port
         code = wasm_filter(listener)["vm_config"]["code"]["local"]
-        assert code["filename"] == "target/wasm32-wasip1/release/tenant_guard.wasm"
+        assert code["filename"] == "target/tenant_guard.wasm"
         code["filename"] = str(self.wasm_path)
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        [audit] = [log for log in hcm["access_log"]
+                   if log["typed_config"].get("path") == ".run/audit.log"]
+        audit["typed_config"]["path"] = str(envoy.audit_log_path)
         self.write(self.policy, bump=False)
         return doc
 

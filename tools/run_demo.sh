@@ -20,6 +20,7 @@ cat <<MSG
 
 tenant-guard demo is up: gateway http://127.0.0.1:10000, admin http://127.0.0.1:9901
 Envoy log (records are the {"type":"tenant_guard.request"...} lines): .run/envoy.log
+Audit stream (denials, cross-tenant events; hash-chained): .run/audit.log
 Access log: this terminal. Other demo tenants: make token TENANT=globex (initech is suspended).
 
 curl -s http://127.0.0.1:10000/v1/chat/completions -H "Authorization: Bearer $token" -H 'content-type: application/json' -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'

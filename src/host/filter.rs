@@ -12,19 +12,24 @@ use crate::host::abi;
 use crate::host::global;
 use crate::host::root::{Probe, Worker};
 use crate::host::shared::{QuotaKey, UpdateError};
-use crate::policy::config::Limits;
+use crate::policy::audit;
+use crate::policy::config::{Enforcement, Limits};
 use crate::policy::cost;
 use crate::policy::decision::{self, Admission, Decision, HeaderEdit, RequestFacts};
 use crate::policy::denial::{self, LocalReply, Reason};
 use crate::policy::isolation;
 use crate::policy::isolation::objects::{self, Inserted, Owners};
 use crate::policy::metering;
+use crate::policy::output_cap;
 use crate::policy::quota::{self, Demand, Refusal, Reservation, WindowStatus};
 use crate::policy::ratelimit::{self, Debit, Subject};
 use crate::policy::record::{Record, RequestInfo};
 use crate::policy::stream::{
-    self, CacheScope, Effects, Event, Flow, HeaderMode, Point, Rules, Setup, Stream,
+    self, CacheScope, Capping, Effects, Event, Flow, HeaderMode, Point, Rules, Setup, Stream,
 };
+
+/// Tells the client the output limit the filter set in its request (`output_cap`).
+const OUTPUT_CAP_HEADER: &str = "x-tenant-guard-output-cap";
 
 pub struct Filter {
     worker: Rc<RefCell<Worker>>,
@@ -37,6 +42,9 @@ pub struct Filter {
     /// (what a new body replaces).
     request_body_len: usize,
     response_body_len: usize,
+    /// The client's address and its `identity.tenant_header`, for the audit line.
+    source: Option<String>,
+    tenant_header: Option<Vec<u8>>,
 }
 
 struct Admitted {
@@ -64,6 +72,8 @@ impl Filter {
             admitted: None,
             request_body_len: 0,
             response_body_len: 0,
+            source: None,
+            tenant_header: None,
         }
     }
 
@@ -138,19 +148,28 @@ impl Filter {
             .then(|| request_header("content-length"))
             .flatten()
             .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok());
+        let shadow = admission.limits.enforcement == Enforcement::Shadow;
+        let output_cap = admission.limits.output_cap.filter(|_| !shadow);
         let demand = if end_of_stream {
             Demand::default()
         } else {
             let worker = self.worker.borrow();
-            metering::provisional_demand(
-                content_length,
-                &worker.config.usage,
-                &worker.config.pricing,
-            )
+            // A capped request needs at least its minimum; it is capped once its body is read.
+            let output = output_cap.map_or(worker.config.usage.default_reservation_tokens, |c| {
+                c.min_output_tokens
+            });
+            metering::provisional_demand(content_length, output, &worker.config.pricing)
         };
         let (held, windows) = match self.admit_quota(&key, &admission.limits, demand) {
             QuotaAdmission::Unlimited => (None, Vec::new()),
             QuotaAdmission::Held(reservation, windows) => (Some(reservation), windows),
+            QuotaAdmission::Refused(refusal) if shadow => {
+                // Shadow mode: recorded as enforcement would refuse it, admitted off the books
+                // (as a refused request, it takes nothing from the tenant's windows).
+                let detail = format!("would refuse: retry after {}s", refusal.retry_after);
+                self.shadow_denied(&admission.tenant, refusal.reason, &detail);
+                (None, Vec::new())
+            }
             QuotaAdmission::Refused(refusal) => return self.quota_refused(refusal),
         };
         let path = match &admission.path_sent {
@@ -187,6 +206,8 @@ impl Filter {
                     cache_scope,
                     private_cache: admission.private_cache,
                     json_body,
+                    shadow,
+                    output_cap,
                 },
                 &rules,
             )
@@ -220,16 +241,19 @@ impl Filter {
         self.request_flow(Point::Headers)
     }
 
+    /// Records what enforcement would have refused for a tenant in shadow mode.
+    fn shadow_denied(&mut self, tenant: &str, reason: Reason, detail: &str) {
+        if let Some(record) = &mut self.record {
+            record.shadow_denied(reason, detail);
+            write_filter_state(&record.filter_state());
+        }
+        let metric = format!("requests_shadow_denied.reason.{}", reason.code());
+        self.worker.borrow_mut().stats.add(Some(tenant), &metric, 1);
+    }
+
     fn quota_refused(&mut self, refusal: Refusal) -> Action {
-        let mut reply = denial::reply(refusal.reason);
-        reply
-            .headers
-            .push(("retry-after", refusal.retry_after.to_string()));
-        reply
-            .headers
-            .extend(quota::rate_limit_headers(&refusal.windows));
-        let detail = format!("retry after {}s", refusal.retry_after);
-        self.reply(refusal.reason, &detail, &reply);
+        let refusal = stream::quota_refusal(&refusal);
+        self.reply(refusal.reason, &refusal.detail, &refusal.reply);
         Action::Pause
     }
 
@@ -256,6 +280,22 @@ impl Filter {
 
     /// Executes the core's effects, in the order they must happen.
     fn execute(&mut self, effects: Effects) {
+        if let Some(ask) = effects.cap {
+            let capping = self.cap(&ask);
+            let more = {
+                let Some(admitted) = &mut self.admitted else {
+                    return;
+                };
+                let worker = self.worker.borrow();
+                let owners = worker.objects.at(super::now().unwrap_or(0));
+                admitted.stream.capped(capping, &rules(&worker, &owners))
+            };
+            let cap = self.admitted.as_ref().and_then(|a| a.stream.output_cap());
+            if let (Some(cap), Some(record)) = (cap, &mut self.record) {
+                record.output_cap = Some(cap);
+            }
+            self.execute(more);
+        }
         if effects.drop_content_length {
             let _ = abi::remove_header(MapType::HttpRequestHeaders, "content-length");
         }
@@ -272,6 +312,10 @@ impl Filter {
         }
         if let Some(demand) = effects.reserve {
             self.reserve(demand);
+        }
+        if let Some((reason, detail)) = &effects.shadowed {
+            let tenant = self.admitted.as_ref().map(|a| a.tenant.clone());
+            self.shadow_denied(tenant.as_deref().unwrap_or_default(), *reason, detail);
         }
         if let Some(reason) = effects.admitted_despite {
             if let Some(record) = &mut self.record {
@@ -332,6 +376,38 @@ impl Filter {
         match reserved {
             Ok(reservation) => admitted.stream.reserved(reservation),
             Err(_) => log::error!("tenant-guard: could not reserve a request's estimate"),
+        }
+    }
+
+    /// Replaces the request's reservation by one for its output limit capped to the room left
+    /// (`output_cap`), or learns that nothing fits.
+    fn cap(&mut self, ask: &output_cap::Ask) -> Capping {
+        let Some(admitted) = &self.admitted else {
+            return Capping::Unavailable;
+        };
+        let (Some(provisional), Some(rule)) = (admitted.stream.held(), admitted.limits.output_cap)
+        else {
+            return Capping::Unavailable;
+        };
+        let now = super::now().unwrap_or(0);
+        let limits = &admitted.limits;
+        let capped = self
+            .worker
+            .borrow_mut()
+            .quotas
+            .update(&admitted.key, |bytes| {
+                let state = quota::QuotaState::decode(bytes);
+                let (next, reservation, cap) =
+                    output_cap::reserve(&state, limits, now, &provisional, ask, rule)?;
+                Ok((next.encode(), (reservation, cap)))
+            });
+        match capped {
+            Ok((reservation, cap)) => Capping::Reserved(reservation, cap),
+            Err(UpdateError::Refused(refusal)) => Capping::Refused(refusal),
+            Err(UpdateError::Unavailable(why)) => {
+                log::error!("tenant-guard: could not cap a request's output: {why}");
+                Capping::Unavailable
+            }
         }
     }
 
@@ -573,6 +649,18 @@ impl HttpContext for Filter {
             None => decision::deny(Reason::InvalidToken, "host clock unavailable"),
         };
 
+        self.source = abi::property(&["source", "address"])
+            .ok()
+            .flatten()
+            .map(|a| String::from_utf8_lossy(&a).into_owned());
+        self.tenant_header = {
+            let worker = self.worker.borrow();
+            worker
+                .config
+                .tenant_header
+                .as_deref()
+                .and_then(request_header)
+        };
         let client_request_id = request_header("x-request-id");
         let request_id = self.worker.borrow_mut().record_ids.next_id();
         let record = Record::new(
@@ -627,6 +715,9 @@ impl HttpContext for Filter {
         let map = MapType::HttpResponseHeaders;
         for (name, value) in quota::remaining_headers(&admitted.windows) {
             let _ = abi::set_header(map, name, value.as_bytes());
+        }
+        if let Some(cap) = admitted.stream.output_cap() {
+            let _ = abi::set_header(map, OUTPUT_CAP_HEADER, cap.to_string().as_bytes());
         }
         let status = abi::header(map, ":status")
             .ok()
@@ -702,15 +793,31 @@ impl HttpContext for Filter {
         };
         record.status =
             abi::integer_property(&["response", "code"]).and_then(|code| u32::try_from(code).ok());
+        let mut worker = self.worker.borrow_mut();
         if record.reason != "bypass" {
             let metric = match record.decision {
                 "allow" => "requests_allowed".to_string(),
                 _ => format!("requests_denied.reason.{}", record.reason),
             };
-            let mut worker = self.worker.borrow_mut();
             worker.stats.add(record.tenant.as_deref(), &metric, 1);
         }
         log::info!("{}", record.to_json());
+        let facts = audit::Facts {
+            time: audit::rfc3339_millis(super::now_ms().unwrap_or(0)),
+            source: self.source.take(),
+            tenant_header: self.tenant_header.as_deref(),
+        };
+        if let Some(event) = audit::of(&record, facts) {
+            let line = worker.audit.line(&event);
+            log::info!("{line}");
+            // Also as filter state, for an access log of its own (Envoy 1.40 writes the HCM's
+            // access logs after on_log); the chain's start line goes with its first event.
+            let state = match worker.audit_start.take() {
+                Some(start) => format!("{start}\n{line}"),
+                None => line,
+            };
+            let _ = abi::set_filter_state("audit", state.as_bytes());
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use crate::host::filter::Filter;
 use crate::host::global;
 use crate::host::shared::{self, ObjectStore, QuotaStore};
 use crate::host::stats::Stats;
+use crate::policy::audit::{self, Chain};
 use crate::policy::config::Config;
 use crate::policy::identity::RemoteKeys;
 use crate::policy::isolation::ProviderObjects;
@@ -34,6 +35,10 @@ pub struct Worker {
     /// Token debits for the rate-limit service, waiting for the next tick.
     pub debits: Vec<Debit>,
     pub record_ids: RecordIds,
+    /// This worker VM's audit chain.
+    pub audit: Chain,
+    /// The chain's start line, until it went out with the first audit event's filter state.
+    pub audit_start: Option<String>,
     /// Whether Envoy lets request headers wait while the filter reads the body: learnt from
     /// the first request this worker holds (see `policy::stream`).
     pub header_mode: HeaderMode,
@@ -54,6 +59,19 @@ pub struct Probe {
     pub may_change_body: bool,
 }
 
+/// A random 64-bit number: `RandomState` is seeded from the host's random source (WASI
+/// `random_get`); the host's clock is mixed in for good measure.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(nanos);
+    hasher.finish()
+}
+
 /// Record ids: unique per worker VM (a random nonce) and per record (a counter).
 pub struct RecordIds {
     nonce: u64,
@@ -62,17 +80,8 @@ pub struct RecordIds {
 
 impl RecordIds {
     fn new() -> RecordIds {
-        use std::hash::{BuildHasher, Hasher};
-        // `RandomState` is seeded from the host's random source (WASI `random_get`); the
-        // host's clock is mixed in for good measure.
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        let nanos = hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        hasher.write_u128(nanos);
         RecordIds {
-            nonce: hasher.finish(),
+            nonce: random_u64(),
             next: 0,
         }
     }
@@ -413,7 +422,16 @@ impl RootContext for Root {
         };
         let stats = Stats::new(listed.into_iter(), config.stats.max_tenant_series);
         let cache = TokenCache::new(config.token_cache_size);
+        // The audit chain starts by naming the configuration it runs under.
+        let mut audit = Chain::new(format!("{:016x}", random_u64()));
+        let config_sha256 = audit::hex(&hmac_sha256::Hash::hash(&document));
+        let start = audit.start(
+            &audit::rfc3339_millis(super::now_ms().unwrap_or(0)),
+            &config_sha256,
+        );
+        log::info!("{start}");
         self.worker = Some(Rc::new(RefCell::new(Worker {
+            audit_start: Some(start),
             config,
             cache,
             stats,
@@ -421,6 +439,7 @@ impl RootContext for Root {
             objects,
             debits: Vec::new(),
             record_ids: RecordIds::new(),
+            audit,
             header_mode: HeaderMode::Unknown,
             probes: Vec::new(),
             released: Vec::new(),

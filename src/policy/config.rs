@@ -195,6 +195,8 @@ struct RawTenant {
     plan: Option<String>,
     namespace: Option<String>,
     limits: Option<RawLimits>,
+    /// Overrides the plan's `enforcement`.
+    enforcement: Option<Enforcement>,
     /// Ids of provider objects the tenant may use though the gateway never saw them created.
     #[serde(default)]
     object_prefixes: Vec<String>,
@@ -214,6 +216,35 @@ struct RawLimits {
     requests: Option<Vec<Window>>,
     tokens: Option<Vec<Window>>,
     monthly_budget_usd: Option<f64>,
+    enforcement: Option<Enforcement>,
+    output_cap: Option<OutputCapMode>,
+    min_output_tokens: Option<u64>,
+}
+
+/// `output_cap`: how a request's output limit is held to what its quotas still cover.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum OutputCapMode {
+    /// Lower (or set) the body's output limit to what the tightest token window and the
+    /// budget still cover.
+    Clamp,
+}
+
+/// A plan's `output_cap: "clamp"`, compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputCap {
+    /// Below this many output tokens per choice the request is refused instead.
+    pub min_output_tokens: u64,
+}
+
+/// Whether a plan's or a tenant's limits refuse requests (`enforce`) or only record what they
+/// would have refused (`shadow`, for rolling out new limits).
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforcement {
+    #[default]
+    Enforce,
+    Shadow,
 }
 
 #[derive(Deserialize)]
@@ -295,6 +326,9 @@ pub struct Limits {
     pub tokens: Vec<Window>,
     /// Monthly budget in micro-USD; `None` = no budget.
     pub monthly_budget_micro_usd: Option<u64>,
+    pub enforcement: Enforcement,
+    /// `output_cap: "clamp"`; `None`: output limits are reserved as the client sent them.
+    pub output_cap: Option<OutputCap>,
 }
 
 impl Limits {
@@ -685,8 +719,12 @@ fn compile(raw: RawConfig, derived_key: [u8; 32]) -> Result<Config, ConfigError>
                 requests: own.requests.or(limits.requests),
                 tokens: own.tokens.or(limits.tokens),
                 monthly_budget_usd: own.monthly_budget_usd.or(limits.monthly_budget_usd),
+                enforcement: own.enforcement.or(limits.enforcement),
+                output_cap: own.output_cap.or(limits.output_cap),
+                min_output_tokens: own.min_output_tokens.or(limits.min_output_tokens),
             };
         }
+        limits.enforcement = t.enforcement.or(limits.enforcement);
         tenants.push(Tenant {
             providers: provider_index(&format!("{path}.providers"), &t.providers)?,
             id,
@@ -904,6 +942,9 @@ fn check_limits(path: &str, limits: &RawLimits) -> Result<(), ConfigError> {
             }
         }
     }
+    if limits.min_output_tokens == Some(0) {
+        return err(format!("{path}.min_output_tokens"), "must be at least 1");
+    }
     if let Some(budget) = limits.monthly_budget_usd {
         micro_usd(budget).ok_or_else(|| ConfigError {
             path: format!("{path}.monthly_budget_usd"),
@@ -918,8 +959,15 @@ fn finish_limits(raw: RawLimits) -> Limits {
         requests: raw.requests.unwrap_or_default(),
         tokens: raw.tokens.unwrap_or_default(),
         monthly_budget_micro_usd: raw.monthly_budget_usd.and_then(micro_usd),
+        enforcement: raw.enforcement.unwrap_or_default(),
+        output_cap: raw.output_cap.map(|OutputCapMode::Clamp| OutputCap {
+            min_output_tokens: raw.min_output_tokens.unwrap_or(DEFAULT_MIN_OUTPUT_TOKENS),
+        }),
     }
 }
+
+/// `min_output_tokens` when a plan with `output_cap` does not say.
+pub const DEFAULT_MIN_OUTPUT_TOKENS: u64 = 16;
 
 /// USD → integer micro-USD; `None` for negative, non-finite or absurd amounts.
 fn micro_usd(usd: f64) -> Option<u64> {

@@ -14,7 +14,7 @@
 //!
 //! The request itself always counts against request windows (it was admitted).
 
-use crate::policy::config::{Pricing, UsageRules};
+use crate::policy::config::{Price, Pricing, UsageRules};
 use crate::policy::cost::{self, Cost};
 use crate::policy::isolation::objects::IdField;
 use crate::policy::quota::{Actual, Demand};
@@ -61,22 +61,27 @@ pub struct Outcome {
 }
 
 /// What to hold at admission, before the body is seen: ⌈`content-length` / 4⌉ input tokens plus
-/// the default output reservation, priced at the `default` price (the model is not known yet).
-/// The body's own estimate replaces it (see [`crate::policy::quota::reserve`]).
+/// `output_tokens` (the default output reservation; for a plan that caps output limits, its
+/// minimum), priced at the `default` price (the model is not known yet). The body's own
+/// estimate replaces it (see [`crate::policy::quota::reserve`]).
 pub fn provisional_demand(
     content_length: Option<u64>,
-    rules: &UsageRules,
+    output_tokens: u64,
     pricing: &Pricing,
 ) -> Demand {
     let input = content_length.map_or(0, |len| len.div_ceil(4));
-    let output = rules.default_reservation_tokens;
     let micro_usd = cost::price_for(pricing, None).map_or(0, |price| {
-        cost::estimate(price, input, output).micro_usd_ceil()
+        cost::estimate(price, input, output_tokens).micro_usd_ceil()
     });
     Demand {
-        tokens: input.saturating_add(output),
+        tokens: input.saturating_add(output_tokens),
         micro_usd,
     }
+}
+
+/// The price a request's estimate is reserved at: its model's, else the `default`.
+pub fn price(pricing: &Pricing, model: Option<&str>) -> Option<Price> {
+    cost::price_for(pricing, model).copied()
 }
 
 impl Meter {
@@ -98,15 +103,19 @@ impl Meter {
         let input = usage::estimate_input_tokens(body.len());
         let output = facts.output_estimate(rules.default_reservation_tokens);
         self.request_model = facts.model.as_deref().and_then(usage::model_name);
-        let micro_usd = cost::price_for(pricing, self.request_model.as_deref())
-            .map_or(0, |price| {
-                cost::estimate(price, input, output).micro_usd_ceil()
-            });
+        let micro_usd = price(pricing, self.request_model.as_deref()).map_or(0, |price| {
+            cost::estimate(&price, input, output).micro_usd_ceil()
+        });
         self.input_estimate = input;
         self.demand = Demand {
             tokens: input.saturating_add(output),
             micro_usd,
         };
+    }
+
+    /// The request now holds `demand` (its output limit was capped).
+    pub fn hold(&mut self, demand: Demand) {
+        self.demand = demand;
     }
 
     /// The request body's `model`, when it named one (cleaned).

@@ -4,6 +4,7 @@
 //! the request's facts in, and get decisions back as data. That keeps the rules testable
 //! natively and on wasm32 in microseconds, and keeps the host shell (`crate::host`) boring.
 
+pub mod audit;
 pub mod config;
 pub mod cost;
 pub mod decision;
@@ -14,6 +15,7 @@ pub mod json_edit;
 pub mod jwks;
 pub mod metering;
 pub mod namespace;
+pub mod output_cap;
 pub mod quota;
 pub mod ratelimit;
 pub mod record;

@@ -108,11 +108,44 @@ pub fn normalize(raw: &[u8]) -> Result<RequestPath, PathRefusal> {
     if path.contains('\\') {
         return Err(invalid("backslash in path"));
     }
-    let decoded = decode_escapes(path)?;
+    if is_normal(path) {
+        // Most paths: the general pass below would return them unchanged.
+        return Ok(RequestPath {
+            path: path.to_string(),
+            query,
+        });
+    }
     Ok(RequestPath {
-        path: resolve_segments(&decoded)?,
+        path: normal_form(path)?,
         query,
     })
+}
+
+/// The general pass over a path without its query: escapes, then dot segments and slashes.
+fn normal_form(path: &str) -> Result<String, PathRefusal> {
+    resolve_segments(&decode_escapes(path)?)
+}
+
+/// True when `normal_form(path)` is `path` itself, decided in one cheap pass: only literal
+/// path characters (no `%` escape, no `;` parameter), and no empty, `.` or `..` segment except
+/// a final empty one (a trailing slash).
+fn is_normal(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    if !rest.bytes().all(|b| is_path_char(b) && b != b';') {
+        return false;
+    }
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        match segment {
+            "." | ".." => return false,
+            "" if !last => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 /// Characters RFC 3986 calls unreserved: their escapes are decoded.

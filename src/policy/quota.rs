@@ -275,6 +275,17 @@ fn status(w: &Window, c: &Counter, now: u64) -> WindowStatus {
     }
 }
 
+/// Every window of `limits` as it stands in `state` now (what is left counts reservations).
+pub fn statuses(state: &QuotaState, limits: &Limits, now: u64) -> Vec<WindowStatus> {
+    let windows = windows(limits, now);
+    let counters = state.current(&windows);
+    windows
+        .iter()
+        .zip(&counters)
+        .map(|(w, c)| status(w, c, now))
+        .collect()
+}
+
 /// Admits one request against every window of `limits`, or says which window refuses.
 pub fn admit(
     state: &QuotaState,

@@ -73,6 +73,12 @@ pub struct Record {
     /// `json`, `sse`, `estimate` or `none`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage_source: Option<&'static str>,
+    /// The output limit per choice the filter set in the request body (`output_cap`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_cap: Option<u64>,
+    /// The tenant is in shadow mode and `reason` says what enforcement would have refused.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
 }
 
 impl Record {
@@ -102,6 +108,8 @@ impl Record {
             reasoning_tokens: None,
             cost_usd: None,
             usage_source: None,
+            output_cap: None,
+            shadow: false,
         };
         match decision {
             Decision::Bypass => record.reason = "bypass",
@@ -135,6 +143,14 @@ impl Record {
     /// service could not decide and `failure_mode` is `allow`).
     pub fn admitted_despite(&mut self, reason: Reason) {
         self.reason = reason.code();
+    }
+
+    /// Notes what enforcement would have refused, for a tenant in shadow mode (the request
+    /// goes on).
+    pub fn shadow_denied(&mut self, reason: Reason, detail: &str) {
+        self.reason = reason.code();
+        self.detail = Some(printable(detail.as_bytes(), MAX_TEXT_BYTES));
+        self.shadow = true;
     }
 
     /// Adds what the request used. Tokens and cost are recorded as the upstream reported

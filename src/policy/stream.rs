@@ -34,15 +34,19 @@
 //! dropped when the request ends with trailers and the trailers answer `Continue`; answering
 //! `Pause` and continuing at once ([`Effects::resume`]) delivers it.
 
-use crate::policy::config::{ExtraEntry, FailureMode, GlobalRateLimit, Pricing, UsageRules};
+use crate::policy::config::{
+    ExtraEntry, FailureMode, GlobalRateLimit, OutputCap, Pricing, UsageRules,
+};
 use crate::policy::denial::{self, LocalReply, Reason};
 use crate::policy::isolation::objects::{self, IdField, ObjectPlan, Owners};
 use crate::policy::isolation::prompt_cache::{self, Api};
 use crate::policy::isolation::IsolationRules;
 use crate::policy::metering::{self, Answer, Meter, Outcome};
 use crate::policy::namespace::PathRefusal;
-use crate::policy::quota::{Actual, Demand, Reservation};
+use crate::policy::output_cap::{self, Cap};
+use crate::policy::quota::{self, Actual, Demand, Reservation};
 use crate::policy::ratelimit::{self, Verdict};
+use crate::policy::usage;
 use crate::policy::vector_store::{self, BodyPlan, ResponsePlan};
 
 /// Where a request is in its life, as far as its quota and record are concerned.
@@ -187,6 +191,9 @@ pub struct Effects {
     /// Replace the reservation held for the request by one for this demand, then tell the
     /// stream with [`Stream::reserved`].
     pub reserve: Option<Demand>,
+    /// Replace the reservation held for the request by one for its output limit capped to the
+    /// room left ([`output_cap::reserve`]), then tell the stream with [`Stream::capped`].
+    pub cap: Option<output_cap::Ask>,
     /// Rate-limit calls to send now (report each with [`Event::CallSent`], or
     /// [`Event::CallAnswered`] with no answer when it cannot be sent).
     pub ask: Ask,
@@ -195,6 +202,9 @@ pub struct Effects {
     /// The rate-limit service could not decide and `failure_mode` is `allow`: the request goes
     /// on, and its record says why it was not fully checked.
     pub admitted_despite: Option<Reason>,
+    /// The tenant is in shadow mode: this is what enforcement would have refused (the request
+    /// goes on).
+    pub shadowed: Option<(Reason, String)>,
     /// Let a request held earlier go on (after an asynchronous answer).
     pub resume: bool,
     /// Hold the response body (a listing being filtered).
@@ -256,6 +266,30 @@ pub struct Setup<'a> {
     pub private_cache: bool,
     /// The body is JSON (or says nothing of its type).
     pub json_body: bool,
+    /// The tenant's limits are in shadow mode: the rate-limit service's refusals are only
+    /// recorded.
+    pub shadow: bool,
+    /// The tenant's plan caps output limits (never in shadow mode).
+    pub output_cap: Option<OutputCap>,
+}
+
+/// How the shell's capped reservation went (see [`Effects::cap`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Capping {
+    Reserved(Reservation, Cap),
+    /// No output limit fits: the request is refused as a full window refuses.
+    Refused(quota::Refusal),
+    /// The counters could not be updated: the request goes on uncapped.
+    Unavailable,
+}
+
+/// A body read while its capped reservation is made.
+struct Pending {
+    api: output_cap::Api,
+    /// The body as the other rules left it.
+    body: Vec<u8>,
+    /// Those rules changed it.
+    changed: bool,
 }
 
 /// Whose prompt cache and user identifiers a body gets.
@@ -312,6 +346,12 @@ pub struct Stream {
     must_read: bool,
     /// The answer creates a provider-side object whose id is here.
     creates: Option<IdField>,
+    shadow: bool,
+    /// The API whose output limit is capped, and the plan's rule.
+    clamp: Option<(output_cap::Api, OutputCap)>,
+    pending: Option<Pending>,
+    /// The output limit the filter set in the body.
+    output_cap: Option<u64>,
     path: String,
     /// The token check at the rate-limit service waits for the body's model.
     token_check_waits: bool,
@@ -337,14 +377,22 @@ impl Stream {
         let held_demand = setup.held.map(|r| r.demand).unwrap_or_default();
         let add_stream_usage =
             metering::may_add_stream_usage(rules.usage, setup.method, setup.path);
-        let body_may_change =
-            setup.body_plan.is_some() || add_stream_usage || setup.cache_scope.is_some();
+        let clamp = setup
+            .output_cap
+            .filter(|_| setup.held.is_some() && setup.body_follows)
+            .and_then(|rule| Some((output_cap::Api::of(setup.method, setup.path)?, rule)));
+        let body_may_change = setup.body_plan.is_some()
+            || add_stream_usage
+            || setup.cache_scope.is_some()
+            || clamp.is_some();
         let token_check_waits = setup.body_follows
             && rules
                 .global
                 .is_some_and(|g| g.extra_entries.contains(&ExtraEntry::Model));
         // A JSON body may name objects: it is decided before the upstream sees it.
-        let must_read = setup.json_body && (setup.objects.is_some() || setup.cache_scope.is_some());
+        // A capped request must be read whole: its limit cannot be set otherwise.
+        let must_read = clamp.is_some()
+            || (setup.json_body && (setup.objects.is_some() || setup.cache_scope.is_some()));
         let wants_held = body_may_change || token_check_waits || must_read;
         let headers_held = setup.body_follows
             && wants_held
@@ -379,6 +427,10 @@ impl Stream {
             cache_scope: setup.cache_scope,
             private_cache: setup.private_cache,
             must_read,
+            shadow: setup.shadow,
+            clamp,
+            pending: None,
+            output_cap: None,
             path: setup.path.to_string(),
             token_check_waits,
             calls: 0,
@@ -428,6 +480,11 @@ impl Stream {
     /// The body may be rewritten (so a `content-length` sent ahead of it would go stale).
     pub fn body_may_change(&self) -> bool {
         self.body_may_change
+    }
+
+    /// The output limit the filter set in the request body, if it set one.
+    pub fn output_cap(&self) -> Option<u64> {
+        self.output_cap
     }
 
     /// The request body's model, once read (for the rate-limit descriptor).
@@ -593,6 +650,66 @@ impl Stream {
         }
         // Estimated from the body the client sent (what the gateway adds is not prompt).
         self.meter.read_request(body, rules.usage, rules.pricing);
+        // An answer that started already was not capped by this body: nothing to do.
+        let clamp = self.clamp.filter(|_| self.phase == Phase::Admitted);
+        if let Some((api, _)) = clamp {
+            let facts = usage::inspect_request(body);
+            if facts.ambiguous {
+                let detail = "an output limit, n or best_of is named twice".to_string();
+                return self.refuse(refusal_of(Reason::InvalidBody, detail), rules);
+            }
+            let price = metering::price(rules.pricing, self.meter.request_model());
+            let ask = output_cap::Ask::of(
+                &facts,
+                usage::estimate_input_tokens(body.len()),
+                price,
+                rules.usage.default_reservation_tokens,
+            );
+            let changed = rewritten.is_some();
+            self.pending = Some(Pending {
+                api,
+                body: rewritten.unwrap_or_else(|| body.to_vec()),
+                changed,
+            });
+            return Effects {
+                cap: Some(ask),
+                ..Effects::default()
+            };
+        }
+        self.body_read(rewritten, rules)
+    }
+
+    /// The shell made the capped reservation [`Effects::cap`] asked for (or could not).
+    pub fn capped(&mut self, capping: Capping, rules: &Rules<'_>) -> Effects {
+        let Some(pending) = self.pending.take() else {
+            return Effects::default();
+        };
+        let (reservation, cap) = match capping {
+            Capping::Reserved(reservation, cap) => (reservation, cap),
+            Capping::Refused(refusal) => return self.refuse(quota_refusal(&refusal), rules),
+            Capping::Unavailable => {
+                return self.body_read(pending.changed.then_some(pending.body), rules);
+            }
+        };
+        self.held = Some(reservation);
+        self.meter.hold(cap.demand);
+        if !cap.rewrite {
+            return self.body_read(pending.changed.then_some(pending.body), rules);
+        }
+        match output_cap::apply(&pending.body, pending.api, cap.per_choice) {
+            Ok(body) => {
+                self.output_cap = Some(cap.per_choice);
+                self.body_read(Some(body), rules)
+            }
+            Err(_) => {
+                let detail = "the output limit cannot be set in this body".to_string();
+                self.refuse(refusal_of(Reason::InvalidBody, detail), rules)
+            }
+        }
+    }
+
+    /// The request body was read and decided; `rewritten` replaces it.
+    fn body_read(&mut self, rewritten: Option<Vec<u8>>, rules: &Rules<'_>) -> Effects {
         let mut effects = self.body_decided(true, rules);
         // A call about to leave, or one in flight, resumes the request when it is answered.
         if self.released && self.trailers && !effects.ask.tokens && self.calls == 0 {
@@ -666,6 +783,13 @@ impl Stream {
         let verdict = answer.map(|a| &a.verdict);
         match (verdict, answer) {
             (Some(Verdict::Ok), _) => self.resume_if_free(Effects::default()),
+            (Some(Verdict::OverLimit), Some(answer)) if self.shadow => {
+                let refusal = over_limit(usage, answer);
+                self.resume_if_free(Effects {
+                    shadowed: Some((refusal.reason, refusal.detail)),
+                    ..Effects::default()
+                })
+            }
             (Some(Verdict::OverLimit), Some(answer)) => {
                 self.refuse(over_limit(usage, answer), rules)
             }
@@ -805,6 +929,22 @@ impl Stream {
             debit_tokens,
             phase: end,
         })
+    }
+}
+
+/// The 429 of a full window (or budget), as at admission.
+pub fn quota_refusal(refusal: &quota::Refusal) -> Refusal {
+    let mut reply = denial::reply(refusal.reason);
+    reply
+        .headers
+        .push(("retry-after", refusal.retry_after.to_string()));
+    reply
+        .headers
+        .extend(quota::rate_limit_headers(&refusal.windows));
+    Refusal {
+        reason: refusal.reason,
+        detail: format!("retry after {}s", refusal.retry_after),
+        reply,
     }
 }
 

@@ -136,6 +136,9 @@ pub struct RequestBody {
     pub include_usage: bool,
     /// The body names an `anthropic_version` (Anthropic on Bedrock or Vertex).
     pub anthropic_version: bool,
+    /// A member that sizes the output (an output limit, `n`, `best_of`) appears twice:
+    /// upstreams disagree on which one counts.
+    pub ambiguous: bool,
 }
 
 impl Default for RequestBody {
@@ -147,6 +150,7 @@ impl Default for RequestBody {
             stream: false,
             include_usage: false,
             anthropic_version: false,
+            ambiguous: false,
         }
     }
 }
@@ -193,16 +197,21 @@ impl<'de> Visitor<'de> for RequestVisitor {
         // max_tokens, max_completion_tokens, max_output_tokens; n, best_of.
         let mut max = [None; 3];
         let mut choices = [None; 2];
+        // Which of those five members were seen, in the same order.
+        let mut seen = [false; 5];
         while let Some(key) = map.next_key::<String>()? {
-            let slot = match key.as_str() {
-                "max_tokens" => max.get_mut(0),
-                "max_completion_tokens" => max.get_mut(1),
-                "max_output_tokens" => max.get_mut(2),
-                "n" => choices.get_mut(0),
-                "best_of" => choices.get_mut(1),
-                _ => None,
+            let (index, slot) = match key.as_str() {
+                "max_tokens" => (0, max.get_mut(0)),
+                "max_completion_tokens" => (1, max.get_mut(1)),
+                "max_output_tokens" => (2, max.get_mut(2)),
+                "n" => (3, choices.get_mut(0)),
+                "best_of" => (4, choices.get_mut(1)),
+                _ => (0, None),
             };
             if let Some(slot) = slot {
+                if let Some(seen) = seen.get_mut(index) {
+                    body.ambiguous |= std::mem::replace(seen, true);
+                }
                 *slot = token_count(&map.next_value::<Value>()?);
                 continue;
             }
@@ -236,7 +245,7 @@ fn as_string(value: Value) -> Option<String> {
 }
 
 /// A token count: a non-negative integer (an integral float such as `12.0` too).
-fn token_count(value: &Value) -> Option<u64> {
+pub fn token_count(value: &Value) -> Option<u64> {
     if let Some(n) = value.as_u64() {
         return Some(n);
     }

@@ -29,7 +29,9 @@ that many pieces), ``gap_ms`` (pause between stream writes, so Envoy reads them 
 stream waits for the release after N events), ``cut_after=N`` (a stream's connection is cut
 after N events), ``pad``, ``early`` (1: answer before reading the request body, then close
 the connection, as servers do for early errors), ``trailers`` (1: send the body chunked and
-end it with a trailer block).
+end it with a trailer block), ``honour`` (1: the output is the request's output limit, the
+largest of ``max_tokens``, ``max_completion_tokens`` and ``max_output_tokens``, times ``n``,
+as a model that writes up to its limit; ``out`` when the body names none).
 
 ``reported`` of every event is the usage the upstream has reported once that event is out,
 as the billing APIs mean it: (input tokens, output tokens) with OpenAI's input counts
@@ -78,6 +80,7 @@ class AnswerSpec:
     cut_after: int = None
     pad: int = 0
     written: int = 0
+    honour: bool = False
     reasoning: int = 0
     early: bool = False
     trailers: bool = False
@@ -111,7 +114,7 @@ def parse(value: str) -> AnswerSpec:
             setattr(spec, _INT_OPTIONS[name], int(raw))
         elif name in ("model", "prefix", "id_field"):
             setattr(spec, name, raw)
-        elif name in ("hold", "early", "trailers"):
+        elif name in ("hold", "early", "trailers", "honour"):
             setattr(spec, name, raw not in ("0", "false"))
         else:
             raise ValueError(f"unknown answer option {name!r}")
@@ -202,7 +205,24 @@ def requested_model(body: bytes):
     return model if isinstance(model, str) and model else None
 
 
+def requested_output(body: bytes):
+    """The output a request allows: its largest output limit times ``n``; None without one."""
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(request, dict):
+        return None
+    limits = [request[k] for k in ("max_tokens", "max_completion_tokens", "max_output_tokens")
+              if isinstance(request.get(k), int)]
+    choices = request.get("n") if isinstance(request.get("n"), int) else 1
+    return max(limits) * max(choices, 1) if limits else None
+
+
 def plan(spec: AnswerSpec, request_body: bytes) -> Plan:
+    if spec.honour:
+        allowed = requested_output(request_body)
+        spec.output = spec.output if allowed is None else allowed
     family = spec.kind.split("-")[0]
     # Unique, like the providers': objects minted for one tenant never collide with another's.
     spec.object_id = ID_PREFIXES.get(family, spec.prefix) + uuid.uuid4().hex[:24]

@@ -95,8 +95,33 @@ def router_filter() -> dict:
 TENANT_STATS_TAGS = [
     {"tag_name": "tenant", "regex": r"^wasmcustom\.tenant_guard\.tenant\.(([^.]+)\.)"},
     {"tag_name": "reason",
-     "regex": r"^wasmcustom\.tenant_guard\.tenant\.[^.]+\.requests_denied(\.reason\.([^.]+))$"},
+     "regex": r"^wasmcustom\.tenant_guard\.tenant\.[^.]+\.requests_(?:shadow_)?denied(\.reason\.([^.]+))$"},
 ]
+
+
+def audit_log_path(access_log_path) -> str:
+    """The audit stream's own file, beside the access log."""
+    return str(access_log_path).rsplit("/", 1)[0] + "/audit.log"
+
+
+def audit_log(path: str) -> dict:
+    """An access log of the audit stream alone: the filter sets `wasm.audit` (its chained
+    audit lines) for denials, cross-tenant events and shadow would-be denials only."""
+    return {
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": path,
+            "log_format": {"text_format_source": {
+                "inline_string": "%FILTER_STATE(wasm.audit:PLAIN)%\n"}},
+        },
+        "filter": {"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3."
+                         "ExpressionFilter",
+                "expression": "'wasm.audit' in filter_state"}}},
+    }
 
 
 def route(prefix: str, cluster: str) -> dict:
@@ -123,7 +148,7 @@ def listener(port: int, access_log_path: str, http_filters: list, name="ingress"
                 "path": str(access_log_path),
                 "log_format": {"json_format": ACCESS_LOG_FORMAT},
             },
-        }],
+        }, audit_log(audit_log_path(access_log_path))],
         "route_config": {
             "name": "local",
             "virtual_hosts": [{

@@ -64,6 +64,10 @@ class Envoy:
         return self.workdir / "access.log"
 
     @property
+    def audit_log_path(self) -> Path:
+        return self.workdir / "audit.log"
+
+    @property
     def stderr_path(self) -> Path:
         return self.workdir / "envoy.stderr"
 

@@ -50,13 +50,15 @@ def wait_clear_of_window_edge(window_s: int, margin_s: float = 3.0):
 
 
 def assert_quota_denied(resp, reason: str, windows: list, refusing: int = None,
-                        upstream=None) -> dict:
+                        upstream=None, exhausted=True) -> dict:
     """A 429 for ``reason`` with ``Retry-After`` and the RateLimit fields.
 
     ``windows``: the tenant's request and token windows as (kind, limit, window_s), in
     configuration order (requests first); ``RateLimit-Policy`` must list exactly these.
     ``refusing``: the window_s of the window that refuses (None: the monthly budget), for the
-    Retry-After check. Returns {"policy": ..., "ratelimit": ..., "retry_after": ...}."""
+    Retry-After check. ``exhausted``: the refusing window has nothing left (False for a
+    request refused because what is left is less than it needs, as with ``output_cap``).
+    Returns {"policy": ..., "ratelimit": ..., "retry_after": ...}."""
     assert resp.status == 429, f"expected 429 {reason}, got {resp}"
     content_type = (resp.header("content-type") or "").split(";")[0].strip()
     assert content_type == "application/json", content_type
@@ -90,7 +92,7 @@ def assert_quota_denied(resp, reason: str, windows: list, refusing: int = None,
         assert 0 <= current[name]["r"] <= limit
         assert 0 <= current[name]["t"] <= w
         assert abs(current[name]["t"] - seconds_to_window_end(w)) <= 2, (name, current[name])
-    if refusing is not None:
+    if refusing is not None and exhausted:
         refusing_kind = {"request_quota_exceeded": "requests",
                          "token_quota_exceeded": "tokens"}[reason]
         refusing_names = [n for (kind, _, w), n in zip(windows, names)

@@ -283,3 +283,42 @@ fn not_json_is_refused() {
         assert_eq!(e.path, "configuration");
     }
 }
+
+#[test]
+fn output_cap_is_opt_in_per_plan_with_a_minimum() {
+    let config = parse(&contract_example()).unwrap();
+    assert_eq!(
+        config.tenants.bind("acme", 0).unwrap().limits.output_cap,
+        None
+    );
+
+    let mut doc = contract_example();
+    doc["plans"]["pro"]["output_cap"] = json!("clamp");
+    let config = parse(&doc).unwrap();
+    assert_eq!(
+        config.tenants.bind("acme", 0).unwrap().limits.output_cap,
+        Some(OutputCap {
+            min_output_tokens: DEFAULT_MIN_OUTPUT_TOKENS
+        })
+    );
+    // A tenant's own limits may set the minimum.
+    doc["tenants"]["acme"]["limits"] = json!({"min_output_tokens": 64});
+    let config = parse(&doc).unwrap();
+    assert_eq!(
+        config.tenants.bind("acme", 0).unwrap().limits.output_cap,
+        Some(OutputCap {
+            min_output_tokens: 64
+        })
+    );
+
+    let e = refused(|d| d["plans"]["pro"]["output_cap"] = json!("trim"));
+    assert_eq!(e.path, "plans.pro.output_cap");
+    let e = refused(|d| {
+        d["plans"]["pro"]["output_cap"] = json!("clamp");
+        d["plans"]["pro"]["min_output_tokens"] = json!(0);
+    });
+    assert_eq!(
+        e.to_string(),
+        "plans.pro.min_output_tokens: must be at least 1"
+    );
+}

@@ -364,11 +364,11 @@ fn stream_usage_goes_into_streaming_posts_to_completions_only() {
 fn provisional_demand_comes_from_content_length_and_the_default_price() {
     let mut pricing = pricing();
     pricing.default = Some(Price::flat(1_000_000, 3_000_000));
-    let d = provisional_demand(Some(400), &rules(), &pricing);
+    let d = provisional_demand(Some(400), rules().default_reservation_tokens, &pricing);
     assert_eq!(d.tokens, 100 + 100);
     assert_eq!(d.micro_usd, 100 + 300);
     assert_eq!(
-        provisional_demand(None, &rules(), &Pricing::default()).tokens,
+        provisional_demand(None, 100, &Pricing::default()).tokens,
         100
     );
 }

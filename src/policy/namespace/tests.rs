@@ -207,6 +207,29 @@ fn normalisation_is_idempotent() {
 }
 
 #[test]
+fn paths_taken_as_already_normal_are_what_the_general_pass_returns() {
+    let mut fast = 0;
+    let samples = [
+        "/",
+        "/v1/models",
+        "/v1/chat/completions/",
+        "/.well-known/x",
+        "/a:b@c!$&'()*+,=-_~",
+    ];
+    for raw in every_combination(3)
+        .into_iter()
+        .chain(samples.iter().map(|s| s.to_string()))
+    {
+        let path = raw.split('?').next().unwrap_or_default();
+        if is_normal(path) {
+            fast += 1;
+            assert_eq!(normal_form(path).as_deref(), Ok(path), "{raw:?}");
+        }
+    }
+    assert!(fast > 100, "only {fast} paths took the fast path");
+}
+
+#[test]
 fn normalised_paths_have_no_dot_or_empty_segments() {
     for raw in every_combination(3) {
         let Ok(p) = normalize(raw.as_bytes()) else {

@@ -16,6 +16,8 @@ fn limits(requests: &[(u64, u64)], tokens: &[(u64, u64)], budget: Option<u64>) -
         requests: plan(requests),
         tokens: plan(tokens),
         monthly_budget_micro_usd: budget,
+        enforcement: Default::default(),
+        output_cap: None,
     }
 }
 

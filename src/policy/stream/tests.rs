@@ -14,6 +14,9 @@ const STREAMING_CHAT: &[u8] = br#"{"model":"gpt-4o","stream":true,"messages":[]}
 const USAGE: &[u8] = br#"{"model":"gpt-4o","usage":{"prompt_tokens":7,"completion_tokens":3}}"#;
 const USAGE_TOKENS: u64 = 10;
 const NOW: u64 = 1_700_000_000;
+const CLAMP: OutputCap = OutputCap {
+    min_output_tokens: 16,
+};
 
 const ISOLATION: IsolationRules = IsolationRules {
     provider_objects: crate::policy::isolation::ProviderObjects::Off,
@@ -75,6 +78,8 @@ fn limits() -> Limits {
             window_s: 86_400,
         }],
         monthly_budget_micro_usd: Some(1_000_000_000),
+        enforcement: Default::default(),
+        output_cap: None,
     }
 }
 
@@ -117,6 +122,18 @@ impl Books {
         let mut effects = effects;
         if effects.read_body {
             effects = stream.on(Event::RequestBody(body), rules);
+        }
+        if let Some(ask) = effects.cap {
+            let held = stream.held().unwrap();
+            let capping =
+                match output_cap::reserve(&self.state, &self.limits, NOW, &held, &ask, CLAMP) {
+                    Ok((state, reservation, cap)) => {
+                        self.state = state;
+                        Capping::Reserved(reservation, cap)
+                    }
+                    Err(refusal) => Capping::Refused(refusal),
+                };
+            effects = stream.capped(capping, rules);
         }
         if let Some(demand) = effects.reserve {
             let held = stream.held().unwrap();
@@ -192,6 +209,8 @@ struct Variant {
     header_mode: HeaderMode,
     global: Option<(FailureMode, bool)>,
     streaming_body: bool,
+    /// The plan caps output limits (`output_cap`).
+    capped: bool,
 }
 
 fn variants() -> Vec<Variant> {
@@ -204,12 +223,21 @@ fn variants() -> Vec<Variant> {
                 Some((FailureMode::Allow, true)),
             ] {
                 for streaming_body in [false, true] {
-                    out.push(Variant {
-                        body_follows,
-                        header_mode,
-                        global,
-                        streaming_body,
-                    });
+                    // Capping is a local matter: walked without the service, to keep it quick.
+                    let capping: &[bool] = if global.is_none() {
+                        &[false, true]
+                    } else {
+                        &[false]
+                    };
+                    for &capped in capping {
+                        out.push(Variant {
+                            body_follows,
+                            header_mode,
+                            global,
+                            streaming_body,
+                            capped,
+                        });
+                    }
                 }
             }
         }
@@ -258,7 +286,11 @@ fn run(books: &mut Books, variant: Variant, steps: &[Step]) -> u64 {
         CHAT
     };
     let provisional = if variant.body_follows {
-        metering::provisional_demand(Some(body.len() as u64), &usage, &pricing)
+        metering::provisional_demand(
+            Some(body.len() as u64),
+            usage.default_reservation_tokens,
+            &pricing,
+        )
     } else {
         Demand::default()
     };
@@ -277,6 +309,8 @@ fn run(books: &mut Books, variant: Variant, steps: &[Step]) -> u64 {
             cache_scope: None,
             private_cache: false,
             json_body: true,
+            shadow: false,
+            output_cap: variant.capped.then_some(CLAMP),
         },
         &rules,
     );
@@ -504,8 +538,11 @@ fn interleaved_streams_share_one_set_of_counters_exactly() {
         let n = 2 + rng.below(5);
         let mut streams: Vec<(Stream, Vec<Step>, Option<Settlement>)> = (0..n)
             .map(|_| {
-                let provisional =
-                    metering::provisional_demand(Some(CHAT.len() as u64), &usage, &pricing);
+                let provisional = metering::provisional_demand(
+                    Some(CHAT.len() as u64),
+                    usage.default_reservation_tokens,
+                    &pricing,
+                );
                 let reservation = books.admit(provisional);
                 let (stream, effects) = Stream::admit(
                     Setup {
@@ -522,6 +559,8 @@ fn interleaved_streams_share_one_set_of_counters_exactly() {
                         cache_scope: None,
                         private_cache: false,
                         json_body: true,
+                        shadow: false,
+                        output_cap: (rng.below(2) == 0).then_some(CLAMP),
                     },
                     &rules,
                 );
@@ -613,6 +652,8 @@ fn setup(body_follows: bool, headers_can_wait: bool) -> Setup<'static> {
         cache_scope: None,
         private_cache: false,
         json_body: true,
+        shadow: false,
+        output_cap: None,
     }
 }
 
@@ -1271,4 +1312,169 @@ mod isolation {
         );
         assert!(effects.refuse.is_none(), "an upload passes unread");
     }
+}
+
+// === Output limits capped to the room left (`output_cap`) ===
+
+fn capped_setup(held: Reservation) -> Setup<'static> {
+    Setup {
+        held: Some(held),
+        content_length: Some(CHAT.len() as u64),
+        output_cap: Some(CLAMP),
+        ..setup(true, true)
+    }
+}
+
+/// A capped request on `books` whose token window has `tokens` left: the effects of its body.
+fn capped_body(books: &mut Books, body: &[u8], rules: &Rules<'_>) -> (Stream, Effects) {
+    let provisional =
+        metering::provisional_demand(Some(body.len() as u64), CLAMP.min_output_tokens, &pricing());
+    let held = books.admit(provisional);
+    let (mut stream, effects) = Stream::admit(capped_setup(held), rules);
+    assert!(stream.headers_held() && stream.body_may_change());
+    assert!(effects.cap.is_none());
+    let effects = stream.on(
+        Event::RequestData {
+            size: body.len(),
+            end: true,
+        },
+        rules,
+    );
+    assert!(effects.read_body);
+    let effects = stream.on(Event::RequestBody(body), rules);
+    let ask = effects.cap.expect("the body asks for a capped reservation");
+    assert_eq!(effects.new_body, None, "the body waits for its cap");
+    let capping = match output_cap::reserve(
+        &books.state,
+        &books.limits,
+        NOW,
+        &stream.held().unwrap(),
+        &ask,
+        CLAMP,
+    ) {
+        Ok((state, reservation, cap)) => {
+            books.state = state;
+            Capping::Reserved(reservation, cap)
+        }
+        Err(refusal) => Capping::Refused(refusal),
+    };
+    let effects = stream.capped(capping, rules);
+    (stream, effects)
+}
+
+fn small_window(tokens: u64) -> Books {
+    let mut books = Books::new();
+    books.limits.tokens = vec![Window {
+        limit: tokens,
+        window_s: 3600,
+    }];
+    books
+}
+
+#[test]
+fn a_capped_body_says_the_room_left_with_its_own_length() {
+    let (usage, pricing) = rules_without_global();
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: None,
+        isolation: &ISOLATION,
+        owners: &Nobody,
+    };
+    // CHAT asks for 50 output tokens; its input estimate is ⌈len / 4⌉.
+    let input = usage::estimate_input_tokens(CHAT.len());
+    let mut books = small_window(input + 30);
+    let (stream, effects) = capped_body(&mut books, CHAT, &rules);
+    let body = effects.new_body.expect("the limit is lowered");
+    assert_eq!(effects.content_length, Some(body.len()));
+    assert_eq!(usage::inspect_request(&body).max_output_tokens, Some(30));
+    assert_eq!(stream.output_cap(), Some(30));
+    assert_eq!(stream.held().unwrap().demand.tokens, input + 30);
+    assert_eq!(books.window(Kind::Tokens), (0, input + 30));
+}
+
+#[test]
+fn a_capped_body_that_fits_goes_unchanged() {
+    let (usage, pricing) = rules_without_global();
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: None,
+        isolation: &ISOLATION,
+        owners: &Nobody,
+    };
+    let mut books = small_window(10_000);
+    let (stream, effects) = capped_body(&mut books, CHAT, &rules);
+    assert_eq!(effects.new_body, None);
+    assert_eq!(stream.output_cap(), None);
+    assert_eq!(effects.refuse, None);
+}
+
+#[test]
+fn a_capped_request_without_room_is_refused_and_settled_at_nothing() {
+    let (usage, pricing) = rules_without_global();
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: None,
+        isolation: &ISOLATION,
+        owners: &Nobody,
+    };
+    let input = usage::estimate_input_tokens(CHAT.len());
+    let mut books = small_window(input + 15);
+    let (mut stream, effects) = capped_body(&mut books, CHAT, &rules);
+    let refusal = effects.refuse.expect("refused");
+    assert_eq!(refusal.reason, Reason::TokenQuotaExceeded);
+    assert_eq!(refusal.reply.status, 429);
+    assert!(refusal
+        .reply
+        .headers
+        .iter()
+        .any(|(n, _)| *n == "retry-after"));
+    let settlement = effects.settle.expect("settled");
+    assert_eq!(settlement.charge(), Actual::default());
+    assert_eq!(settlement.phase, Phase::Refused);
+    assert_eq!(stream.request_flow(Point::Body), Flow::Pause);
+}
+
+#[test]
+fn a_capped_body_naming_its_limit_twice_is_refused() {
+    let (usage, pricing) = rules_without_global();
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: None,
+        isolation: &ISOLATION,
+        owners: &Nobody,
+    };
+    let mut books = small_window(10_000);
+    let body = br#"{"model":"gpt-4o","max_tokens":100000,"max_tokens":10}"#;
+    let held = books.admit(Demand::default());
+    let (mut stream, _) = Stream::admit(capped_setup(held), &rules);
+    let effects = stream.on(Event::RequestBody(body), &rules);
+    assert_eq!(effects.cap, None);
+    assert_eq!(effects.refuse.map(|r| r.reason), Some(Reason::InvalidBody));
+}
+
+#[test]
+fn counters_out_of_reach_leave_the_request_uncapped() {
+    let (usage, pricing) = rules_without_global();
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: None,
+        isolation: &ISOLATION,
+        owners: &Nobody,
+    };
+    let mut books = small_window(10_000);
+    let held = books.admit(Demand::default());
+    let (mut stream, _) = Stream::admit(capped_setup(held), &rules);
+    let effects = stream.on(Event::RequestBody(CHAT), &rules);
+    assert!(effects.cap.is_some());
+    let effects = stream.capped(Capping::Unavailable, &rules);
+    assert_eq!(effects.new_body, None);
+    assert_eq!(effects.refuse, None);
+    // It reserves its estimate as an uncapped request does.
+    assert!(effects.reserve.is_some());
+    assert_eq!(stream.output_cap(), None);
 }

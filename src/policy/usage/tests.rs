@@ -590,6 +590,7 @@ fn openai_chat_request_is_read() {
             stream: true,
             include_usage: true,
             anthropic_version: false,
+            ambiguous: false,
         }
     );
 }
@@ -915,4 +916,27 @@ fn ids_deeper_than_the_top_or_an_envelope_are_not_taken() {
         br#"{"choices":[{"message":{"tool_calls":[{"id":"call_1"}]}}],"data":[{"id":"file-a"}]}"#,
     );
     assert_eq!(json.ids(), &AnswerIds::default());
+}
+
+#[test]
+fn a_member_that_sizes_the_output_named_twice_is_ambiguous() {
+    for body in [
+        &br#"{"max_tokens":10,"max_tokens":100000}"#[..],
+        br#"{"max_tokens":100000,"\u006dax_tokens":10}"#,
+        br#"{"n":5,"n":1}"#,
+        br#"{"best_of":1,"best_of":2}"#,
+        br#"{"max_output_tokens":null,"max_output_tokens":3}"#,
+    ] {
+        assert!(
+            inspect_request(body).ambiguous,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    for body in [
+        &br#"{"max_tokens":10,"max_completion_tokens":20,"n":2,"best_of":3}"#[..],
+        br#"{"model":"a","model":"b"}"#,
+    ] {
+        assert!(!inspect_request(body).ambiguous);
+    }
 }
