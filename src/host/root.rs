@@ -547,7 +547,7 @@ impl RootContext for Root {
         let cache = TokenCache::new(config.token_cache_size);
         // The audit chain starts by naming the configuration it runs under.
         let mut audit = Chain::new(format!("{:016x}", random_u64()));
-        let config_sha256 = audit::hex(&hmac_sha256::Hash::hash(&document));
+        let config_sha256 = audit::hex(&config.document_sha256);
         let start = audit.start(
             &audit::rfc3339_millis(super::now_ms().unwrap_or(0)),
             &config_sha256,

@@ -21,6 +21,7 @@ pub mod quota;
 pub mod ratelimit;
 pub mod record;
 pub mod stream;
+pub mod structpb;
 pub mod tenant;
 pub mod token_cache;
 pub mod usage;
