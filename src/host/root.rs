@@ -22,7 +22,7 @@ use crate::policy::identity::RemoteKeys;
 use crate::policy::isolation::ProviderObjects;
 use crate::policy::jwks::KeySet;
 use crate::policy::lease::{Ended, Step};
-use crate::policy::ratelimit::{self, Answer, Debit, DebitNext, Subject};
+use crate::policy::ratelimit::{self, Answer, Debit, Debits, Subject};
 use crate::policy::stream::HeaderMode;
 use crate::policy::token_cache::TokenCache;
 
@@ -177,6 +177,8 @@ pub struct Root {
     pending: HashMap<u32, usize>,
     /// Callout token → the token debit it carries.
     debits_in_flight: HashMap<u32, Debit>,
+    /// The rounds of pieces of refused debits.
+    debits: Debits,
     /// Callout token → the block of leased credit it fetches.
     refills_in_flight: HashMap<u32, Refill>,
     /// The rate-limit cluster was checked (on the first tick).
@@ -209,19 +211,7 @@ impl Context for Root {
         let Some(debit) = self.debits_in_flight.remove(&token) else {
             return;
         };
-        let tenant = debit.tenant.clone();
-        match debit.answered(global::answer(status_code).as_ref()) {
-            DebitNext::Done => {}
-            DebitNext::Send(next) => {
-                for debit in next {
-                    self.send_debit(debit);
-                }
-            }
-            DebitNext::GaveUp(tokens) => log::warn!(
-                "tenant-guard: rate-limit service took no debit of {tokens} tokens for tenant \
-                 {tenant}"
-            ),
-        }
+        self.debit_answered(debit, global::answer(status_code).as_ref());
     }
 
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
@@ -487,10 +477,30 @@ impl Root {
             Ok(token) => {
                 self.debits_in_flight.insert(token, debit);
             }
-            Err(status) => log::warn!(
-                "tenant-guard: token debit for tenant {} not sent: {status:?}",
-                debit.tenant
-            ),
+            Err(status) => {
+                log::warn!(
+                    "tenant-guard: token debit for tenant {} not sent: {status:?}",
+                    debit.tenant
+                );
+                drop(worker);
+                // As a failed call: retried a few times, and its round still ends.
+                self.debit_answered(debit, None);
+            }
+        }
+    }
+
+    /// Takes the answer to a debit's call (`None`: it failed); sends what follows.
+    fn debit_answered(&mut self, debit: Debit, answer: Option<&Answer>) {
+        let tenant = debit.tenant.clone();
+        let next = self.debits.answered(debit, answer);
+        if let Some(tokens) = next.gave_up {
+            log::warn!(
+                "tenant-guard: rate-limit service took no debit of {tokens} tokens for tenant \
+                 {tenant}"
+            );
+        }
+        for debit in next.send {
+            self.send_debit(debit);
         }
     }
 }

@@ -7,6 +7,8 @@
 //! `usage` (`requests` or `tokens`), `plan`, `tenant_id`, then the optional `extra_entries`, so
 //! services that address descriptors by index (Limitador) see it as `descriptors[0]`.
 
+use std::collections::HashMap;
+
 use crate::policy::config::{ExtraEntry, GlobalRateLimit};
 
 /// The gRPC service and method the filter calls.
@@ -182,12 +184,16 @@ pub fn answer(bytes: &[u8]) -> Option<Answer> {
 /// envoyproxy/ratelimit counts a hit even when it answers OVER_LIMIT (and says how much is
 /// left): one call is enough. Limitador refuses a hit that would cross the limit and counts
 /// nothing, so a large debit could leave the tenant below its limit and still admitted. The
-/// refused amount is then sent again at once as [`pieces`] (half of what could still fit, half
-/// of the rest, ... down to 1), side by side: the service takes those that fit, so one more
-/// round trip leaves the counter exhausted, before the tenant's next request is checked. A
-/// service that checks and then updates in two steps (Limitador on Redis) may take racing
-/// pieces that together cross the limit: the counter then ends above it, never above the real
-/// usage. A refused piece ends there. Failed calls are retried a few times.
+/// refused amount is then sent again at once as a round of [`pieces`] (half of what could still
+/// fit, half of the rest, ... down to 1), side by side: taken largest first, those that fit
+/// leave the counter exhausted in one more round trip. The service may take them in another
+/// order (it answers side-by-side calls concurrently, and a piece that fits later may be
+/// refused first), so once every piece of a round has its answer, the smallest refused piece
+/// (what is left is less than it) is split again into a new round; the debit ends when a hit of
+/// 1 is refused (the counter is full) or nothing was refused. A service that checks and then
+/// updates in two steps (Limitador on Redis) may take racing pieces that together cross the
+/// limit: the counter then ends above it, never above the real usage. Failed calls are retried
+/// a few times.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Debit {
     pub tenant: String,
@@ -196,20 +202,9 @@ pub struct Debit {
     pub model: Option<String>,
     /// The amount of this call.
     hits: u64,
-    /// The first call of the debit (refused, it is split into pieces).
-    whole: bool,
+    /// The round this call is a piece of (`None`: the whole debit).
+    round: Option<u64>,
     failures: u32,
-}
-
-/// What follows one debit call's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DebitNext {
-    /// Counted, or refused as a piece: nothing more to send.
-    Done,
-    /// Send these calls now (the same amount after a failure; the pieces of a refused debit).
-    Send(Vec<Debit>),
-    /// The call failed too often: these tokens were never debited.
-    GaveUp(u64),
 }
 
 /// Calls a debit's amount may fail before it is given up.
@@ -229,7 +224,7 @@ impl Debit {
             user,
             model,
             hits: tokens,
-            whole: true,
+            round: None,
             failures: 0,
         }
     }
@@ -238,35 +233,111 @@ impl Debit {
     pub fn hits(&self) -> u64 {
         self.hits
     }
+}
 
-    /// Takes the outcome of this debit's call (`None`: it failed).
-    pub fn answered(self, answer: Option<&Answer>) -> DebitNext {
-        match answer.map(|a| (&a.verdict, a.limit_remaining)) {
-            Some((Verdict::Ok, _)) => DebitNext::Done,
+/// What follows one debit call's answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DebitNext {
+    /// Calls to send now: the same amount after a failure, a round of pieces.
+    pub send: Vec<Debit>,
+    /// This call failed too often: these tokens were never debited.
+    pub gave_up: Option<u64>,
+}
+
+/// The rounds of pieces whose answers are still coming in (one per refused debit at a time;
+/// a round is forgotten when its last piece is answered or given up).
+#[derive(Debug, Default)]
+pub struct Debits {
+    rounds: HashMap<u64, Round>,
+    next_round: u64,
+}
+
+#[derive(Debug)]
+struct Round {
+    pending: usize,
+    smallest_refused: Option<u64>,
+}
+
+impl Debits {
+    /// Takes the outcome of one debit call (`None`: it failed).
+    pub fn answered(&mut self, debit: Debit, answer: Option<&Answer>) -> DebitNext {
+        let refused = match answer.map(|a| (&a.verdict, a.limit_remaining)) {
+            Some((Verdict::Ok, _)) => None,
             // The service counted it and says so (envoyproxy/ratelimit).
-            Some((Verdict::OverLimit, Some(_))) => DebitNext::Done,
+            Some((Verdict::OverLimit, Some(_))) => None,
             // Refused and not counted (Limitador): what still fits is less than this amount.
-            Some((Verdict::OverLimit, None)) if self.whole && self.hits > 1 => DebitNext::Send(
-                pieces(self.hits.saturating_sub(1))
-                    .into_iter()
-                    .map(|hits| Debit {
-                        hits,
-                        whole: false,
-                        failures: 0,
-                        ..self.clone()
-                    })
-                    .collect(),
-            ),
-            Some((Verdict::OverLimit, None)) => DebitNext::Done,
+            Some((Verdict::OverLimit, None)) => Some(debit.hits),
             Some((Verdict::Unknown, _)) | None => {
-                let failures = self.failures.saturating_add(1);
-                if failures >= DEBIT_FAILURES {
-                    DebitNext::GaveUp(self.hits)
-                } else {
-                    DebitNext::Send(vec![Debit { failures, ..self }])
+                let failures = debit.failures.saturating_add(1);
+                if failures < DEBIT_FAILURES {
+                    return DebitNext {
+                        send: vec![Debit { failures, ..debit }],
+                        gave_up: None,
+                    };
                 }
+                let gave_up = Some(debit.hits);
+                let send = self.piece_done(&debit, None);
+                return DebitNext { send, gave_up };
             }
+        };
+        let send = match (debit.round, refused) {
+            (None, Some(hits)) => self.split(&debit, hits),
+            (None, None) => Vec::new(),
+            (Some(_), _) => self.piece_done(&debit, refused),
+        };
+        DebitNext {
+            send,
+            gave_up: None,
         }
+    }
+
+    /// Notes a piece's end; after a round's last piece, the next round if one is needed.
+    fn piece_done(&mut self, piece: &Debit, refused: Option<u64>) -> Vec<Debit> {
+        let Some(id) = piece.round else {
+            return Vec::new();
+        };
+        let Some(round) = self.rounds.get_mut(&id) else {
+            return Vec::new();
+        };
+        round.pending = round.pending.saturating_sub(1);
+        if let Some(hits) = refused {
+            round.smallest_refused = Some(round.smallest_refused.map_or(hits, |s| s.min(hits)));
+        }
+        if round.pending > 0 {
+            return Vec::new();
+        }
+        let smallest = round.smallest_refused;
+        self.rounds.remove(&id);
+        match smallest {
+            Some(hits) => self.split(piece, hits),
+            None => Vec::new(),
+        }
+    }
+
+    /// A new round for a refused amount of `hits`: what is left is at most `hits - 1`.
+    fn split(&mut self, debit: &Debit, hits: u64) -> Vec<Debit> {
+        let amounts = pieces(hits.saturating_sub(1));
+        if amounts.is_empty() {
+            return Vec::new();
+        }
+        let id = self.next_round;
+        self.next_round = self.next_round.wrapping_add(1);
+        self.rounds.insert(
+            id,
+            Round {
+                pending: amounts.len(),
+                smallest_refused: None,
+            },
+        );
+        amounts
+            .into_iter()
+            .map(|hits| Debit {
+                hits,
+                round: Some(id),
+                failures: 0,
+                ..debit.clone()
+            })
+            .collect()
     }
 }
 

@@ -165,13 +165,29 @@ fn debit(tokens: u64) -> Debit {
     Debit::new("acme".into(), Some("pro".into()), None, None, tokens)
 }
 
+/// The order in which a Limitador-like counter takes calls sent side by side.
+#[derive(Clone, Copy, Debug)]
+enum Order {
+    AsSent,
+    /// The last sent first (smallest pieces first): the service answers concurrently.
+    Reversed,
+}
+
 /// Runs a debit against a Limitador-like counter: a hit that would cross `limit` is refused
 /// and counts nothing; calls sent side by side are taken in the order they were sent. Returns
 /// the counter and the number of calls.
-fn against_limitador(mut counter: u64, limit: u64, tokens: u64) -> (u64, u32) {
+fn against_limitador(counter: u64, limit: u64, tokens: u64) -> (u64, u32) {
+    against_limitador_in(Order::AsSent, counter, limit, tokens)
+}
+
+fn against_limitador_in(order: Order, mut counter: u64, limit: u64, tokens: u64) -> (u64, u32) {
+    let mut debits = Debits::default();
     let mut queue = std::collections::VecDeque::from([debit(tokens)]);
     let mut calls = 0;
-    while let Some(d) = queue.pop_front() {
+    while let Some(d) = match order {
+        Order::AsSent => queue.pop_front(),
+        Order::Reversed => queue.pop_back(),
+    } {
         calls += 1;
         let hits = d.hits();
         let verdict = if counter + hits > limit {
@@ -180,12 +196,11 @@ fn against_limitador(mut counter: u64, limit: u64, tokens: u64) -> (u64, u32) {
             counter += hits;
             Verdict::Ok
         };
-        match d.answered(Some(&answered(verdict, None))) {
-            DebitNext::Send(next) => queue.extend(next),
-            DebitNext::Done => {}
-            DebitNext::GaveUp(_) => panic!("gave up"),
-        }
+        let next = debits.answered(d, Some(&answered(verdict, None)));
+        assert_eq!(next.gave_up, None);
+        queue.extend(next.send);
     }
+    assert!(debits.rounds.is_empty(), "rounds left open");
     (counter, calls)
 }
 
@@ -235,33 +250,69 @@ fn pieces_fill_every_amount_below_their_total_largest_first() {
 }
 
 #[test]
-fn a_refused_piece_is_not_split_again() {
-    let DebitNext::Send(pieces) = debit(100).answered(Some(&answered(Verdict::OverLimit, None)))
-    else {
-        panic!("a refused debit is split");
-    };
-    let piece = pieces.into_iter().next().unwrap();
-    assert_eq!(piece.hits(), 50);
+fn pieces_taken_in_any_order_still_exhaust_the_counter() {
+    // Smallest first, the pieces that fit leave room; the round's smallest refused piece is
+    // split again until the counter is full.
+    for (counter, limit, tokens) in [
+        (909, 1000, 100),
+        (990, 1000, 300),
+        (0, 5, 6),
+        (4, 5, 2),
+        (0, 1000, 1_000_000),
+    ] {
+        let (after, calls) = against_limitador_in(Order::Reversed, counter, limit, tokens);
+        assert_eq!(after, limit, "{counter}+{tokens} against {limit}");
+        // A round per halving at most.
+        let round = pieces(tokens - 1).len() as u32;
+        assert!(calls <= 1 + round * round, "{calls} calls");
+    }
+}
+
+#[test]
+fn a_round_is_split_again_by_its_smallest_refused_piece_once_every_answer_is_in() {
+    let mut debits = Debits::default();
+    let refused = answered(Verdict::OverLimit, None);
+    let ok = answered(Verdict::Ok, None);
+    let round = debits.answered(debit(100), Some(&refused)).send;
     assert_eq!(
-        piece.answered(Some(&answered(Verdict::OverLimit, None))),
-        DebitNext::Done
+        round.iter().map(Debit::hits).collect::<Vec<_>>(),
+        [50, 25, 12, 6, 3, 2, 1]
     );
+    let mut round = round.into_iter();
+    for answer in [&ok, &refused, &ok, &refused, &ok, &ok] {
+        let step = debits.answered(round.next().unwrap(), Some(answer));
+        assert_eq!(
+            step,
+            DebitNext::default(),
+            "nothing until the round is complete"
+        );
+    }
+    let next = debits.answered(round.next().unwrap(), Some(&ok)).send;
+    // 6 was the smallest refused: at most 5 left.
+    assert_eq!(next.iter().map(Debit::hits).collect::<Vec<_>>(), [3, 1, 1]);
+    // A refused hit of 1 ends it: the counter is full.
+    let mut debits = Debits::default();
+    assert_eq!(
+        debits.answered(debit(1), Some(&refused)),
+        DebitNext::default()
+    );
+    assert!(debits.rounds.is_empty());
 }
 
 #[test]
 fn an_over_limit_that_was_counted_ends_the_debit() {
     // envoyproxy/ratelimit: counted, and it says how much is left.
+    let mut debits = Debits::default();
     assert_eq!(
-        debit(500).answered(Some(&answered(Verdict::OverLimit, Some(0)))),
-        DebitNext::Done
+        debits.answered(debit(500), Some(&answered(Verdict::OverLimit, Some(0)))),
+        DebitNext::default()
     );
 }
 
 #[test]
 fn failed_calls_are_retried_a_few_times_then_given_up() {
-    let DebitNext::Send(again) = debit(500).answered(None) else {
-        panic!("a failed call is retried");
-    };
+    let mut debits = Debits::default();
+    let again = debits.answered(debit(500), None).send;
     assert_eq!(again.len(), 1);
     let again = again.into_iter().next().unwrap();
     assert_eq!(
@@ -269,11 +320,40 @@ fn failed_calls_are_retried_a_few_times_then_given_up() {
         500,
         "a failed call is retried with the same amount"
     );
-    let DebitNext::Send(again) = again.answered(Some(&answered(Verdict::Unknown, None))) else {
-        panic!("retried twice");
-    };
-    let again = again.into_iter().next().unwrap();
-    assert_eq!(again.answered(None), DebitNext::GaveUp(500));
+    let again = debits
+        .answered(again, Some(&answered(Verdict::Unknown, None)))
+        .send
+        .into_iter()
+        .next()
+        .unwrap();
+    let last = debits.answered(again, None);
+    assert_eq!((last.send.len(), last.gave_up), (0, Some(500)));
+}
+
+#[test]
+fn a_piece_given_up_still_closes_its_round() {
+    let mut debits = Debits::default();
+    let refused = answered(Verdict::OverLimit, None);
+    let round = debits.answered(debit(4), Some(&refused)).send;
+    assert_eq!(round.iter().map(Debit::hits).collect::<Vec<_>>(), [2, 1]);
+    let mut round = round.into_iter();
+    assert_eq!(
+        debits.answered(round.next().unwrap(), Some(&refused)).send,
+        []
+    );
+    let mut piece = round.next().unwrap();
+    for _ in 0..2 {
+        piece = debits
+            .answered(piece, None)
+            .send
+            .into_iter()
+            .next()
+            .unwrap();
+    }
+    let last = debits.answered(piece, None);
+    assert_eq!(last.gave_up, Some(1));
+    // The refused 2 leaves at most 1: one more round.
+    assert_eq!(last.send.iter().map(Debit::hits).collect::<Vec<_>>(), [1]);
 }
 
 #[test]
