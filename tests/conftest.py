@@ -12,7 +12,7 @@ import pytest
 
 from harness import bootstrap as bs
 from harness.envoy_process import Envoy, envoy_binary
-from harness.keys import KeyRing, jwk_set
+from harness.keys import GLOBEX_ISSUER, KeyRing, claims, jwk_set, mint
 from harness.plugin_config import gateway_config, main_plugin_config, tenant
 from harness.servers import JwksServer, RecordingUpstream
 
@@ -178,11 +178,21 @@ class NamespaceGateway:
     ``b``, the vector-store prefixes to ``vec`` and everything else to ``c``; tenant acme has
     namespace ``acme-ns``, globex the default (its id)."""
 
-    def __init__(self, proxy, upstreams, tokens):
+    def __init__(self, proxy, upstreams, keys):
         self.proxy = proxy
         self.client = proxy.client
         self.a, self.b, self.c, self.vec = upstreams
-        self.acme, self.globex = tokens
+        self.keys = keys
+
+    # A token minted when asked for: the gateway lives for the whole session, which can last
+    # longer than a token.
+    @property
+    def acme(self):
+        return mint(self.keys.corp_rsa, claims("acme"))
+
+    @property
+    def globex(self):
+        return mint(self.keys.globex_rsa, claims("globex", iss=GLOBEX_ISSUER))
 
     @property
     def upstreams(self):
@@ -196,8 +206,6 @@ class NamespaceGateway:
 
 @contextlib.contextmanager
 def _namespace_gateway(workdir, wasm_path, jwks_server, keys, hold_headers=True):
-    from harness.keys import GLOBEX_ISSUER, claims, mint
-
     config = gateway_config(keys, {
         "acme": tenant(namespace="acme-ns"),
         "globex": tenant(providers=["globex-idp"]),
@@ -214,10 +222,9 @@ def _namespace_gateway(workdir, wasm_path, jwks_server, keys, hold_headers=True)
                                        [bs.wasm_filter(wasm_path, config,
                                                        hold_headers=hold_headers)],
                                        routes=routes, clusters=clusters)) as proxy:
-            acme = mint(keys.corp_rsa, claims("acme"))
-            proxy.learn_header_mode(acme, "held" if hold_headers else "forwarded")
-            yield NamespaceGateway(proxy, upstreams, (
-                acme, mint(keys.globex_rsa, claims("globex", iss=GLOBEX_ISSUER))))
+            gateway = NamespaceGateway(proxy, upstreams, keys)
+            proxy.learn_header_mode(gateway.acme, "held" if hold_headers else "forwarded")
+            yield gateway
     finally:
         for up in upstreams:
             up.close()
