@@ -17,6 +17,7 @@ pub mod lease;
 pub mod metering;
 pub mod namespace;
 pub mod output_cap;
+pub mod protobuf;
 pub mod quota;
 pub mod ratelimit;
 pub mod record;

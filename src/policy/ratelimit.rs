@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use crate::policy::config::{ExtraEntry, GlobalRateLimit};
+use crate::policy::protobuf::{put_bytes, put_varint_field, Fields, Wire};
 
 /// The gRPC service and method the filter calls.
 pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
@@ -129,24 +130,24 @@ pub fn answer(bytes: &[u8]) -> Option<Answer> {
     let mut response_headers = Vec::new();
     for field in Fields::new(bytes) {
         match field? {
-            (1, Value::Varint(code)) => {
+            (1, Wire::Varint(code)) => {
                 verdict = match code {
                     1 => Verdict::Ok,
                     2 => Verdict::OverLimit,
                     _ => Verdict::Unknown,
                 }
             }
-            (2, Value::Bytes(status)) => {
+            (2, Wire::Bytes(status)) => {
                 for f in Fields::new(status) {
                     match f? {
-                        (3, Value::Varint(remaining)) => {
+                        (3, Wire::Varint(remaining)) => {
                             limit_remaining =
                                 Some(limit_remaining.map_or(remaining, |r| r.min(remaining)));
                         }
-                        (4, Value::Bytes(duration)) => {
+                        (4, Wire::Bytes(duration)) => {
                             let mut seconds = 0;
                             for d in Fields::new(duration) {
-                                if let (1, Value::Varint(s)) = d? {
+                                if let (1, Wire::Varint(s)) = d? {
                                     seconds = s;
                                 }
                             }
@@ -156,12 +157,12 @@ pub fn answer(bytes: &[u8]) -> Option<Answer> {
                     }
                 }
             }
-            (3, Value::Bytes(header)) => {
+            (3, Wire::Bytes(header)) => {
                 let (mut key, mut value) = (String::new(), String::new());
                 for f in Fields::new(header) {
                     match f? {
-                        (1, Value::Bytes(k)) => key = String::from_utf8(k.to_vec()).ok()?,
-                        (2, Value::Bytes(v)) => value = String::from_utf8(v.to_vec()).ok()?,
+                        (1, Wire::Bytes(k)) => key = String::from_utf8(k.to_vec()).ok()?,
+                        (2, Wire::Bytes(v)) => value = String::from_utf8(v.to_vec()).ok()?,
                         _ => {}
                     }
                 }
@@ -353,99 +354,6 @@ pub fn pieces(total: u64) -> Vec<u64> {
         left -= piece;
     }
     out
-}
-
-// === Protobuf wire format (just what the messages above use) ===
-
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-fn put_varint_field(out: &mut Vec<u8>, field: u64, n: u64) {
-    put_varint(out, field << 3);
-    put_varint(out, n);
-}
-
-fn put_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
-    put_varint(out, (field << 3) | 2);
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-enum Value<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    /// Fixed-width fields, skipped.
-    Other,
-}
-
-/// Iterates over the fields of one message; yields `None` once on malformed input.
-struct Fields<'a> {
-    rest: &'a [u8],
-    failed: bool,
-}
-
-impl<'a> Fields<'a> {
-    fn new(bytes: &'a [u8]) -> Fields<'a> {
-        Fields {
-            rest: bytes,
-            failed: false,
-        }
-    }
-
-    fn varint(&mut self) -> Option<u64> {
-        let mut n: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = self.rest.split_first()?;
-            self.rest = rest;
-            n |= u64::from(byte & 0x7f).checked_shl(shift)?;
-            if byte & 0x80 == 0 {
-                return Some(n);
-            }
-        }
-        None
-    }
-
-    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
-        if len > self.rest.len() {
-            return None;
-        }
-        let (taken, rest) = self.rest.split_at(len);
-        self.rest = rest;
-        Some(taken)
-    }
-
-    fn field(&mut self) -> Option<(u64, Value<'a>)> {
-        let key = self.varint()?;
-        let value = match key & 7 {
-            0 => Value::Varint(self.varint()?),
-            1 => self.take(8).map(|_| Value::Other)?,
-            2 => {
-                let len = usize::try_from(self.varint()?).ok()?;
-                Value::Bytes(self.take(len)?)
-            }
-            5 => self.take(4).map(|_| Value::Other)?,
-            _ => return None,
-        };
-        Some((key >> 3, value))
-    }
-}
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = Option<(u64, Value<'a>)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.rest.is_empty() {
-            return None;
-        }
-        let field = self.field();
-        self.failed = field.is_none();
-        Some(field)
-    }
 }
 
 #[cfg(test)]

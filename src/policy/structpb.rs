@@ -14,6 +14,10 @@
 
 use serde_json::{Map, Number, Value};
 
+use crate::policy::protobuf::{Fields, Wire};
+
+const NOT_A_STRUCT: &str = "not a serialized google.protobuf.Struct";
+
 /// Nesting of Structs and lists a document may have (serde_json's own limit is 128).
 pub const MAX_DEPTH: usize = 64;
 
@@ -48,7 +52,7 @@ fn decode_struct(
     }
     let mut fields = Map::new();
     for field in Fields::new(bytes) {
-        match field.map_err(|m| path.error(m))? {
+        match field.ok_or_else(|| path.error(NOT_A_STRUCT))? {
             (1, Wire::Bytes(entry)) => {
                 let (key, value) = map_entry(entry, path)?;
                 path.push_key(&key);
@@ -73,7 +77,7 @@ fn map_entry<'a>(entry: &'a [u8], path: &Path) -> Result<(String, Option<&'a [u8
     let mut key = String::new();
     let mut value = None;
     for field in Fields::new(entry) {
-        match field.map_err(|m| path.error(m))? {
+        match field.ok_or_else(|| path.error(NOT_A_STRUCT))? {
             (1, Wire::Bytes(k)) => {
                 key =
                     String::from_utf8(k.to_vec()).map_err(|_| path.error("a key is not UTF-8"))?;
@@ -95,7 +99,7 @@ fn decode_value(bytes: &[u8], path: &mut Path, depth: usize) -> Result<Value, St
     // Protobuf lets the last member of a oneof win; a Value that says two things is refused.
     let mut kind: Option<Value> = None;
     for field in Fields::new(bytes) {
-        let value = match field.map_err(|m| path.error(m))? {
+        let value = match field.ok_or_else(|| path.error(NOT_A_STRUCT))? {
             (1, Wire::Varint(_)) => Value::Null,
             (2, Wire::Fixed64(bits)) => number(f64::from_bits(bits), path)?,
             (3, Wire::Bytes(s)) => Value::String(
@@ -122,7 +126,7 @@ fn decode_list(bytes: &[u8], path: &mut Path, depth: usize) -> Result<Value, Str
     }
     let mut values = Vec::new();
     for field in Fields::new(bytes) {
-        match field.map_err(|m| path.error(m))? {
+        match field.ok_or_else(|| path.error(NOT_A_STRUCT))? {
             (1, Wire::Bytes(v)) => {
                 path.push_index(values.len());
                 let value = decode_value(v, path, depth + 1)?;
@@ -233,86 +237,6 @@ impl Path {
             path: self.text.clone(),
             message: message.into(),
         }
-    }
-}
-
-// === Protobuf wire format ===
-
-enum Wire<'a> {
-    Varint(u64),
-    Fixed64(u64),
-    Bytes(&'a [u8]),
-    Fixed32,
-}
-
-/// The fields of one message; yields one error and stops on malformed input.
-struct Fields<'a> {
-    rest: &'a [u8],
-    failed: bool,
-}
-
-impl<'a> Fields<'a> {
-    fn new(bytes: &'a [u8]) -> Fields<'a> {
-        Fields {
-            rest: bytes,
-            failed: false,
-        }
-    }
-
-    fn varint(&mut self) -> Option<u64> {
-        let mut n: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = self.rest.split_first()?;
-            self.rest = rest;
-            n |= u64::from(byte & 0x7f).checked_shl(shift)?;
-            if byte & 0x80 == 0 {
-                return Some(n);
-            }
-        }
-        None
-    }
-
-    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
-        if len > self.rest.len() {
-            return None;
-        }
-        let (taken, rest) = self.rest.split_at(len);
-        self.rest = rest;
-        Some(taken)
-    }
-
-    fn field(&mut self) -> Option<(u64, Wire<'a>)> {
-        let key = self.varint()?;
-        let wire = match key & 7 {
-            0 => Wire::Varint(self.varint()?),
-            1 => {
-                let bytes: [u8; 8] = self.take(8)?.try_into().ok()?;
-                Wire::Fixed64(u64::from_le_bytes(bytes))
-            }
-            2 => {
-                let len = usize::try_from(self.varint()?).ok()?;
-                Wire::Bytes(self.take(len)?)
-            }
-            5 => self.take(4).map(|_| Wire::Fixed32)?,
-            _ => return None, // groups (3, 4) and the unused 6, 7
-        };
-        match key >> 3 {
-            0 => None, // field number 0 does not exist
-            number => Some((number, wire)),
-        }
-    }
-}
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = Result<(u64, Wire<'a>), &'static str>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.rest.is_empty() {
-            return None;
-        }
-        let field = self.field();
-        self.failed = field.is_none();
-        Some(field.ok_or("not a serialized google.protobuf.Struct"))
     }
 }
 

@@ -18,9 +18,9 @@ fn rules(extra_entries: Vec<ExtraEntry>) -> GlobalRateLimit {
 fn fields(bytes: &[u8]) -> Vec<(u64, Vec<u8>, Option<u64>)> {
     Fields::new(bytes)
         .map(|f| match f.unwrap() {
-            (n, Value::Bytes(b)) => (n, b.to_vec(), None),
-            (n, Value::Varint(v)) => (n, Vec::new(), Some(v)),
-            (n, Value::Other) => (n, Vec::new(), None),
+            (n, Wire::Bytes(b)) => (n, b.to_vec(), None),
+            (n, Wire::Varint(v)) => (n, Vec::new(), Some(v)),
+            (n, Wire::Fixed64(_) | Wire::Fixed32) => (n, Vec::new(), None),
         })
         .collect()
 }
