@@ -153,23 +153,23 @@ pub fn decide(
         Credential::Unreadable => return deny(Reason::InvalidToken, "token is not valid UTF-8"),
         Credential::Present { source, token } => (*source, token.as_str()),
     };
-    let verified = match cache.get(token, facts.now) {
-        Some(hit) => hit.clone(),
-        None => match identity::verify(token, &config.providers, &config.identity, facts.now) {
-            Ok(verified) => {
-                cache.insert(token, verified.clone());
-                verified
-            }
-            Err(rejection) => return deny(rejection.reason, rejection.detail),
-        },
-    };
-    admit(config, source, verified, owners, &facts)
+    if let Some(hit) = cache.get(token, facts.now) {
+        return admit(config, source, hit, owners, &facts);
+    }
+    match identity::verify(token, &config.providers, &config.identity, facts.now) {
+        Ok(verified) => {
+            let decision = admit(config, source, &verified, owners, &facts);
+            cache.insert(token, verified);
+            decision
+        }
+        Err(rejection) => deny(rejection.reason, rejection.detail),
+    }
 }
 
 fn admit(
     config: &Config,
     source: usize,
-    verified: VerifiedToken,
+    verified: &VerifiedToken,
     owners: &dyn Owners,
     facts: &RequestFacts<'_>,
 ) -> Decision {
@@ -274,7 +274,7 @@ fn admit(
     Decision::Admit(Box::new(Admission {
         quota_id,
         tenant: bound.id.to_string(),
-        user: verified.user,
+        user: verified.user.clone(),
         provider,
         plan: bound.plan.map(str::to_string),
         limits: bound.limits.clone(),
