@@ -41,13 +41,6 @@ extern "C" {
         value_data: *const u8,
         value_size: usize,
     ) -> u32;
-    fn proxy_add_header_map_value(
-        map_type: MapType,
-        key_data: *const u8,
-        key_size: usize,
-        value_data: *const u8,
-        value_size: usize,
-    ) -> u32;
     fn proxy_remove_header_map_value(
         map_type: MapType,
         key_data: *const u8,
@@ -166,14 +159,6 @@ pub fn set_header(map: MapType, name: &str, value: &[u8]) -> Result<(), HostErro
     // SAFETY: the pointers are valid for the call.
     check(unsafe {
         proxy_replace_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
-    })
-}
-
-/// Adds a value to a header.
-pub fn add_header(map: MapType, name: &str, value: &[u8]) -> Result<(), HostError> {
-    // SAFETY: the pointers are valid for the call.
-    check(unsafe {
-        proxy_add_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
     })
 }
 
