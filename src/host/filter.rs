@@ -65,7 +65,7 @@ struct Admitted {
     quota_id: String,
     user: Option<String>,
     plan: Option<String>,
-    limits: Limits,
+    limits: Rc<Limits>,
     key: QuotaKey,
     /// The windows after the admission, for the remaining-quota response headers.
     windows: Vec<WindowStatus>,

@@ -1,6 +1,8 @@
 //! The request's plan, as data: from the facts of a request's headers to either the header
 //! edits of an admission or a denial. The shell executes whatever comes back.
 
+use std::rc::Rc;
+
 use crate::policy::config::{Config, Limits, TokenSource};
 use crate::policy::denial::Reason;
 use crate::policy::identity::{self, VerifiedToken};
@@ -83,7 +85,7 @@ pub struct Admission {
     pub provider: String,
     pub plan: Option<String>,
     /// The tenant's effective quota windows (empty: no quotas).
-    pub limits: Limits,
+    pub limits: Rc<Limits>,
     /// The tenant is listed in the configuration (else admitted through `default_tenant`).
     pub listed: bool,
     /// Includes `:path` / `:authority` when the request was placed in the tenant's namespace.
