@@ -217,9 +217,9 @@ pub fn integer_property(path: &[&str]) -> Option<u64> {
 
 /// Filter state `wasm.<name>`.
 pub fn set_filter_state(name: &str, value: &[u8]) -> Result<(), HostError> {
-    let path = property_path(&[name]);
+    // A path of one part is the part itself (no NUL separators).
     // SAFETY: the pointers are valid for the call.
-    check(unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) })
+    check(unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
 }
 
 /// A shared-data value and its cas; `Ok((None, None))` for a key that does not exist.
