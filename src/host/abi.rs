@@ -41,13 +41,6 @@ extern "C" {
         value_data: *const u8,
         value_size: usize,
     ) -> u32;
-    fn proxy_add_header_map_value(
-        map_type: MapType,
-        key_data: *const u8,
-        key_size: usize,
-        value_data: *const u8,
-        value_size: usize,
-    ) -> u32;
     fn proxy_remove_header_map_value(
         map_type: MapType,
         key_data: *const u8,
@@ -169,14 +162,6 @@ pub fn set_header(map: MapType, name: &str, value: &[u8]) -> Result<(), HostErro
     })
 }
 
-/// Adds a value to a header.
-pub fn add_header(map: MapType, name: &str, value: &[u8]) -> Result<(), HostError> {
-    // SAFETY: the pointers are valid for the call.
-    check(unsafe {
-        proxy_add_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
-    })
-}
-
 pub fn remove_header(map: MapType, name: &str) -> Result<(), HostError> {
     // SAFETY: the pointers are valid for the call.
     check(unsafe { proxy_remove_header_map_value(map, name.as_ptr(), name.len()) })
@@ -232,9 +217,9 @@ pub fn integer_property(path: &[&str]) -> Option<u64> {
 
 /// Filter state `wasm.<name>`.
 pub fn set_filter_state(name: &str, value: &[u8]) -> Result<(), HostError> {
-    let path = property_path(&[name]);
+    // A path of one part is the part itself (no NUL separators).
     // SAFETY: the pointers are valid for the call.
-    check(unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) })
+    check(unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
 }
 
 /// A shared-data value and its cas; `Ok((None, None))` for a key that does not exist.

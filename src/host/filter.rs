@@ -46,9 +46,18 @@ pub struct Filter {
     /// (what a new body replaces).
     request_body_len: usize,
     response_body_len: usize,
-    /// The client's address and its `identity.tenant_header`, for the audit line.
-    source: Option<String>,
+    /// The client's `identity.tenant_header`, for the audit line.
     tenant_header: Option<Vec<u8>>,
+}
+
+/// What the filter read from the request headers, for the admission.
+struct Received<'a> {
+    method: &'a str,
+    /// `:path` as received.
+    path: &'a [u8],
+    /// Seconds since the Unix epoch, from the host's clock when the headers came.
+    now: u64,
+    end_of_stream: bool,
 }
 
 struct Admitted {
@@ -56,7 +65,7 @@ struct Admitted {
     quota_id: String,
     user: Option<String>,
     plan: Option<String>,
-    limits: Limits,
+    limits: Rc<Limits>,
     key: QuotaKey,
     /// The windows after the admission, for the remaining-quota response headers.
     windows: Vec<WindowStatus>,
@@ -87,7 +96,6 @@ impl Filter {
             admitted: None,
             request_body_len: 0,
             response_body_len: 0,
-            source: None,
             tenant_header: None,
         }
     }
@@ -109,11 +117,16 @@ impl Filter {
     }
 
     /// Admits the request against every window of its tenant's quotas, holding `demand`.
-    fn admit_quota(&self, key: &QuotaKey, limits: &Limits, demand: Demand) -> QuotaAdmission {
+    fn admit_quota(
+        &self,
+        key: &QuotaKey,
+        limits: &Limits,
+        demand: Demand,
+        now: u64,
+    ) -> QuotaAdmission {
         if limits.is_empty() {
             return QuotaAdmission::Unlimited;
         }
-        let now = super::now().unwrap_or(0);
         let outcome = self.worker.borrow_mut().quotas.update(key, |bytes| {
             let state = quota::QuotaState::decode(bytes);
             quota::admit(&state, limits, now, demand)
@@ -134,7 +147,8 @@ impl Filter {
     }
 
     /// Executes an admission decided from the request headers.
-    fn admitted_headers(&mut self, admission: Admission, end_of_stream: bool) -> Action {
+    fn admitted_headers(&mut self, admission: Admission, request: &Received<'_>) -> Action {
+        let end_of_stream = request.end_of_stream;
         apply(&admission.header_edits);
         if admission.private_cache {
             let map = MapType::HttpRequestHeaders;
@@ -175,7 +189,7 @@ impl Filter {
             });
             metering::provisional_demand(content_length, output, &worker.config.pricing)
         };
-        let (held, windows) = match self.admit_quota(&key, &admission.limits, demand) {
+        let (held, windows) = match self.admit_quota(&key, &admission.limits, demand, request.now) {
             QuotaAdmission::Unlimited => (None, Vec::new()),
             QuotaAdmission::Held(reservation, windows) => (Some(reservation), windows),
             QuotaAdmission::Refused(refusal) if shadow => {
@@ -189,14 +203,15 @@ impl Filter {
         };
         let path = match &admission.path_sent {
             Some(sent) => sent.clone(),
-            None => lossy(request_header(":path")),
+            None => String::from_utf8_lossy(request.path).into_owned(),
         };
-        let method = lossy(request_header(":method"));
-        let json_body = request_header("content-type").is_none_or(|t| {
-            String::from_utf8_lossy(&t)
-                .to_ascii_lowercase()
-                .contains("json")
-        });
+        // Only a request whose body may name objects or a cache key asks what its body is.
+        let json_body = (admission.objects.is_some() || admission.cache_scope.is_some())
+            && request_header("content-type").is_none_or(|t| {
+                String::from_utf8_lossy(&t)
+                    .to_ascii_lowercase()
+                    .contains("json")
+            });
         let cache_scope = admission.cache_scope.map(|api| CacheScope {
             api,
             tenant: admission.quota_id.clone(),
@@ -205,11 +220,11 @@ impl Filter {
         let mode = self.worker.borrow().header_mode;
         let (stream, effects) = {
             let worker = self.worker.borrow();
-            let owners = worker.objects.at(super::now().unwrap_or(0));
+            let owners = worker.objects.at(request.now);
             let rules = rules(&worker, &owners);
             Stream::admit(
                 Setup {
-                    method: &method,
+                    method: request.method,
                     path: &path,
                     body_follows: !end_of_stream,
                     content_length,
@@ -280,7 +295,7 @@ impl Filter {
                 return;
             };
             let worker = self.worker.borrow();
-            let owners = worker.objects.at(super::now().unwrap_or(0));
+            let owners = worker.objects.now();
             admitted.stream.on(event, &rules(&worker, &owners))
         };
         self.execute(effects);
@@ -303,7 +318,7 @@ impl Filter {
                     return;
                 };
                 let worker = self.worker.borrow();
-                let owners = worker.objects.at(super::now().unwrap_or(0));
+                let owners = worker.objects.now();
                 admitted.stream.capped(capping, &rules(&worker, &owners))
             };
             let cap = self.admitted.as_ref().and_then(|a| a.stream.output_cap());
@@ -493,10 +508,15 @@ impl Filter {
             return;
         };
         let mut worker = self.worker.borrow_mut();
-        if let Some(reservation) = &settlement.reservation {
+        let charge = settlement.charge();
+        // Nothing held and nothing used: the counters stay as they are.
+        let reservation = settlement
+            .reservation
+            .as_ref()
+            .filter(|r| r.demand != Demand::default() || charge != quota::Actual::default());
+        if let Some(reservation) = reservation {
             let now = super::now().unwrap_or(reservation.admitted_at);
             let limits = &admitted.limits;
-            let charge = settlement.charge();
             let settled = worker.quotas.update(&admitted.key, |bytes| {
                 let state = quota::QuotaState::decode(bytes);
                 let next = quota::settle(&state, limits, now, reservation, charge);
@@ -648,14 +668,8 @@ fn apply(edits: &[HeaderEdit]) {
     let map = MapType::HttpRequestHeaders;
     for edit in edits {
         let _ = match edit {
-            HeaderEdit::Set(name, value) if name.starts_with(':') => {
-                abi::set_header(map, name, value.as_bytes())
-            }
-            HeaderEdit::Set(name, value) => {
-                // Remove first, so no client-sent copy survives beside the new value.
-                let _ = abi::remove_header(map, name);
-                abi::add_header(map, name, value.as_bytes())
-            }
+            // Envoy replaces every client-sent copy (`HeaderMap::setCopy`).
+            HeaderEdit::Set(name, value) => abi::set_header(map, name, value.as_bytes()),
             HeaderEdit::Remove(name) => abi::remove_header(map, name),
         };
     }
@@ -686,7 +700,8 @@ impl HttpContext for Filter {
         let raw_path = request_header(":path").unwrap_or_default();
         let method = request_header(":method").unwrap_or_default();
         let method_text = String::from_utf8_lossy(&method);
-        let decision = match super::now() {
+        let now = super::now();
+        let decision = match now {
             Some(now) => {
                 let mut worker = self.worker.borrow_mut();
                 let Worker {
@@ -696,12 +711,12 @@ impl HttpContext for Filter {
                     ..
                 } = &mut *worker;
                 let owners = objects.at(now);
-                let tenant_header = config.tenant_header.as_deref().and_then(request_header);
+                self.tenant_header = config.tenant_header.as_deref().and_then(request_header);
                 let facts = RequestFacts {
                     method: &method_text,
                     path: &raw_path,
                     credential: decision::find_credential(&config.token_sources, request_header),
-                    tenant_header: tenant_header.as_deref(),
+                    tenant_header: self.tenant_header.as_deref(),
                     now,
                 };
                 decision::decide(config, cache, &owners, facts)
@@ -710,18 +725,6 @@ impl HttpContext for Filter {
             None => decision::deny(Reason::InvalidToken, "host clock unavailable"),
         };
 
-        self.source = abi::property(&["source", "address"])
-            .ok()
-            .flatten()
-            .map(|a| String::from_utf8_lossy(&a).into_owned());
-        self.tenant_header = {
-            let worker = self.worker.borrow();
-            worker
-                .config
-                .tenant_header
-                .as_deref()
-                .and_then(request_header)
-        };
         let client_request_id = request_header("x-request-id");
         let request_id = self.worker.borrow_mut().record_ids.next_id();
         let record = Record::new(
@@ -743,7 +746,15 @@ impl HttpContext for Filter {
                 self.reply(denial.reason, &denial.detail, &reply);
                 Action::Pause
             }
-            Decision::Admit(admission) => self.admitted_headers(*admission, end_of_stream),
+            Decision::Admit(admission) => {
+                let request = Received {
+                    method: &method_text,
+                    path: &raw_path,
+                    now: now.unwrap_or(0),
+                    end_of_stream,
+                };
+                self.admitted_headers(*admission, &request)
+            }
         }
     }
 
@@ -813,7 +824,7 @@ impl HttpContext for Filter {
                     size: body_size,
                     end: end_of_stream,
                 },
-                &rules(&worker, &worker.objects.at(super::now().unwrap_or(0))),
+                &rules(&worker, &worker.objects.now()),
             )
         };
         let hold = effects.hold_response;
@@ -857,15 +868,19 @@ impl HttpContext for Filter {
         let mut worker = self.worker.borrow_mut();
         if record.reason != "bypass" {
             let metric = match record.decision {
-                "allow" => "requests_allowed".to_string(),
-                _ => format!("requests_denied.reason.{}", record.reason),
+                "allow" => std::borrow::Cow::Borrowed("requests_allowed"),
+                _ => format!("requests_denied.reason.{}", record.reason).into(),
             };
             worker.stats.add(record.tenant.as_deref(), &metric, 1);
         }
         log::info!("{}", record.to_json());
-        let facts = audit::Facts {
+        // Only an audited request needs the time and the client's address.
+        let facts = || audit::Facts {
             time: audit::rfc3339_millis(super::now_ms().unwrap_or(0)),
-            source: self.source.take(),
+            source: abi::property(&["source", "address"])
+                .ok()
+                .flatten()
+                .map(|a| String::from_utf8_lossy(&a).into_owned()),
             tenant_header: self.tenant_header.as_deref(),
         };
         if let Some(event) = audit::of(&record, facts) {
@@ -890,7 +905,7 @@ impl Filter {
                 return Action::Continue;
             };
             let worker = self.worker.borrow();
-            let owners = worker.objects.at(super::now().unwrap_or(0));
+            let owners = worker.objects.now();
             let rules = rules(&worker, &owners);
             let mut effects = admitted.stream.on(event, &rules);
             if effects.read_body {

@@ -285,7 +285,18 @@ impl ObjectStore {
 
     /// The store as seen at `now`.
     pub fn at(&self, now: u64) -> StoreAt<'_> {
-        StoreAt { store: self, now }
+        StoreAt {
+            store: self,
+            now: Some(now),
+        }
+    }
+
+    /// The store as seen when it is asked (the host's clock is only read then).
+    pub fn now(&self) -> StoreAt<'_> {
+        StoreAt {
+            store: self,
+            now: None,
+        }
     }
 
     /// Records `owner` as the owner of `id` (for `ttl_s`). Returns whether an entry closer to
@@ -316,7 +327,8 @@ impl ObjectStore {
 /// The ownership store at one moment: what the core asks about owners.
 pub struct StoreAt<'a> {
     store: &'a ObjectStore,
-    now: u64,
+    /// `None`: the host's clock at the question.
+    now: Option<u64>,
 }
 
 impl Owners for StoreAt<'_> {
@@ -327,6 +339,7 @@ impl Owners for StoreAt<'_> {
         let digest = objects::id_digest(id);
         let key = bucket_key(objects::bucket_of(&digest, self.store.buckets));
         let (value, _) = abi::shared_data(&key).ok()?;
-        objects::Bucket::decode(&value.unwrap_or_default()).owner_of(&digest, self.now)
+        let now = self.now.or_else(super::now).unwrap_or(0);
+        objects::Bucket::decode(&value.unwrap_or_default()).owner_of(&digest, now)
     }
 }

@@ -22,8 +22,11 @@ use crate::host::abi;
 pub struct Stats {
     /// Tenants with series of their own.
     named: HashSet<String>,
-    /// Metric ids defined so far on this worker, by full name.
-    ids: HashMap<String, u32>,
+    /// Metric ids of the per-tenant series defined so far on this worker: by the tenant's key
+    /// (see [`Stats::key`]), then by metric.
+    tenants: HashMap<String, HashMap<String, u32>>,
+    /// Metric ids of the gateway's own counters, by metric.
+    gateway: HashMap<String, u32>,
 }
 
 impl Stats {
@@ -33,15 +36,18 @@ impl Stats {
                 .take(max_tenant_series)
                 .map(str::to_string)
                 .collect(),
-            ids: HashMap::new(),
+            tenants: HashMap::new(),
+            gateway: HashMap::new(),
         }
     }
 
-    fn label(&self, tenant: Option<&str>) -> String {
+    /// The tenant's series key: its id when it has series of its own (the label is then
+    /// derived from it), else the shared label.
+    fn key<'a>(&self, tenant: Option<&'a str>) -> &'a str {
         match tenant {
-            None => "_none".into(),
-            Some(t) if self.named.contains(t) => t.replace('.', "_"),
-            Some(_) => "_other".into(),
+            None => "_none",
+            Some(t) if self.named.contains(t) => t,
+            Some(_) => "_other",
         }
     }
 
@@ -50,33 +56,51 @@ impl Stats {
         if value == 0 {
             return;
         }
-        let name = format!("tenant_guard.tenant.{}.{metric}", self.label(tenant));
-        self.increment(name, value);
+        let key = self.key(tenant);
+        let known = self.tenants.get(key).and_then(|ids| ids.get(metric));
+        let id = match known {
+            Some(id) => *id,
+            None => {
+                // Named tenants' ids with a `.` are labelled with `_`; others are labels already.
+                let label = key.replace('.', "_");
+                let Ok(id) = abi::define_counter(&format!("tenant_guard.tenant.{label}.{metric}"))
+                else {
+                    return;
+                };
+                self.tenants
+                    .entry(key.to_string())
+                    .or_default()
+                    .insert(metric.to_string(), id);
+                id
+            }
+        };
+        increment(id, value);
     }
 
     /// Adds one to `tenant_guard.<metric>` (a counter of the whole gateway).
     pub fn count(&mut self, metric: &str) {
-        self.increment(format!("tenant_guard.{metric}"), 1);
+        self.count_by(metric, 1);
     }
 
     /// Adds `value` (> 0) to `tenant_guard.<metric>`.
     pub fn count_by(&mut self, metric: &str, value: u64) {
-        if value > 0 {
-            self.increment(format!("tenant_guard.{metric}"), value);
+        if value == 0 {
+            return;
         }
-    }
-
-    fn increment(&mut self, name: String, value: u64) {
-        let id = match self.ids.get(&name) {
+        let id = match self.gateway.get(metric) {
             Some(id) => *id,
-            None => match abi::define_counter(&name) {
-                Ok(id) => {
-                    self.ids.insert(name, id);
-                    id
-                }
-                Err(_) => return,
-            },
+            None => {
+                let Ok(id) = abi::define_counter(&format!("tenant_guard.{metric}")) else {
+                    return;
+                };
+                self.gateway.insert(metric.to_string(), id);
+                id
+            }
         };
-        let _ = abi::increment_counter(id, i64::try_from(value).unwrap_or(i64::MAX));
+        increment(id, value);
     }
+}
+
+fn increment(id: u32, value: u64) {
+    let _ = abi::increment_counter(id, i64::try_from(value).unwrap_or(i64::MAX));
 }

@@ -74,9 +74,10 @@ pub struct Facts<'a> {
 }
 
 /// The audit event of a finished request's record, when it is one: a denial, a cross-tenant
-/// event or a would-be denial in shadow mode.
-pub fn of(record: &Record, facts: Facts<'_>) -> Option<Event> {
+/// event or a would-be denial in shadow mode. `facts` are only asked for when it is.
+pub fn of<'a>(record: &Record, facts: impl FnOnce() -> Facts<'a>) -> Option<Event> {
     let event = event(record.decision, record.reason, record.shadow)?;
+    let facts = facts();
     let quoted = record.detail.as_deref().and_then(first_quoted);
     let mut claimed = Claimed::default();
     match record.reason {

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::rc::Rc;
 
 use serde::Deserialize;
 use serde_json::error::Category;
@@ -635,11 +636,12 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
     let document_sha256 = hmac_sha256::Hash::hash(text);
     // Without `isolation.key`, tags are keyed by the document itself: stable across workers
     // and restarts, new with every configuration change.
-    let derived_key = hmac_sha256::Hash::hash(
-        [b"tenant-guard isolation key\0".as_slice(), text]
-            .concat()
-            .as_slice(),
-    );
+    let derived_key = {
+        let mut hash = hmac_sha256::Hash::new();
+        hash.update(b"tenant-guard isolation key\0");
+        hash.update(text);
+        hash.finalize()
+    };
     if raw.providers.is_empty() {
         return err("providers", "at least one provider is required");
     }
@@ -712,9 +714,15 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
         }
     };
 
-    let mut tenants = Vec::new();
+    // One copy of each plan's limits, for the tenants that take them as they are.
+    let shared: BTreeMap<&str, Rc<Limits>> = plans
+        .iter()
+        .map(|(name, plan)| (name.as_str(), Rc::new(finish_limits(plan.clone()))))
+        .collect();
+    let mut tenants = Vec::with_capacity(raw.tenants.len());
     let mut object_prefixes = HashMap::new();
     for (id, t) in raw.tenants {
+        let as_planned = t.limits.is_none() && t.enforcement.is_none();
         let path = format!("tenants.{id}");
         if let Some(i) = t.object_prefixes.iter().position(|p| p.len() < 4) {
             return err(
@@ -751,13 +759,17 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
             };
         }
         limits.enforcement = t.enforcement.or(limits.enforcement);
+        let limits = match t.plan.as_deref().and_then(|p| shared.get(p)) {
+            Some(shared) if as_planned => Rc::clone(shared),
+            _ => Rc::new(finish_limits(limits)),
+        };
         tenants.push(Tenant {
             providers: provider_index(&format!("{path}.providers"), &t.providers)?,
             id,
             status: t.status,
             plan: t.plan,
             namespace,
-            limits: finish_limits(limits),
+            limits,
         });
     }
     check_listed_namespaces(&tenants)?;
@@ -766,7 +778,7 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
             let indices = provider_index("default_tenant.providers", &d.providers)?;
             let default = DefaultTenant {
                 providers: indices.into_iter().zip(d.providers).collect(),
-                limits: finish_limits(plan_limits("default_tenant.plan", &d.plan)?),
+                limits: Rc::new(finish_limits(plan_limits("default_tenant.plan", &d.plan)?)),
                 plan: d.plan,
                 namespace: parse_namespace_template(&d.namespace)?,
                 max_tenants: match d.max_tenants {

@@ -1,6 +1,8 @@
 //! The request's plan, as data: from the facts of a request's headers to either the header
 //! edits of an admission or a denial. The shell executes whatever comes back.
 
+use std::rc::Rc;
+
 use crate::policy::config::{Config, Limits, TokenSource};
 use crate::policy::denial::Reason;
 use crate::policy::identity::{self, VerifiedToken};
@@ -83,7 +85,7 @@ pub struct Admission {
     pub provider: String,
     pub plan: Option<String>,
     /// The tenant's effective quota windows (empty: no quotas).
-    pub limits: Limits,
+    pub limits: Rc<Limits>,
     /// The tenant is listed in the configuration (else admitted through `default_tenant`).
     pub listed: bool,
     /// Includes `:path` / `:authority` when the request was placed in the tenant's namespace.
@@ -153,23 +155,23 @@ pub fn decide(
         Credential::Unreadable => return deny(Reason::InvalidToken, "token is not valid UTF-8"),
         Credential::Present { source, token } => (*source, token.as_str()),
     };
-    let verified = match cache.get(token, facts.now) {
-        Some(hit) => hit.clone(),
-        None => match identity::verify(token, &config.providers, &config.identity, facts.now) {
-            Ok(verified) => {
-                cache.insert(token, verified.clone());
-                verified
-            }
-            Err(rejection) => return deny(rejection.reason, rejection.detail),
-        },
-    };
-    admit(config, source, verified, owners, &facts)
+    if let Some(hit) = cache.get(token, facts.now) {
+        return admit(config, source, hit, owners, &facts);
+    }
+    match identity::verify(token, &config.providers, &config.identity, facts.now) {
+        Ok(verified) => {
+            let decision = admit(config, source, &verified, owners, &facts);
+            cache.insert(token, verified);
+            decision
+        }
+        Err(rejection) => deny(rejection.reason, rejection.detail),
+    }
 }
 
 fn admit(
     config: &Config,
     source: usize,
-    verified: VerifiedToken,
+    verified: &VerifiedToken,
     owners: &dyn Owners,
     facts: &RequestFacts<'_>,
 ) -> Decision {
@@ -274,7 +276,7 @@ fn admit(
     Decision::Admit(Box::new(Admission {
         quota_id,
         tenant: bound.id.to_string(),
-        user: verified.user,
+        user: verified.user.clone(),
         provider,
         plan: bound.plan.map(str::to_string),
         limits: bound.limits.clone(),

@@ -3,7 +3,9 @@
 //! A record never holds the token, and every text in it that a client or an upstream chose is
 //! bounded and printable (a forged line in a text access log must be impossible).
 
+#[cfg(test)]
 use serde::Serialize;
+use std::fmt::Write as _;
 
 use crate::policy::decision::Decision;
 use crate::policy::denial::Reason;
@@ -26,9 +28,12 @@ pub struct RequestInfo<'a> {
     pub path: &'a [u8],
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Written as JSON by [`Record::to_json`], field by field in this order (the `serde` attributes
+/// say how, and the tests hold the two to the same output).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(test, derive(Serialize))]
 pub struct Record {
-    #[serde(rename = "type")]
+    #[cfg_attr(test, serde(rename = "type"))]
     pub kind: &'static str,
     pub tenant: Option<String>,
     pub user: Option<String>,
@@ -38,46 +43,46 @@ pub struct Record {
     pub decision: &'static str,
     /// `ok`, `bypass`, or a denial's reason code.
     pub reason: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub detail: Option<String>,
     /// Minted by the filter, unique per record.
     pub request_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub client_request_id: Option<String>,
     pub method: String,
     /// `:path` as received.
     pub path: String,
     /// `:path` as sent upstream, when the filter changed it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub path_sent: Option<String>,
     /// The response status, known once the response has started.
     pub status: Option<u32>,
     /// Usage and cost, for admitted requests once their response ended.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub model: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub input_tokens: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub output_tokens: Option<u64>,
     /// Parts of `input_tokens` read from and written to a prompt cache, and of `output_tokens`
     /// spent reasoning.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub cached_input_tokens: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub cache_write_tokens: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub reasoning_tokens: Option<u64>,
     /// Exact decimal USD, e.g. `"0.0027"`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub cost_usd: Option<String>,
     /// `json`, `sse`, `estimate` or `none`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub usage_source: Option<&'static str>,
     /// The output limit per choice the filter set in the request body (`output_cap`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub output_cap: Option<u64>,
     /// The tenant is in shadow mode and `reason` says what enforcement would have refused.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[cfg_attr(test, serde(skip_serializing_if = "std::ops::Not::not"))]
     pub shadow: bool,
 }
 
@@ -210,9 +215,119 @@ impl Record {
         state
     }
 
-    /// The record as one line of JSON.
+    /// The record as one line of JSON (`serde_json`'s output, written without it).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        let mut out = String::with_capacity(512);
+        out.push('{');
+        field(&mut out, "type", Some(self.kind));
+        for (key, value) in [
+            ("tenant", &self.tenant),
+            ("user", &self.user),
+            ("provider", &self.provider),
+            ("plan", &self.plan),
+        ] {
+            field(&mut out, key, value.as_deref());
+        }
+        field(&mut out, "decision", Some(self.decision));
+        field(&mut out, "reason", Some(self.reason));
+        if let Some(detail) = &self.detail {
+            field(&mut out, "detail", Some(detail));
+        }
+        field(&mut out, "request_id", Some(&self.request_id));
+        if let Some(id) = &self.client_request_id {
+            field(&mut out, "client_request_id", Some(id));
+        }
+        field(&mut out, "method", Some(&self.method));
+        field(&mut out, "path", Some(&self.path));
+        if let Some(sent) = &self.path_sent {
+            field(&mut out, "path_sent", Some(sent));
+        }
+        number(&mut out, "status", self.status.map(u64::from));
+        if let Some(model) = &self.model {
+            field(&mut out, "model", Some(model));
+        }
+        for (key, value) in [
+            ("input_tokens", self.input_tokens),
+            ("output_tokens", self.output_tokens),
+            ("cached_input_tokens", self.cached_input_tokens),
+            ("cache_write_tokens", self.cache_write_tokens),
+            ("reasoning_tokens", self.reasoning_tokens),
+        ] {
+            if value.is_some() {
+                number(&mut out, key, value);
+            }
+        }
+        if let Some(cost) = &self.cost_usd {
+            field(&mut out, "cost_usd", Some(cost));
+        }
+        if let Some(source) = self.usage_source {
+            field(&mut out, "usage_source", Some(source));
+        }
+        if self.output_cap.is_some() {
+            number(&mut out, "output_cap", self.output_cap);
+        }
+        if self.shadow {
+            key(&mut out, "shadow");
+            out.push_str("true");
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// `"key":` after a `,` unless it is the object's first.
+fn key(out: &mut String, key: &str) {
+    if !out.ends_with('{') {
+        out.push(',');
+    }
+    out.push('"');
+    out.push_str(key);
+    out.push_str("\":");
+}
+
+/// A string member (`null` when absent), escaped as `serde_json` escapes.
+fn field(out: &mut String, name: &str, value: Option<&str>) {
+    key(out, name);
+    let Some(value) = value else {
+        out.push_str("null");
+        return;
+    };
+    out.push('"');
+    // Runs of bytes that need no escape are copied whole; every escaped byte is ASCII, so the
+    // runs end on character boundaries.
+    let mut start = 0;
+    for (i, b) in value.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..0x20 => "",
+            _ => continue,
+        };
+        out.push_str(value.get(start..i).unwrap_or_default());
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(value.get(start..).unwrap_or_default());
+    out.push('"');
+}
+
+/// A number member (`null` when absent).
+fn number(out: &mut String, name: &str, value: Option<u64>) {
+    key(out, name);
+    match value {
+        Some(n) => {
+            let _ = write!(out, "{n}");
+        }
+        None => out.push_str("null"),
     }
 }
 
@@ -345,5 +460,41 @@ mod tests {
         assert_eq!(record.client_request_id.as_deref(), Some("client-1"));
         let json: serde_json::Value = serde_json::from_str(&record.to_json()).unwrap();
         assert_eq!(json["client_request_id"], "client-1");
+    }
+
+    #[test]
+    fn json_line_is_what_serde_json_writes() {
+        let mut record = Record::new(
+            &Decision::Deny(Denial {
+                reason: Reason::TokenExpired,
+                detail: "q\"b\\s\u{1}\u{8}\u{c}\n\r\t\u{1f}\u{7f}é\u{2028}".into(),
+                tenant: Some("a\"c\\me\u{0}\u{1f}é".into()),
+                user: None,
+                provider: Some("corp".into()),
+            }),
+            info(),
+        );
+        assert_eq!(record.to_json(), serde_json::to_string(&record).unwrap());
+        record.path_sent = Some("/tenants/acme/v1".into());
+        record.status = Some(200);
+        record.output_cap = Some(64);
+        record.shadow = true;
+        record.model = Some("gpt-4o\"x".into());
+        record.input_tokens = Some(12);
+        record.output_tokens = Some(0);
+        record.cached_input_tokens = Some(3);
+        record.cache_write_tokens = Some(u64::MAX);
+        record.reasoning_tokens = Some(7);
+        record.cost_usd = Some("0.0027".into());
+        record.usage_source = Some("json");
+        assert_eq!(record.to_json(), serde_json::to_string(&record).unwrap());
+        let plain = Record::new(
+            &Decision::Bypass,
+            RequestInfo {
+                client_request_id: None,
+                ..info()
+            },
+        );
+        assert_eq!(plain.to_json(), serde_json::to_string(&plain).unwrap());
     }
 }

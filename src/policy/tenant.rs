@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use serde::Deserialize;
 
@@ -26,7 +27,8 @@ pub struct Tenant {
     pub providers: Vec<usize>,
     pub plan: Option<String>,
     pub namespace: String,
-    pub limits: Limits,
+    /// Shared by the tenants of a plan that do not change its limits.
+    pub limits: Rc<Limits>,
 }
 
 /// Admits tenants that are not listed, when their token comes from one of `providers`.
@@ -35,7 +37,7 @@ pub struct DefaultTenant {
     /// The providers that may admit unlisted tenants: (index into the providers, name).
     pub providers: Vec<(usize, String)>,
     pub plan: Option<String>,
-    pub limits: Limits,
+    pub limits: Rc<Limits>,
     /// Where a default tenant's namespace is: `{provider}` and `{tenant}` filled in.
     pub namespace: NamespaceTemplate,
     /// At most this many default tenants get quota counters of their own (shared data never
@@ -104,7 +106,7 @@ pub struct BoundTenant<'a> {
     /// A listed tenant's `namespace`; a default tenant's `default_tenant.namespace` expanded.
     pub namespace: Cow<'a, str>,
     pub plan: Option<&'a str>,
-    pub limits: &'a Limits,
+    pub limits: &'a Rc<Limits>,
     /// The provider that admitted an unlisted tenant through `default_tenant`; `None` for a
     /// listed tenant.
     pub default_provider: Option<&'a str>,
@@ -135,15 +137,20 @@ fn unbound(reason: Reason, detail: &'static str) -> Unbound {
 
 pub struct Tenants {
     listed: HashMap<String, Tenant>,
-    /// Every listed tenant's namespace.
-    namespaces: HashSet<String>,
+    /// The listed tenants' namespaces that are not their own ids (see
+    /// [`Tenants::is_listed_namespace`]).
+    other_namespaces: HashSet<String>,
     default: Option<DefaultTenant>,
 }
 
 impl Tenants {
     pub fn new(listed: Vec<Tenant>, default: Option<DefaultTenant>) -> Tenants {
         Tenants {
-            namespaces: listed.iter().map(|t| t.namespace.clone()).collect(),
+            other_namespaces: listed
+                .iter()
+                .filter(|t| t.namespace != t.id)
+                .map(|t| t.namespace.clone())
+                .collect(),
             listed: listed.into_iter().map(|t| (t.id.clone(), t)).collect(),
             default,
         }
@@ -169,6 +176,12 @@ impl Tenants {
         } else {
             Cow::Owned(format!("{provider}/{tenant}"))
         }
+    }
+
+    /// Whether `name` is some listed tenant's namespace.
+    fn is_listed_namespace(&self, name: &str) -> bool {
+        self.listed.get(name).is_some_and(|t| t.namespace == t.id)
+            || self.other_namespaces.contains(name)
     }
 
     /// `default_tenant`, when configured.
@@ -213,7 +226,7 @@ impl Tenants {
                 "unlisted tenant id is not 1-128 characters of A-Z a-z 0-9 . _ -",
             ));
         }
-        if self.namespaces.contains(id) {
+        if self.is_listed_namespace(id) {
             return Err(unbound(
                 Reason::TenantNamespaceConflict,
                 "unlisted tenant id is a listed tenant's namespace",
@@ -227,7 +240,7 @@ impl Tenants {
             ));
         }
         // The configuration already rules this out; checked again because it must never be.
-        if self.namespaces.contains(&namespace) || self.listed.contains_key(&namespace) {
+        if self.is_listed_namespace(&namespace) || self.listed.contains_key(&namespace) {
             return Err(unbound(
                 Reason::TenantNamespaceConflict,
                 "unlisted tenant's namespace is a listed tenant's",
@@ -270,7 +283,7 @@ mod tests {
             providers,
             plan: Some("pro".into()),
             namespace: format!("ns-{id}"),
-            limits: Limits::default(),
+            limits: Default::default(),
         }
     }
 
@@ -292,7 +305,7 @@ mod tests {
             default.then(|| DefaultTenant {
                 providers: vec![(CORP, "corp-idp".into()), (SIGNUP, "signup".into())],
                 plan: Some("free".into()),
-                limits: Limits::default(),
+                limits: Default::default(),
                 namespace: provider_first(),
                 max_tenants: 1000,
             }),

@@ -1,27 +1,32 @@
 //! Per-worker cache of verified tokens, so a token's signature is checked once, not on
 //! every request.
 //!
-//! Entries are keyed by the SHA-256 of the token: a full-strength digest, so two tokens never
-//! share an entry (a 64-bit hash could hand out someone else's identity), and the token itself
-//! is never kept in memory.
+//! Entries are keyed by a 64-bit SipHash of the token under this worker's random key (cheap,
+//! and clients cannot aim collisions); each entry keeps its token, and a hit must be the exact
+//! token, so two tokens never share an identity (a colliding token is a miss).
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 
 use super::identity::VerifiedToken;
 
-type Digest = [u8; 32];
+type Key = u64;
 
 struct Entry {
     /// Insertion number; matches the entry's slot in `order` (stale slots are skipped).
     seq: u64,
+    token: Box<str>,
     verified: VerifiedToken,
 }
 
 pub struct TokenCache {
     capacity: usize,
-    entries: HashMap<Digest, Entry>,
-    /// Insertion order for FIFO eviction: (seq, digest), oldest first.
-    order: VecDeque<(u64, Digest)>,
+    /// The hash key of this cache, random per worker.
+    hasher: RandomState,
+    entries: HashMap<Key, Entry>,
+    /// Insertion order for FIFO eviction: (seq, key), oldest first.
+    order: VecDeque<(u64, Key)>,
     next_seq: u64,
     /// Latest `now` seen by `get`; `insert` has no clock, so it sweeps by this one.
     now: u64,
@@ -33,6 +38,7 @@ impl TokenCache {
     pub fn new(capacity: usize) -> Self {
         TokenCache {
             capacity,
+            hasher: RandomState::new(),
             entries: HashMap::with_capacity(capacity.min(1024)),
             order: VecDeque::new(),
             next_seq: 0,
@@ -45,10 +51,11 @@ impl TokenCache {
     /// expired entry is removed.
     pub fn get(&mut self, token: &str, now: u64) -> Option<&VerifiedToken> {
         self.now = self.now.max(now);
-        let key = digest(token);
+        let key = self.key(token);
         let live = self
             .entries
             .get(&key)
+            .filter(|e| *e.token == *token)
             .map(|e| now <= e.verified.expires_at)?;
         if !live {
             self.entries.remove(&key);
@@ -62,14 +69,22 @@ impl TokenCache {
         if self.capacity == 0 {
             return;
         }
-        let key = digest(token);
+        let key = self.key(token);
         if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
             self.make_room();
         }
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
         self.soonest_expiry = self.soonest_expiry.min(verified.expires_at);
-        self.entries.insert(key, Entry { seq, verified });
+        let token = token.into();
+        self.entries.insert(
+            key,
+            Entry {
+                seq,
+                token,
+                verified,
+            },
+        );
         self.order.push_back((seq, key));
         // Slots of removed or replaced entries linger in `order`; keep it bounded.
         if self.order.len() > self.capacity.saturating_mul(2).saturating_add(16) {
@@ -94,6 +109,10 @@ impl TokenCache {
         self.entries.is_empty()
     }
 
+    fn key(&self, token: &str) -> Key {
+        self.hasher.hash_one(token)
+    }
+
     fn make_room(&mut self) {
         if self.soonest_expiry < self.now {
             let now = self.now;
@@ -114,10 +133,6 @@ impl TokenCache {
             }
         }
     }
-}
-
-fn digest(token: &str) -> Digest {
-    hmac_sha256::Hash::hash(token.as_bytes())
 }
 
 #[cfg(test)]

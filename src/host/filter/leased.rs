@@ -132,7 +132,7 @@ impl Filter {
                 return;
             };
             let worker = self.worker.borrow();
-            let owners = worker.objects.at(super::super::now().unwrap_or(0));
+            let owners = worker.objects.now();
             admitted
                 .stream
                 .answered_at_once(usage, answer, &rules(&worker, &owners))

@@ -237,22 +237,20 @@ pub type IdDigest = [u8; 16];
 /// The owner digest of a tenant (its quota id: listed tenants by id, default tenants by
 /// provider and id).
 pub fn owner_digest(tenant: &str) -> OwnerDigest {
-    let hash = hmac_sha256::Hash::hash(
-        [b"tenant-guard owner\0", tenant.as_bytes()]
-            .concat()
-            .as_slice(),
-    );
+    let mut hash = hmac_sha256::Hash::new();
+    hash.update(b"tenant-guard owner\0");
+    hash.update(tenant.as_bytes());
+    let hash = hash.finalize();
     let mut out = [0; 8];
     out.copy_from_slice(hash.get(..8).unwrap_or(&[0; 8]));
     out
 }
 
 pub fn id_digest(id: &str) -> IdDigest {
-    let hash = hmac_sha256::Hash::hash(
-        [b"tenant-guard object\0", id.as_bytes()]
-            .concat()
-            .as_slice(),
-    );
+    let mut hash = hmac_sha256::Hash::new();
+    hash.update(b"tenant-guard object\0");
+    hash.update(id.as_bytes());
+    let hash = hash.finalize();
     let mut out = [0; 16];
     out.copy_from_slice(hash.get(..16).unwrap_or(&[0; 16]));
     out

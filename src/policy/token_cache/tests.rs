@@ -123,9 +123,14 @@ fn zero_capacity_caches_nothing() {
 }
 
 #[test]
-fn keys_are_sha256_digests_not_tokens() {
+fn a_token_colliding_with_a_cached_one_is_a_miss() {
     let mut cache = TokenCache::new(4);
-    cache.insert("secret-token", verified("acme", NOW + 60));
-    let expected = hmac_sha256::Hash::hash(b"secret-token");
-    assert!(cache.entries.contains_key(&expected));
+    cache.insert("t1", verified("acme", NOW + 60));
+    // Forge a collision: "t2" under the key of "t1".
+    let entry = cache.entries.remove(&cache.key("t1"));
+    if let Some(entry) = entry {
+        cache.entries.insert(cache.key("t2"), entry);
+    }
+    assert_eq!(cache.get("t2", NOW), None);
+    assert_eq!(cache.get("t1", NOW), None);
 }
