@@ -120,8 +120,9 @@ impl PublicKey {
     /// Whether `signature` is valid for `input` under `alg`. An algorithm of another key
     /// type never verifies: a token cannot choose how its key is used.
     fn verify(&self, alg: Alg, input: &[u8], signature: &[u8]) -> bool {
+        use hmac_sha256::Hash as Sha256;
+        use hmac_sha512::{sha384::Hash as Sha384, Hash as Sha512};
         use rsa::{pss::Pss, Pkcs1v15Sign};
-        use sha2::{Digest, Sha256, Sha384, Sha512};
         match (self, alg) {
             (PublicKey::Oct(k), Alg::Hs256) => ct_eq(&hmac_sha256::HMAC::mac(input, k), signature),
             (PublicKey::Oct(k), Alg::Hs384) => {
@@ -131,40 +132,42 @@ impl PublicKey {
             (PublicKey::Rsa(k), Alg::Rs256) => k
                 .verify(
                     Pkcs1v15Sign::new::<Sha256>(),
-                    &Sha256::digest(input),
+                    &Sha256::hash(input),
                     signature,
                 )
                 .is_ok(),
             (PublicKey::Rsa(k), Alg::Rs384) => k
                 .verify(
                     Pkcs1v15Sign::new::<Sha384>(),
-                    &Sha384::digest(input),
+                    &Sha384::hash(input),
                     signature,
                 )
                 .is_ok(),
             (PublicKey::Rsa(k), Alg::Rs512) => k
                 .verify(
                     Pkcs1v15Sign::new::<Sha512>(),
-                    &Sha512::digest(input),
+                    &Sha512::hash(input),
                     signature,
                 )
                 .is_ok(),
             (PublicKey::Rsa(k), Alg::Ps256) => k
-                .verify(Pss::new::<Sha256>(), &Sha256::digest(input), signature)
+                .verify(Pss::new::<Sha256>(), &Sha256::hash(input), signature)
                 .is_ok(),
             (PublicKey::Rsa(k), Alg::Ps384) => k
-                .verify(Pss::new::<Sha384>(), &Sha384::digest(input), signature)
+                .verify(Pss::new::<Sha384>(), &Sha384::hash(input), signature)
                 .is_ok(),
             (PublicKey::Rsa(k), Alg::Ps512) => k
-                .verify(Pss::new::<Sha512>(), &Sha512::digest(input), signature)
+                .verify(Pss::new::<Sha512>(), &Sha512::hash(input), signature)
                 .is_ok(),
             (PublicKey::P256(k), Alg::Es256) => {
-                use p256::ecdsa::{signature::Verifier, Signature};
-                Signature::from_slice(signature).is_ok_and(|s| k.verify(input, &s).is_ok())
+                use p256::ecdsa::{signature::hazmat::PrehashVerifier, Signature};
+                Signature::from_slice(signature)
+                    .is_ok_and(|s| k.verify_prehash(&Sha256::hash(input), &s).is_ok())
             }
             (PublicKey::P384(k), Alg::Es384) => {
-                use p384::ecdsa::{signature::Verifier, Signature};
-                Signature::from_slice(signature).is_ok_and(|s| k.verify(input, &s).is_ok())
+                use p384::ecdsa::{signature::hazmat::PrehashVerifier, Signature};
+                Signature::from_slice(signature)
+                    .is_ok_and(|s| k.verify_prehash(&Sha384::hash(input), &s).is_ok())
             }
             (PublicKey::Ed25519(k), Alg::EdDsa) => {
                 ed25519_compact::Signature::from_slice(signature)
