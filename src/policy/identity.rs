@@ -192,8 +192,7 @@ enum Failure {
     NoKey(String),
     /// Every candidate key refused the signature.
     Signature,
-    /// A key verified the signature (or the token is malformed for every key), and a check
-    /// that does not depend on the key failed.
+    /// A key verified the signature, and a check of the claims failed.
     Token(TokenRejection),
 }
 

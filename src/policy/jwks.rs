@@ -1,8 +1,8 @@
 //! JWK Sets (RFC 7517) turned into ready-to-use verification keys.
 //!
 //! Each usable JWK becomes one checked public key (RustCrypto `rsa`; P-256 and P-384 in
-//! `ecdsa`; `ed25519-compact`; an HMAC secret) and the JWS algorithms it may verify, built once here, so
-//! verifying a token never re-parses key material. Which algorithms a key gets is
+//! `ecdsa`; `ed25519-compact`; an HMAC secret) and the JWS algorithms it may verify, built once
+//! here, so verifying a token never re-parses key material. Which algorithms a key gets is
 //! decided by its type alone (RSA → RS*/PS*, P-256 → ES256, P-384 → ES384, Ed25519 → EdDSA,
 //! oct → HS*), narrowed to exactly one when the JWK carries `alg`: that is what makes
 //! algorithm-confusion attacks impossible.
