@@ -1,8 +1,8 @@
 //! JWK Sets (RFC 7517) turned into ready-to-use verification keys.
 //!
-//! Each usable JWK becomes one checked public key (RustCrypto `rsa`; P-256 and P-384 in
-//! `ecdsa`; `ed25519-compact`; an HMAC secret) and the JWS algorithms it may verify, built once
-//! here, so verifying a token never re-parses key material. Which algorithms a key gets is
+//! Each usable JWK becomes one checked public key (RustCrypto `rsa`, `p256`, `p384`;
+//! `ed25519-compact`; an HMAC secret) and the JWS algorithms it may verify, built once here, so
+//! verifying a token never re-parses key material. Which algorithms a key gets is
 //! decided by its type alone (RSA → RS*/PS*, P-256 → ES256, P-384 → ES384, Ed25519 → EdDSA,
 //! oct → HS*), narrowed to exactly one when the JWK carries `alg`: that is what makes
 //! algorithm-confusion attacks impossible.
@@ -109,8 +109,8 @@ impl fmt::Display for Alg {
 #[derive(Clone)]
 enum PublicKey {
     Rsa(rsa::RsaPublicKey),
-    /// P-256 or P-384.
-    Ec(ecdsa::PublicKey),
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
     Ed25519(ed25519_compact::PublicKey),
     /// An HMAC secret.
     Oct(Vec<u8>),
@@ -159,11 +159,15 @@ impl PublicKey {
             (PublicKey::Rsa(k), Alg::Ps512) => k
                 .verify(Pss::new::<Sha512>(), &Sha512::hash(input), signature)
                 .is_ok(),
-            (PublicKey::Ec(k), Alg::Es256) if k.is(&ecdsa::P256) => {
-                k.verify(&Sha256::hash(input), signature)
+            (PublicKey::P256(k), Alg::Es256) => {
+                use p256::ecdsa::{signature::hazmat::PrehashVerifier, Signature};
+                Signature::from_slice(signature)
+                    .is_ok_and(|s| k.verify_prehash(&Sha256::hash(input), &s).is_ok())
             }
-            (PublicKey::Ec(k), Alg::Es384) if k.is(&ecdsa::P384) => {
-                k.verify(&Sha384::hash(input), signature)
+            (PublicKey::P384(k), Alg::Es384) => {
+                use p384::ecdsa::{signature::hazmat::PrehashVerifier, Signature};
+                Signature::from_slice(signature)
+                    .is_ok_and(|s| k.verify_prehash(&Sha384::hash(input), &s).is_ok())
             }
             (PublicKey::Ed25519(k), Alg::EdDsa) => {
                 ed25519_compact::Signature::from_slice(signature)
@@ -405,10 +409,10 @@ impl Material {
                 .ok()?,
             ),
             Material::P256(point) => {
-                PublicKey::Ec(ecdsa::PublicKey::from_sec1(&ecdsa::P256, &point)?)
+                PublicKey::P256(p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).ok()?)
             }
             Material::P384(point) => {
-                PublicKey::Ec(ecdsa::PublicKey::from_sec1(&ecdsa::P384, &point)?)
+                PublicKey::P384(p384::ecdsa::VerifyingKey::from_sec1_bytes(&point).ok()?)
             }
             Material::Ed25519(x) => {
                 PublicKey::Ed25519(ed25519_compact::PublicKey::from_slice(&x).ok()?)
@@ -671,9 +675,6 @@ pub(crate) fn printable(text: &str, max: usize) -> String {
     }
     out
 }
-
-mod ecdsa;
-mod modular;
 
 #[cfg(test)]
 #[path = "testdata/fixtures.rs"]
