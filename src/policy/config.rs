@@ -523,7 +523,7 @@ impl Config {
         let raw = match raw_document(document) {
             Ok(raw) => raw,
             Err(e) => {
-                let malformed = matches!(e.inner().classify(), Category::Syntax | Category::Eof);
+                let malformed = matches!(e.error.classify(), Category::Syntax | Category::Eof);
                 return Err(match struct_error {
                     // Neither form: say what each reader found.
                     Some(struct_error) if malformed => {
@@ -581,11 +581,7 @@ impl Config {
             Ok(raw) => compile(raw, &canonical),
             Err(e) => {
                 // A position in the canonical text would mean nothing to the operator.
-                let position = format!(
-                    " at line {} column {}",
-                    e.inner().line(),
-                    e.inner().column()
-                );
+                let position = format!(" at line {} column {}", e.error.line(), e.error.column());
                 let mut error = document_error(e);
                 if let Some(message) = error.message.strip_suffix(&position) {
                     error.message = message.to_string();
@@ -609,22 +605,27 @@ const STRUCT_DECIMALS: [&[&str]; 8] = [
     &["pricing", "models", "*", "*"],
 ];
 
-fn raw_document(text: &[u8]) -> Result<RawConfig, serde_path_to_error::Error<serde_json::Error>> {
-    let mut de = serde_json::Deserializer::from_slice(text);
-    serde_path_to_error::deserialize(&mut de)
+fn raw_document(text: &[u8]) -> Result<RawConfig, DocumentError<'_>> {
+    serde_json::from_slice(text).map_err(|error| DocumentError { error, text })
 }
 
-fn document_error<E: fmt::Display>(e: serde_path_to_error::Error<E>) -> ConfigError {
-    let path = e.path().to_string();
+/// A document serde_json refused, with the text it read, to name the field at fault.
+struct DocumentError<'a> {
+    error: serde_json::Error,
+    text: &'a [u8],
+}
+
+fn document_error(e: DocumentError<'_>) -> ConfigError {
+    let path = position::path_at(e.text, e.error.line(), e.error.column());
     ConfigError {
-        // "." is the document itself; "?" means no position (not JSON at all); "" is an
+        // An empty path is the document itself, an unknown position (not JSON at all), or an
         // unknown field named "" (found by the config fuzz target).
-        path: if path == "." || path == "?" || path.is_empty() {
+        path: if path.is_empty() {
             "configuration".into()
         } else {
             path
         },
-        message: e.into_inner().to_string(),
+        message: e.error.to_string(),
     }
 }
 
@@ -1322,6 +1323,8 @@ fn compile_pricing(raw: Option<RawPricing>) -> Result<Pricing, ConfigError> {
         .transpose()?;
     Ok(Pricing { models, default })
 }
+
+mod position;
 
 #[cfg(test)]
 mod tests;

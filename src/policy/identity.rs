@@ -1,21 +1,20 @@
 //! Bearer token → verified identity (tenant, user, forwarded claims).
 //!
-//! Order of checks: size and shape, then the unverified `iss` to pick the providers, then
-//! key selection by `kid` and by the key type's algorithm family, then jwt-simple checks the
-//! signature and `exp`/`nbf`/`iat`/`iss`/`aud` at the caller's `now`. Claims are only read
-//! from the payload once its signature has verified.
+//! Order of checks: size and shape (header included: `crit`, `typ`), then the unverified
+//! `iss` to pick the providers, then key selection by `kid` and by the key type's algorithm
+//! family, then the signature, then the registered claims (`sub`/`jti`/`aud` types,
+//! `iat`/`nbf`/`exp` at the caller's `now`, `aud`). Claims are only read from the payload once
+//! its signature has verified.
 
-use std::collections::HashSet;
-
-use jwt_simple::prelude::{Duration, UnixTimeStamp, VerificationOptions};
-use jwt_simple::JWTError;
 use serde_json::{Map, Value};
 
 use super::denial::Reason;
-use super::jwks::{base64url_decode, printable, Alg, KeySet};
+use super::jwks::{printable, KeySet};
+use token::{check_claims, ClaimRules, Token};
 
-/// jwt-simple keeps times as 32.32 fixed point: seconds must stay below 2^32 (year 2106)
-/// or its arithmetic wraps.
+mod token;
+
+/// NumericDates must stay below 2^32 s (year 2106), and so must `now` plus the clock skew.
 const TIME_LIMIT: u64 = 1 << 32;
 const MAX_TENANT_BYTES: usize = 128;
 const MAX_CLAIM_VALUE_BYTES: usize = 1024;
@@ -126,14 +125,16 @@ pub fn verify(
     if token.len() > rules.max_token_bytes {
         return Err(invalid("token too long"));
     }
-    let parsed = Parsed::new(token)?;
+    let parsed = Token::parse(token)?;
     let iss = match parsed.claims.get("iss") {
         Some(Value::String(iss)) => iss.as_str(),
         _ => return Err(invalid("token iss missing or not a string")),
     };
-    let exp = numeric_date(&parsed.claims, "exp")?;
-    numeric_date(&parsed.claims, "nbf")?;
-    numeric_date(&parsed.claims, "iat")?;
+    let times = [
+        numeric_date(&parsed.claims, "iat")?,
+        numeric_date(&parsed.claims, "nbf")?,
+        numeric_date(&parsed.claims, "exp")?,
+    ];
     if now.saturating_add(rules.clock_skew_s) >= TIME_LIMIT {
         return Err(invalid("clock or clock_skew_s out of supported range"));
     }
@@ -143,8 +144,9 @@ pub fn verify(
         if provider.issuer != iss {
             continue;
         }
-        match verify_with(provider, token, &parsed, rules, now) {
+        match verify_with(provider, &parsed, times, rules, now) {
             Ok(()) => {
+                let [_, _, exp] = times;
                 let exp = exp.ok_or_else(|| invalid("token has no exp"))?;
                 return identity(index, &parsed.claims, exp, rules);
             }
@@ -163,53 +165,8 @@ pub fn verify(
     })
 }
 
-/// Header and payload decoded once, before any signature check. `claims` must not be trusted
-/// until a verifier has accepted the token.
-struct Parsed {
-    alg: Alg,
-    kid: Option<String>,
-    claims: Map<String, Value>,
-}
-
-impl Parsed {
-    fn new(token: &str) -> Result<Parsed, TokenRejection> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(invalid("token must have three dot-separated parts"));
-        };
-        let mut header = json_object(header).ok_or_else(|| invalid("malformed token header"))?;
-        let alg = match header.get("alg") {
-            Some(Value::String(name)) => Alg::parse(name)
-                .ok_or_else(|| invalid(format!("alg {} not accepted", printable(name, 16))))?,
-            _ => return Err(invalid("token header has no alg")),
-        };
-        let kid = match header.remove("kid") {
-            None => None,
-            Some(Value::String(kid)) => Some(kid),
-            Some(_) => return Err(invalid("token kid is not a string")),
-        };
-        let claims = json_object(payload).ok_or_else(|| invalid("malformed token payload"))?;
-        if signature.is_empty() || base64url_decode(signature, false).is_none() {
-            return Err(invalid("malformed token signature"));
-        }
-        Ok(Parsed { alg, kid, claims })
-    }
-}
-
-/// A base64url-encoded JSON object.
-fn json_object(part: &str) -> Option<Map<String, Value>> {
-    let bytes = base64url_decode(part, false)?;
-    match serde_json::from_slice(&bytes).ok()? {
-        Value::Object(map) => Some(map),
-        _ => None,
-    }
-}
-
 /// A NumericDate claim in seconds: absent → None; otherwise a non-negative number below
-/// `TIME_LIMIT` (fractions truncated, as jwt-simple does), or the token is refused. This keeps
-/// jwt-simple's fixed-point time arithmetic exact.
+/// `TIME_LIMIT` (fractions truncated), or the token is refused.
 fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, TokenRejection> {
     let Some(value) = claims.get(name) else {
         return Ok(None);
@@ -235,8 +192,7 @@ enum Failure {
     NoKey(String),
     /// Every candidate key refused the signature.
     Signature,
-    /// A key verified the signature (or the token is malformed for every key), and a check
-    /// that does not depend on the key failed.
+    /// A key verified the signature, and a check of the claims failed.
     Token(TokenRejection),
 }
 
@@ -250,11 +206,12 @@ impl Failure {
     }
 }
 
-/// Tries the provider's keys that fit the token's `kid` and `alg`.
+/// Tries the provider's keys that fit the token's `kid` and `alg`; the first that verifies the
+/// signature has the claims checked.
 fn verify_with(
     provider: &Provider,
-    token: &str,
-    parsed: &Parsed,
+    parsed: &Token<'_>,
+    times: [Option<u64>; 3],
     rules: &IdentityRules,
     now: u64,
 ) -> Result<(), Failure> {
@@ -273,7 +230,6 @@ fn verify_with(
         .iter()
         .chain(remote)
         .flat_map(KeySet::keys);
-    let options = options(provider, rules, now);
     let (mut kid_known, mut tried) = (false, false);
     for key in keys {
         if let Some(kid) = &parsed.kid {
@@ -282,16 +238,18 @@ fn verify_with(
             }
             kid_known = true;
         }
-        let Some(verifier) = key.verifier(parsed.alg) else {
+        if !key.accepts(parsed.alg) {
             continue;
-        };
+        }
         tried = true;
-        match verifier.verify(token, options.clone()) {
-            Ok(_) => return Ok(()),
-            Err(error) => match classify(&error) {
-                Failure::Signature => {}
-                other => return Err(other),
-            },
+        let input = parsed.signing_input.as_bytes();
+        if key.verify(parsed.alg, input, &parsed.signature) {
+            let claim_rules = ClaimRules {
+                audiences: &provider.audiences,
+                now,
+                clock_skew_s: rules.clock_skew_s,
+            };
+            return check_claims(&parsed.claims, times, &claim_rules).map_err(Failure::Token);
         }
     }
     Err(if tried {
@@ -306,53 +264,6 @@ fn verify_with(
     } else {
         Failure::NoKey(format!("no key for alg {}", parsed.alg))
     })
-}
-
-fn options(provider: &Provider, rules: &IdentityRules, now: u64) -> VerificationOptions {
-    VerificationOptions {
-        artificial_time: Some(UnixTimeStamp::from_secs(now)),
-        time_tolerance: Some(Duration::from_secs(rules.clock_skew_s)),
-        allowed_issuers: Some(HashSet::from([provider.issuer.clone()])),
-        allowed_audiences: match &provider.audiences {
-            Audiences::OneOf(list) => Some(list.iter().cloned().collect()),
-            Audiences::Any => None,
-        },
-        max_token_length: Some(rules.max_token_bytes),
-        ..VerificationOptions::default()
-    }
-}
-
-/// Maps a jwt-simple error. Bad signatures let the next key try; everything else is final.
-fn classify(error: &jwt_simple::Error) -> Failure {
-    let detail = match error.downcast_ref::<JWTError>() {
-        Some(JWTError::InvalidSignature | JWTError::InvalidAuthenticationTag) => {
-            return Failure::Signature
-        }
-        Some(JWTError::TokenHasExpired) => {
-            return Failure::Token(TokenRejection {
-                reason: Reason::TokenExpired,
-                detail: "token expired".to_owned(),
-            })
-        }
-        Some(JWTError::TokenNotValidYet) => "token not yet valid",
-        Some(JWTError::ClockDrift) => "token issued in the future",
-        Some(JWTError::RequiredAudienceMismatch | JWTError::RequiredAudienceMissing) => {
-            "audience not accepted"
-        }
-        Some(JWTError::RequiredIssuerMismatch | JWTError::RequiredIssuerMissing) => {
-            "issuer not accepted"
-        }
-        Some(JWTError::TokenTooLong) => "token too long",
-        Some(JWTError::HeaderTooLarge) => "token header too large",
-        Some(JWTError::NotJWT) => "token typ not accepted",
-        Some(JWTError::UnknownCriticalExtension) => "token has unsupported crit header",
-        Some(_) => "malformed token",
-        // Claims that do not deserialize (e.g. `aud` of the wrong type).
-        None if error.is::<serde_json::Error>() => "malformed token claims",
-        // Backend errors while checking a signature (e.g. wrong Ed25519 signature length).
-        None => return Failure::Signature,
-    };
-    Failure::Token(invalid(detail))
 }
 
 /// Reads the identity out of verified claims.

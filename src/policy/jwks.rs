@@ -1,7 +1,8 @@
 //! JWK Sets (RFC 7517) turned into ready-to-use verification keys.
 //!
-//! Each usable JWK becomes one jwt-simple key object per JWS algorithm it may verify, built once
-//! here, so verifying a token never re-parses key material. Which algorithms a key gets is
+//! Each usable JWK becomes one checked public key (RustCrypto `rsa`, `p256`, `p384`;
+//! `ed25519-compact`; an HMAC secret) and the JWS algorithms it may verify, built once here, so
+//! verifying a token never re-parses key material. Which algorithms a key gets is
 //! decided by its type alone (RSA → RS*/PS*, P-256 → ES256, P-384 → ES384, Ed25519 → EdDSA,
 //! oct → HS*), narrowed to exactly one when the JWK carries `alg`: that is what makes
 //! algorithm-confusion attacks impossible.
@@ -9,12 +10,11 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use jwt_simple::prelude::*;
 use serde_json::{Map, Value};
 
 /// RSA moduli below this are refused (RFC 7518 §3.3 asks for at least 2048 bits).
 const MIN_RSA_BITS: usize = 2048;
-/// The RSA backend (`rsa` crate via superboring) cannot load larger public keys.
+/// The `rsa` crate refuses larger public keys.
 const MAX_RSA_BITS: usize = 4096;
 /// HMAC secrets shorter than this are refused.
 const MIN_OCT_BYTES: usize = 32;
@@ -105,72 +105,98 @@ impl fmt::Display for Alg {
     }
 }
 
-/// One pre-built jwt-simple key, bound to one algorithm.
+/// A JWK's public key, decoded and checked once when the key set is loaded.
 #[derive(Clone)]
-pub(crate) enum Verifier {
-    Hs256(HS256Key),
-    Hs384(HS384Key),
-    Hs512(HS512Key),
-    Rs256(RS256PublicKey),
-    Rs384(RS384PublicKey),
-    Rs512(RS512PublicKey),
-    Ps256(PS256PublicKey),
-    Ps384(PS384PublicKey),
-    Ps512(PS512PublicKey),
-    Es256(ES256PublicKey),
-    Es384(ES384PublicKey),
-    EdDsa(Ed25519PublicKey),
+enum PublicKey {
+    Rsa(rsa::RsaPublicKey),
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
+    Ed25519(ed25519_compact::PublicKey),
+    /// An HMAC secret.
+    Oct(Vec<u8>),
 }
 
-impl Verifier {
-    fn alg(&self) -> Alg {
-        match self {
-            Verifier::Hs256(_) => Alg::Hs256,
-            Verifier::Hs384(_) => Alg::Hs384,
-            Verifier::Hs512(_) => Alg::Hs512,
-            Verifier::Rs256(_) => Alg::Rs256,
-            Verifier::Rs384(_) => Alg::Rs384,
-            Verifier::Rs512(_) => Alg::Rs512,
-            Verifier::Ps256(_) => Alg::Ps256,
-            Verifier::Ps384(_) => Alg::Ps384,
-            Verifier::Ps512(_) => Alg::Ps512,
-            Verifier::Es256(_) => Alg::Es256,
-            Verifier::Es384(_) => Alg::Es384,
-            Verifier::EdDsa(_) => Alg::EdDsa,
-        }
-    }
-
-    /// Checks the signature, then the claims against `options` (jwt-simple does both).
-    pub(crate) fn verify(
-        &self,
-        token: &str,
-        options: VerificationOptions,
-    ) -> Result<JWTClaims<NoCustomClaims>, jwt_simple::Error> {
-        let options = Some(options);
-        match self {
-            Verifier::Hs256(k) => k.verify_token(token, options),
-            Verifier::Hs384(k) => k.verify_token(token, options),
-            Verifier::Hs512(k) => k.verify_token(token, options),
-            Verifier::Rs256(k) => k.verify_token(token, options),
-            Verifier::Rs384(k) => k.verify_token(token, options),
-            Verifier::Rs512(k) => k.verify_token(token, options),
-            Verifier::Ps256(k) => k.verify_token(token, options),
-            Verifier::Ps384(k) => k.verify_token(token, options),
-            Verifier::Ps512(k) => k.verify_token(token, options),
-            Verifier::Es256(k) => k.verify_token(token, options),
-            Verifier::Es384(k) => k.verify_token(token, options),
-            Verifier::EdDsa(k) => k.verify_token(token, options),
+impl PublicKey {
+    /// Whether `signature` is valid for `input` under `alg`. An algorithm of another key
+    /// type never verifies: a token cannot choose how its key is used.
+    fn verify(&self, alg: Alg, input: &[u8], signature: &[u8]) -> bool {
+        use hmac_sha256::Hash as Sha256;
+        use hmac_sha512::{sha384::Hash as Sha384, Hash as Sha512};
+        use rsa::{pss::Pss, Pkcs1v15Sign};
+        match (self, alg) {
+            (PublicKey::Oct(k), Alg::Hs256) => ct_eq(&hmac_sha256::HMAC::mac(input, k), signature),
+            (PublicKey::Oct(k), Alg::Hs384) => {
+                ct_eq(&hmac_sha512::sha384::HMAC::mac(input, k), signature)
+            }
+            (PublicKey::Oct(k), Alg::Hs512) => ct_eq(&hmac_sha512::HMAC::mac(input, k), signature),
+            (PublicKey::Rsa(k), Alg::Rs256) => k
+                .verify(
+                    Pkcs1v15Sign::new::<Sha256>(),
+                    &Sha256::hash(input),
+                    signature,
+                )
+                .is_ok(),
+            (PublicKey::Rsa(k), Alg::Rs384) => k
+                .verify(
+                    Pkcs1v15Sign::new::<Sha384>(),
+                    &Sha384::hash(input),
+                    signature,
+                )
+                .is_ok(),
+            (PublicKey::Rsa(k), Alg::Rs512) => k
+                .verify(
+                    Pkcs1v15Sign::new::<Sha512>(),
+                    &Sha512::hash(input),
+                    signature,
+                )
+                .is_ok(),
+            (PublicKey::Rsa(k), Alg::Ps256) => k
+                .verify(Pss::new::<Sha256>(), &Sha256::hash(input), signature)
+                .is_ok(),
+            (PublicKey::Rsa(k), Alg::Ps384) => k
+                .verify(Pss::new::<Sha384>(), &Sha384::hash(input), signature)
+                .is_ok(),
+            (PublicKey::Rsa(k), Alg::Ps512) => k
+                .verify(Pss::new::<Sha512>(), &Sha512::hash(input), signature)
+                .is_ok(),
+            (PublicKey::P256(k), Alg::Es256) => {
+                use p256::ecdsa::{signature::hazmat::PrehashVerifier, Signature};
+                Signature::from_slice(signature)
+                    .is_ok_and(|s| k.verify_prehash(&Sha256::hash(input), &s).is_ok())
+            }
+            (PublicKey::P384(k), Alg::Es384) => {
+                use p384::ecdsa::{signature::hazmat::PrehashVerifier, Signature};
+                Signature::from_slice(signature)
+                    .is_ok_and(|s| k.verify_prehash(&Sha384::hash(input), &s).is_ok())
+            }
+            (PublicKey::Ed25519(k), Alg::EdDsa) => {
+                ed25519_compact::Signature::from_slice(signature)
+                    .is_ok_and(|s| k.verify(input, &s).is_ok())
+            }
+            _ => false,
         }
     }
 }
 
-/// One usable JWK: its `kid` and a verifier per algorithm it may be used with.
+/// Compares an HMAC tag in time that depends on the lengths only.
+fn ct_eq(expected: &[u8], actual: &[u8]) -> bool {
+    expected.len() == actual.len()
+        && std::hint::black_box(
+            expected
+                .iter()
+                .zip(actual)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b)),
+        ) == 0
+}
+
+/// One usable JWK: its `kid`, the algorithms it may verify, and its public key.
 #[derive(Clone)]
 pub(crate) struct Key {
     kid: Option<String>,
     /// Human-readable type for `Debug` ("RSA", "EC P-256", ...).
     kind: &'static str,
-    verifiers: Vec<Verifier>,
+    algs: Vec<Alg>,
+    public: PublicKey,
 }
 
 impl Key {
@@ -178,9 +204,15 @@ impl Key {
         self.kid.as_deref()
     }
 
-    /// The verifier for `alg`, if this key may be used with it.
-    pub(crate) fn verifier(&self, alg: Alg) -> Option<&Verifier> {
-        self.verifiers.iter().find(|v| v.alg() == alg)
+    /// Whether this key may be used with `alg`.
+    pub(crate) fn accepts(&self, alg: Alg) -> bool {
+        self.algs.contains(&alg)
+    }
+
+    /// Checks a JWS signature over `input` (`header.payload`); false for an algorithm this
+    /// key may not be used with.
+    pub(crate) fn verify(&self, alg: Alg, input: &[u8], signature: &[u8]) -> bool {
+        self.accepts(alg) && self.public.verify(alg, input, signature)
     }
 }
 
@@ -331,7 +363,7 @@ fn check_unique_kids(keys: &[Key], position: impl Fn(usize) -> usize) -> Result<
     Ok(())
 }
 
-/// Decoded public key material of one JWK, before jwt-simple objects are built.
+/// Decoded public key material of one JWK, before it is checked.
 enum Material {
     Rsa {
         n: Vec<u8>,
@@ -366,38 +398,26 @@ impl Material {
         }
     }
 
-    /// The jwt-simple key for `alg`, which must belong to `family()`.
-    fn verifier(&self, alg: Alg) -> Result<Verifier, jwt_simple::Error> {
-        Ok(match (self, alg) {
-            (Material::Rsa { n, e }, Alg::Rs256) => {
-                Verifier::Rs256(RS256PublicKey::from_components(n, e)?)
+    /// The checked public key; None if the material is not a valid key of its type.
+    fn public_key(self) -> Option<PublicKey> {
+        Some(match self {
+            Material::Rsa { n, e } => PublicKey::Rsa(
+                rsa::RsaPublicKey::new(
+                    rsa::BigUint::from_bytes_be(&n),
+                    rsa::BigUint::from_bytes_be(&e),
+                )
+                .ok()?,
+            ),
+            Material::P256(point) => {
+                PublicKey::P256(p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).ok()?)
             }
-            (Material::Rsa { n, e }, Alg::Rs384) => {
-                Verifier::Rs384(RS384PublicKey::from_components(n, e)?)
+            Material::P384(point) => {
+                PublicKey::P384(p384::ecdsa::VerifyingKey::from_sec1_bytes(&point).ok()?)
             }
-            (Material::Rsa { n, e }, Alg::Rs512) => {
-                Verifier::Rs512(RS512PublicKey::from_components(n, e)?)
+            Material::Ed25519(x) => {
+                PublicKey::Ed25519(ed25519_compact::PublicKey::from_slice(&x).ok()?)
             }
-            (Material::Rsa { n, e }, Alg::Ps256) => {
-                Verifier::Ps256(PS256PublicKey::from_components(n, e)?)
-            }
-            (Material::Rsa { n, e }, Alg::Ps384) => {
-                Verifier::Ps384(PS384PublicKey::from_components(n, e)?)
-            }
-            (Material::Rsa { n, e }, Alg::Ps512) => {
-                Verifier::Ps512(PS512PublicKey::from_components(n, e)?)
-            }
-            (Material::P256(point), Alg::Es256) => {
-                Verifier::Es256(ES256PublicKey::from_bytes(point)?)
-            }
-            (Material::P384(point), Alg::Es384) => {
-                Verifier::Es384(ES384PublicKey::from_bytes(point)?)
-            }
-            (Material::Ed25519(x), Alg::EdDsa) => Verifier::EdDsa(Ed25519PublicKey::from_bytes(x)?),
-            (Material::Oct(k), Alg::Hs256) => Verifier::Hs256(HS256Key::from_bytes(k)),
-            (Material::Oct(k), Alg::Hs384) => Verifier::Hs384(HS384Key::from_bytes(k)),
-            (Material::Oct(k), Alg::Hs512) => Verifier::Hs512(HS512Key::from_bytes(k)),
-            _ => return Err(jwt_simple::JWTError::AlgorithmMismatch.into()),
+            Material::Oct(k) => PublicKey::Oct(k),
         })
     }
 }
@@ -444,17 +464,21 @@ fn parse_key(jwk: &Value, path: &str) -> Result<Key, JwksError> {
             ));
         }
     }
-    let verifiers = material
+    let algs = material
         .family()
         .iter()
-        .filter(|a| alg.is_none_or(|only| only == **a))
-        .map(|a| material.verifier(*a))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| JwksError::new(path, format!("invalid {} public key", material.kind())))?;
+        .copied()
+        .filter(|a| alg.is_none_or(|only| only == *a))
+        .collect();
+    let kind = material.kind();
+    let public = material
+        .public_key()
+        .ok_or_else(|| JwksError::new(path, format!("invalid {kind} public key")))?;
     Ok(Key {
         kid,
-        kind: material.kind(),
-        verifiers,
+        kind,
+        algs,
+        public,
     })
 }
 

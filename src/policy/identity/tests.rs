@@ -3,6 +3,7 @@ use serde_json::{json, Value};
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
+use crate::policy::jwks::base64url_decode;
 use crate::policy::jwks::fixtures::*;
 use jwt_simple::prelude::RS256KeyPair;
 
@@ -559,7 +560,7 @@ fn user_claim_is_optional_and_may_be_a_number() {
 
 #[test]
 fn registered_claims_of_the_wrong_type_are_refused() {
-    // jwt-simple parses registered claims strictly: RFC 7519 makes `sub` a string.
+    // Registered claims are typed strictly: RFC 7519 makes `sub` a string.
     let providers = [provider(all_keys())];
     for claims in [json!({"sub": 1234}), json!({"aud": 5}), json!({"jti": []})] {
         let token = hs256(&claims_with(claims));

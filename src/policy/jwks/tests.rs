@@ -14,7 +14,7 @@ fn algs(set: &KeySet) -> Vec<Vec<&'static str>> {
         .map(|k| {
             Alg::ALL
                 .iter()
-                .filter(|a| k.verifier(**a).is_some())
+                .filter(|a| k.accepts(**a))
                 .map(|a| a.as_str())
                 .collect()
         })
@@ -336,4 +336,147 @@ fn printable_strips_control_characters_and_truncates() {
     assert_eq!(printable("a\nb\u{7}c", 10), "abc");
     assert_eq!(printable("abcdef", 3), "abc…");
     assert_eq!(printable("abc", 3), "abc");
+}
+
+/// One key of each type, `kid` = its type.
+fn every_key_type() -> KeySet {
+    KeySet::from_value(&json!({"keys": [
+        rsa_jwk(RSA_A_PEM, Some("rsa")),
+        p256_jwk(Some("p256")),
+        p384_jwk(Some("p384")),
+        ed25519_jwk(Some("ed")),
+        oct_jwk(Some("oct")),
+    ]}))
+    .unwrap()
+}
+
+/// A token minted by jwt-simple for `alg`, as (signing input, signature bytes).
+fn signed(alg: Alg) -> (String, Vec<u8>) {
+    let token = mint(alg.as_str(), None, &base_claims());
+    let (input, signature) = token.rsplit_once('.').unwrap();
+    (
+        input.to_owned(),
+        base64url_decode(signature, false).unwrap(),
+    )
+}
+
+fn verifies(set: &KeySet, alg: Alg, input: &[u8], signature: &[u8]) -> Vec<&'static str> {
+    set.keys()
+        .filter(|k| k.verify(alg, input, signature))
+        .map(|k| k.kind)
+        .collect()
+}
+
+#[test]
+fn each_algorithm_verifies_with_exactly_its_key() {
+    let set = every_key_type();
+    for alg in Alg::ALL {
+        let (input, signature) = signed(alg);
+        let expected = match alg {
+            Alg::Hs256 | Alg::Hs384 | Alg::Hs512 => "oct",
+            Alg::Es256 => "EC P-256",
+            Alg::Es384 => "EC P-384",
+            Alg::EdDsa => "OKP Ed25519",
+            _ => "RSA",
+        };
+        assert_eq!(
+            verifies(&set, alg, input.as_bytes(), &signature),
+            [expected],
+            "{alg}"
+        );
+    }
+}
+
+#[test]
+fn tampered_signatures_and_inputs_do_not_verify() {
+    let set = every_key_type();
+    for alg in Alg::ALL {
+        let (input, signature) = signed(alg);
+        for i in [0, signature.len() / 2, signature.len() - 1] {
+            let mut bad = signature.clone();
+            bad[i] ^= 0x01;
+            assert!(
+                verifies(&set, alg, input.as_bytes(), &bad).is_empty(),
+                "{alg} byte {i}"
+            );
+        }
+        let mut input = input.into_bytes();
+        input[3] ^= 0x01;
+        assert!(verifies(&set, alg, &input, &signature).is_empty(), "{alg}");
+    }
+}
+
+#[test]
+fn a_signature_never_verifies_under_another_algorithm() {
+    // Same key, other hash or padding (RS256 vs PS256 vs RS384, HS256 vs HS512), or another key
+    // type altogether: no algorithm confusion.
+    let set = every_key_type();
+    for signed_as in Alg::ALL {
+        let (input, signature) = signed(signed_as);
+        for alg in Alg::ALL.into_iter().filter(|a| *a != signed_as) {
+            assert!(
+                verifies(&set, alg, input.as_bytes(), &signature).is_empty(),
+                "{signed_as} signature checked as {alg}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_key_restricted_by_alg_refuses_its_other_algorithms() {
+    let mut jwk = rsa_jwk(RSA_A_PEM, None);
+    jwk["alg"] = json!("PS256");
+    let set = KeySet::from_value(&json!({"keys": [jwk]})).unwrap();
+    let (input, signature) = signed(Alg::Rs256);
+    assert!(verifies(&set, Alg::Rs256, input.as_bytes(), &signature).is_empty());
+    let (input, signature) = signed(Alg::Ps256);
+    assert_eq!(
+        verifies(&set, Alg::Ps256, input.as_bytes(), &signature),
+        ["RSA"]
+    );
+}
+
+#[test]
+fn another_key_of_the_same_type_does_not_verify() {
+    let set = KeySet::from_value(&json!({"keys": [
+        rsa_jwk(RSA_B_PEM, None),
+        {"kty": "oct", "k": b64(&[7; 32])},
+    ]}))
+    .unwrap();
+    for alg in [Alg::Rs256, Alg::Ps512, Alg::Hs256, Alg::Hs384] {
+        let (input, signature) = signed(alg);
+        assert!(
+            verifies(&set, alg, input.as_bytes(), &signature).is_empty(),
+            "{alg}"
+        );
+    }
+}
+
+#[test]
+fn signatures_of_the_wrong_size_are_refused_without_panicking() {
+    let set = every_key_type();
+    for alg in Alg::ALL {
+        let (input, signature) = signed(alg);
+        let mut long = signature.clone();
+        long.push(0);
+        let huge = vec![0xff; 64 * 1024];
+        for bad in [&[][..], &signature[..1], &signature[1..], &long, &huge] {
+            assert!(
+                verifies(&set, alg, input.as_bytes(), bad).is_empty(),
+                "{alg}: {} bytes",
+                bad.len()
+            );
+        }
+    }
+    // An all-zero ECDSA signature (r = s = 0) is invalid, not a crash.
+    let (input, _) = signed(Alg::Es256);
+    assert!(verifies(&set, Alg::Es256, input.as_bytes(), &[0; 64]).is_empty());
+}
+
+#[test]
+fn hmac_tags_compare_in_full() {
+    assert!(ct_eq(b"abc", b"abc"));
+    assert!(!ct_eq(b"abc", b"abd"));
+    assert!(!ct_eq(b"abc", b"ab"));
+    assert!(!ct_eq(b"", b"a"));
 }
