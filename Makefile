@@ -19,10 +19,13 @@ WASM_OPT_FLAGS := --strip-debug --strip-producers -Oz $(WASM_FEATURES)
 WASM_BINDGEN_VERSION = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/version = "\(.*\)"/\1/p}' Cargo.lock)
 TENANT ?= acme
 # The development rate-limit service (limitador + Redis) builds RocksDB from source: minutes on
-# two cores. Its target directory lives outside the clone so later runs on this machine reuse it.
+# two cores. Its target directory lives outside the clone so later runs on this machine reuse it;
+# tools/ratelimit-service/shared-target.sh keeps that safe for several clones (rebuilds the
+# package when another clone's sources were built there last, one clone at a time) and copies
+# the binary into this clone, which is the one the integration tests and run-global use.
 RLS_MANIFEST := tools/ratelimit-service/Cargo.toml
 RLS_TARGET ?= $(HOME)/.cache/tenant-guard/ratelimit-service
-RLS_BIN := $(RLS_TARGET)/release/tenant-guard-ratelimit
+RLS_BIN := target/ratelimit-service/tenant-guard-ratelimit
 export TENANT_GUARD_RATELIMIT := $(abspath $(RLS_BIN))
 # `make bench`: seconds per run, rounds (medians are reported), client connections, and more
 # options for bench/run.py (e.g. BENCH_ARGS="--only get-h1 --no-miss").
@@ -86,11 +89,11 @@ global-deps:
 		|| (apt-get update -q && apt-get install -y -q redis-server libclang-dev clang)
 
 ratelimit-service: global-deps
-	cargo build --release --manifest-path $(RLS_MANIFEST) --target-dir $(RLS_TARGET)
+	tools/ratelimit-service/shared-target.sh build "$(RLS_TARGET)" "$(abspath $(RLS_BIN))"
 
 test-ratelimit-service: ratelimit-service
 	cargo fmt --check --manifest-path $(RLS_MANIFEST)
-	cargo test --release --manifest-path $(RLS_MANIFEST) --target-dir $(RLS_TARGET)
+	tools/ratelimit-service/shared-target.sh test "$(RLS_TARGET)"
 
 token: venv
 	@$(PYTHON) tools/mint_token.py --tenant $(TENANT)
