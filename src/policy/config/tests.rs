@@ -111,7 +111,7 @@ fn minimal_document_gets_safe_defaults() {
     assert!(!config.strip_token);
     // No tenants and no default tenant: nobody is admitted.
     assert_eq!(
-        config.tenants.bind("acme", 0).unwrap_err(),
+        config.tenants.bind("acme", 0).unwrap_err().reason,
         crate::policy::denial::Reason::UnknownTenant
     );
 }
