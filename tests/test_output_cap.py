@@ -44,6 +44,16 @@ def honest_answer(kind, body):
     return answer(kind, in_=input_estimate(body), honour=1)
 
 
+def in_parallel(proxy, token, body, count):
+    """``count`` streaming chat requests at once, each to an honest upstream."""
+    def one(_):
+        return proxy.client.chat(token=token, body=body,
+                                 headers=honest_answer("openai-sse", body))
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(one, range(count)))
+
+
 @pytest.fixture
 def token(keys):
     return mint(keys.corp_rsa, claims("acme", sub="acme-user"))
@@ -62,13 +72,7 @@ def test_parallel_streams_never_charge_more_than_the_token_window(gateway_factor
     config = gateway_config(keys, {"acme": tenant("capped")}, plans=plans)
     proxy = gateway_factory(config, concurrency=2, name="cap-tokens")
     body = chat_body(max_tokens=1000, stream=True)
-
-    def one(_):
-        return proxy.client.chat(token=token, body=body,
-                                 headers=honest_answer("openai-sse", body))
-
-    with ThreadPoolExecutor(max_workers=50) as pool:
-        responses = list(pool.map(one, range(50)))
+    responses = in_parallel(proxy, token, body, 50)
     admitted = [r for r in responses if r.status == 200]
     refused = [r for r in responses if r.status != 200]
     assert len(admitted) >= 10 and refused, [r.status for r in responses]
@@ -106,13 +110,7 @@ def test_parallel_requests_never_spend_more_than_the_budget(gateway_factory, ups
     proxy = gateway_factory(config, concurrency=2, name="cap-budget")
     wait_clear_of_month_edge()
     body = chat_body(max_tokens=1000, model="gpt-pricey", stream=True)
-
-    def one(_):
-        return proxy.client.chat(token=token, body=body,
-                                 headers=honest_answer("openai-sse", body))
-
-    with ThreadPoolExecutor(max_workers=50) as pool:
-        responses = list(pool.map(one, range(50)))
+    responses = in_parallel(proxy, token, body, 50)
     admitted = [r for r in responses if r.status == 200]
     refused = [r for r in responses if r.status != 200]
     assert len(admitted) >= 12 and refused, [r.status for r in responses]

@@ -19,6 +19,7 @@ pub struct HostError(pub u32);
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
 const CAS_MISMATCH: u32 = 8;
+const EMPTY: u32 = 7;
 
 /// `proxy_continue_stream` / `proxy_close_stream` stream types.
 const HTTP_REQUEST: u32 = 0;
@@ -112,6 +113,17 @@ extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_register_shared_queue(
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
+    fn proxy_enqueue_shared_queue(queue_id: u32, value_data: *const u8, value_size: usize) -> u32;
+    fn proxy_dequeue_shared_queue(
+        queue_id: u32,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
 }
 
 fn check(status: u32) -> Result<(), HostError> {
@@ -330,4 +342,32 @@ pub fn define_counter(name: &str) -> Result<u32, HostError> {
 pub fn increment_counter(id: u32, by: i64) -> Result<(), HostError> {
     // SAFETY: no pointers.
     check(unsafe { proxy_increment_metric(id, by) })
+}
+
+/// Registers a shared queue of this root context (its `on_queue_ready` gets the queue's news,
+/// posted to this worker's event loop); the queue's id.
+pub fn register_shared_queue(name: &str) -> Result<u32, HostError> {
+    let mut id = 0;
+    // SAFETY: the pointers are valid for the call.
+    check(unsafe { proxy_register_shared_queue(name.as_ptr(), name.len(), &mut id) }).map(|()| id)
+}
+
+/// Appends `value` to a shared queue.
+pub fn enqueue_shared_queue(queue_id: u32, value: &[u8]) -> Result<(), HostError> {
+    // SAFETY: the pointers are valid for the call.
+    check(unsafe { proxy_enqueue_shared_queue(queue_id, value.as_ptr(), value.len()) })
+}
+
+/// Takes the oldest item of a shared queue; `None` when it is empty.
+pub fn dequeue_shared_queue(queue_id: u32) -> Result<Option<Vec<u8>>, HostError> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: the pointers are valid for the call.
+    let status = unsafe { proxy_dequeue_shared_queue(queue_id, &mut data, &mut size) };
+    match status {
+        // SAFETY: on OK the host handed over `data` of `size` bytes (or none).
+        OK => Ok(Some(unsafe { owned(data, size) }.unwrap_or_default())),
+        EMPTY => Ok(None),
+        other => Err(HostError(other)),
+    }
 }

@@ -10,6 +10,7 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::host::abi;
 use crate::host::global;
+use crate::host::lease;
 use crate::host::root::{Probe, Worker};
 use crate::host::shared::{QuotaKey, UpdateError};
 use crate::policy::audit;
@@ -19,6 +20,7 @@ use crate::policy::decision::{self, Admission, Decision, HeaderEdit, RequestFact
 use crate::policy::denial::{self, LocalReply, Reason};
 use crate::policy::isolation;
 use crate::policy::isolation::objects::{self, Inserted, Owners};
+use crate::policy::lease::Fetch;
 use crate::policy::metering;
 use crate::policy::output_cap;
 use crate::policy::quota::{self, Demand, Refusal, Reservation, WindowStatus};
@@ -27,6 +29,8 @@ use crate::policy::record::{Record, RequestInfo};
 use crate::policy::stream::{
     self, CacheScope, Capping, Effects, Event, Flow, HeaderMode, Point, Rules, Setup, Stream,
 };
+
+mod leased;
 
 /// Tells the client the output limit the filter set in its request (`output_cap`).
 const OUTPUT_CAP_HEADER: &str = "x-tenant-guard-output-cap";
@@ -57,10 +61,21 @@ struct Admitted {
     /// The windows after the admission, for the remaining-quota response headers.
     windows: Vec<WindowStatus>,
     stream: Stream,
-    /// Rate-limit service calls in flight: callout token and what it asks about.
-    calls: Vec<(u32, ratelimit::Usage)>,
+    /// Rate-limit service calls in flight: callout token and what it is.
+    calls: Vec<(u32, Call)>,
+    /// Tokens taken from leased credit: the credit's generation and the amount.
+    lease_tokens: Option<(u32, u64)>,
     /// The request is the worker's probe of whether Envoy holds headers for the body.
     probe: bool,
+}
+
+/// A rate-limit service call of a stream.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    /// The per-request check of a quota kind.
+    Check(ratelimit::Usage),
+    /// A fetch of leased credit the request waits for.
+    Lease(Fetch),
 }
 
 impl Filter {
@@ -223,6 +238,7 @@ impl Filter {
             windows,
             stream,
             calls: Vec::new(),
+            lease_tokens: None,
             probe,
         });
         if probe {
@@ -411,8 +427,21 @@ impl Filter {
         }
     }
 
-    /// Sends one rate-limit call about the admitted request, and tells its stream.
+    /// Sends one rate-limit call about the admitted request, and tells its stream; with a
+    /// lease, takes leased credit instead.
     fn ask(&mut self, usage: ratelimit::Usage) {
+        let lease = {
+            let worker = self.worker.borrow();
+            worker
+                .config
+                .global_rate_limit
+                .as_ref()
+                .and_then(|g| g.lease)
+        };
+        if let Some(rules) = lease {
+            self.take_credit(usage, &rules);
+            return;
+        }
         let sent = {
             let Some(admitted) = &self.admitted else {
                 return;
@@ -436,12 +465,15 @@ impl Filter {
                 ratelimit::Usage::Requests => 1,
                 ratelimit::Usage::Tokens => 0,
             };
-            global::call(rules, usage, &subject, hits)
+            let sent = global::call(rules, usage, &subject, hits);
+            drop(worker);
+            self.worker.borrow_mut().stats.count("global.calls");
+            sent
         };
         match sent {
             Ok(token) => {
                 if let Some(admitted) = &mut self.admitted {
-                    admitted.calls.push((token, usage));
+                    admitted.calls.push((token, Call::Check(usage)));
                 }
                 self.event(Event::CallSent);
             }
@@ -474,9 +506,34 @@ impl Filter {
                 log::error!("tenant-guard: could not settle a reservation: {why}");
             }
         }
-        if settlement.debit_tokens > 0 {
-            // Sent from the root context's next tick, where its answer can be seen and retried.
-            // The descriptor the admission's check used: the request's model.
+        if worker
+            .config
+            .global_rate_limit
+            .as_ref()
+            .is_some_and(|g| g.lease.is_some())
+        {
+            // What the request took from leased credit goes back, or what it used beyond.
+            let (generation, reserved) = match admitted.lease_tokens {
+                Some((generation, reserved)) => (Some(generation), reserved),
+                None => (None, 0),
+            };
+            if reserved > 0 || settlement.debit_tokens > 0 {
+                let now_ms = super::now_ms().unwrap_or(0);
+                let used = settlement.debit_tokens;
+                if let Err(why) = lease::settle(
+                    &mut worker,
+                    &admitted.key,
+                    generation,
+                    reserved,
+                    used,
+                    now_ms,
+                ) {
+                    log::error!("tenant-guard: leased credit not settled: {why}");
+                }
+            }
+        } else if settlement.debit_tokens > 0 {
+            // Sent by the root context, woken at once, where its answer can be seen and
+            // retried. The descriptor the admission's check used: the request's model.
             let model = admitted
                 .stream
                 .request_model()
@@ -489,6 +546,7 @@ impl Filter {
                 settlement.debit_tokens,
             );
             worker.debits.push(debit);
+            worker.wake_root();
         }
         if let Some(id) = &settlement.created {
             let owner = objects::owner_digest(&admitted.quota_id);
@@ -611,12 +669,15 @@ impl Context for Filter {
         let Some(index) = admitted.calls.iter().position(|(t, _)| *t == token_id) else {
             return;
         };
-        let (_, usage) = admitted.calls.swap_remove(index);
+        let (_, call) = admitted.calls.swap_remove(index);
         let answer = global::answer(status_code);
-        self.event(Event::CallAnswered {
-            usage,
-            answer: answer.as_ref(),
-        });
+        match call {
+            Call::Check(usage) => self.event(Event::CallAnswered {
+                usage,
+                answer: answer.as_ref(),
+            }),
+            Call::Lease(fetch) => self.fetch_answered(fetch, answer.as_ref()),
+        }
     }
 }
 

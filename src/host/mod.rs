@@ -7,24 +7,28 @@
 //!    authority), then the quota admission (one CAS over the tenant's counters). The record's
 //!    filter state is written here, so access logs see it for local replies too. The headers
 //!    go on at once, except while the rate-limit service (`global_rate_limit`) is asked: Envoy
-//!    hands a Wasm filter the body only after its headers continued.
+//!    hands a Wasm filter the body only after its headers continued. With a lease, asks are
+//!    answered from credit in shared data without waiting (`filter/leased.rs`, `lease.rs`).
 //! 2. `on_http_request_body`: held until complete; vector-store bodies are confined,
 //!    `include_usage` added to OpenAI streams, the estimate reserved (`policy::metering`), and
 //!    a per-model token check sent to the rate-limit service.
 //! 3. `on_http_response_headers` / `_body`: remaining-quota headers, then every chunk is read
 //!    for usage as it passes (vector-store collection listings are held and filtered); at the
 //!    end of the body the reservation is settled, the usage written to filter state, and with
-//!    `global_rate_limit` a token debit queued for the root context's next tick.
+//!    `global_rate_limit` a token debit left with the root context, woken at once through the
+//!    worker's shared queue (`Worker::wake_root`).
 //! 4. `on_log`: settles aborted streams, counts the per-tenant stats and writes the record's
 //!    JSON line to the Envoy log.
 //!
 //! Per worker, the root context owns the compiled config, the remote key sets it refreshes
-//! from `on_tick`, the token cache, per-tenant stats and the queue of token debits; HTTP contexts share them through an `Rc<RefCell<_>>`
-//! (each worker runs its VM on one thread).
+//! from `on_tick`, the token cache, per-tenant stats and the token debits and lease refills it
+//! sends for streams; HTTP contexts share them through an `Rc<RefCell<_>>` (each worker runs
+//! its VM on one thread).
 
 pub mod abi;
 pub mod filter;
 pub mod global;
+pub mod lease;
 pub mod root;
 pub mod shared;
 pub mod stats;

@@ -13,6 +13,7 @@ use proxy_wasm::types::{BufferType, ContextType, MapType};
 use crate::host::abi;
 use crate::host::filter::Filter;
 use crate::host::global;
+use crate::host::lease::{self, Refill};
 use crate::host::shared::{self, ObjectStore, QuotaStore};
 use crate::host::stats::Stats;
 use crate::policy::audit::{self, Chain};
@@ -20,7 +21,8 @@ use crate::policy::config::Config;
 use crate::policy::identity::RemoteKeys;
 use crate::policy::isolation::ProviderObjects;
 use crate::policy::jwks::KeySet;
-use crate::policy::ratelimit::{self, Debit, Subject};
+use crate::policy::lease::{Ended, Step};
+use crate::policy::ratelimit::{self, Answer, Debit, DebitNext, Subject};
 use crate::policy::stream::HeaderMode;
 use crate::policy::token_cache::TokenCache;
 
@@ -32,8 +34,15 @@ pub struct Worker {
     pub quotas: QuotaStore,
     /// Who created which provider-side object.
     pub objects: ObjectStore,
-    /// Token debits for the rate-limit service, waiting for the next tick.
+    /// Token debits for the rate-limit service, waiting for the root context to send them.
     pub debits: Vec<Debit>,
+    /// Blocks of leased credit for the root context to fetch ahead of need.
+    pub refills: Vec<Refill>,
+    /// This worker's wake-up queue: its root context sends what streams left for it as soon
+    /// as an item arrives (see [`Worker::wake_root`]).
+    pub wake: Option<u32>,
+    /// A wake-up is queued and not yet seen by the root.
+    pub wake_pending: bool,
     pub record_ids: RecordIds,
     /// This worker VM's audit chain.
     pub audit: Chain,
@@ -93,6 +102,21 @@ impl RecordIds {
 }
 
 impl Worker {
+    /// Has the root context send what streams left for it (token debits, refills) now rather than at
+    /// its next tick. A stream cannot send them itself and see the answer: the SDK routes an
+    /// answer to the context that made the call, and the stream is gone by then. An item on
+    /// the worker's shared queue makes Envoy post `on_queue_ready` to the root context on this
+    /// worker's event loop, right after the current callback.
+    pub fn wake_root(&mut self) {
+        let Some(queue) = self.wake else {
+            return;
+        };
+        if self.wake_pending {
+            return;
+        }
+        self.wake_pending = abi::enqueue_shared_queue(queue, b"w").is_ok();
+    }
+
     /// Whether the root let this request's held headers go.
     pub fn take_released(&mut self, context_id: u32) -> bool {
         let before = self.released.len();
@@ -153,6 +177,8 @@ pub struct Root {
     pending: HashMap<u32, usize>,
     /// Callout token → the token debit it carries.
     debits_in_flight: HashMap<u32, Debit>,
+    /// Callout token → the block of leased credit it fetches.
+    refills_in_flight: HashMap<u32, Refill>,
     /// The rate-limit cluster was checked (on the first tick).
     cluster_checked: bool,
     /// The callout of that check.
@@ -176,18 +202,25 @@ impl Context for Root {
             }
             return;
         }
-        let Some(mut debit) = self.debits_in_flight.remove(&token) else {
+        if let Some(refill) = self.refills_in_flight.remove(&token) {
+            self.refill_answered(refill, global::answer(status_code).as_ref());
+            return;
+        }
+        let Some(debit) = self.debits_in_flight.remove(&token) else {
             return;
         };
-        let answer = global::answer(status_code);
-        if debit.advance(answer.as_ref()) {
-            self.send_debit(debit);
-        } else if debit.unsettled() > 0 {
-            log::warn!(
-                "tenant-guard: rate-limit service took no debit of {} tokens for tenant {}",
-                debit.unsettled(),
-                debit.tenant
-            );
+        let tenant = debit.tenant.clone();
+        match debit.answered(global::answer(status_code).as_ref()) {
+            DebitNext::Done => {}
+            DebitNext::Send(next) => {
+                for debit in next {
+                    self.send_debit(debit);
+                }
+            }
+            DebitNext::GaveUp(tokens) => log::warn!(
+                "tenant-guard: rate-limit service took no debit of {tokens} tokens for tenant \
+                 {tenant}"
+            ),
         }
     }
 
@@ -349,12 +382,98 @@ impl Root {
         }
     }
 
+    /// Sends what streams left for the root: token debits and refills of leased credit.
+    fn send_queued(&mut self) {
+        let (debits, refills) = match &self.worker {
+            Some(worker) => {
+                let mut worker = worker.borrow_mut();
+                (
+                    std::mem::take(&mut worker.debits),
+                    std::mem::take(&mut worker.refills),
+                )
+            }
+            None => return,
+        };
+        for debit in debits {
+            self.send_debit(debit);
+        }
+        for refill in refills {
+            self.send_refill(refill);
+        }
+    }
+
+    /// Sends the next call of a refill; the answer comes back to this root context.
+    fn send_refill(&mut self, refill: Refill) {
+        let Some(worker) = self.worker.clone() else {
+            return;
+        };
+        let sent = {
+            let mut worker = worker.borrow_mut();
+            let Some(rules) = worker.config.global_rate_limit.clone() else {
+                return;
+            };
+            lease::send(&mut worker, &rules, &refill.holder, &refill.fetch)
+        };
+        match sent {
+            Ok(token) => {
+                self.refills_in_flight.insert(token, refill);
+            }
+            Err(status) => {
+                log::warn!("tenant-guard: lease call not sent: {status:?}");
+                self.refill_answered(refill, None);
+            }
+        }
+    }
+
+    /// Takes the answer to a refill's call into the tenant's credit; sends the next call.
+    fn refill_answered(&mut self, refill: Refill, answer: Option<&Answer>) {
+        let Some(worker) = self.worker.clone() else {
+            return;
+        };
+        let step = {
+            let mut worker = worker.borrow_mut();
+            let Some(rules) = worker
+                .config
+                .global_rate_limit
+                .as_ref()
+                .and_then(|g| g.lease)
+            else {
+                return;
+            };
+            let now_ms = super::now_ms().unwrap_or(0);
+            lease::answered(
+                &mut worker,
+                &refill.holder,
+                &rules,
+                &refill.fetch,
+                answer,
+                now_ms,
+            )
+        };
+        match step {
+            Ok(Step::Again(fetch)) => self.send_refill(Refill { fetch, ..refill }),
+            Ok(Step::Done(Ended::Failed)) => {
+                if shared::first_to_say("lease-fetch-failed") {
+                    log::warn!(
+                        "tenant-guard: leased credit could not be fetched for tenant {} (the \
+                         rate-limit service failed); held credit is spent, then requests follow \
+                         failure_mode",
+                        refill.holder.tenant
+                    );
+                }
+            }
+            Ok(Step::Done(_)) => {}
+            Err(why) => log::error!("tenant-guard: leased credit not updated: {why}"),
+        }
+    }
+
     /// Sends (or sends again) a token debit; the answer comes back to this root context.
     fn send_debit(&mut self, debit: Debit) {
         let Some(worker) = &self.worker else {
             return;
         };
-        let worker = worker.borrow();
+        let mut worker = worker.borrow_mut();
+        worker.stats.count("global.calls");
         let Some(rules) = &worker.config.global_rate_limit else {
             return;
         };
@@ -414,7 +533,11 @@ impl RootContext for Root {
         // Before traffic, so no two workers race to create a tenant's quota key.
         // Default tenants with counters of their own: shared-data slots, never freed.
         let slots = config.tenants.default_tenant().map_or(0, |d| d.max_tenants);
-        let quotas = QuotaStore::new(listed.iter().copied(), slots);
+        let leases = config
+            .global_rate_limit
+            .as_ref()
+            .is_some_and(|g| g.lease.is_some());
+        let quotas = QuotaStore::new(listed.iter().copied(), slots, leases);
         let store = &config.isolation.store;
         let objects = match config.isolation.provider_objects {
             ProviderObjects::Owner => ObjectStore::new(store.buckets, store.ttl_s),
@@ -424,12 +547,18 @@ impl RootContext for Root {
         let cache = TokenCache::new(config.token_cache_size);
         // The audit chain starts by naming the configuration it runs under.
         let mut audit = Chain::new(format!("{:016x}", random_u64()));
-        let config_sha256 = audit::hex(&hmac_sha256::Hash::hash(&document));
+        let config_sha256 = audit::hex(&config.document_sha256);
         let start = audit.start(
             &audit::rfc3339_millis(super::now_ms().unwrap_or(0)),
             &config_sha256,
         );
         log::info!("{start}");
+        // One queue per worker (a queue's news go to the root that registered its name last).
+        let wake = abi::register_shared_queue(&format!("tenant-guard/wake/{:016x}", random_u64()))
+            .map_err(|e| {
+                log::warn!("tenant-guard: no wake-up queue ({e:?}): debits wait for ticks")
+            })
+            .ok();
         self.worker = Some(Rc::new(RefCell::new(Worker {
             audit_start: Some(start),
             config,
@@ -438,6 +567,9 @@ impl RootContext for Root {
             quotas,
             objects,
             debits: Vec::new(),
+            refills: Vec::new(),
+            wake,
+            wake_pending: false,
             record_ids: RecordIds::new(),
             audit,
             header_mode: HeaderMode::Unknown,
@@ -447,15 +579,24 @@ impl RootContext for Root {
         true
     }
 
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        let Some(worker) = &self.worker else {
+            return;
+        };
+        {
+            let mut worker = worker.borrow_mut();
+            if worker.wake != Some(queue_id) {
+                return;
+            }
+            worker.wake_pending = false;
+            while let Ok(Some(_)) = abi::dequeue_shared_queue(queue_id) {}
+        }
+        self.send_queued();
+    }
+
     fn on_tick(&mut self) {
         self.check_rate_limit_cluster();
-        let debits = match &self.worker {
-            Some(worker) => std::mem::take(&mut worker.borrow_mut().debits),
-            None => return,
-        };
-        for debit in debits {
-            self.send_debit(debit);
-        }
+        self.send_queued();
         let Some(worker) = &self.worker else {
             return;
         };

@@ -9,6 +9,10 @@
 //!   first free slot from the hash of its id on (by compare-and-swap on the existing slot, so
 //!   two workers cannot both claim one), and its counters live there from then on. When every
 //!   slot is taken, new default tenants are refused.
+//!
+//! With `global_rate_limit.lease`, each tenant's leased credit (`policy::lease`) lives beside
+//! its counters under keys of the same shape: `tenant-guard/lease/<tenant>` and
+//! `tenant-guard/default-lease/<n>` for the tenant that holds slot `n`.
 
 use std::collections::HashMap;
 
@@ -43,6 +47,16 @@ fn slot_key(slot: usize) -> String {
     format!("tenant-guard/default/{slot}")
 }
 
+/// The shared-data key of a listed tenant's leased credit.
+fn lease_key(tenant: &str) -> String {
+    format!("tenant-guard/lease/{tenant}")
+}
+
+/// The leased credit of the default tenant holding slot `slot`.
+fn slot_lease_key(slot: usize) -> String {
+    format!("tenant-guard/default-lease/{slot}")
+}
+
 /// Topics already logged by some worker of this process (see [`first_to_say`]).
 const SAID_KEY: &str = "tenant-guard/said";
 
@@ -64,18 +78,29 @@ pub fn first_to_say(topic: &str) -> bool {
 pub struct QuotaStore {
     slots: usize,
     /// Default tenants whose slot this worker already found.
-    claimed: HashMap<String, String>,
+    claimed: HashMap<String, usize>,
 }
 
 impl QuotaStore {
-    /// Creates the keys of the listed tenants and `slots` default-tenant slots, if missing.
-    pub fn new<'a>(listed: impl Iterator<Item = &'a str>, slots: usize) -> QuotaStore {
+    /// Creates the keys of the listed tenants and `slots` default-tenant slots, if missing
+    /// (with `leases`, their leased-credit keys too).
+    pub fn new<'a>(
+        listed: impl Iterator<Item = &'a str>,
+        slots: usize,
+        leases: bool,
+    ) -> QuotaStore {
         ensure(SAID_KEY);
         for tenant in listed {
             ensure(&listed_key(tenant));
+            if leases {
+                ensure(&lease_key(tenant));
+            }
         }
         for slot in 0..slots {
             ensure(&slot_key(slot));
+            if leases {
+                ensure(&slot_lease_key(slot));
+            }
         }
         QuotaStore {
             slots,
@@ -93,7 +118,7 @@ impl QuotaStore {
         match key {
             QuotaKey::Listed(tenant) => update(&listed_key(tenant), |value| change(value)),
             QuotaKey::Default(tenant) => {
-                let slot = self.slot(tenant)?;
+                let slot = slot_key(self.slot(tenant)?);
                 update(&slot, |value| {
                     let (owner, state) = split_owner(value);
                     if owner != Some(tenant.as_bytes()) {
@@ -113,19 +138,34 @@ impl QuotaStore {
         }
     }
 
-    /// The key of a default tenant's slot: the one it claimed before, or a free one it claims
-    /// now (linear probing from the hash of its id).
-    fn slot<E>(&mut self, tenant: &str) -> Result<String, UpdateError<E>> {
-        if let Some(key) = self.claimed.get(tenant) {
-            return Ok(key.clone());
+    /// Reads the tenant's leased credit, applies `change`, and writes the result back only if
+    /// nobody wrote in between; otherwise starts over with the fresh value.
+    pub fn update_lease<T, E>(
+        &mut self,
+        key: &QuotaKey,
+        change: impl FnMut(&[u8]) -> Result<(Vec<u8>, T), E>,
+    ) -> Result<T, UpdateError<E>> {
+        let key = match key {
+            QuotaKey::Listed(tenant) => lease_key(tenant),
+            // Slots are never given up, so the slot's lease key is the tenant's for good.
+            QuotaKey::Default(tenant) => slot_lease_key(self.slot(tenant)?),
+        };
+        update(&key, change)
+    }
+
+    /// A default tenant's slot: the one it claimed before, or a free one it claims now (linear
+    /// probing from the hash of its id).
+    fn slot<E>(&mut self, tenant: &str) -> Result<usize, UpdateError<E>> {
+        if let Some(slot) = self.claimed.get(tenant) {
+            return Ok(*slot);
         }
         let start = usize::try_from(fnv1a(tenant.as_bytes()) % self.slots.max(1) as u64)
             .unwrap_or_default();
         for probe in 0..self.slots {
-            let key = slot_key(start.wrapping_add(probe) % self.slots);
-            if claim(&key, tenant)? {
-                self.claimed.insert(tenant.to_string(), key.clone());
-                return Ok(key);
+            let slot = start.wrapping_add(probe) % self.slots;
+            if claim(&slot_key(slot), tenant)? {
+                self.claimed.insert(tenant.to_string(), slot);
+                return Ok(slot);
             }
         }
         Err(UpdateError::Unavailable(format!(

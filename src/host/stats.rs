@@ -4,6 +4,9 @@
 //!
 //! `tenant_guard.tenant.<tenant>.requests_allowed`
 //! `tenant_guard.header_mode.held` / `.forwarded` (workers that learnt Envoy's header mode)
+//! `tenant_guard.global.calls` (calls to the rate-limit service), `global.lease.from_credit`
+//! (quota asks answered from leased credit, without a call), `global.lease.granted.requests` /
+//! `.tokens` (units the service granted to this Envoy's leases)
 //! `tenant_guard.tenant.<tenant>.requests_denied.reason.<reason>`
 //! `tenant_guard.tenant.<tenant>.input_tokens` / `output_tokens` / `cost_micro_usd`
 //!
@@ -54,6 +57,13 @@ impl Stats {
     /// Adds one to `tenant_guard.<metric>` (a counter of the whole gateway).
     pub fn count(&mut self, metric: &str) {
         self.increment(format!("tenant_guard.{metric}"), 1);
+    }
+
+    /// Adds `value` (> 0) to `tenant_guard.<metric>`.
+    pub fn count_by(&mut self, metric: &str, value: u64) {
+        if value > 0 {
+            self.increment(format!("tenant_guard.{metric}"), value);
+        }
     }
 
     fn increment(&mut self, name: String, value: u64) {

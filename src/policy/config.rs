@@ -8,11 +8,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use serde::Deserialize;
+use serde_json::error::Category;
 
 use crate::policy::identity::{Audiences, ClaimPath, IdentityRules, Provider, RemoteKeys};
 use crate::policy::isolation::objects::BUCKET_ENTRIES;
 use crate::policy::isolation::{IsolationRules, PromptCache, ProviderObjects, StoreRules};
 use crate::policy::jwks::KeySet;
+use crate::policy::lease::{self, LeaseRules, RawLease};
+use crate::policy::structpb;
 use crate::policy::tenant::{
     is_valid_tenant_id, DefaultTenant, NamespaceTemplate, Status, Tenant, Tenants,
 };
@@ -278,6 +281,7 @@ struct RawGlobalRateLimit {
     failure_mode: FailureMode,
     #[serde(default)]
     extra_entries: Vec<ExtraEntry>,
+    lease: Option<RawLease>,
 }
 
 fn default_rls_timeout_ms() -> u64 {
@@ -393,6 +397,8 @@ pub struct GlobalRateLimit {
     pub timeout_ms: u64,
     pub failure_mode: FailureMode,
     pub extra_entries: Vec<ExtraEntry>,
+    /// Credit leased in blocks (`lease`); `None`: the service is asked for every request.
+    pub lease: Option<LeaseRules>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -472,6 +478,9 @@ impl Default for StatsRules {
 
 /// The validated configuration of one filter instance.
 pub struct Config {
+    /// SHA-256 of the document (of its canonical JSON text when it came as a Struct, whose
+    /// map order Envoy does not fix): names the configuration in the audit chain.
+    pub document_sha256: [u8; 32],
     pub providers: Vec<Provider>,
     pub remote_jwks: Vec<RemoteJwks>,
     pub identity: IdentityRules,
@@ -493,36 +502,144 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses and validates the plugin configuration document.
+    /// Parses and validates the plugin configuration document: JSON text, or the same document
+    /// as a serialized `google.protobuf.Struct` (configuration written as YAML).
+    ///
+    /// A JSON document starts with `{` (after whitespace); a Struct starts with its first map
+    /// entry (`\n`, then a length that may be any byte, `{` too). So a document that does not
+    /// start like JSON is read as a Struct first, and one that does is read as JSON first; the
+    /// other form is tried when the first is not even well-formed.
     pub fn parse(document: &[u8]) -> Result<Config, ConfigError> {
-        let mut de = serde_json::Deserializer::from_slice(document);
-        let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            ConfigError {
-                // "." is the document itself; "?" means no position (not JSON at all); ""
-                // is an unknown field named "" (found by the config fuzz target).
-                path: if path == "." || path == "?" || path.is_empty() {
-                    "configuration".into()
-                } else {
-                    path
-                },
-                message: e.into_inner().to_string(),
+        let looks_like_json = document.trim_ascii_start().starts_with(b"{");
+        let struct_error = if looks_like_json {
+            None
+        } else {
+            match Config::parse_struct(document) {
+                Ok(parsed) => return parsed,
+                Err(e) => Some(e),
             }
+        };
+        let raw = match raw_document(document) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let malformed = matches!(e.inner().classify(), Category::Syntax | Category::Eof);
+                return Err(match struct_error {
+                    // Neither form: say what each reader found.
+                    Some(struct_error) if malformed => {
+                        let json = document_error(e);
+                        ConfigError {
+                            path: "configuration".into(),
+                            message: format!(
+                                "neither JSON ({}) nor a serialized google.protobuf.Struct ({}{})",
+                                json.message,
+                                if struct_error.path == "configuration" {
+                                    String::new()
+                                } else {
+                                    format!("{}: ", struct_error.path)
+                                },
+                                struct_error.message
+                            ),
+                        }
+                    }
+                    Some(_) => document_error(e),
+                    None if malformed => match Config::parse_struct(document) {
+                        Ok(parsed) => return parsed,
+                        Err(_) => document_error(e),
+                    },
+                    None => document_error(e),
+                });
+            }
+        };
+        compile(raw, document)
+    }
+
+    /// The Struct form: `Err` when the bytes are not a Struct (the error says why), else the
+    /// outcome of loading it.
+    ///
+    /// Envoy's YAML loader turns every number that is not an integer into a string (`2.5`
+    /// arrives as `"2.5"`; seen on 1.40): decimal strings at the contract's dollar fields
+    /// ([`STRUCT_DECIMALS`]) become numbers again. The decoded document then goes through the
+    /// same JSON reader as the string form, as canonical JSON text.
+    fn parse_struct(document: &[u8]) -> Result<Result<Config, ConfigError>, ConfigError> {
+        let mut value = structpb::decode(document).map_err(|e| ConfigError {
+            path: if e.path.is_empty() {
+                "configuration".into()
+            } else {
+                e.path
+            },
+            message: e.message,
         })?;
-        // Without `isolation.key`, tags are keyed by the document itself: stable across workers
-        // and restarts, new with every configuration change.
-        let derived = hmac_sha256::Hash::hash(
-            [b"tenant-guard isolation key\0".as_slice(), document]
-                .concat()
-                .as_slice(),
-        );
-        compile(raw, derived)
+        for path in STRUCT_DECIMALS {
+            structpb::numbers_at(&mut value, path);
+        }
+        // Envoy serializes a Struct's map in no fixed order, so the document's identity (its
+        // hash, the derived isolation key) comes from the canonical text (serde_json's map is
+        // sorted), not from the bytes.
+        let canonical = serde_json::to_vec(&value).unwrap_or_default();
+        Ok(match raw_document(&canonical) {
+            Ok(raw) => compile(raw, &canonical),
+            Err(e) => {
+                // A position in the canonical text would mean nothing to the operator.
+                let position = format!(
+                    " at line {} column {}",
+                    e.inner().line(),
+                    e.inner().column()
+                );
+                let mut error = document_error(e);
+                if let Some(message) = error.message.strip_suffix(&position) {
+                    error.message = message.to_string();
+                }
+                Err(error)
+            }
+        })
+    }
+}
+
+/// Where the contract wants a decimal number (`*`: any key): the fields Envoy's YAML loader
+/// hands over as strings. A new `f64` field of the contract belongs here too.
+const STRUCT_DECIMALS: [&[&str]; 8] = [
+    &["plans", "*", "monthly_budget_usd"],
+    &["global_rate_limit", "lease", "low_water"],
+    &["tenants", "*", "limits", "monthly_budget_usd"],
+    &["pricing", "default", "input_per_million"],
+    &["pricing", "default", "output_per_million"],
+    &["pricing", "default", "cached_input_per_million"],
+    &["pricing", "default", "cache_write_per_million"],
+    &["pricing", "models", "*", "*"],
+];
+
+fn raw_document(text: &[u8]) -> Result<RawConfig, serde_path_to_error::Error<serde_json::Error>> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    serde_path_to_error::deserialize(&mut de)
+}
+
+fn document_error<E: fmt::Display>(e: serde_path_to_error::Error<E>) -> ConfigError {
+    let path = e.path().to_string();
+    ConfigError {
+        // "." is the document itself; "?" means no position (not JSON at all); "" is an
+        // unknown field named "" (found by the config fuzz target).
+        path: if path == "." || path == "?" || path.is_empty() {
+            "configuration".into()
+        } else {
+            path
+        },
+        message: e.into_inner().to_string(),
     }
 }
 
 // === Validation ===
 
-fn compile(raw: RawConfig, derived_key: [u8; 32]) -> Result<Config, ConfigError> {
+/// Validates `raw`, read from `text`: the JSON document as given, or the canonical text of a
+/// Struct.
+fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
+    let document_sha256 = hmac_sha256::Hash::hash(text);
+    // Without `isolation.key`, tags are keyed by the document itself: stable across workers
+    // and restarts, new with every configuration change.
+    let derived_key = hmac_sha256::Hash::hash(
+        [b"tenant-guard isolation key\0".as_slice(), text]
+            .concat()
+            .as_slice(),
+    );
     if raw.providers.is_empty() {
         return err("providers", "at least one provider is required");
     }
@@ -692,6 +809,7 @@ fn compile(raw: RawConfig, derived_key: [u8; 32]) -> Result<Config, ConfigError>
     let isolation = compile_isolation(raw.isolation, derived_key)?;
 
     Ok(Config {
+        document_sha256,
         providers,
         remote_jwks,
         identity: rules,
@@ -1090,12 +1208,28 @@ fn compile_global(raw: RawGlobalRateLimit) -> Result<GlobalRateLimit, ConfigErro
             "must be at least 1 (0 would mean no timeout)",
         );
     }
+    let lease = match raw.lease {
+        Some(_) if !raw.extra_entries.is_empty() => {
+            return err(
+                "global_rate_limit.lease",
+                "cannot be combined with extra_entries: leased credit is held per tenant, not \
+                 per user or model",
+            );
+        }
+        Some(lease) => Some(lease::compile(
+            lease,
+            "global_rate_limit.lease",
+            raw.timeout_ms,
+        )?),
+        None => None,
+    };
     Ok(GlobalRateLimit {
         cluster: raw.cluster,
         domain: raw.domain,
         timeout_ms: raw.timeout_ms,
         failure_mode: raw.failure_mode,
         extra_entries: raw.extra_entries,
+        lease,
     })
 }
 

@@ -181,27 +181,39 @@ pub fn answer(bytes: &[u8]) -> Option<Answer> {
 ///
 /// envoyproxy/ratelimit counts a hit even when it answers OVER_LIMIT (and says how much is
 /// left): one call is enough. Limitador refuses a hit that would cross the limit and counts
-/// nothing, so a large debit could leave the tenant below its limit and still admitted; the
-/// debit then goes on with halved amounts until one is accepted or an amount of 1 is refused,
-/// which leaves the counter exhausted. Failed calls are retried a few times.
+/// nothing, so a large debit could leave the tenant below its limit and still admitted. The
+/// refused amount is then sent again at once as [`pieces`] (half of what could still fit, half
+/// of the rest, ... down to 1), side by side: the service takes those that fit, so one more
+/// round trip leaves the counter exhausted, before the tenant's next request is checked. A
+/// service that checks and then updates in two steps (Limitador on Redis) may take racing
+/// pieces that together cross the limit: the counter then ends above it, never above the real
+/// usage. A refused piece ends there. Failed calls are retried a few times.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Debit {
     pub tenant: String,
     pub plan: Option<String>,
     pub user: Option<String>,
     pub model: Option<String>,
-    /// Tokens not yet accepted by the service.
-    left: u64,
-    /// The amount of the next call.
-    step: u64,
+    /// The amount of this call.
+    hits: u64,
+    /// The first call of the debit (refused, it is split into pieces).
+    whole: bool,
     failures: u32,
-    calls: u32,
 }
 
-/// Calls a debit may fail before it is given up.
+/// What follows one debit call's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DebitNext {
+    /// Counted, or refused as a piece: nothing more to send.
+    Done,
+    /// Send these calls now (the same amount after a failure; the pieces of a refused debit).
+    Send(Vec<Debit>),
+    /// The call failed too often: these tokens were never debited.
+    GaveUp(u64),
+}
+
+/// Calls a debit's amount may fail before it is given up.
 const DEBIT_FAILURES: u32 = 3;
-/// Calls a debit may make in all (halving 2^64 takes 64).
-const DEBIT_CALLS: u32 = 80;
 
 impl Debit {
     pub fn new(
@@ -216,45 +228,60 @@ impl Debit {
             plan,
             user,
             model,
-            left: tokens,
-            step: tokens,
+            hits: tokens,
+            whole: true,
             failures: 0,
-            calls: 0,
         }
     }
 
-    /// The amount the next call adds.
+    /// The amount this call adds.
     pub fn hits(&self) -> u64 {
-        self.step
+        self.hits
     }
 
-    /// Takes the outcome of the last call (`None`: it failed); true while another call is due.
-    pub fn advance(&mut self, answer: Option<&Answer>) -> bool {
-        self.calls = self.calls.saturating_add(1);
+    /// Takes the outcome of this debit's call (`None`: it failed).
+    pub fn answered(self, answer: Option<&Answer>) -> DebitNext {
         match answer.map(|a| (&a.verdict, a.limit_remaining)) {
-            Some((Verdict::Ok, _)) => {
-                self.left = self.left.saturating_sub(self.step);
-                self.step = self.step.min(self.left);
-            }
-            // The service counted it and says so (envoyproxy/ratelimit): nothing left to do.
-            Some((Verdict::OverLimit, Some(_))) => self.left = 0,
-            // Refused and not counted (Limitador): saturate with smaller amounts.
-            Some((Verdict::OverLimit, None)) if self.step <= 1 => self.left = 0,
-            Some((Verdict::OverLimit, None)) => self.step /= 2,
+            Some((Verdict::Ok, _)) => DebitNext::Done,
+            // The service counted it and says so (envoyproxy/ratelimit).
+            Some((Verdict::OverLimit, Some(_))) => DebitNext::Done,
+            // Refused and not counted (Limitador): what still fits is less than this amount.
+            Some((Verdict::OverLimit, None)) if self.whole && self.hits > 1 => DebitNext::Send(
+                pieces(self.hits.saturating_sub(1))
+                    .into_iter()
+                    .map(|hits| Debit {
+                        hits,
+                        whole: false,
+                        failures: 0,
+                        ..self.clone()
+                    })
+                    .collect(),
+            ),
+            Some((Verdict::OverLimit, None)) => DebitNext::Done,
             Some((Verdict::Unknown, _)) | None => {
-                self.failures = self.failures.saturating_add(1);
-                if self.failures >= DEBIT_FAILURES {
-                    self.left = 0;
+                let failures = self.failures.saturating_add(1);
+                if failures >= DEBIT_FAILURES {
+                    DebitNext::GaveUp(self.hits)
+                } else {
+                    DebitNext::Send(vec![Debit { failures, ..self }])
                 }
             }
         }
-        self.left > 0 && self.step > 0 && self.calls < DEBIT_CALLS
     }
+}
 
-    /// Tokens the service never accepted (for the log when a debit is given up).
-    pub fn unsettled(&self) -> u64 {
-        self.left
+/// `total` as amounts taken by halves (ceil(total / 2), then half of the rest, ... 1): each is
+/// at most one more than all the smaller ones together, so a counter that takes the pieces
+/// that fit, largest first, fills up to any amount below `total` exactly.
+pub fn pieces(total: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut left = total;
+    while left > 0 {
+        let piece = left.div_ceil(2);
+        out.push(piece);
+        left -= piece;
     }
+    out
 }
 
 // === Protobuf wire format (just what the messages above use) ===

@@ -385,10 +385,12 @@ impl Stream {
             || add_stream_usage
             || setup.cache_scope.is_some()
             || clamp.is_some();
+        // The token check waits for the body when it names the model, and with leased credit,
+        // which the body's estimate is taken from.
         let token_check_waits = setup.body_follows
             && rules
                 .global
-                .is_some_and(|g| g.extra_entries.contains(&ExtraEntry::Model));
+                .is_some_and(|g| g.extra_entries.contains(&ExtraEntry::Model) || g.lease.is_some());
         // A JSON body may name objects: it is decided before the upstream sees it.
         // A capped request must be read whole: its limit cannot be set otherwise.
         let must_read = clamp.is_some()
@@ -485,6 +487,12 @@ impl Stream {
     /// The output limit the filter set in the request body, if it set one.
     pub fn output_cap(&self) -> Option<u64> {
         self.output_cap
+    }
+
+    /// What the request is estimated to use now: its reservation, or without quotas the
+    /// meter's estimate (what leased credit is taken for).
+    pub fn demand(&self) -> Demand {
+        self.held.map_or(self.meter.demand(), |r| r.demand)
     }
 
     /// The request body's model, once read (for the rate-limit descriptor).
@@ -777,6 +785,30 @@ impl Stream {
         rules: &Rules<'_>,
     ) -> Effects {
         self.calls = self.calls.saturating_sub(1);
+        self.verdict(usage, answer, rules)
+    }
+
+    /// A rate-limit answer known before the request callback that asked returns (leased
+    /// credit): no call was in flight, and that callback's own flow ([`Stream::request_flow`])
+    /// lets the request go, so no resumption is asked for.
+    pub fn answered_at_once(
+        &mut self,
+        usage: ratelimit::Usage,
+        answer: Option<&ratelimit::Answer>,
+        rules: &Rules<'_>,
+    ) -> Effects {
+        let mut effects = self.verdict(usage, answer, rules);
+        effects.resume = false;
+        effects
+    }
+
+    /// What the service's answer about `usage` means for the request.
+    fn verdict(
+        &mut self,
+        usage: ratelimit::Usage,
+        answer: Option<&ratelimit::Answer>,
+        rules: &Rules<'_>,
+    ) -> Effects {
         if self.refused {
             return Effects::default();
         }

@@ -44,12 +44,24 @@ def static_cluster(name: str, port: int) -> dict:
     }
 
 
-def wasm_filter(wasm_path: str, plugin_config, *, hold_headers=True) -> dict:
+def plugin_configuration(plugin_config, form="string") -> dict:
+    """The Wasm ``configuration`` Any: ``form="string"`` a ``StringValue`` holding the JSON text
+    (a string ``plugin_config`` is passed verbatim, for configs that are not even JSON);
+    ``form="struct"`` a ``google.protobuf.Struct`` holding the document itself (the policy
+    written as YAML when the bootstrap is YAML)."""
+    if form == "struct":
+        return {"@type": "type.googleapis.com/google.protobuf.Struct", "value": plugin_config}
+    assert form == "string", form
+    value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    return {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value}
+
+
+def wasm_filter(wasm_path: str, plugin_config, *, hold_headers=True, form="string") -> dict:
     """The tenant-guard HTTP filter. ``plugin_config``: a dict (serialised here) or a string
-    (passed verbatim, for configs that are not even JSON). ``hold_headers``: set the Wasm
+    (passed verbatim, for configs that are not even JSON); ``form``: see
+    ``plugin_configuration``. ``hold_headers``: set the Wasm
     ``allow_on_headers_stop_iteration`` (Envoy 1.35+), as every config in envoy/ does; False
     runs the filter the way older Envoys (or configs without the field) do."""
-    value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
     config = {
         "name": "tenant_guard",
         "root_id": "tenant_guard",
@@ -58,10 +70,7 @@ def wasm_filter(wasm_path: str, plugin_config, *, hold_headers=True) -> dict:
             "runtime": "envoy.wasm.runtime.v8",
             "code": {"local": {"filename": str(wasm_path)}},
         },
-        "configuration": {
-            "@type": "type.googleapis.com/google.protobuf.StringValue",
-            "value": value,
-        },
+        "configuration": plugin_configuration(plugin_config, form),
         "failure_policy": "FAIL_CLOSED",
     }
     if hold_headers:

@@ -47,13 +47,16 @@ class Envoy:
     listener_port: int = 0
     process: subprocess.Popen = None
     extra_args: list = field(default_factory=list)
+    #: ``json`` or ``yaml``: how the bootstrap is written (Envoy reads YAML scalars its own way:
+    #: numbers that are not integers become strings inside a ``google.protobuf.Struct``).
+    config_format: str = "json"
     # The leases of admin_port and listener_port, held until stop().
     _leases: list = field(default_factory=list, repr=False)
 
     # --- paths -----------------------------------------------------------------------------
     @property
     def config_path(self) -> Path:
-        return self.workdir / "envoy.json"
+        return self.workdir / f"envoy.{self.config_format}"
 
     @property
     def log_path(self) -> Path:
@@ -85,7 +88,13 @@ class Envoy:
         for path in (self.log_path, self.access_log_path, self.stderr_path):
             if path.exists():
                 path.unlink()
-        self.config_path.write_text(json.dumps(self.make_config(self), indent=1))
+        doc = self.make_config(self)
+        if self.config_format == "yaml":
+            import yaml  # tests/requirements.txt
+
+            self.config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        else:
+            self.config_path.write_text(json.dumps(doc, indent=1))
         args = [envoy_binary(), "-c", str(self.config_path),
                 "--concurrency", str(self.concurrency), "--use-dynamic-base-id",
                 "--log-level", "info", "--log-path", str(self.log_path),

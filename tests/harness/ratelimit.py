@@ -312,15 +312,19 @@ class RateLimitService:
         limit matching): the hits of every matching call it answered OK."""
         return sum(c.hits for c in self.calls_for(tenant, usage, **entries) if c.code == "Ok")
 
-    def wait_counter(self, tenant, usage, value, timeout=30.0, **entries):
-        """Polls until the counter is ``value`` (the timeout only bounds a hang)."""
+    def wait_counter(self, tenant, usage, value, timeout=30.0, at_least=False, **entries):
+        """Polls until the counter is ``value`` (``at_least``: ``value`` or more); the timeout
+        only bounds a hang."""
         def describe():
             calls = self.calls_for(tenant, usage, **entries)
             return (f"{tenant}'s {usage} counter {entries or ''} to reach {value} (now "
                     f"{self.counter(tenant, usage, **entries)}; calls "
                     f"{[(c.hits, c.code) for c in calls]})")
-        wait_for(lambda: self.counter(tenant, usage, **entries) == value, timeout=timeout,
-                 interval=0.02, message=describe)
+
+        def reached():
+            counter = self.counter(tenant, usage, **entries)
+            return counter >= value if at_least else counter == value
+        wait_for(reached, timeout=timeout, interval=0.02, message=describe)
 
     def __enter__(self):
         return self.start()

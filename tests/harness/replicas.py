@@ -18,9 +18,10 @@ PATIENT_TIMEOUT_MS = 5000
 
 
 def global_config(keys, tenants, *, plans, failure_mode="deny", timeout_ms=PATIENT_TIMEOUT_MS,
-                  extra_entries=None, domain="tenant-guard", **sections) -> dict:
+                  extra_entries=None, domain="tenant-guard", lease=None, **sections) -> dict:
     """The quota test identity setup plus ``global_rate_limit`` naming the ``ratelimit``
-    cluster. ``plans``: plan names → local plan (``GENEROUS`` unless given)."""
+    cluster. ``plans``: plan names → local plan (``GENEROUS`` unless given); ``lease``: the
+    ``global_rate_limit.lease`` object."""
     config = gateway_config(keys, tenants,
                             plans={name: copy.deepcopy(plan or GENEROUS)
                                    for name, plan in plans.items()}, **sections)
@@ -28,6 +29,8 @@ def global_config(keys, tenants, *, plans, failure_mode="deny", timeout_ms=PATIE
                                    "timeout_ms": timeout_ms, "failure_mode": failure_mode}
     if extra_entries is not None:
         config["global_rate_limit"]["extra_entries"] = list(extra_entries)
+    if lease is not None:
+        config["global_rate_limit"]["lease"] = dict(lease)
     return config
 
 

@@ -275,6 +275,79 @@ fn global_rate_limit_failure_mode_is_deny_or_allow() {
 }
 
 #[test]
+fn lease_gets_safe_defaults_and_names_what_is_wrong() {
+    let mut doc = contract_example();
+    doc["global_rate_limit"]["lease"] = json!({"window_s": 60});
+    let lease = parse(&doc)
+        .unwrap()
+        .global_rate_limit
+        .unwrap()
+        .lease
+        .unwrap();
+    assert_eq!(
+        lease,
+        LeaseRules {
+            window_ms: 60_000,
+            block_ms: 5_000,
+            low_water_permille: 500,
+            requests: lease::Blocks { min: 1, max: 1000 },
+            tokens: lease::Blocks {
+                min: 1000,
+                max: 1_000_000
+            },
+            stale_ms: 1_100,
+        }
+    );
+    let lease_error = |lease: Value| refused(|d| d["global_rate_limit"]["lease"] = lease);
+    let e = lease_error(json!({}));
+    assert_eq!(e.path, "global_rate_limit.lease.window_s");
+    assert!(e.message.starts_with("required"), "{e}");
+    for (lease, path) in [
+        (json!({"window_s": 0}), "window_s"),
+        (json!({"window_s": 60, "block_seconds": 0}), "block_seconds"),
+        (json!({"window_s": 60, "low_water": 0}), "low_water"),
+        (json!({"window_s": 60, "low_water": 1.5}), "low_water"),
+        (
+            json!({"window_s": 60, "requests": {"min_block": 0}}),
+            "requests.min_block",
+        ),
+        (
+            json!({"window_s": 60, "tokens": {"min_block": 10, "max_block": 5}}),
+            "tokens.max_block",
+        ),
+        (json!({"window_s": 60, "enabled": true}), "enabled"),
+    ] {
+        let e = lease_error(lease.clone());
+        assert_eq!(
+            e.path,
+            format!("global_rate_limit.lease.{path}"),
+            "{lease}: {e}"
+        );
+    }
+    let e = refused(|d| {
+        d["global_rate_limit"]["lease"] = json!({"window_s": 60});
+        d["global_rate_limit"]["extra_entries"] = json!(["user_id"]);
+    });
+    assert_eq!(e.path, "global_rate_limit.lease");
+    // A min_block above the default largest block raises the largest block with it.
+    let mut doc = contract_example();
+    doc["global_rate_limit"]["lease"] = json!({"window_s": 60, "requests": {"min_block": 5000}});
+    let lease = parse(&doc)
+        .unwrap()
+        .global_rate_limit
+        .unwrap()
+        .lease
+        .unwrap();
+    assert_eq!(
+        lease.requests,
+        lease::Blocks {
+            min: 5000,
+            max: 5000
+        }
+    );
+}
+
+#[test]
 fn bypass_paths_are_exact_paths() {
     let e = refused(|d| d["bypass_paths"] = json!(["/healthz", "healthz"]));
     assert_eq!(e.path, "bypass_paths[1]");

@@ -10,6 +10,7 @@ fn rules(extra_entries: Vec<ExtraEntry>) -> GlobalRateLimit {
         timeout_ms: 50,
         failure_mode: FailureMode::Deny,
         extra_entries,
+        lease: None,
     }
 }
 
@@ -165,11 +166,12 @@ fn debit(tokens: u64) -> Debit {
 }
 
 /// Runs a debit against a Limitador-like counter: a hit that would cross `limit` is refused
-/// and counts nothing. Returns the counter and the number of calls.
+/// and counts nothing; calls sent side by side are taken in the order they were sent. Returns
+/// the counter and the number of calls.
 fn against_limitador(mut counter: u64, limit: u64, tokens: u64) -> (u64, u32) {
-    let mut d = debit(tokens);
+    let mut queue = std::collections::VecDeque::from([debit(tokens)]);
     let mut calls = 0;
-    loop {
+    while let Some(d) = queue.pop_front() {
         calls += 1;
         let hits = d.hits();
         let verdict = if counter + hits > limit {
@@ -178,10 +180,13 @@ fn against_limitador(mut counter: u64, limit: u64, tokens: u64) -> (u64, u32) {
             counter += hits;
             Verdict::Ok
         };
-        if !d.advance(Some(&answered(verdict, None))) {
-            return (counter, calls);
+        match d.answered(Some(&answered(verdict, None))) {
+            DebitNext::Send(next) => queue.extend(next),
+            DebitNext::Done => {}
+            DebitNext::GaveUp(_) => panic!("gave up"),
         }
     }
+    (counter, calls)
 }
 
 #[test]
@@ -190,33 +195,85 @@ fn a_debit_that_fits_takes_one_call() {
 }
 
 #[test]
-fn a_debit_refused_by_limitador_still_exhausts_the_counter() {
-    for (counter, limit, tokens) in [(990, 1000, 300), (0, 5, 6), (4, 5, 2), (0, 1000, 1_000_000)] {
+fn a_debit_refused_by_limitador_still_exhausts_the_counter_in_one_more_round() {
+    for (counter, limit, tokens) in [
+        (990, 1000, 300),
+        (0, 5, 6),
+        (4, 5, 2),
+        (904, 1000, 300),
+        (0, 1000, 1_000_000),
+    ] {
         let (after, calls) = against_limitador(counter, limit, tokens);
         assert_eq!(after, limit, "{counter}+{tokens} against {limit}");
-        assert!(calls <= 2 * 64, "{calls} calls");
+        let round = pieces(tokens - 1).len() as u32;
+        assert_eq!(calls, 1 + round, "{calls} calls");
     }
+}
+
+#[test]
+fn pieces_fill_every_amount_below_their_total_largest_first() {
+    for total in [1, 2, 3, 7, 99, 299, 1000, 4999] {
+        let pieces = pieces(total);
+        assert_eq!(pieces.iter().sum::<u64>(), total, "{pieces:?}");
+        assert!(pieces.windows(2).all(|w| w[0] >= w[1]), "{pieces:?}");
+        for room in 0..=total {
+            let taken = pieces.iter().fold(
+                0,
+                |taken, p| {
+                    if taken + p <= room {
+                        taken + p
+                    } else {
+                        taken
+                    }
+                },
+            );
+            assert_eq!(taken, room, "{pieces:?} into {room}");
+        }
+    }
+    assert_eq!(pieces(99), vec![50, 25, 12, 6, 3, 2, 1]);
+    assert!(pieces(0).is_empty());
+}
+
+#[test]
+fn a_refused_piece_is_not_split_again() {
+    let DebitNext::Send(pieces) = debit(100).answered(Some(&answered(Verdict::OverLimit, None)))
+    else {
+        panic!("a refused debit is split");
+    };
+    let piece = pieces.into_iter().next().unwrap();
+    assert_eq!(piece.hits(), 50);
+    assert_eq!(
+        piece.answered(Some(&answered(Verdict::OverLimit, None))),
+        DebitNext::Done
+    );
 }
 
 #[test]
 fn an_over_limit_that_was_counted_ends_the_debit() {
     // envoyproxy/ratelimit: counted, and it says how much is left.
-    let mut d = debit(500);
-    assert!(!d.advance(Some(&answered(Verdict::OverLimit, Some(0)))));
-    assert_eq!(d.unsettled(), 0);
+    assert_eq!(
+        debit(500).answered(Some(&answered(Verdict::OverLimit, Some(0)))),
+        DebitNext::Done
+    );
 }
 
 #[test]
 fn failed_calls_are_retried_a_few_times_then_given_up() {
-    let mut d = debit(500);
-    assert!(d.advance(None));
+    let DebitNext::Send(again) = debit(500).answered(None) else {
+        panic!("a failed call is retried");
+    };
+    assert_eq!(again.len(), 1);
+    let again = again.into_iter().next().unwrap();
     assert_eq!(
-        d.hits(),
+        again.hits(),
         500,
         "a failed call is retried with the same amount"
     );
-    assert!(d.advance(Some(&answered(Verdict::Unknown, None))));
-    assert!(!d.advance(None));
+    let DebitNext::Send(again) = again.answered(Some(&answered(Verdict::Unknown, None))) else {
+        panic!("retried twice");
+    };
+    let again = again.into_iter().next().unwrap();
+    assert_eq!(again.answered(None), DebitNext::GaveUp(500));
 }
 
 #[test]

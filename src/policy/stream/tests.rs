@@ -53,6 +53,17 @@ fn pricing() -> Pricing {
     pricing
 }
 
+/// The rules of a gateway without a rate-limit service or isolation.
+fn local_rules<'a>(usage: &'a UsageRules, pricing: &'a Pricing) -> Rules<'a> {
+    Rules {
+        usage,
+        pricing,
+        global: None,
+        isolation: &ISOLATION,
+        owners: &Nobody,
+    }
+}
+
 fn global(failure_mode: FailureMode, model_entry: bool) -> GlobalRateLimit {
     GlobalRateLimit {
         cluster: "ratelimit".into(),
@@ -64,6 +75,7 @@ fn global(failure_mode: FailureMode, model_entry: bool) -> GlobalRateLimit {
         } else {
             vec![]
         },
+        lease: None,
     }
 }
 
@@ -525,13 +537,7 @@ fn interleaved_streams_share_one_set_of_counters_exactly() {
     // Several streams alive at once, their events interleaved step by step.
     let usage = usage_rules();
     let pricing = pricing();
-    let rules = Rules {
-        usage: &usage,
-        pricing: &pricing,
-        global: None,
-        isolation: &ISOLATION,
-        owners: &Nobody,
-    };
+    let rules = local_rules(&usage, &pricing);
     let mut rng = Lcg(99);
     for _ in 0..300 {
         let mut books = Books::new();
@@ -660,13 +666,7 @@ fn setup(body_follows: bool, headers_can_wait: bool) -> Setup<'static> {
 #[test]
 fn headers_wait_for_a_body_that_may_change_only_when_envoy_allows_it() {
     let (usage, pricing) = rules_without_global();
-    let rules = Rules {
-        usage: &usage,
-        pricing: &pricing,
-        global: None,
-        isolation: &ISOLATION,
-        owners: &Nobody,
-    };
+    let rules = local_rules(&usage, &pricing);
     let (mut held, effects) = Stream::admit(setup(true, true), &rules);
     assert!(held.headers_held());
     assert!(!effects.drop_content_length, "the length is fixed later");
@@ -685,13 +685,7 @@ fn headers_wait_for_a_body_that_may_change_only_when_envoy_allows_it() {
 #[test]
 fn a_put_to_completions_may_not_change_its_body_in_either_stage() {
     let (usage, pricing) = rules_without_global();
-    let rules = Rules {
-        usage: &usage,
-        pricing: &pricing,
-        global: None,
-        isolation: &ISOLATION,
-        owners: &Nobody,
-    };
+    let rules = local_rules(&usage, &pricing);
     for can_wait in [true, false] {
         let (mut stream, effects) = Stream::admit(
             Setup {
@@ -713,13 +707,7 @@ fn a_put_to_completions_may_not_change_its_body_in_either_stage() {
 #[test]
 fn a_rewritten_body_carries_its_new_length_while_the_headers_wait() {
     let (usage, pricing) = rules_without_global();
-    let rules = Rules {
-        usage: &usage,
-        pricing: &pricing,
-        global: None,
-        isolation: &ISOLATION,
-        owners: &Nobody,
-    };
+    let rules = local_rules(&usage, &pricing);
     let (mut stream, _) = Stream::admit(setup(true, true), &rules);
     let read = stream.on(
         Event::RequestData {
@@ -739,13 +727,7 @@ fn a_rewritten_body_carries_its_new_length_while_the_headers_wait() {
 #[test]
 fn request_trailers_end_the_body_like_end_of_stream() {
     let (usage, pricing) = rules_without_global();
-    let rules = Rules {
-        usage: &usage,
-        pricing: &pricing,
-        global: None,
-        isolation: &ISOLATION,
-        owners: &Nobody,
-    };
+    let rules = local_rules(&usage, &pricing);
     let (mut stream, _) = Stream::admit(setup(true, true), &rules);
     assert!(
         !stream
@@ -981,15 +963,47 @@ fn the_models_token_check_waits_for_the_body_that_names_it() {
 }
 
 #[test]
-fn released_headers_get_their_body_decided_after_them() {
+fn with_leased_credit_tokens_are_asked_for_with_the_bodys_estimate() {
     let (usage, pricing) = rules_without_global();
+    let mut global = global(FailureMode::Deny, false);
+    global.lease = Some(crate::policy::lease::LeaseRules {
+        window_ms: 60_000,
+        block_ms: 5_000,
+        low_water_permille: 500,
+        requests: crate::policy::lease::Blocks { min: 1, max: 10 },
+        tokens: crate::policy::lease::Blocks { min: 1, max: 10 },
+        stale_ms: 1_100,
+    });
     let rules = Rules {
         usage: &usage,
         pricing: &pricing,
-        global: None,
+        global: Some(&global),
         isolation: &ISOLATION,
         owners: &Nobody,
     };
+    let (mut stream, effects) = Stream::admit(setup(true, true), &rules);
+    assert_eq!(
+        effects.ask,
+        Ask {
+            requests: true,
+            tokens: false
+        }
+    );
+    let provisional = stream.demand().tokens;
+    let effects = stream.on(Event::RequestBody(CHAT), &rules);
+    assert!(effects.ask.tokens);
+    // No local quotas: the meter's estimate of the body (input plus max_tokens 50).
+    assert!(stream.demand().tokens > 50, "{}", stream.demand().tokens);
+    assert_ne!(stream.demand().tokens, provisional);
+    // Without a body, at the headers.
+    let (_, effects) = Stream::admit(setup(false, true), &rules);
+    assert!(effects.ask.tokens);
+}
+
+#[test]
+fn released_headers_get_their_body_decided_after_them() {
+    let (usage, pricing) = rules_without_global();
+    let rules = local_rules(&usage, &pricing);
     let (mut stream, effects) = Stream::admit(
         Setup {
             header_mode: HeaderMode::Unknown,
@@ -1027,13 +1041,7 @@ fn released_headers_get_their_body_decided_after_them() {
 #[test]
 fn released_headers_with_a_body_ending_in_trailers_pause_the_trailers_once() {
     let (usage, pricing) = rules_without_global();
-    let rules = Rules {
-        usage: &usage,
-        pricing: &pricing,
-        global: None,
-        isolation: &ISOLATION,
-        owners: &Nobody,
-    };
+    let rules = local_rules(&usage, &pricing);
     let (mut stream, _) = Stream::admit(
         Setup {
             header_mode: HeaderMode::Unknown,
@@ -1074,13 +1082,7 @@ fn released_headers_with_a_body_ending_in_trailers_pause_the_trailers_once() {
 #[test]
 fn a_body_over_the_cap_goes_through_unread_on_its_provisional_estimate() {
     let (usage, pricing) = rules_without_global();
-    let rules = Rules {
-        usage: &usage,
-        pricing: &pricing,
-        global: None,
-        isolation: &ISOLATION,
-        owners: &Nobody,
-    };
+    let rules = local_rules(&usage, &pricing);
     let held = Reservation {
         demand: Demand {
             tokens: 300,
@@ -1113,6 +1115,8 @@ mod isolation {
     use super::*;
     use crate::policy::isolation::objects::{owner_digest, route, ObjectPlan, Remembered};
     use crate::policy::isolation::prompt_cache::Api;
+    #[cfg(target_family = "wasm")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn plan(method: &str, path: &str) -> ObjectPlan {
         ObjectPlan {
@@ -1374,13 +1378,7 @@ fn small_window(tokens: u64) -> Books {
 #[test]
 fn a_capped_body_says_the_room_left_with_its_own_length() {
     let (usage, pricing) = rules_without_global();
-    let rules = Rules {
-        usage: &usage,
-        pricing: &pricing,
-        global: None,
-        isolation: &ISOLATION,
-        owners: &Nobody,
-    };
+    let rules = local_rules(&usage, &pricing);
     // CHAT asks for 50 output tokens; its input estimate is ⌈len / 4⌉.
     let input = usage::estimate_input_tokens(CHAT.len());
     let mut books = small_window(input + 30);
@@ -1396,13 +1394,7 @@ fn a_capped_body_says_the_room_left_with_its_own_length() {
 #[test]
 fn a_capped_body_that_fits_goes_unchanged() {
     let (usage, pricing) = rules_without_global();
-    let rules = Rules {
-        usage: &usage,
-        pricing: &pricing,
-        global: None,
-        isolation: &ISOLATION,
-        owners: &Nobody,
-    };
+    let rules = local_rules(&usage, &pricing);
     let mut books = small_window(10_000);
     let (stream, effects) = capped_body(&mut books, CHAT, &rules);
     assert_eq!(effects.new_body, None);
@@ -1413,13 +1405,7 @@ fn a_capped_body_that_fits_goes_unchanged() {
 #[test]
 fn a_capped_request_without_room_is_refused_and_settled_at_nothing() {
     let (usage, pricing) = rules_without_global();
-    let rules = Rules {
-        usage: &usage,
-        pricing: &pricing,
-        global: None,
-        isolation: &ISOLATION,
-        owners: &Nobody,
-    };
+    let rules = local_rules(&usage, &pricing);
     let input = usage::estimate_input_tokens(CHAT.len());
     let mut books = small_window(input + 15);
     let (mut stream, effects) = capped_body(&mut books, CHAT, &rules);
@@ -1440,13 +1426,7 @@ fn a_capped_request_without_room_is_refused_and_settled_at_nothing() {
 #[test]
 fn a_capped_body_naming_its_limit_twice_is_refused() {
     let (usage, pricing) = rules_without_global();
-    let rules = Rules {
-        usage: &usage,
-        pricing: &pricing,
-        global: None,
-        isolation: &ISOLATION,
-        owners: &Nobody,
-    };
+    let rules = local_rules(&usage, &pricing);
     let mut books = small_window(10_000);
     let body = br#"{"model":"gpt-4o","max_tokens":100000,"max_tokens":10}"#;
     let held = books.admit(Demand::default());
@@ -1459,13 +1439,7 @@ fn a_capped_body_naming_its_limit_twice_is_refused() {
 #[test]
 fn counters_out_of_reach_leave_the_request_uncapped() {
     let (usage, pricing) = rules_without_global();
-    let rules = Rules {
-        usage: &usage,
-        pricing: &pricing,
-        global: None,
-        isolation: &ISOLATION,
-        owners: &Nobody,
-    };
+    let rules = local_rules(&usage, &pricing);
     let mut books = small_window(10_000);
     let held = books.admit(Demand::default());
     let (mut stream, _) = Stream::admit(capped_setup(held), &rules);

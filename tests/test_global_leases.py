@@ -1,0 +1,299 @@
+"""Leased credit (``global_rate_limit.lease``): two Envoy replicas take blocks of quota from the
+rate-limit service (``tools/ratelimit-service``: Limitador's engine, counters in Redis) and
+admit requests from the credit they hold, calling the service about once per block instead of
+once or twice per request.
+
+One Redis, one service and one pair of replicas serve the module; every test has its own
+tenant, so its own counters. The service logs every call it answers (how the tests count calls
+and read counters); each replica counts what the service granted it
+(``tenant_guard.global.lease.granted.*``) and what it admitted (per-tenant
+``requests_allowed``). The outage test has a service and replicas of its own."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from harness.answers import answer
+from harness.expect import assert_denied
+from harness.keys import claims, mint
+from harness.plugin_config import tenant
+from harness.ratelimit import RateLimitService, Redis, limit
+from harness.records import filter_record
+from harness.replicas import global_config, replica, start_all
+
+REQUEST_LIMIT = 200
+TOKEN_LIMIT = 20_000
+LIMITS = [
+    limit("lease-requests", usage="requests", plan="lreq", max_value=REQUEST_LIMIT),
+    limit("lease-tokens", usage="tokens", plan="ltok", max_value=TOKEN_LIMIT),
+]
+TENANTS = {
+    "lease-req": tenant("lreq"),
+    "lease-tok": tenant("ltok"),
+    # No limit at the service: only the number of calls matters.
+    "lease-busy": tenant("lbusy"),
+}
+PLANS = {"lreq": None, "ltok": None, "lbusy": None}
+MAX_REQUEST_BLOCK = 40
+MAX_TOKEN_BLOCK = 5000
+LEASE = {"window_s": 3600,
+         "requests": {"min_block": 1, "max_block": MAX_REQUEST_BLOCK},
+         "tokens": {"min_block": 500, "max_block": MAX_TOKEN_BLOCK}}
+
+
+# Redis race: Limitador on Redis checks a counter and then adds to it in two steps, so two
+# calls racing on one counter may both be granted past its limit (seen here: 20,001 of
+# 20,000): its counter can exceed the limit by what one racing call asks, a block at most.
+# What the filter guarantees is exact: it admits only what the service counted;
+# ``test_request_limit_is_exact_with_an_exact_service`` shows the limit itself held.
+
+
+def chat_body(max_tokens=100):
+    return {"model": "gpt-4o", "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "hello"}]}
+
+
+# Every answer reports 100 tokens; a request's estimate (its body's input and max_tokens 100)
+# is a little more, so no request uses more than it took from credit.
+USAGE = answer("openai-json", in_=60, out=40)
+
+
+class Cluster:
+    def __init__(self, service, replicas, keys):
+        self.service = service
+        self.replicas = replicas
+        self._keys = keys
+
+    def token(self, tenant_id):
+        return mint(self._keys.corp_rsa, claims(tenant_id))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, wasm_path, upstream, jwks_server, keys):
+    workdir = tmp_path_factory.mktemp("global-leases")
+    redis = Redis(workdir / "redis").start()
+    service = None
+    proxies = []
+    try:
+        service = RateLimitService(workdir / "service", LIMITS, redis_url=redis.url).start()
+        config = global_config(keys, TENANTS, plans=PLANS, lease=LEASE)
+        proxies = start_all([replica(workdir / f"replica-{name}", wasm_path, upstream.port,
+                                     jwks_server.port, config, service.port)
+                             for name in "ab"])
+        yield Cluster(service, proxies, keys)
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+        if service is not None:
+            service.stop()
+        redis.stop()
+
+
+def parallel_load(replicas, token, clients=8, each=40):
+    """``clients`` parallel clients sending ``each`` requests, each client alternating between
+    the replicas; returns [(replica, response)]."""
+    def client_run(index):
+        out = []
+        for j in range(each):
+            proxy = replicas[(index + j) % len(replicas)]
+            out.append((proxy, proxy.client.chat(token=token, body=chat_body(),
+                                                 headers=USAGE)))
+        return out
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        return [pair for run in pool.map(client_run, range(clients)) for pair in run]
+
+
+def allowed(proxy, tenant_id):
+    return proxy.stat(f"wasmcustom.tenant_guard.tenant.{tenant_id}.requests_allowed")
+
+
+def granted(proxy, usage):
+    return proxy.stat(f"wasmcustom.tenant_guard.global.lease.granted.{usage}")
+
+
+def service_calls(service, tenant_id):
+    return [c for c in service.calls() if c.entries.get("tenant_id") == tenant_id]
+
+
+def test_request_limit_holds_across_replicas_under_parallel_load(cluster, upstream):
+    """Limit 200 requests at the service; 8 parallel clients send 320 requests, each client
+    alternating between the two replicas. The replicas admit only requests the service counted
+    (every admission spends a unit of a granted block), so at most 200; the service's counter
+    is driven to the limit and the replicas spend what they hold, so nearly all 200 are used
+    (at most a block per replica is left). The others get 429 request_quota_exceeded without
+    reaching the upstream."""
+    results = parallel_load(cluster.replicas, cluster.token("lease-req"))
+    statuses = [resp.status for _, resp in results]
+    admitted = statuses.count(200)
+    counted = cluster.service.counter("lease-req", "requests")
+    assert admitted <= counted, (admitted, counted)
+    assert counted <= REQUEST_LIMIT + MAX_REQUEST_BLOCK, counted  # Redis race
+    assert admitted >= REQUEST_LIMIT - 2 * MAX_REQUEST_BLOCK, admitted
+    assert statuses.count(429) == len(results) - admitted, sorted(set(statuses))
+    assert {p.workdir for p, r in results if r.status == 200} == \
+        {p.workdir for p in cluster.replicas}, "one replica admitted every request"
+    for proxy, resp in results:
+        if resp.status == 429:
+            assert_denied(resp, 429, "request_quota_exceeded", upstream=upstream)
+            retry = resp.header("retry-after")
+            assert retry is not None and int(retry) >= 1, resp.headers
+    # Each replica admitted exactly what it was granted, no more.
+    for proxy in cluster.replicas:
+        assert allowed(proxy, "lease-req") <= granted(proxy, "requests")
+    sample = next(resp for _, resp in results if resp.status == 200)
+    record = filter_record(next(p for p, r in results if r is sample), sample.request_id)
+    assert (record["decision"], record["reason"]) == ("allow", "ok"), record
+
+
+def test_request_limit_is_exact_with_an_exact_service(tmp_path, wasm_path, upstream,
+                                                     jwks_server, keys):
+    """The same parallel load against a service that counts exactly (Limitador's in-memory
+    storage): at most 200 admitted, and at most a block per replica less."""
+    service = RateLimitService(tmp_path / "service", LIMITS).start()
+    proxies = []
+    try:
+        config = global_config(keys, TENANTS, plans=PLANS, lease=LEASE)
+        proxies = start_all([replica(tmp_path / f"replica-{name}", wasm_path, upstream.port,
+                                     jwks_server.port, config, service.port)
+                             for name in "ab"])
+        results = parallel_load(proxies, mint(keys.corp_rsa, claims("lease-req")))
+        admitted = [r.status for _, r in results].count(200)
+        assert service.counter("lease-req", "requests") == REQUEST_LIMIT
+        assert REQUEST_LIMIT - 2 * MAX_REQUEST_BLOCK <= admitted <= REQUEST_LIMIT, admitted
+        for proxy in proxies:
+            assert allowed(proxy, "lease-req") <= granted(proxy, "requests")
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+        service.stop()
+
+
+def test_token_limit_holds_across_replicas_under_parallel_load(cluster, upstream):
+    """Limit 20,000 tokens at the service; every request reports 100 tokens and takes its
+    estimate (a little more) from credit, giving back the rest when it ends. 320 requests
+    would use 32,000: the tokens the upstream reported for the admitted ones stay within what
+    the service counted, and that within the limit; the rest get 429 token_quota_exceeded."""
+    results = parallel_load(cluster.replicas, cluster.token("lease-tok"))
+    statuses = [resp.status for _, resp in results]
+    admitted = statuses.count(200)
+    used = 100 * admitted
+    counted = cluster.service.counter("lease-tok", "tokens")
+    assert used <= counted, (used, counted)
+    assert counted <= TOKEN_LIMIT + MAX_TOKEN_BLOCK, counted  # Redis race
+    # At most a block per replica, and the estimate of a request, left unused.
+    assert used >= TOKEN_LIMIT - 2 * (MAX_TOKEN_BLOCK + 200), (used, counted)
+    assert statuses.count(429) == len(results) - admitted, sorted(set(statuses))
+    for _, resp in results:
+        if resp.status == 429:
+            assert_denied(resp, 429, "token_quota_exceeded", upstream=upstream)
+
+
+def test_service_calls_are_a_small_fraction_of_requests(cluster):
+    """800 requests of a tenant the service does not limit, in parallel over both replicas:
+    the blocks grow with the tenant's rate up to their largest (40 requests, 5,000 tokens), so
+    the service sees under a tenth as many calls as there are requests (without a lease it
+    would see two per request). Most of them are made while the blocks are still small."""
+    results = parallel_load(cluster.replicas, cluster.token("lease-busy"), each=100)
+    assert [r.status for _, r in results].count(200) == len(results)
+    calls = service_calls(cluster.service, "lease-busy")
+    hits = [(c.entries["usage"], c.hits) for c in calls]
+    assert len(calls) <= len(results) // 10, f"{len(calls)} calls for {len(results)}: {hits}"
+    # The filter's own count of calls sees the same (it also counts the other tests' calls).
+    total = sum(p.stat("wasmcustom.tenant_guard.global.calls") for p in cluster.replicas)
+    assert total >= len(calls)
+
+
+def test_each_replica_stops_within_its_held_credit_when_the_service_dies(
+        tmp_path, wasm_path, upstream, jwks_server, keys):
+    """Blocks of 20 requests; the service is killed after 30 requests. Each replica goes on
+    admitting from the credit it holds, and no more: what it admitted never exceeds what the
+    service granted it. Then every request gets 503 rate_limit_service_unavailable
+    (failure_mode deny) at once: the replicas do not call the service for each refusal."""
+    redis = Redis(tmp_path / "redis").start()
+    service = RateLimitService(tmp_path / "service", [
+        limit("outage-requests", usage="requests", plan="lreq", max_value=100000)],
+        redis_url=redis.url).start()
+    lease = {"window_s": 3600, "requests": {"min_block": 20, "max_block": 20}}
+    config = global_config(keys, {"outage-co": tenant("lreq")}, plans={"lreq": None},
+                           lease=lease)
+    proxies = []
+    try:
+        proxies = start_all([replica(tmp_path / f"replica-{name}", wasm_path, upstream.port,
+                                     jwks_server.port, config, service.port)
+                             for name in "ab"])
+        token = mint(keys.corp_rsa, claims("outage-co"))
+        for i in range(30):
+            resp = proxies[i % 2].client.chat(token=token)
+            assert resp.status == 200, (i, resp)
+        held = {p.workdir: granted(p, "requests") - allowed(p, "outage-co") for p in proxies}
+        assert all(h > 0 for h in held.values()), held
+        calls_before = sum(p.stat("wasmcustom.tenant_guard.global.calls") for p in proxies)
+        service.kill()
+
+        after = {p.workdir: [] for p in proxies}
+        for i in range(120):
+            proxy = proxies[i % 2]
+            after[proxy.workdir].append(proxy.client.chat(token=token))
+        for proxy in proxies:
+            statuses = [r.status for r in after[proxy.workdir]]
+            served = statuses.count(200)
+            assert 1 <= served <= held[proxy.workdir], (held, statuses)
+            assert statuses == [200] * served + [503] * (len(statuses) - served), statuses
+            assert allowed(proxy, "outage-co") <= granted(proxy, "requests")
+            for resp in after[proxy.workdir][served:]:
+                assert_denied(resp, 503, "rate_limit_service_unavailable", upstream=upstream)
+        refusals = sum(r.status == 503 for rs in after.values() for r in rs)
+        calls_after = sum(p.stat("wasmcustom.tenant_guard.global.calls") for p in proxies)
+        assert calls_after - calls_before < refusals / 4, \
+            f"{calls_after - calls_before} calls for {refusals} refusals"
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+        service.stop()
+        redis.stop()
+
+
+def test_credit_ends_with_the_window_and_a_new_window_admits_again(
+        tmp_path, wasm_path, upstream, jwks_server, keys):
+    """10 requests per 3-second window at the service (Limitador starts it at the first hit),
+    `window_s` 3 for the lease. Back-to-back requests over both replicas: at most 10 are
+    admitted in the window (a few fewer when a replica still holds credit while the other is
+    refused), the rest get 429. Once the window is over, the held credit has lapsed with it
+    and the tenant is admitted again, at most 10 more."""
+    redis = Redis(tmp_path / "redis").start()
+    service = RateLimitService(tmp_path / "service", [
+        limit("window-requests", usage="requests", plan="lwin", max_value=10, seconds=3)],
+        redis_url=redis.url).start()
+    lease = {"window_s": 3, "requests": {"min_block": 1, "max_block": 2}}
+    config = global_config(keys, {"window-co": tenant("lwin")}, plans={"lwin": None},
+                           lease=lease)
+    proxies = []
+    try:
+        proxies = start_all([replica(tmp_path / f"replica-{name}", wasm_path, upstream.port,
+                                     jwks_server.port, config, service.port)
+                             for name in "ab"])
+        token = mint(keys.corp_rsa, claims("window-co"))
+
+        def burst():
+            return [proxies[i % 2].client.chat(token=token) for i in range(14)]
+
+        started = time.monotonic()
+        first = burst()
+        assert time.monotonic() - started < 2.5, "the burst outlasted most of the window"
+        admitted = [r.status for r in first].count(200)
+        assert 10 - 2 * 3 <= admitted <= 10, [r.status for r in first]
+        for resp in first:
+            if resp.status != 200:
+                assert_denied(resp, 429, "request_quota_exceeded", upstream=upstream)
+        time.sleep(max(0.0, started + 3.5 - time.monotonic()))
+        second = burst()
+        again = [r.status for r in second].count(200)
+        assert 1 <= again <= 10, [r.status for r in second]
+        assert {r.status for r in second} <= {200, 429}
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+        service.stop()
+        redis.stop()
