@@ -16,6 +16,10 @@ ACCESS_LOG_FORMAT = {
     "status": "%RESPONSE_CODE%",
     "path": "%REQ(:PATH)%",
     "x_request_id": "%REQ(X-REQUEST-ID)%",
+    # Why Envoy answered itself when it did (UF, UC, URX...: the upstream's part in a 503).
+    "response_flags": "%RESPONSE_FLAGS%",
+    "response_code_details": "%RESPONSE_CODE_DETAILS%",
+    "upstream_failure": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
 }
 
 
