@@ -48,6 +48,16 @@ def new_request_id() -> str:
     return f"tg-test-{uuid.uuid4()}"
 
 
+class _CountingConnection(http.client.HTTPConnection):
+    """An HTTPConnection that counts the bytes it sent (request line, headers and body)."""
+
+    bytes_sent = 0
+
+    def send(self, data):
+        super().send(data)
+        self.bytes_sent += len(data)
+
+
 @dataclass
 class Client:
     """Sends requests to one Envoy listener."""
@@ -114,7 +124,7 @@ class Client:
         its headers, as over a slow link or HTTP/2."""
         pairs, body, request_id = self._prepare(headers, body, token, request_id)
         sent_at = time.time()
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn = _CountingConnection(self.host, self.port, timeout=self.timeout)
         try:
             conn.putrequest(method, path, skip_accept_encoding=True)
             for name, value in pairs:
@@ -184,6 +194,11 @@ class PendingRequest:
     def send_part(self, size: int):
         """Send the first ``size`` bytes of the body only."""
         self._conn.send(self.body[:size])
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes sent on the connection so far: request line, headers and body."""
+        return self._conn.bytes_sent
 
     def abort(self):
         """Leave: the connection is reset (a client gone mid-upload or mid-wait)."""
