@@ -16,6 +16,7 @@ from harness.keys import claims, mint
 from harness.limits import LONG, assert_quota_denied, wait_clear_of_month_edge
 from harness.plugin_config import gateway_config, tenant, windows, without_isolation_tags
 from harness.records import filter_record
+from harness.workers import until_every_worker
 
 MIN_OUTPUT = 16
 PRICEY = {"models": {"gpt-pricey": {"input_per_million": 10.0, "output_per_million": 30.0}}}
@@ -94,10 +95,15 @@ def test_parallel_streams_never_charge_more_than_the_token_window(gateway_factor
                             refusing=LONG, upstream=upstream, exhausted=False)
     assert charged <= 10_000
     assert charged > 10_000 - (input_estimate(body) + MIN_OUTPUT), charged
-    # Nothing is left to one more request that needs more than what was not charged.
-    more = proxy.client.chat(token=token, body=body, headers=honest_answer("openai-sse", body))
-    assert_quota_denied(more, "token_quota_exceeded", [("tokens", 10_000, LONG)],
-                        refusing=LONG, upstream=upstream, exhausted=False)
+    # Nothing is left to one more request that needs more than what was not charged, on
+    # either worker (the window is one, shared by both).
+    until_every_worker(
+        proxy,
+        lambda: proxy.client.chat(token=token, body=body,
+                                  headers=honest_answer("openai-sse", body)),
+        lambda more: assert_quota_denied(more, "token_quota_exceeded",
+                                         [("tokens", 10_000, LONG)], refusing=LONG,
+                                         upstream=upstream, exhausted=False))
 
 
 def test_parallel_requests_never_spend_more_than_the_budget(gateway_factory, upstream, keys,
@@ -120,6 +126,13 @@ def test_parallel_requests_never_spend_more_than_the_budget(gateway_factory, ups
     assert spent <= Decimal("0.40"), spent
     smallest = (input_estimate(body) * 10 + MIN_OUTPUT * 30) / Decimal(1_000_000)
     assert spent > Decimal("0.40") - smallest - Decimal("0.000002"), spent
+    # The budget is one, shared by both workers: each refuses the next request.
+    until_every_worker(
+        proxy,
+        lambda: proxy.client.chat(token=token, body=body,
+                                  headers=honest_answer("openai-sse", body)),
+        lambda more: assert_quota_denied(more, "budget_exceeded", [], refusing=None,
+                                         upstream=upstream))
 
 
 @pytest.mark.parametrize("path,kind,member,body", [
