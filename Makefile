@@ -65,7 +65,9 @@ FUZZ_TARGETS := config token jwks usage path vector_body rls_answer
 FUZZ_CACHE ?= $(HOME)/.cache/tenant-guard/fuzz
 FUZZ_SMOKE_SECONDS ?= 4
 SECONDS ?= 60
-CARGO_FUZZ = cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz
+# Every cargo-fuzz command runs through fuzz/shared-target.sh: under a lock on the shared
+# target directory, and rebuilding the tenant-guard packages when another clone built there.
+CARGO_FUZZ = fuzz/shared-target.sh $(FUZZ_CACHE)/target env RUSTC_BOOTSTRAP=1 cargo fuzz
 FUZZ_FLAGS = -s none --target-dir $(FUZZ_CACHE)/target
 
 .PHONY: help wasm oci compat audit test-audit audit-bench venv run run-global token test lint \
