@@ -98,8 +98,10 @@ def test_envoy_refuses_a_bad_plugin_config(envoy_factory, wasm_path, upstream, j
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("", "configuration: EOF while parsing a value"),
-    ("not json", "configuration: expected ident"),
+    # No bytes are also an empty serialized google.protobuf.Struct: an empty document.
+    ("", "configuration: missing field `providers`"),
+    ("not json", "configuration: neither JSON (expected ident at line 1 column 2) nor a "
+                 "serialized google.protobuf.Struct"),
     ("[]", "configuration: invalid length 0, expected struct"),
     (json.dumps({"providers": 1}), "providers: invalid type: integer `1`, expected a map"),
 ], ids=["empty", "not_json", "array", "wrong_type"])
