@@ -178,11 +178,25 @@ class NamespaceGateway:
     ``b``, the vector-store prefixes to ``vec`` and everything else to ``c``; tenant acme has
     namespace ``acme-ns``, globex the default (its id)."""
 
-    def __init__(self, proxy, upstreams, tokens):
+    def __init__(self, proxy, upstreams, keys):
         self.proxy = proxy
         self.client = proxy.client
         self.a, self.b, self.c, self.vec = upstreams
-        self.acme, self.globex = tokens
+        self._keys = keys
+
+    # A token minted when read: the gateway serves the whole session, which on a busy machine
+    # lasts longer than a token's ten minutes.
+    @property
+    def acme(self) -> str:
+        from harness.keys import claims, mint
+
+        return mint(self._keys.corp_rsa, claims("acme"))
+
+    @property
+    def globex(self) -> str:
+        from harness.keys import GLOBEX_ISSUER, claims, mint
+
+        return mint(self._keys.globex_rsa, claims("globex", iss=GLOBEX_ISSUER))
 
     @property
     def upstreams(self):
@@ -196,8 +210,6 @@ class NamespaceGateway:
 
 @contextlib.contextmanager
 def _namespace_gateway(workdir, wasm_path, jwks_server, keys, hold_headers=True):
-    from harness.keys import GLOBEX_ISSUER, claims, mint
-
     config = gateway_config(keys, {
         "acme": tenant(namespace="acme-ns"),
         "globex": tenant(providers=["globex-idp"]),
@@ -214,10 +226,9 @@ def _namespace_gateway(workdir, wasm_path, jwks_server, keys, hold_headers=True)
                                        [bs.wasm_filter(wasm_path, config,
                                                        hold_headers=hold_headers)],
                                        routes=routes, clusters=clusters)) as proxy:
-            acme = mint(keys.corp_rsa, claims("acme"))
-            proxy.learn_header_mode(acme, "held" if hold_headers else "forwarded")
-            yield NamespaceGateway(proxy, upstreams, (
-                acme, mint(keys.globex_rsa, claims("globex", iss=GLOBEX_ISSUER))))
+            gateway = NamespaceGateway(proxy, upstreams, keys)
+            proxy.learn_header_mode(gateway.acme, "held" if hold_headers else "forwarded")
+            yield gateway
     finally:
         for up in upstreams:
             up.close()

@@ -51,7 +51,7 @@ def usage_envoy(tmp_path_factory, wasm_path, upstream, jwks_server, keys):
         yield proxy
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def acme(keys):
     return mint(keys.corp_rsa, claims("acme"))
 
