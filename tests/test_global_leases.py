@@ -280,11 +280,11 @@ def test_credit_ends_with_the_window_and_a_new_window_admits_again(
     What falls in a window is told by the clock, not by how fast the machine is: the window
     starts at the first hit, after the burst began and before its first answer, so every
     request answered less than a window after the burst began was decided in it. The test
-    waits for the window's end as a reset test must."""
-    redis = Redis(tmp_path / "redis").start()
+    waits for the window's end as a reset test must. The service counts in memory (exactly:
+    Limitador on Redis may grant two racing calls past the limit, see above)."""
     service = RateLimitService(tmp_path / "service", [
         limit("window-requests", usage="requests", plan="lwin", max_value=10,
-              seconds=SHORT_WINDOW_S)], redis_url=redis.url).start()
+              seconds=SHORT_WINDOW_S)]).start()
     lease = {"window_s": SHORT_WINDOW_S, "requests": {"min_block": 1, "max_block": 2}}
     config = global_config(keys, {"window-co": tenant("lwin")}, plans={"lwin": None},
                            lease=lease)
@@ -327,4 +327,3 @@ def test_credit_ends_with_the_window_and_a_new_window_admits_again(
         for proxy in proxies:
             proxy.stop()
         service.stop()
-        redis.stop()
