@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import rls
 from .ports import reserve_port
-from .process import die_with_parent, stop_process
+from .process import die_with_parent, pause_process, stop_process
 from .wait import wait_for
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -266,8 +266,9 @@ class RateLimitService:
         self.process.wait(timeout=10)
 
     def pause(self):
-        """SIGSTOP: the socket still accepts, nobody answers."""
-        self.process.send_signal(signal.SIGSTOP)
+        """SIGSTOP: the socket still accepts, nobody answers (from the moment this returns:
+        every thread has stopped)."""
+        pause_process(self.process)
 
     def resume(self):
         self.process.send_signal(signal.SIGCONT)
