@@ -19,6 +19,7 @@ from harness.plugin_config import tenant
 from harness.ratelimit import RateLimitService, Redis, limit
 from harness.records import filter_record
 from harness.replicas import global_config, replica, start_all
+from harness.wait import wait_for
 
 LIMITS = [
     limit("exact-requests", usage="requests", plan="req20", max_value=20),
@@ -249,14 +250,20 @@ def test_token_limit_across_replicas_follows_the_debited_usage(cluster, upstream
         assert record["cost_usd"] == "0.0005", record  # 200 × 1 + 100 × 3 per million
 
 
-def test_back_to_back_requests_cross_the_token_limit_by_at_most_one(cluster, upstream):
-    """Debits leave at once (the stream wakes its root context through the worker's queue, not
-    at its next tick). Twelve back-to-back requests of 100 tokens (60 in + 40 out), six per
-    replica, alternating, against a window of 1000 tokens: each check adds 1 (Limitador counts
-    a hits_addend of 0 as 1) and each debit 100, so nine requests leave the counter at 909, the
-    tenth is admitted and its refused debit is sent again as pieces that fill the counter. At
-    most one request is admitted past that (a check racing the debit before it), and none
-    after the first refusal."""
+def test_back_to_back_requests_over_the_token_limit(cluster, upstream):
+    """Twelve back-to-back requests of 100 tokens (60 in + 40 out), six per replica,
+    alternating, against a window of 1000 tokens: each check adds 1 (Limitador counts a
+    hits_addend of 0 as 1) and each debit 100, so nine requests leave the counter at 909 and
+    the tenth is admitted whatever the timing; its debit, refused whole, is sent again as
+    pieces that fill the counter, and no request is admitted after the first refusal.
+
+    Debits leave at once (the stream wakes its root context through the worker's queue, not
+    at its next tick), but a request past the tenth is still admitted when its check reaches
+    the service before an earlier debit has filled the counter: how many do so depends on how
+    the machine schedules the replicas against the client (on an idle machine none or one, on
+    a busy one two were seen). So the test pins what holds whatever the timing: at least ten
+    admitted, then only refusals, one whole debit per admitted request and one admitting
+    check per admitted request at the service, and the counter exhausted."""
     service, token = cluster.service, cluster.token("sequential-co")
     usage = answer("openai-json", in_=60, out=40)
     results = []
@@ -266,12 +273,22 @@ def test_back_to_back_requests_cross_the_token_limit_by_at_most_one(cluster, ups
                                                  headers=usage)))
     statuses = [resp.status for _, resp in results]
     admitted = statuses.count(200)
-    assert 10 <= admitted <= 11, f"{admitted} of 12 admitted against 1000 tokens: {statuses}"
+    assert admitted >= 10, f"{admitted} of 12 admitted against 1000 tokens: {statuses}"
     assert statuses == [200] * admitted + [429] * (12 - admitted), statuses
     for proxy, resp in results[admitted:]:
         assert_globally_refused(resp, "token_quota_exceeded", upstream)
     service.wait_counter("sequential-co", "tokens", 1000, timeout=30, at_least=True)
 
+    def checks(code):
+        return [c for c in service.calls_for("sequential-co", "tokens")
+                if "hits_addend=0" in c.raw and c.code == code]
+
+    def whole_debits():
+        return [c for c in service.calls_for("sequential-co", "tokens")
+                if "hits_addend=0" not in c.raw and c.hits == 100]
+    wait_for(lambda: len(whole_debits()) == admitted, timeout=30,
+             message=lambda: f"{admitted} debits of 100 ({len(whole_debits())} so far)")
+    assert (len(checks("Ok")), len(checks("OverLimit"))) == (admitted, 12 - admitted)
 
 def test_one_large_usage_still_exhausts_the_token_counter(cluster, upstream):
     """A single request that used 5000 tokens against a limit of 1000 (1 already counted by
