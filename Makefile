@@ -33,10 +33,13 @@ export TENANT_GUARD_OCI = $(abspath $(OCI_DIR))
 WASM_BINDGEN_VERSION = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/version = "\(.*\)"/\1/p}' Cargo.lock)
 TENANT ?= acme
 # The development rate-limit service (limitador + Redis) builds RocksDB from source: minutes on
-# two cores. Its target directory lives outside the clone so later runs on this machine reuse it.
+# two cores. Its target directory lives outside the clone so later runs on this machine reuse it;
+# tools/ratelimit-service/shared-target.sh keeps that safe for several clones (rebuilds the
+# package when another clone's sources were built there last, one clone at a time) and copies
+# the binary into this clone, which is the one the integration tests and run-global use.
 RLS_MANIFEST := tools/ratelimit-service/Cargo.toml
 RLS_TARGET ?= $(HOME)/.cache/tenant-guard/ratelimit-service
-RLS_BIN := $(RLS_TARGET)/release/tenant-guard-ratelimit
+RLS_BIN := target/ratelimit-service/tenant-guard-ratelimit
 export TENANT_GUARD_RATELIMIT := $(abspath $(RLS_BIN))
 # The auditors' tool: its own Cargo project, outside the filter's (and the wasm) build.
 AUDIT_MANIFEST := tools/audit/Cargo.toml
@@ -62,7 +65,9 @@ FUZZ_TARGETS := config token jwks usage path vector_body rls_answer
 FUZZ_CACHE ?= $(HOME)/.cache/tenant-guard/fuzz
 FUZZ_SMOKE_SECONDS ?= 4
 SECONDS ?= 60
-CARGO_FUZZ = cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz
+# Every cargo-fuzz command runs through fuzz/shared-target.sh: under a lock on the shared
+# target directory, and rebuilding the tenant-guard packages when another clone built there.
+CARGO_FUZZ = fuzz/shared-target.sh $(FUZZ_CACHE)/target env RUSTC_BOOTSTRAP=1 cargo fuzz
 FUZZ_FLAGS = -s none --target-dir $(FUZZ_CACHE)/target
 
 .PHONY: help wasm oci compat audit test-audit audit-bench venv run run-global token test lint \
@@ -118,11 +123,11 @@ global-deps:
 		|| (apt-get update -q && apt-get install -y -q redis-server libclang-dev clang)
 
 ratelimit-service: global-deps
-	cargo build --release --manifest-path $(RLS_MANIFEST) --target-dir $(RLS_TARGET)
+	tools/ratelimit-service/shared-target.sh build "$(RLS_TARGET)" "$(abspath $(RLS_BIN))"
 
 test-ratelimit-service: ratelimit-service
 	cargo fmt --check --manifest-path $(RLS_MANIFEST)
-	cargo test --release --manifest-path $(RLS_MANIFEST) --target-dir $(RLS_TARGET)
+	tools/ratelimit-service/shared-target.sh test "$(RLS_TARGET)"
 
 audit:
 	cargo build --release --manifest-path $(AUDIT_MANIFEST)

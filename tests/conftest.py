@@ -182,17 +182,21 @@ class NamespaceGateway:
         self.proxy = proxy
         self.client = proxy.client
         self.a, self.b, self.c, self.vec = upstreams
-        self.keys = keys
+        self._keys = keys
 
-    # A token minted when asked for: the gateway lives for the whole session, which can last
-    # longer than a token.
+    # A token minted when read: the gateway serves the whole session, which on a busy machine
+    # lasts longer than a token's ten minutes.
     @property
-    def acme(self):
-        return mint(self.keys.corp_rsa, claims("acme"))
+    def acme(self) -> str:
+        from harness.keys import claims, mint
+
+        return mint(self._keys.corp_rsa, claims("acme"))
 
     @property
-    def globex(self):
-        return mint(self.keys.globex_rsa, claims("globex", iss=GLOBEX_ISSUER))
+    def globex(self) -> str:
+        from harness.keys import GLOBEX_ISSUER, claims, mint
+
+        return mint(self._keys.globex_rsa, claims("globex", iss=GLOBEX_ISSUER))
 
     @property
     def upstreams(self):

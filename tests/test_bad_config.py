@@ -3,6 +3,7 @@ does not come up, and its log names the offending field path."""
 
 import copy
 import json
+import re
 
 import pytest
 
@@ -46,55 +47,69 @@ def _bad_status(cfg):
     cfg["tenants"]["acme"]["status"] = "paused"
 
 
-# name: (mutation, text the log must contain)
+# name: (mutation, how the filter's log line begins after "invalid configuration: ": the
+# field path, then the problem; serde's trailing "at line L column C" is left out)
 BAD_CONFIGS = {
-    "unknown_top_level_field": (_unknown_top_level_field, "tennants"),
-    "unknown_plan": (_unknown_plan, "tenants.acme.plan"),
-    "unknown_provider": (_unknown_provider, "tenants.acme.providers"),
-    "empty_providers": (_empty_providers, "providers"),
-    "bad_jwk": (_bad_jwk, "providers.corp-idp.jwks.keys[0]"),
-    "duplicate_kid": (_duplicate_kid, "providers.corp-idp.jwks"),
-    "unknown_nested_field": (_unknown_nested_field, "tenant_claims"),
-    "bad_status": (_bad_status, "tenants.acme.status"),
+    "unknown_top_level_field": (_unknown_top_level_field, "tennants: unknown field `tennants`"),
+    "unknown_plan": (_unknown_plan, 'tenants.acme.plan: unknown plan "gold"'),
+    "unknown_provider": (_unknown_provider,
+                         'tenants.acme.providers[1]: unknown provider "nope-idp"'),
+    "empty_providers": (_empty_providers, "providers: at least one provider is required"),
+    "bad_jwk": (_bad_jwk, "providers.corp-idp.jwks.keys[0].n: not valid base64url"),
+    "duplicate_kid": (_duplicate_kid,
+                      'providers.corp-idp.jwks.keys[5].kid: duplicate kid "rsa-1" (also keys[0])'),
+    "unknown_nested_field": (_unknown_nested_field,
+                             "identity.tenant_claims: unknown field `tenant_claims`"),
+    "bad_status": (_bad_status, "tenants.acme.status: unknown variant `paused`, expected "
+                                "`active` or `suspended`"),
 }
 
+# What Envoy 1.40 prints before a plugin's log message (logger wasm, level error from
+# proxy_log at LogLevel::Error), then the filter's own prefix.
+LOG_LINE = re.compile(r"\[error\]\[wasm\] \[[^]]+\] wasm log tenant_guard tenant_guard: "
+                      r"tenant-guard: invalid configuration: (?P<message>.*)$")
 
-def _wasm_log_lines(log: str):
-    return [line for line in log.splitlines() if "wasm" in line]
 
-
-def assert_refused(proxy, needle):
-    """Envoy exits non-zero (or never becomes ready) and a wasm log line contains
-    ``needle``."""
+def assert_refused(proxy, expected):
+    """Envoy exits with status 1 without serving, and its log has exactly one line of the
+    filter's saying the configuration is invalid, whose message begins with ``expected``
+    (the field path and the problem): not just any start-up failure."""
     code = proxy.wait_exit(timeout=30)
-    log = proxy.read_log()
-    assert code != 0, f"Envoy exited 0 with a bad plugin config\n{proxy.log_tail()}"
-    matching = [line for line in _wasm_log_lines(log) if needle in line]
-    assert matching, f"no wasm log line names {needle!r}\n{proxy.log_tail()}"
-    return matching
+    assert code == 1, f"Envoy exited {code} with a bad plugin config\n{proxy.log_tail()}"
+    messages = [m.group("message") for m in map(LOG_LINE.search, proxy.read_log().splitlines())
+                if m]
+    assert len(messages) == 1, f"{messages}\n{proxy.log_tail()}"
+    assert messages[0].startswith(expected), f"{messages[0]!r} does not begin {expected!r}"
+    assert "Plugin configured to fail closed failed to load" in proxy.read_log()
+    return messages[0]
 
 
 @pytest.mark.parametrize("case", list(BAD_CONFIGS))
 def test_envoy_refuses_a_bad_plugin_config(envoy_factory, wasm_path, upstream, jwks_server,
                                            keys, case):
-    mutate, needle = BAD_CONFIGS[case]
+    mutate, expected = BAD_CONFIGS[case]
     cfg = copy.deepcopy(main_plugin_config(keys))
     mutate(cfg)
     proxy = envoy_factory(
         make_config=bs.gateway(upstream.port, jwks_server.port,
                                [bs.wasm_filter(wasm_path, cfg)]),
         start=False, name=case)
-    assert_refused(proxy, needle)
+    assert_refused(proxy, expected)
 
 
-@pytest.mark.parametrize("text", ["", "not json", "[]", json.dumps({"providers": 1})],
-                         ids=["empty", "not_json", "array", "wrong_type"])
+@pytest.mark.parametrize("text,expected", [
+    # No bytes are also an empty serialized google.protobuf.Struct: an empty document.
+    ("", "configuration: missing field `providers`"),
+    ("not json", "configuration: neither JSON (expected ident at line 1 column 2) nor a "
+                 "serialized google.protobuf.Struct"),
+    ("[]", "configuration: invalid length 0, expected struct"),
+    (json.dumps({"providers": 1}), "providers: invalid type: integer `1`, expected a map"),
+], ids=["empty", "not_json", "array", "wrong_type"])
 def test_envoy_refuses_a_plugin_config_that_is_not_a_config_object(envoy_factory, wasm_path,
                                                                    upstream, jwks_server,
-                                                                   text):
+                                                                   text, expected):
     proxy = envoy_factory(
         make_config=bs.gateway(upstream.port, jwks_server.port,
                                [bs.wasm_filter(wasm_path, text)]),
         start=False, name="raw")
-    code = proxy.wait_exit(timeout=30)
-    assert code != 0, proxy.log_tail()
+    assert_refused(proxy, expected)

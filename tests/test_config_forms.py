@@ -7,6 +7,7 @@ import copy
 from harness import bootstrap as bs
 from harness.answers import answer
 from harness.keys import GLOBEX_ISSUER, claims, forge_alg_none, mint
+from harness.limits import LONG, LONGER
 from harness.plugin_config import gateway_config, tenant, windows
 from harness.records import filter_record
 
@@ -19,9 +20,10 @@ def policy(keys) -> dict:
         "globex": tenant("free", providers=["globex-idp"]),
         "initech": tenant("free", status="suspended"),
     }, plans={
-        "free": {"requests": windows((3, 3600)), "monthly_budget_usd": 1.5},
-        "pro": {"requests": windows((100, 3600), (50, 60)),
-                "tokens": windows((1_000_000, 86400)), "monthly_budget_usd": 250.0},
+        # Windows far longer than the test: no count resets between the two gateways' runs.
+        "free": {"requests": windows((3, LONG)), "monthly_budget_usd": 1.5},
+        "pro": {"requests": windows((100, LONGER), (50, LONG)),
+                "tokens": windows((1_000_000, LONG)), "monthly_budget_usd": 250.0},
     }, pricing={
         "models": {"gpt-4o": {"input_per_million": 2.5, "output_per_million": 10.0,
                               "cached_input_per_million": 1.25}},

@@ -14,7 +14,7 @@ import yaml
 
 from harness.envoy_process import Envoy
 from harness.expect import assert_allowed, assert_denied
-from harness.limits import remaining, wait_clear_of_window_edge
+from harness.limits import LONG, remaining
 from harness.wait import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,12 +86,28 @@ class DynamicGateway:
         os.rename(tmp, self.dir / "listeners.yaml")
 
 
-@pytest.fixture
-def gateway(tmp_path, wasm_path, upstream):
-    example = DynamicGateway(tmp_path, wasm_path, upstream.port)
-    with Envoy(tmp_path / "envoy", example.bootstrap, config_format="yaml") as proxy:
+def serve(example: DynamicGateway, workdir: Path):
+    """The example's Envoy, started on leased ports; stopped when the generator ends."""
+    with Envoy(workdir, example.bootstrap, config_format="yaml") as proxy:
         example.proxy = proxy
         yield example
+
+
+@pytest.fixture
+def gateway(tmp_path, wasm_path, upstream):
+    yield from serve(DynamicGateway(tmp_path, wasm_path, upstream.port), tmp_path / "envoy")
+
+
+@pytest.fixture
+def long_window_gateway(tmp_path, wasm_path, upstream):
+    """The example with its free plan's 5 requests a minute made 5 requests per ten years: a
+    policy update on a busy machine may take longer than what is left of a minute, and the
+    test is about counters surviving the update, not about the window."""
+    example = DynamicGateway(tmp_path, wasm_path, upstream.port)
+    plan = example.policy["plans"]["free"]
+    assert plan["requests"] == [{"limit": 5, "window_s": 60}]
+    plan["requests"] = [{"limit": 5, "window_s": LONG}]
+    yield from serve(example, tmp_path / "envoy")
 
 
 def stat(proxy, name):
@@ -114,12 +130,13 @@ def test_the_example_serves_its_policy(gateway, upstream):
     assert "monthly_budget_usd: 1.0" in (gateway.dir / "listeners.yaml").read_text()
 
 
-def test_a_policy_change_is_a_file_write_and_counters_survive_it(gateway, upstream):
+def test_a_policy_change_is_a_file_write_and_counters_survive_it(long_window_gateway,
+                                                               upstream):
+    gateway = long_window_gateway
     proxy, client = gateway.proxy, gateway.proxy.client
     policy = copy.deepcopy(gateway.policy)
-    # Free plan: 5 requests a minute. Three of them before the update...
-    assert policy["plans"]["free"]["requests"] == [{"limit": 5, "window_s": 60}]
-    wait_clear_of_window_edge(60, margin_s=20)
+    # Free plan: 5 requests (per ten years). Three of them before the update...
+    assert policy["plans"]["free"]["requests"] == [{"limit": 5, "window_s": LONG}]
     globex = mint_demo("globex")
     lefts = [remaining(client.chat(token=globex), "requests") for _ in range(3)]
     assert lefts == [4, 3, 2]

@@ -11,11 +11,11 @@ import pytest
 from harness.answers import answer
 from harness.expect import assert_denied
 from harness.keys import claims, mint
-from harness.limits import assert_quota_denied, wait_clear_of_window_edge
+from harness.limits import LONG, assert_quota_denied
 from harness.plugin_config import tenant, windows
 from harness import rls
 from harness.ratelimit import ScriptedRateLimitService
-from harness.replicas import HOUR, global_config, replica, start_all
+from harness.replicas import global_config, replica, start_all
 from harness.wait import wait_for
 
 TENANTS = {
@@ -24,7 +24,7 @@ TENANTS = {
     "refused-co": tenant("pro"),
     "tokens-co": tenant("pro"),
     "streamer": tenant("pro"),
-    "tight-co": tenant(limits={"requests": windows((1, HOUR))}),
+    "tight-co": tenant(limits={"requests": windows((1, LONG))}),
 }
 
 
@@ -43,12 +43,13 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, wasm_path, upstream, jwks_server, keys):
-    """One Envoy (2 workers) whose ``ratelimit`` cluster is the scripted service; calls may
-    take up to 2 s here (a test holds them to see them side by side)."""
+    """One Envoy (2 workers) whose ``ratelimit`` cluster is the scripted service. Calls may
+    take up to 30 s here: a test holds them to see them side by side, and no call must time
+    out while held (nothing here is about timeouts)."""
     workdir = tmp_path_factory.mktemp("global-protocol")
     with ScriptedRateLimitService() as service:
         config = global_config(keys, TENANTS, plans={"pro": None}, extra_entries=["user_id"],
-                               timeout_ms=2000)
+                               timeout_ms=30000)
         proxy = replica(workdir / "envoy", wasm_path, upstream.port, jwks_server.port, config,
                         service.port)
         try:
@@ -73,16 +74,17 @@ def test_admission_asks_requests_and_tokens_side_by_side_then_debits_the_usage(
     """Two calls at admission, both in flight at once (the service holds each until the other
     arrived), each with one descriptor: usage, plan, tenant_id, then the extra user_id entry;
     requests with hits_addend 1, tokens with hits_addend 0 (a check). After the answer, the
-    real usage (200 + 100 tokens) is debited on the same entries, within about a tick."""
-    service.hold_until_concurrent(2, timeout=1.5)
-    sent_at = time.monotonic()
+    real usage (200 + 100 tokens) is debited on the same entries, after the answer."""
+    # Calls made one after the other would each wait out the hold (and be seen alone).
+    service.hold_until_concurrent(2, timeout=15,
+                                  match=lambda r: r.descriptor.get("tenant_id") == "acme")
     resp = gateway.proxy.client.chat(token=gateway.token("acme"),
                                      headers=answer("openai-json", in_=200, out=100))
     answered_at = time.monotonic()
     service.hold_until_concurrent(0, 0)
     assert resp.status == 200, resp
-    assert answered_at - sent_at < 1.0, "the first call waited for the hold's timeout"
-    calls = gateway.calls_about("acme")
+    # The two calls at admission came before the answer; the debit may follow any moment.
+    calls = gateway.calls_about("acme")[:2]
     assert len(calls) == 2, [c.request for c in calls]
     assert max(c.concurrent for c in calls) == 2, \
         "the requests and tokens calls were not in flight at the same time"
@@ -95,13 +97,13 @@ def test_admission_asks_requests_and_tokens_side_by_side_then_debits_the_usage(
                                               ("tenant_id", "acme"), ("user_id", "alice")]
     requests, tokens = by_usage["requests"], by_usage["tokens"]
     assert requests.descriptor.hits_addend == 1, requests
-    assert requests.hits_addend in (0, 1), requests
+    # The top-level field too (limitador-server reads only that one).
+    assert requests.hits_addend == 1, requests
     assert tokens.descriptor.hits_addend == 0, f"the tokens check must add 0: {tokens}"
     assert tokens.hits_addend == 0, f"the tokens check must add 0: {tokens}"
 
-    debit = _wait_for_debit(gateway, "acme", timeout=3)
-    lag = debit.arrived - answered_at
-    assert lag < 1.0, f"the debit arrived {lag:.3f}s after the answer"
+    debit = _wait_for_debit(gateway, "acme", timeout=30)
+    assert debit.arrived > answered_at, "the debit left before the answer was complete"
     assert debit.request.domain == "tenant-guard"
     assert debit.request.descriptor.entries == [("usage", "tokens"), ("plan", "pro"),
                                                 ("tenant_id", "acme"), ("user_id", "alice")]
@@ -130,7 +132,7 @@ def test_streamed_usage_is_debited_too(gateway, service):
         headers=answer("openai-sse", in_=50, out=25))
     assert stream.status == 200
     stream.read_all()
-    debit = _wait_for_debit(gateway, "streamer", timeout=3)
+    debit = _wait_for_debit(gateway, "streamer", timeout=30)
     assert debit.request.descriptor.get("usage") == "tokens"
     assert debit.request.descriptor.hits_addend == 75, debit.request
 
@@ -172,14 +174,13 @@ def test_over_limit_on_tokens_refuses_with_token_quota_exceeded(gateway, service
     service.answer_with(over_limit_for_tokens)
     resp = gateway.proxy.client.chat(token=gateway.token("tokens-co"))
     assert_denied(resp, 429, "token_quota_exceeded", upstream=upstream)
-    retry = resp.header("retry-after")
-    assert retry is not None and retry.isdigit() and int(retry) >= 1, resp.headers
+    # No duration_until_reset in the answer: Retry-After 1.
+    assert resp.header_values("retry-after") == ["1"], resp.headers
 
 
 def test_a_local_refusal_never_calls_the_service(gateway, service, upstream):
     """Local quotas decide first: the tenant's 1 request per hour is used up, so the next
     request is refused locally and no new call reaches the service."""
-    wait_clear_of_window_edge(HOUR)
     token = gateway.token("tight-co")
     first = gateway.proxy.client.chat(token=token, headers=answer("openai-json", in_=0, out=0))
     assert first.status == 200, first
@@ -187,7 +188,7 @@ def test_a_local_refusal_never_calls_the_service(gateway, service, upstream):
               if c.request.descriptor.get("usage") == "requests"]
     assert len(before) == 1
     refused = gateway.proxy.client.chat(token=token)
-    assert_quota_denied(refused, "request_quota_exceeded", [("requests", 1, HOUR)],
-                        refusing=HOUR, upstream=upstream)
+    assert_quota_denied(refused, "request_quota_exceeded", [("requests", 1, LONG)],
+                        refusing=LONG, upstream=upstream)
     after = gateway.calls_about("tight-co")
     assert len(after) == 2, [c.request for c in after]  # the first request's two calls only

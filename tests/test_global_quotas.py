@@ -19,6 +19,7 @@ from harness.plugin_config import tenant
 from harness.ratelimit import RateLimitService, Redis, limit
 from harness.records import filter_record
 from harness.replicas import global_config, replica, start_all
+from harness.wait import wait_for
 
 LIMITS = [
     limit("exact-requests", usage="requests", plan="req20", max_value=20),
@@ -89,12 +90,11 @@ def cluster(tmp_path_factory, wasm_path, upstream, jwks_server, keys):
 
 
 def assert_globally_refused(resp, reason, upstream):
-    """A 429 in the local limits' shape (OpenAI error body) with a Retry-After of at least 1
-    second, which never reached the upstream."""
+    """A 429 in the local limits' shape (OpenAI error body), which never reached the
+    upstream, with Retry-After 1: the service (like Limitador) sends no statuses, so no
+    duration_until_reset, and the filter then says 1."""
     assert_denied(resp, 429, reason, upstream=upstream)
-    retry = resp.header("retry-after")
-    assert retry is not None and retry.isdigit() and int(retry) >= 1, \
-        f"retry-after is {retry!r}"
+    assert resp.header_values("retry-after") == ["1"], resp.headers
 
 
 # === Requests ===
@@ -225,16 +225,17 @@ def test_token_limit_across_replicas_follows_the_debited_usage(cluster, upstream
     service, token = cluster.service, cluster.token("tokens-co")
     usage = answer("openai-json", in_=200, out=100)
     expected = [301, 602, 903, 1000]
-    lags, admitted = [], []
+    admitted = []
     for i, counter in enumerate(expected):
         proxy = cluster.replicas[i % 2]
         resp = proxy.client.chat(token=token, body=chat_body(), headers=usage)
         assert resp.status == 200, (i, resp)
         admitted.append((proxy, resp))
-        lags.append(service.wait_counter("tokens-co", "tokens", counter, timeout=5,
-                                         at_least=counter == 1000))
-    # The debits left at once (woken root context), not at a later tick.
-    assert max(lags) < 1.5, f"debits landed {lags} s after their answers"
+        # The debit follows the answer; the next request waits for it (the last debit is sent
+        # again as pieces, which may fill the counter past 1000). That debits leave at once,
+        # not at a later tick, is the next test's: an order of outcomes, not a time.
+        service.wait_counter("tokens-co", "tokens", counter, timeout=30,
+                             at_least=counter == 1000)
     debits = [c for c in service.calls_for("tokens-co", "tokens") if c.hits > 1]
     assert all(c.hits <= 300 for c in debits), [(c.hits, c.code) for c in debits]
     for proxy in (cluster.a, cluster.b):
@@ -266,7 +267,7 @@ def test_sequential_requests_cross_the_token_limit_by_one(cluster, upstream):
         results.append((proxy, resp))
         if resp.status == 200:
             expected = min(101 * (i + 1), 1000)
-            service.wait_counter("sequential-co", "tokens", expected, timeout=10, at_least=True)
+            service.wait_counter("sequential-co", "tokens", expected, timeout=30, at_least=True)
     statuses = [resp.status for _, resp in results]
     assert statuses == [200] * 10 + [429] * 2, statuses
     for proxy, resp in results[10:]:
@@ -277,15 +278,27 @@ def test_sequential_requests_cross_the_token_limit_by_one(cluster, upstream):
 
 def test_back_to_back_requests_leave_the_token_counter_full(cluster, upstream):
     """The same twelve requests back to back, without waiting for the service: however the
-    debits' rounds and the checks interleave, admissions come first, the counter ends full
-    and both replicas then refuse."""
+    debits' rounds and the checks interleave, admissions come first, the service sees one
+    admitting check and one whole debit per admitted request, the counter ends full and both
+    replicas then refuse."""
     service, token = cluster.service, cluster.token("back-to-back-co")
     usage = answer("openai-json", in_=60, out=40)
     statuses = [cluster.replicas[i % 2].client.chat(token=token, body=chat_body(),
                                                     headers=usage).status for i in range(12)]
     admitted = statuses.count(200)
     assert admitted >= 10 and statuses == [200] * admitted + [429] * (12 - admitted), statuses
-    service.wait_counter("back-to-back-co", "tokens", 1000, timeout=10, at_least=True)
+    service.wait_counter("back-to-back-co", "tokens", 1000, timeout=30, at_least=True)
+
+    def checks(code):
+        return [c for c in service.calls_for("back-to-back-co", "tokens")
+                if "hits_addend=0" in c.raw and c.code == code]
+
+    def whole_debits():
+        return [c for c in service.calls_for("back-to-back-co", "tokens")
+                if "hits_addend=0" not in c.raw and c.hits == 100]
+    wait_for(lambda: len(whole_debits()) == admitted, timeout=30,
+             message=lambda: f"{admitted} debits of 100 ({len(whole_debits())} so far)")
+    assert (len(checks("Ok")), len(checks("OverLimit"))) == (admitted, 12 - admitted)
     for proxy in cluster.replicas:
         refused = proxy.client.chat(token=token, body=chat_body(), headers=usage)
         assert_globally_refused(refused, "token_quota_exceeded", upstream)
@@ -301,7 +314,7 @@ def test_one_large_usage_still_exhausts_the_token_counter(cluster, upstream):
     resp = cluster.a.client.chat(token=token, body=chat_body(),
                                  headers=answer("openai-json", in_=4000, out=1000))
     assert resp.status == 200, resp
-    service.wait_counter("big-co", "tokens", 1000, timeout=5, at_least=True)
+    service.wait_counter("big-co", "tokens", 1000, timeout=30, at_least=True)
     assert service.counter("big-co", "tokens") <= 5001
     refused = cluster.b.client.chat(token=token, body=chat_body(),
                                     headers=answer("openai-json", in_=1, out=1))
@@ -329,7 +342,7 @@ def test_per_model_token_limit_can_refuse(tmp_path, cluster, wasm_path, upstream
         first = proxy.client.chat(token=token, body=chat_body(model="gpt-4o"),
                                   headers=answer("openai-json", in_=4000, out=1000))
         assert first.status == 200, first
-        cluster.service.wait_counter("model-co", "tokens", 1000, model="gpt-4o", timeout=5,
+        cluster.service.wait_counter("model-co", "tokens", 1000, model="gpt-4o", timeout=30,
                                      at_least=True)
         again = proxy.client.chat(token=token, body=chat_body(model="gpt-4o"))
         checks = [(c.entries.get("model"), c.hits, c.code)

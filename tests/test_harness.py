@@ -1,14 +1,17 @@
 """The harness itself, proven against Envoy without the tenant-guard filter (router only), so
 that a failure elsewhere is about the filter and not about ports, startup or log polling."""
 
+import fcntl
 import json
+import socket
 import urllib.request
 
 import jwt
 import pytest
 
 from harness import bootstrap as bs
-from harness.envoy_process import EnvoyStartError
+from harness.envoy_process import Envoy, EnvoyStartError
+from harness.ports import LOCK_DIR, reserve_port, reserve_ports
 from harness.keys import claims, jwk_set, mint, CORP_ISSUER, AUDIENCE
 from harness.servers import JwksServer
 
@@ -38,7 +41,7 @@ def test_access_log_catches_up_with_completed_requests(plain_envoy):
     assert line["path"] == "/v1/models"
     assert int(line["status"]) == 200
     # Without the filter nothing sets the wasm.* filter state.
-    assert line["tenant"] in (None, "-", "")
+    assert line["tenant"] is None
 
 
 def test_connections_spread_over_both_workers(plain_envoy):
@@ -55,9 +58,62 @@ def test_connections_spread_over_both_workers(plain_envoy):
 def test_envoy_is_stopped_and_its_ports_released(envoy_factory):
     proxy = envoy_factory(http_filters=[], name="stop-me")
     assert proxy.running
+    ports = (proxy.admin_port, proxy.listener_port)
+    assert all(leased_elsewhere(port) for port in ports)
     proxy.stop()
     assert not proxy.running
     assert proxy.process.returncode is not None
+    for port in ports:
+        assert not leased_elsewhere(port)
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+
+
+def leased_elsewhere(port) -> bool:
+    """Whether the lock of ``port``'s lease is held (by this or another process)."""
+    with open(LOCK_DIR / f"{port}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        return False
+
+
+def test_leased_ports_are_distinct_outside_the_ephemeral_range_and_held_until_released():
+    low, _ = (int(v) for v in
+              open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    leases = reserve_ports(50)
+    try:
+        ports = [lease.port for lease in leases]
+        assert len(set(ports)) == 50
+        assert all(port < low for port in ports), ports
+        assert all(leased_elsewhere(port) for port in ports)
+    finally:
+        for lease in leases:
+            lease.release()
+    assert not any(leased_elsewhere(port) for port in ports)
+
+
+def test_envoy_readiness_is_its_own_listener_not_any_process_on_the_port(envoy_factory,
+                                                                          tmp_path):
+    """Ready means: the admin answering is this process's (the config path it reports), it is
+    LIVE, and it lists a listener bound to this listener_port. Another Envoy's admin, or a
+    listener on another port, is not this Envoy being ready."""
+    proxy = envoy_factory(http_filters=[], name="ready")
+    assert proxy._ready()
+    status, body = proxy.admin_get("/listeners?format=json")
+    bound = [entry["local_address"]["socket_address"]
+             for entry in json.loads(body)["listener_statuses"]]
+    assert bound == [{"address": "127.0.0.1", "port_value": proxy.listener_port}]
+
+    someone_else = Envoy(tmp_path / "someone-else", proxy.make_config)
+    someone_else.admin_port, someone_else.listener_port = proxy.admin_port, proxy.listener_port
+    assert not someone_else._ready(), "another Envoy's admin taken for this one's"
+    with reserve_port() as other:
+        wrong_port = Envoy(proxy.workdir, proxy.make_config, admin_port=proxy.admin_port,
+                           listener_port=other.port)
+        assert not wrong_port._ready(), "a listener on another port taken for this one's"
 
 
 def test_envoy_that_cannot_start_raises_with_the_tail_of_its_log(envoy_factory, upstream,

@@ -10,7 +10,6 @@ on every worker."""
 
 import http.client
 import json
-import time
 
 import jwt
 import pytest
@@ -22,8 +21,7 @@ from harness.expect import (assert_denied, assert_eventually_accepted_on_all_wor
                             assert_healthy_on_all_workers)
 from harness.h2client import H2Client
 from harness.keys import GLOBEX_ISSUER, REMOTE_ISSUER, claims, hmac_key, jwk_set, mint
-from harness.limits import (assert_quota_denied, seconds_to_window_end,
-                            wait_clear_of_window_edge)
+from harness.limits import LONG, assert_quota_denied
 from harness.plugin_config import gateway_config, main_plugin_config, tenant, windows
 from harness.records import filter_record
 from harness.servers import JwksServer, RecordingUpstream
@@ -499,16 +497,22 @@ def test_provider_without_explicit_audiences_is_refused(envoy_factory, wasm_path
 
 # === Retry-After ===
 
+# Two windows far longer than a test whose next resets differ: the ten-year window resets in
+# December 2029, the seven-year one in December 2032 (both aligned to the epoch).
+SEVEN_YEARS = 7 * 365 * 86400
+
+
 def test_retry_after_waits_for_the_last_full_window(gateway_factory, keys):
-    """Both request windows full: Retry-After is when the hour frees, not the minute."""
-    if seconds_to_window_end(3600) < 70:
-        time.sleep(seconds_to_window_end(3600) + 1)
-    wait_clear_of_window_edge(60)
-    plans = {"tight": {"requests": windows((1, 60), (1, 3600))}}
+    """Both request windows full: Retry-After is when the later of them frees (seven-year
+    window), not the earlier (ten-year window); assert_quota_denied checks both exactly."""
+    plans = {"tight": {"requests": windows((1, LONG), (1, SEVEN_YEARS))}}
     proxy = gateway_factory(gateway_config(keys, {"acme": tenant("tight")}, plans=plans))
     token = mint(keys.corp_rsa, claims("acme"))
     assert proxy.client.chat(token=token).status == 200
     resp = proxy.client.chat(token=token)
     result = assert_quota_denied(resp, "request_quota_exceeded",
-                                 [("requests", 1, 60), ("requests", 1, 3600)], refusing=3600)
-    assert result["retry_after"] > 60
+                                 [("requests", 1, LONG), ("requests", 1, SEVEN_YEARS)],
+                                 refusing=SEVEN_YEARS)
+    ratelimit = result["ratelimit"]
+    assert result["retry_after"] == ratelimit[f"requests-{SEVEN_YEARS}s"]["t"] > \
+        ratelimit[f"requests-{LONG}s"]["t"], ratelimit

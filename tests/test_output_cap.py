@@ -13,11 +13,11 @@ import pytest
 from harness.answers import answer
 from harness.h2client import H2Client
 from harness.keys import claims, mint
-from harness.limits import assert_quota_denied
+from harness.limits import LONG, assert_quota_denied, wait_clear_of_month_edge
 from harness.plugin_config import gateway_config, tenant, windows, without_isolation_tags
 from harness.records import filter_record
+from harness.workers import until_every_worker
 
-HOUR = 3600
 MIN_OUTPUT = 16
 PRICEY = {"models": {"gpt-pricey": {"input_per_million": 10.0, "output_per_million": 30.0}}}
 
@@ -69,7 +69,7 @@ def test_parallel_streams_never_charge_more_than_the_token_window(gateway_factor
     """50 parallel streaming requests asking for 1,000 output tokens each against a window of
     10,000: the upstream writes up to each limit it receives, and the tenant is charged at most
     10,000, missing it by less than one request's input estimate plus the minimum."""
-    plans = capped_plan(tokens=windows((10_000, HOUR)))
+    plans = capped_plan(tokens=windows((10_000, LONG)))
     config = gateway_config(keys, {"acme": tenant("capped")}, plans=plans)
     proxy = gateway_factory(config, concurrency=2, name="cap-tokens")
     body = chat_body(max_tokens=1000, stream=True)
@@ -91,14 +91,19 @@ def test_parallel_streams_never_charge_more_than_the_token_window(gateway_factor
             assert "output_cap" not in record
         assert record["output_tokens"] == limit  # the upstream wrote up to its limit
     for resp in refused:
-        assert_quota_denied(resp, "token_quota_exceeded", [("tokens", 10_000, HOUR)],
-                            refusing=HOUR, upstream=upstream, exhausted=False)
+        assert_quota_denied(resp, "token_quota_exceeded", [("tokens", 10_000, LONG)],
+                            refusing=LONG, upstream=upstream, exhausted=False)
     assert charged <= 10_000
     assert charged > 10_000 - (input_estimate(body) + MIN_OUTPUT), charged
-    # Nothing is left to one more request that needs more than what was not charged.
-    more = proxy.client.chat(token=token, body=body, headers=honest_answer("openai-sse", body))
-    assert_quota_denied(more, "token_quota_exceeded", [("tokens", 10_000, HOUR)],
-                        refusing=HOUR, upstream=upstream, exhausted=False)
+    # Nothing is left to one more request that needs more than what was not charged, on
+    # either worker (the window is one, shared by both).
+    until_every_worker(
+        proxy,
+        lambda: proxy.client.chat(token=token, body=body,
+                                  headers=honest_answer("openai-sse", body)),
+        lambda more: assert_quota_denied(more, "token_quota_exceeded",
+                                         [("tokens", 10_000, LONG)], refusing=LONG,
+                                         upstream=upstream, exhausted=False))
 
 
 def test_parallel_requests_never_spend_more_than_the_budget(gateway_factory, upstream, keys,
@@ -109,6 +114,7 @@ def test_parallel_requests_never_spend_more_than_the_budget(gateway_factory, ups
     plans = capped_plan(monthly_budget_usd=0.40)
     config = gateway_config(keys, {"acme": tenant("capped")}, plans=plans, pricing=PRICEY)
     proxy = gateway_factory(config, concurrency=2, name="cap-budget")
+    wait_clear_of_month_edge()
     body = chat_body(max_tokens=1000, model="gpt-pricey", stream=True)
     responses = in_parallel(proxy, token, body, 50)
     admitted = [r for r in responses if r.status == 200]
@@ -120,6 +126,13 @@ def test_parallel_requests_never_spend_more_than_the_budget(gateway_factory, ups
     assert spent <= Decimal("0.40"), spent
     smallest = (input_estimate(body) * 10 + MIN_OUTPUT * 30) / Decimal(1_000_000)
     assert spent > Decimal("0.40") - smallest - Decimal("0.000002"), spent
+    # The budget is one, shared by both workers: each refuses the next request.
+    until_every_worker(
+        proxy,
+        lambda: proxy.client.chat(token=token, body=body,
+                                  headers=honest_answer("openai-sse", body)),
+        lambda more: assert_quota_denied(more, "budget_exceeded", [], refusing=None,
+                                         upstream=upstream))
 
 
 @pytest.mark.parametrize("path,kind,member,body", [
@@ -135,7 +148,7 @@ def test_parallel_requests_never_spend_more_than_the_budget(gateway_factory, ups
 ], ids=["chat", "completions", "responses", "messages"])
 def test_each_api_gets_its_own_limit_member_lowered(gateway_factory, upstream, keys, token,
                                                     path, kind, member, body):
-    plans = capped_plan(tokens=windows((1000, HOUR)))
+    plans = capped_plan(tokens=windows((1000, LONG)))
     config = gateway_config(keys, {"acme": tenant("capped")}, plans=plans)
     proxy = gateway_factory(config, name=f"cap-{kind}")
     resp = proxy.client.post(path, token=token, body=body, headers=honest_answer(kind, body))
@@ -159,7 +172,7 @@ def test_each_api_gets_its_own_limit_member_lowered(gateway_factory, upstream, k
 
 def test_a_body_without_a_limit_gets_the_default_reservation_as_its_limit(
         gateway_factory, upstream, keys, token):
-    plans = capped_plan(tokens=windows((100_000, HOUR)))
+    plans = capped_plan(tokens=windows((100_000, LONG)))
     config = gateway_config(keys, {"acme": tenant("capped")}, plans=plans,
                             usage={"default_reservation_tokens": 300})
     proxy = gateway_factory(config, name="cap-default")
@@ -171,7 +184,7 @@ def test_a_body_without_a_limit_gets_the_default_reservation_as_its_limit(
 
 
 def test_choices_share_the_room(gateway_factory, upstream, keys, token):
-    plans = capped_plan(tokens=windows((1000, HOUR)))
+    plans = capped_plan(tokens=windows((1000, LONG)))
     config = gateway_config(keys, {"acme": tenant("capped")}, plans=plans)
     proxy = gateway_factory(config, name="cap-choices")
     body = chat_body(max_tokens=1000, n=2)
@@ -188,14 +201,14 @@ def test_under_the_minimum_the_request_is_refused_before_the_upstream(gateway_fa
                                                                       upstream, keys, token):
     body = chat_body(max_tokens=1000)
     room = input_estimate(body) + MIN_OUTPUT - 1
-    plans = capped_plan(tokens=windows((room, HOUR)))
+    plans = capped_plan(tokens=windows((room, LONG)))
     config = gateway_config(keys, {"acme": tenant("capped")}, plans=plans)
     proxy = gateway_factory(config, name="cap-refused")
     resp = proxy.client.chat(token=token, body=body, headers=honest_answer("openai-json", body))
-    answer_ = assert_quota_denied(resp, "token_quota_exceeded", [("tokens", room, HOUR)],
-                                  refusing=HOUR, upstream=upstream, exhausted=False)
+    answer_ = assert_quota_denied(resp, "token_quota_exceeded", [("tokens", room, LONG)],
+                                  refusing=LONG, upstream=upstream, exhausted=False)
     # What is left is told as it is: less than the request needs, not nothing.
-    assert answer_["ratelimit"]["tokens-3600s"]["r"] == room
+    assert answer_["ratelimit"][f"tokens-{LONG}s"]["r"] == room
     record = filter_record(proxy, resp.request_id)
     assert (record["decision"], record["reason"]) == ("deny", "token_quota_exceeded")
     # Nothing was kept: a request that fits is admitted at once.
@@ -206,7 +219,7 @@ def test_under_the_minimum_the_request_is_refused_before_the_upstream(gateway_fa
 
 
 def test_a_limit_named_twice_is_refused(gateway_factory, upstream, keys, token):
-    plans = capped_plan(tokens=windows((100_000, HOUR)))
+    plans = capped_plan(tokens=windows((100_000, LONG)))
     config = gateway_config(keys, {"acme": tenant("capped")}, plans=plans)
     proxy = gateway_factory(config, name="cap-twice")
     raw = b'{"model":"gpt-4o","max_tokens":100000,"max_tokens":10,"messages":[]}'
@@ -219,7 +232,7 @@ def test_a_limit_named_twice_is_refused(gateway_factory, upstream, keys, token):
 
 def test_plans_without_output_cap_keep_the_clients_limit(gateway_factory, upstream, keys,
                                                          token):
-    config = gateway_config(keys, {"acme": tenant(limits={"tokens": windows((1000, HOUR))})})
+    config = gateway_config(keys, {"acme": tenant(limits={"tokens": windows((1000, LONG))})})
     proxy = gateway_factory(config, name="cap-off")
     body = chat_body(max_tokens=5000)
     resp = proxy.client.chat(token=token, body=body, headers=answer("openai-json"))
@@ -235,7 +248,7 @@ def test_a_capped_body_over_http2_with_trailers_arrives_whole(gateway_factory, u
                                                               token, hold_headers):
     """Over HTTP/2, in pieces and ended by trailers, in both header modes: the upstream gets
     the lowered limit in a body whose length is its own."""
-    plans = capped_plan(tokens=windows((1000, HOUR)))
+    plans = capped_plan(tokens=windows((1000, LONG)))
     config = gateway_config(keys, {"acme": tenant("capped")}, plans=plans)
     proxy = gateway_factory(config, name=f"cap-h2-{hold_headers}", hold_headers=hold_headers)
     proxy.learn_header_mode(token, "held" if hold_headers else "forwarded")

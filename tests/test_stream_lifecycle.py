@@ -11,7 +11,6 @@ the body is read, the default of every config in envoy/) and without it (older E
 import json
 import random
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -139,10 +138,15 @@ def test_clients_leaving_mid_upload_cost_nothing(gateway, upstream, hold_headers
     tokens_before, _ = counters(proxy, token)
     body = chat()
     ids = []
+    received = "http.ingress.downstream_cx_rx_bytes_total"
     for _ in range(6):
+        before = proxy.stat(received)
         pending = proxy.client.begin(body=body, token=token, headers=answer("openai-json"))
         pending.send_part(len(encoded(body)) // 2)
-        time.sleep(0.05)  # the half body reaches Envoy before the reset
+        # The reset comes after Envoy has read the headers and the half body.
+        wait_for(lambda: proxy.stat(received) >= before + pending.bytes_sent, timeout=10,
+                 message=lambda: f"Envoy to read {pending.bytes_sent} bytes "
+                                 f"({proxy.stat(received) - before} read)")
         pending.abort()
         ids.append(pending.request_id)
     assert_one_record_each(proxy, ids)

@@ -1,8 +1,11 @@
 """Which tenant a verified token may act for: listed tenants, the default tenant, suspended
 tenants, providers vouching only for their own tenants, and the client's tenant header."""
 
+import pytest
+
 from harness.expect import assert_allowed, assert_denied
 from harness.keys import GLOBEX_ISSUER, claims, mint
+from harness.records import filter_record
 
 
 def corp_token(keys, tenant, **kw):
@@ -58,16 +61,29 @@ def test_client_tenant_header_naming_another_tenant_is_refused(client, upstream,
     assert_denied(resp, 403, "tenant_header_mismatch", upstream)
 
 
-def test_conflicting_duplicate_tenant_headers_never_reach_the_upstream(client, upstream, keys):
-    """Two client x-tenant-id values (one right, one wrong): refused as a mismatch, or
-    admitted with only the verified tenant forwarded; never both values upstream."""
+# Filter defect, left for its owner (tests must not change the filter): only the first value
+# of a repeated tenant header is compared, so ["acme", "globex"] is admitted (the upstream still
+# gets only the verified tenant). Strict: this fails as soon as the filter refuses it, so the
+# mark is removed with the fix.
+FIRST_VALUE_ONLY = pytest.mark.xfail(strict=True, reason="filter compares only the first "
+                                     "x-tenant-id value (a repeated header is not refused)")
+
+
+@pytest.mark.parametrize("values", [
+    pytest.param(["globex", "acme"], id="wrong_first"),
+    pytest.param(["acme", "globex"], id="wrong_second", marks=FIRST_VALUE_ONLY),
+])
+def test_conflicting_duplicate_tenant_headers_are_refused(envoy, client, upstream, keys,
+                                                          values):
+    """Two client x-tenant-id values, one of them another tenant's: a client-sent value that
+    is not the verified tenant is refused (contract: "a client-sent value must be absent or
+    equal to the verified tenant, otherwise 403 and an audit record"), whichever comes first."""
     resp = client.chat(token=corp_token(keys, "acme"),
-                       headers=[("x-tenant-id", "acme"), ("x-tenant-id", "globex")])
-    if resp.status == 403:
-        assert_denied(resp, 403, "tenant_header_mismatch", upstream)
-    else:
-        seen = assert_allowed(resp, upstream)
-        assert seen.header_values("x-tenant-id") == ["acme"]
+                       headers=[("x-tenant-id", value) for value in values])
+    assert_denied(resp, 403, "tenant_header_mismatch", upstream)
+    record = filter_record(envoy, resp.request_id)
+    assert (record["decision"], record["reason"], record["tenant"]) == \
+        ("deny", "tenant_header_mismatch", "acme"), record
 
 
 def test_client_tenant_header_equal_to_the_verified_tenant_is_admitted(client, upstream, keys):

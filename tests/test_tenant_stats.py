@@ -9,6 +9,7 @@ import pytest
 from harness import bootstrap as bs
 from harness.answers import answer
 from harness.keys import GLOBEX_ISSUER, claims, mint
+from harness.limits import LONG
 from harness.plugin_config import gateway_config, tenant, windows
 from harness.wait import wait_for
 
@@ -18,7 +19,7 @@ PRICING = {"models": {"gpt-4o": {"input_per_million": 2.5, "output_per_million":
 
 @pytest.fixture
 def stats_gateway(gateway_factory, keys):
-    """acme (2 requests an hour) has series of its own; globex (configured, but beyond
+    """acme (2 requests in a window far longer than the test) has series of its own; globex (configured, but beyond
     stats.max_tenant_series = 1 in sorted order) and hooli (a default-tenant admission) count
     as _other; requests without a verified tenant as _none."""
     config = gateway_config(
@@ -26,7 +27,7 @@ def stats_gateway(gateway_factory, keys):
         # Listed out of order: the series go to the first tenants by sorted id.
         {"globex": tenant(providers=["globex-idp"]),
          "initech": tenant(status="suspended"),
-         "acme": tenant(limits={"requests": windows((2, 3600))})},
+         "acme": tenant(limits={"requests": windows((2, LONG))})},
         default_tenant={"providers": ["corp-idp"]},
         pricing=PRICING, stats={"max_tenant_series": 1})
     return gateway_factory(config, name="stats", stats_tags=bs.TENANT_STATS_TAGS)

@@ -5,6 +5,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import jwt
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from harness import bootstrap as bs
 from harness.client import Client
 from harness.keys import b64url_uint
-from harness.ports import free_port, port_accepts
+from harness.ports import reserve_port
 from harness.wait import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,17 +50,24 @@ def test_mint_token_prints_only_a_verifiable_demo_token():
 
 @pytest.fixture
 def demo_upstream():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(UPSTREAM), str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: proc.poll() is not None or port_accepts(port), timeout=10,
-                 message="demo upstream to listen")
-        assert proc.poll() is None, proc.stderr.read()
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    """The demo upstream on a leased port, ready when it says so: it prints its "listening"
+    line once its socket is bound (something else accepting on the port proves nothing)."""
+    with reserve_port() as lease:
+        port = lease.port
+        proc = subprocess.Popen([sys.executable, str(UPSTREAM), str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        lines = []
+        # Drained all along: the upstream logs every request to stderr.
+        threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
+        try:
+            ready = f"demo upstream listening on 127.0.0.1:{port}\n"
+            wait_for(lambda: ready in lines or proc.poll() is not None, timeout=10,
+                     message=lambda: f"the demo upstream's ready line (stderr {lines})")
+            assert proc.poll() is None, f"the demo upstream exited: {lines}"
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 def test_demo_upstream_answers_chat_completions_with_usage(demo_upstream):

@@ -51,7 +51,7 @@ def usage_envoy(tmp_path_factory, wasm_path, upstream, jwks_server, keys):
         yield proxy
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def acme(keys):
     return mint(keys.corp_rsa, claims("acme"))
 
@@ -356,7 +356,7 @@ def test_access_log_carries_usage_of_completed_requests(usage_envoy, upstream, a
     line = usage_envoy.access_log_entry(failed.request_id)
     assert (line["input_tokens"], line["output_tokens"], line["usage_source"]) == \
         ("0", "0", "none"), line
-    assert line["cost_usd"] in (None, "-", ""), line
+    assert line["cost_usd"] is None, line  # no filter state: null in the JSON log
 
 
 def test_unpriced_model_has_no_cost(gateway_factory, upstream, keys):

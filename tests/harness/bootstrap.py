@@ -16,6 +16,10 @@ ACCESS_LOG_FORMAT = {
     "status": "%RESPONSE_CODE%",
     "path": "%REQ(:PATH)%",
     "x_request_id": "%REQ(X-REQUEST-ID)%",
+    # Why Envoy answered itself when it did (UF, UC, URX...: the upstream's part in a 503).
+    "response_flags": "%RESPONSE_FLAGS%",
+    "response_code_details": "%RESPONSE_CODE_DETAILS%",
+    "upstream_failure": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
 }
 
 
@@ -28,7 +32,9 @@ def static_cluster(name: str, port: int) -> dict:
     return {
         "name": name,
         "type": "STATIC",
-        "connect_timeout": "1s",
+        # Loopback connects are instant; the bound is only against a hang, never a verdict
+        # on a busy machine's speed.
+        "connect_timeout": "10s",
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(port)}}]}],

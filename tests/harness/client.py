@@ -19,6 +19,10 @@ class Response:
     body: bytes
     request_id: str = ""
     reason: str = ""
+    # Wall-clock time (time.time()) just before the request went out and just after the
+    # response was read: the gateway decided about the request in between.
+    sent_at: float = 0.0
+    received_at: float = 0.0
 
     def header(self, name):
         """The first value of header ``name`` (case-insensitive), or None."""
@@ -44,6 +48,16 @@ def new_request_id() -> str:
     return f"tg-test-{uuid.uuid4()}"
 
 
+class _CountingConnection(http.client.HTTPConnection):
+    """An HTTPConnection that counts the bytes it sent (request line, headers and body)."""
+
+    bytes_sent = 0
+
+    def send(self, data):
+        super().send(data)
+        self.bytes_sent += len(data)
+
+
 @dataclass
 class Client:
     """Sends requests to one Envoy listener."""
@@ -59,12 +73,14 @@ class Client:
         verbatim). ``token``: sent as ``authorization: Bearer <token>``. A fresh
         ``x-request-id`` is added unless ``request_id`` or a header gives one."""
         pairs, body, request_id = self._prepare(headers, body, token, request_id)
+        sent_at = time.time()
         conn = self._send(method, path, pairs, body)
         try:
             resp = conn.getresponse()
             data = resp.read()
             headers = [(k.lower(), v) for k, v in resp.getheaders()]
-            return Response(resp.status, headers, data, request_id, resp.reason)
+            return Response(resp.status, headers, data, request_id, resp.reason,
+                            sent_at=sent_at, received_at=time.time())
         finally:
             conn.close()
 
@@ -107,7 +123,8 @@ class Client:
         the body later with ``PendingRequest.send_body`` — a client whose body arrives after
         its headers, as over a slow link or HTTP/2."""
         pairs, body, request_id = self._prepare(headers, body, token, request_id)
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        sent_at = time.time()
+        conn = _CountingConnection(self.host, self.port, timeout=self.timeout)
         try:
             conn.putrequest(method, path, skip_accept_encoding=True)
             for name, value in pairs:
@@ -117,13 +134,14 @@ class Client:
         except BaseException:
             conn.close()
             raise
-        return PendingRequest(conn, body or b"", request_id)
+        return PendingRequest(conn, body or b"", request_id, sent_at)
 
     def open_stream(self, method="POST", path="/v1/chat/completions", headers=None,
                     body=None, token=None, request_id=None) -> "StreamingResponse":
         """Send a request and return once the response headers are in; the body is read
         piece by piece (``StreamingResponse``), and the client may close mid-way."""
         pairs, body, request_id = self._prepare(headers, body, token, request_id)
+        sent_at = time.time()
         conn = self._send(method, path, pairs, body)
         sock = conn.sock  # http.client lets go of it once a response says it will close
         try:
@@ -131,7 +149,9 @@ class Client:
         except BaseException:
             conn.close()
             raise
-        return StreamingResponse(conn, sock, resp, request_id)
+        stream = StreamingResponse(conn, sock, resp, request_id)
+        stream.sent_at, stream.received_at = sent_at, time.time()
+        return stream
 
     def get(self, path="/v1/models", **kwargs) -> Response:
         return self.request("GET", path, **kwargs)
@@ -153,11 +173,12 @@ class Client:
 class PendingRequest:
     """A request whose headers are out and whose body is not (``Client.begin``)."""
 
-    def __init__(self, conn, body, request_id):
+    def __init__(self, conn, body, request_id, sent_at=0.0):
         self._conn = conn
         self._sock = conn.sock
         self.body = body
         self.request_id = request_id
+        self.sent_at = sent_at
         self.response = None
 
     def answered(self) -> bool:
@@ -174,6 +195,11 @@ class PendingRequest:
         """Send the first ``size`` bytes of the body only."""
         self._conn.send(self.body[:size])
 
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes sent on the connection so far: request line, headers and body."""
+        return self._conn.bytes_sent
+
     def abort(self):
         """Leave: the connection is reset (a client gone mid-upload or mid-wait)."""
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -188,7 +214,8 @@ class PendingRequest:
                 data = resp.read()
                 headers = [(k.lower(), v) for k, v in resp.getheaders()]
                 self.response = Response(resp.status, headers, data, self.request_id,
-                                         resp.reason)
+                                         resp.reason, sent_at=self.sent_at,
+                                         received_at=time.time())
             finally:
                 self._conn.close()
         return self.response

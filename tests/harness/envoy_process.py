@@ -1,5 +1,6 @@
-"""Running a real Envoy: start it as a subprocess on free loopback ports, wait until it is
-LIVE and its listener accepts, read its admin stats and logs, and always stop it."""
+"""Running a real Envoy: start it as a subprocess on leased loopback ports, wait until it is
+ready (its own admin says LIVE, its workers run and its listener is bound), read its admin
+stats and logs, and always stop it."""
 
 import json
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from .client import Client
 from .process import die_with_parent, stop_process
-from .ports import free_port, port_accepts
+from .ports import reserve_ports
 from .wait import WaitTimeout, wait_for
 
 
@@ -49,6 +50,8 @@ class Envoy:
     #: ``json`` or ``yaml``: how the bootstrap is written (Envoy reads YAML scalars its own way:
     #: numbers that are not integers become strings inside a ``google.protobuf.Struct``).
     config_format: str = "json"
+    # The leases of admin_port and listener_port, held until stop().
+    _leases: list = field(default_factory=list, repr=False)
 
     # --- paths -----------------------------------------------------------------------------
     @property
@@ -79,10 +82,9 @@ class Envoy:
     def launch(self):
         """Write the bootstrap and start the process (without waiting for it)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.admin_port = free_port()
-        self.listener_port = free_port()
-        while self.listener_port == self.admin_port:
-            self.listener_port = free_port()
+        self._release_ports()
+        self._leases = reserve_ports(2)
+        self.admin_port, self.listener_port = (lease.port for lease in self._leases)
         for path in (self.log_path, self.access_log_path, self.stderr_path):
             if path.exists():
                 path.unlink()
@@ -128,8 +130,7 @@ class Envoy:
             if code is not None:
                 raise EnvoyStartError(f"Envoy exited with code {code} during startup\n"
                                       f"{self.log_tail()}")
-            if self._admin_ready() and (not self.has_listener() or
-                                        port_accepts(self.listener_port)):
+            if self._ready():
                 return
             if time.monotonic() >= deadline:
                 raise EnvoyStartError(f"Envoy not ready after {timeout:.0f}s\n"
@@ -139,12 +140,31 @@ class Envoy:
     def has_listener(self) -> bool:
         return True
 
-    def _admin_ready(self) -> bool:
+    def _ready(self) -> bool:
+        """Ready as this Envoy itself reports it, not as "something accepts on the port": the
+        admin answering is this process's (its config path), the server is LIVE, the workers
+        have started, and the listener is bound to ``listener_port``."""
         try:
-            status, body = self.admin_get("/ready", timeout=1.0)
-        except OSError:
+            status, body = self.admin_get("/server_info", timeout=1.0)
+            if status != 200:
+                return False
+            info = json.loads(body)
+            if info.get("command_line_options", {}).get("config_path") != \
+                    str(self.config_path) or info.get("state") != "LIVE":
+                return False
+            if not self.has_listener():
+                return True
+            if self.stat("listener_manager.workers_started") != 1:
+                return False
+            status, body = self.admin_get("/listeners?format=json", timeout=1.0)
+        except (OSError, ValueError, AssertionError):
             return False
-        return status == 200 and body.strip() == "LIVE"
+        if status != 200:
+            return False
+        bound = [entry.get("local_address", {}).get("socket_address", {})
+                 for entry in json.loads(body).get("listener_statuses", [])]
+        return any(a.get("address") == "127.0.0.1" and a.get("port_value") == self.listener_port
+                   for a in bound)
 
     def wait_exit(self, timeout=30.0) -> int:
         """Wait for the process to exit by itself; returns the exit code."""
@@ -166,8 +186,14 @@ class Envoy:
         self.stop()
 
     def stop(self, timeout=10.0):
-        """SIGTERM, then SIGKILL. Safe to call more than once."""
+        """SIGTERM, then SIGKILL, then give the ports back. Safe to call more than once."""
         stop_process(self.process, timeout)
+        self._release_ports()
+
+    def _release_ports(self):
+        for lease in self._leases:
+            lease.release()
+        self._leases = []
 
     @property
     def running(self) -> bool:

@@ -19,13 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import rls
-from .ports import free_port
-from .process import die_with_parent, stop_process
+from .ports import reserve_port
+from .process import die_with_parent, pause_process, stop_process
 from .wait import wait_for
 
 REPO = Path(__file__).resolve().parent.parent.parent
-DEFAULT_SERVICE = (REPO / "tools" / "ratelimit-service" / "target" / "release"
-                   / "tenant-guard-ratelimit")
+# Where `make ratelimit-service` puts this clone's copy, then where a plain cargo build in
+# tools/ratelimit-service puts it.
+DEFAULT_SERVICES = (REPO / "target" / "ratelimit-service" / "tenant-guard-ratelimit",
+                    REPO / "tools" / "ratelimit-service" / "target" / "release"
+                    / "tenant-guard-ratelimit")
 
 
 # === Redis ===
@@ -55,13 +58,42 @@ def redis_command(port: int, *args, timeout=1.0):
     return reply.decode(errors="replace").strip()
 
 
+def redis_info(port: int, section="server", timeout=1.0) -> dict:
+    """``INFO <section>`` of the Redis on 127.0.0.1:``port`` as {field: value}."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(b"INFO %s\r\n" % section.encode())
+        reply = b""
+        while b"\r\n" not in reply:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("Redis closed the connection")
+            reply += chunk
+        head, _, rest = reply.partition(b"\r\n")
+        if not head.startswith(b"$"):
+            raise ConnectionError(f"unexpected INFO reply {head[:80]!r}")
+        size = int(head[1:])
+        while len(rest) < size:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("Redis closed the connection")
+            rest += chunk
+    fields = {}
+    for line in rest[:size].decode(errors="replace").splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key] = value
+    return fields
+
+
 class Redis:
-    """``redis-server`` on a free loopback port, without persistence."""
+    """``redis-server`` on a leased loopback port, without persistence. The port stays leased
+    until ``stop()``, so Redis can be started again on it (``start()`` after ``kill()``)."""
 
     def __init__(self, workdir: Path):
         self.workdir = Path(workdir)
         self.port = 0
         self.process = None
+        self._lease = None
 
     @property
     def url(self) -> str:
@@ -71,41 +103,46 @@ class Redis:
     def log_path(self) -> Path:
         return self.workdir / "redis.log"
 
-    def start(self, timeout=10.0, attempts=3):
+    def start(self, timeout=10.0):
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for attempt in range(attempts):
-            self.port = free_port()
-            with open(self.log_path, "wb") as log:
-                self.process = subprocess.Popen(
-                    [redis_binary(), "--bind", "127.0.0.1", "--port", str(self.port),
-                     "--save", "", "--appendonly", "no"],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.workdir,
-                    start_new_session=True, preexec_fn=die_with_parent)
-            try:
-                wait_for(self._pong, timeout=timeout, message="redis-server to answer PING")
-                return self
-            except AssertionError:
-                code = self.process.poll()
-                self.stop()
-                text = self.log_path.read_text(errors="replace")
-                if code is not None and "Address already in use" in text \
-                        and attempt + 1 < attempts:
-                    continue
-                raise RuntimeError(f"redis-server did not start (exit {code}):\n{text[-2000:]}")
-        raise AssertionError("unreachable")
+        if self._lease is None:
+            self._lease = reserve_port()
+            self.port = self._lease.port
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [redis_binary(), "--bind", "127.0.0.1", "--port", str(self.port),
+                 "--save", "", "--appendonly", "no"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.workdir,
+                start_new_session=True, preexec_fn=die_with_parent)
+        try:
+            wait_for(self._ready, timeout=timeout, message="redis-server to answer as itself")
+        except AssertionError:
+            code = self.process.poll()
+            self.stop()
+            text = self.log_path.read_text(errors="replace")
+            raise RuntimeError(f"redis-server did not start (exit {code}):\n{text[-2000:]}")
+        return self
 
-    def _pong(self):
+    def _ready(self):
+        """Answering, and it is this process that answers (not another Redis on the port)."""
         if self.process.poll() is not None:
             raise AssertionError(f"redis-server exited with {self.process.returncode}")
         try:
-            return redis_command(self.port, "PING") == "+PONG"
-        except OSError:
+            return redis_info(self.port).get("process_id") == str(self.process.pid)
+        except (OSError, ValueError):
             return False
 
-    def stop(self):
+    def kill(self):
+        """SIGKILL, as a crash; the port stays leased."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+
+    def stop(self):
+        self.kill()
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
 
     def __enter__(self):
         return self.start()
@@ -117,19 +154,19 @@ class Redis:
 # === The development rate-limit service ===
 
 def ratelimit_binary() -> str:
-    """``TENANT_GUARD_RATELIMIT``, else the service's own release build."""
+    """``TENANT_GUARD_RATELIMIT``, else this clone's build (``DEFAULT_SERVICES``)."""
     path = os.environ.get("TENANT_GUARD_RATELIMIT")
     if path:
         if not os.access(path, os.X_OK):
             raise FileNotFoundError(f"TENANT_GUARD_RATELIMIT={path} is not an executable file: "
                                     "build it (make ratelimit-service) or unset the variable")
         return path
-    if os.access(DEFAULT_SERVICE, os.X_OK):
-        return str(DEFAULT_SERVICE)
+    for path in DEFAULT_SERVICES:
+        if os.access(path, os.X_OK):
+            return str(path)
     raise FileNotFoundError(
-        f"the rate-limit service binary is not at {DEFAULT_SERVICE} and TENANT_GUARD_RATELIMIT "
-        "is not set: cargo build --release --manifest-path tools/ratelimit-service/Cargo.toml "
-        "(or make ratelimit-service, which exports TENANT_GUARD_RATELIMIT)")
+        f"the rate-limit service binary is not at {' or '.join(map(str, DEFAULT_SERVICES))} "
+        "and TENANT_GUARD_RATELIMIT is not set: make ratelimit-service")
 
 
 def limit(name, *, usage, plan, max_value, seconds=3600, variables=("tenant_id",),
@@ -159,7 +196,9 @@ _CALL_LINE = re.compile(r"ShouldRateLimit domain=(?P<domain>\S*) descriptors=\[(
 class RateLimitService:
     """``tenant-guard-ratelimit`` on 127.0.0.1 with the limits given as dicts (written as JSON,
     which is YAML), counters in Redis (``redis_url``) or in memory. It logs one line per call
-    (``--log-level debug``), which is how tests read its counters without changing them."""
+    (``--log-level debug``), which is how tests read its counters without changing them. Its
+    port is leased at the first start and kept until ``stop()``, so it can be started again on
+    it after ``kill()``."""
 
     def __init__(self, workdir: Path, limits: list, *, redis_url: str = None,
                  rate_limit_headers=False):
@@ -171,6 +210,7 @@ class RateLimitService:
         self.process = None
         self.starts = 0
         self._stdout = []
+        self._lease = None
 
     @property
     def limits_path(self) -> Path:
@@ -184,6 +224,9 @@ class RateLimitService:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.limits_path.write_text(json.dumps(self.limits, indent=1))
         self.starts += 1
+        if self._lease is None:
+            self._lease = reserve_port()
+            self.port = self._lease.port
         args = [ratelimit_binary(), "--listen", f"127.0.0.1:{self.port}",
                 "--limits", str(self.limits_path), "--log-level", "debug"]
         args += ["--redis", self.redis_url] if self.redis_url else ["--storage", "memory"]
@@ -213,8 +256,8 @@ class RateLimitService:
                     f"log:\n{self.log_path().read_text(errors='replace')[-3000:]}")
         line = next(l for l in lines if "ready" in l)
         match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-        assert match, f"no address in the ready line {line!r}"
-        self.port = int(match.group(1))
+        assert match and int(match.group(1)) == self.port, \
+            f"the ready line {line!r} does not name port {self.port}"
         return self
 
     def kill(self):
@@ -223,14 +266,18 @@ class RateLimitService:
         self.process.wait(timeout=10)
 
     def pause(self):
-        """SIGSTOP: the socket still accepts, nobody answers."""
-        self.process.send_signal(signal.SIGSTOP)
+        """SIGSTOP: the socket still accepts, nobody answers (from the moment this returns:
+        every thread has stopped)."""
+        pause_process(self.process)
 
     def resume(self):
         self.process.send_signal(signal.SIGCONT)
 
     def stop(self):
         stop_process(self.process)
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
 
     @property
     def running(self) -> bool:
@@ -266,12 +313,9 @@ class RateLimitService:
         limit matching): the hits of every matching call it answered OK."""
         return sum(c.hits for c in self.calls_for(tenant, usage, **entries) if c.code == "Ok")
 
-    def wait_counter(self, tenant, usage, value, timeout=5.0, at_least=False,
-                     **entries) -> float:
-        """Polls until the counter is ``value`` (``at_least``: ``value`` or more); returns how
-        long that took."""
-        started = time.monotonic()
-
+    def wait_counter(self, tenant, usage, value, timeout=30.0, at_least=False, **entries):
+        """Polls until the counter is ``value`` (``at_least``: ``value`` or more); the timeout
+        only bounds a hang."""
         def describe():
             calls = self.calls_for(tenant, usage, **entries)
             return (f"{tenant}'s {usage} counter {entries or ''} to reach {value} (now "
@@ -282,7 +326,6 @@ class RateLimitService:
             counter = self.counter(tenant, usage, **entries)
             return counter >= value if at_least else counter == value
         wait_for(reached, timeout=timeout, interval=0.02, message=describe)
-        return time.monotonic() - started
 
     def __enter__(self):
         return self.start()
@@ -298,15 +341,18 @@ class ScriptedCall:
     request: rls.RateLimitRequest
     raw: bytes
     arrived: float      # time.monotonic()
-    concurrent: int     # calls in the handler when this one arrived (itself included)
+    # Calls in the handler when this one arrived (itself included); while a hold with a
+    # ``match`` is set, only the calls it matches count (for a call it matches).
+    concurrent: int
 
 
 class ScriptedRateLimitService:
     """A gRPC server for ``ShouldRateLimit`` whose answer the test picks with ``answer_with``:
     a callable ``(request, context) -> bytes`` (raw reply bytes, or ``context.abort(...)``),
     applied to every call from then on. Every call is recorded (decoded) in ``calls``.
-    ``hold_until_concurrent(n)`` makes each call wait (bounded) until ``n`` calls are in the
-    handler at once, to see calls made side by side."""
+    ``hold_until_concurrent(n, timeout, match)`` makes each call (that ``match`` accepts) wait
+    (bounded) until ``n`` such calls are in the handler at once, to see calls made side by
+    side."""
 
     def __init__(self, workers=16):
         # Envoy and the services are started with fork + exec while grpcio's threads run:
@@ -319,8 +365,10 @@ class ScriptedRateLimitService:
         self._cond = threading.Condition(self._lock)
         self.calls = []
         self._inflight = 0
+        self._matched_inflight = 0
         self._hold_for = 0
         self._hold_timeout = 0.0
+        self._hold_match = None
         self._arrived_since_hold = 0
         self._answer = lambda request, context: rls.encode_response(rls.OK)
         handler = grpc.method_handlers_generic_handler(rls.SERVICE, {
@@ -345,20 +393,29 @@ class ScriptedRateLimitService:
         code = getattr(self._grpc.StatusCode, status_name)
         self.answer_with(lambda request, context: context.abort(code, message))
 
-    def hold_until_concurrent(self, count: int, timeout: float):
+    def hold_until_concurrent(self, count: int, timeout: float, match=None):
+        """``match(request)``: the calls the hold applies to (default: all); others, such as a
+        late debit of an earlier test, pass and do not count."""
         with self._lock:
             self._hold_for, self._hold_timeout = count, timeout
+            self._hold_match = match
             self._arrived_since_hold = 0
 
     def _handle(self, raw: bytes, context):
+        request = rls.decode_request(raw)
         with self._cond:
+            matched = self._hold_match is None or self._hold_match(request)
             self._inflight += 1
-            call = ScriptedCall(rls.decode_request(raw), raw, time.monotonic(), self._inflight)
+            self._matched_inflight += matched
+            concurrent = self._inflight if self._hold_match is None or not matched \
+                else self._matched_inflight
+            call = ScriptedCall(request, raw, time.monotonic(), concurrent)
             self.calls.append(call)
             answer = self._answer
-            self._arrived_since_hold += 1
+            if matched:
+                self._arrived_since_hold += 1
             self._cond.notify_all()
-            if self._hold_for:
+            if self._hold_for and matched:
                 # Every call that arrived since is held here, so all of them are in flight.
                 self._cond.wait_for(lambda: self._arrived_since_hold >= self._hold_for,
                                     timeout=self._hold_timeout)
@@ -367,6 +424,7 @@ class ScriptedRateLimitService:
         finally:
             with self._cond:
                 self._inflight -= 1
+                self._matched_inflight -= matched
 
     def wait_calls(self, count, timeout=5.0) -> list:
         wait_for(lambda: len(self.calls) >= count, timeout=timeout,

@@ -5,15 +5,19 @@ import copy
 
 from . import bootstrap as bs
 from .envoy_process import Envoy, EnvoyStartError
+from .limits import LONG
 from .plugin_config import gateway_config, windows
 
-HOUR = 3600
-
 # Local plans are generous in these tests, so only the global limit bites.
-GENEROUS = {"requests": windows((1000000, HOUR)), "tokens": windows((1000000000, HOUR))}
+GENEROUS = {"requests": windows((1000000, LONG)), "tokens": windows((1000000000, LONG))}
+
+# How long the filter waits for the rate-limit service, unless a test is about that wait: far
+# longer than the service needs even on a busy machine, so a slow answer is never mistaken for
+# a failure (failure_mode deny would turn it into a 503).
+PATIENT_TIMEOUT_MS = 5000
 
 
-def global_config(keys, tenants, *, plans, failure_mode="deny", timeout_ms=200,
+def global_config(keys, tenants, *, plans, failure_mode="deny", timeout_ms=PATIENT_TIMEOUT_MS,
                   extra_entries=None, domain="tenant-guard", lease=None, **sections) -> dict:
     """The quota test identity setup plus ``global_rate_limit`` naming the ``ratelimit``
     cluster. ``plans``: plan names → local plan (``GENEROUS`` unless given); ``lease``: the

@@ -110,7 +110,10 @@ fn minimal_document_gets_safe_defaults() {
     assert_eq!(config.identity.clock_skew_s, 60);
     assert!(!config.strip_token);
     // No tenants and no default tenant: nobody is admitted.
-    assert!(config.tenants.bind("acme", 0).is_err());
+    assert_eq!(
+        config.tenants.bind("acme", 0).unwrap_err().reason,
+        crate::policy::denial::Reason::UnknownTenant
+    );
 }
 
 #[test]

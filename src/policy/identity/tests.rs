@@ -724,7 +724,17 @@ fn extreme_clock_values_are_refused_without_panicking() {
         verify(&token, &providers, &rules, NOW).unwrap_err().detail,
         "clock or clock_skew_s out of supported range"
     );
-    assert!(verify(&token, &providers, &self::rules(), u64::MAX).is_err());
+    let at_the_end_of_time = verify(&token, &providers, &self::rules(), u64::MAX).unwrap_err();
+    assert_eq!(
+        (
+            at_the_end_of_time.reason,
+            at_the_end_of_time.detail.as_str()
+        ),
+        (
+            Reason::InvalidToken,
+            "clock or clock_skew_s out of supported range"
+        )
+    );
     assert_eq!(
         verify(&token, &providers, &self::rules(), 0)
             .unwrap_err()

@@ -111,7 +111,11 @@ fn windows_are_aligned_to_the_epoch() {
     let midnight = (NOW / 86_400 + 1) * 86_400;
     assert_eq!(refusal.retry_after, midnight - NOW);
     assert!(admit(&state, &l, midnight, demand(0)).is_ok());
-    assert!(admit(&state, &l, midnight - 1, demand(0)).is_err());
+    let last_second = admit(&state, &l, midnight - 1, demand(0)).unwrap_err();
+    assert_eq!(
+        (last_second.reason, last_second.retry_after),
+        (Reason::RequestQuotaExceeded, 1)
+    );
 }
 
 #[test]

@@ -125,11 +125,26 @@ fn entries_of_every_kind_compile_with_their_defaults() {
 #[test]
 fn unknown_fields_and_kinds_are_refused() {
     let parse = |v: Value| serde_json::from_value::<Vec<RawVectorStore>>(v);
-    assert!(parse(json!([{"path_prefix": "/q", "kind": "qdrant", "colection": "x"}])).is_err());
-    assert!(parse(json!([{"path_prefix": "/q", "kind": "milvus"}])).is_err());
-    assert!(parse(json!([{"path_prefix": "/q"}])).is_err());
-    assert!(
-        parse(json!([{"path_prefix": "/q", "kind": "qdrant", "list_collections": "all"}])).is_err()
+    // Each for its own reason (serde's message, without the list of what was expected).
+    let refused = |v: Value, why: &str| {
+        let message = parse(v).unwrap_err().to_string();
+        assert!(
+            message.starts_with(why),
+            "{message:?} does not begin {why:?}"
+        );
+    };
+    refused(
+        json!([{"path_prefix": "/q", "kind": "qdrant", "colection": "x"}]),
+        "unknown field `colection`",
+    );
+    refused(
+        json!([{"path_prefix": "/q", "kind": "milvus"}]),
+        "unknown variant `milvus`",
+    );
+    refused(json!([{"path_prefix": "/q"}]), "missing field `kind`");
+    refused(
+        json!([{"path_prefix": "/q", "kind": "qdrant", "list_collections": "all"}]),
+        "unknown variant `all`",
     );
 }
 
@@ -425,12 +440,18 @@ fn names_carrying_a_tenant_prefix_are_refused_not_wrapped() {
 fn a_separator_without_tilde_forbids_its_character_in_client_names() {
     let n = naming("tenant_{namespace}_{name}", "a");
     assert_eq!(n.collection_for("docs").unwrap(), "tenant_a_docs");
-    assert!(n.collection_for("b_c").is_err());
+    assert_eq!(
+        n.collection_for("b_c").unwrap_err(),
+        "collection name \"b_c\" may not contain '_' here"
+    );
     assert_eq!(n.client_name("tenant_a_docs"), Some("docs"));
     assert_eq!(n.client_name("tenant_a_b_c"), None);
     let n = naming("{name}.{namespace}", "a");
     assert_eq!(n.collection_for("docs-1").unwrap(), "docs-1.a");
-    assert!(n.collection_for("v1.2").is_err());
+    assert_eq!(
+        n.collection_for("v1.2").unwrap_err(),
+        "collection name \"v1.2\" may not contain '.' here"
+    );
     let n = naming("{namespace}~{name}", "a");
     assert_eq!(n.forbidden, None);
     assert_eq!(n.collection_for("a_b.c-d").unwrap(), "a~a_b.c-d");
@@ -499,8 +520,22 @@ fn traversal_inside_collection_paths_cannot_reach_other_collections() {
         forwarded("GET", "/qdrant/collections/docs/../globex"),
         "/qdrant/collections/acme-ns~globex"
     );
-    assert!(normalize(b"/qdrant/collections/docs/..%2fglobex").is_err());
-    assert!(normalize(b"/qdrant/collections/..;/globex~docs").is_err());
+    for (path, detail) in [
+        (
+            &b"/qdrant/collections/docs/..%2fglobex"[..],
+            "encoded '/' in path",
+        ),
+        (
+            &b"/qdrant/collections/..;/globex~docs"[..],
+            "dot segment with ';' parameters in path",
+        ),
+    ] {
+        let refusal = normalize(path).unwrap_err();
+        assert_eq!(
+            (refusal.reason, refusal.detail.as_str()),
+            (Reason::InvalidPath, detail)
+        );
+    }
 }
 
 /// Whatever path a client builds below `/qdrant`, a forwarded path names one of the tenant's

@@ -174,10 +174,26 @@ mod tests {
     fn rejects_bad_cel_and_bad_values() {
         let e = parse_limits(&GOOD.replace("== 'requests'", "=== 'requests'")).unwrap_err();
         assert!(e.0.contains("limit #0"), "{e}");
-        assert!(parse_limits(&GOOD.replace("seconds: 60", "seconds: 0")).is_err());
-        assert!(parse_limits(&GOOD.replace("max_value: 5", "max_value: -5")).is_err());
-        assert!(parse_limits("namespace: x").is_err());
-        assert!(parse_limits("- [1, 2]").is_err());
+        let refused = |text: &str| parse_limits(text).unwrap_err().0;
+        assert_eq!(
+            refused(&GOOD.replace("seconds: 60", "seconds: 0")),
+            "limit #0 (namespace \"tenant-guard\"): seconds must be at least 1"
+        );
+        let negative = refused(&GOOD.replace("max_value: 5", "max_value: -5"));
+        assert!(
+            negative.starts_with(
+                "limit #0 (namespace \"tenant-guard\"): invalid value: integer `-5`, expected u64"
+            ),
+            "{negative}"
+        );
+        assert_eq!(
+            refused("namespace: x"),
+            "expected a YAML list of limits at the top level, found a mapping"
+        );
+        assert_eq!(
+            refused("- [1, 2]"),
+            "limit #0: expected a mapping, found a list"
+        );
     }
 
     #[test]

@@ -333,7 +333,13 @@ mod tests {
         assert_eq!(hits_for(&req(7, &[Some(3)])).unwrap(), 3);
         assert_eq!(hits_for(&req(7, &[Some(0)])).unwrap(), 1);
         assert_eq!(hits_for(&req(7, &[None, Some(4), Some(4)])).unwrap(), 4);
-        assert!(hits_for(&req(7, &[Some(4), Some(5)])).is_err());
+        let mixed = hits_for(&req(7, &[Some(4), Some(5)])).unwrap_err();
+        assert_eq!(mixed.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            mixed.message(),
+            "descriptors carry different hits_addend values (4 and 5 at descriptor 1); send \
+             one quota per call"
+        );
         assert_eq!(hits_for(&req(0, &[])).unwrap(), 1);
     }
 }

@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use std::path::Path;
 use std::time::{Duration, Instant};
 use tenant_guard_ratelimit::proto::rate_limit_response::Code;
 use tenant_guard_ratelimit::proto::{RateLimitDescriptor, RateLimitRequest};
@@ -216,45 +215,43 @@ async fn two_services_share_counters_through_redis() {
     assert_eq!(hit(&ch2, "acme", 1).await, Code::OverLimit);
 }
 
+/// Guards against a call that never ends (not a speed limit: far above any answer time).
+const HANG: Duration = Duration::from_secs(60);
+
 #[tokio::test]
 async fn redis_down_answers_unavailable_then_recovers() {
     let mut redis = Redis::start();
-    let port = redis.port;
     let svc = Service::start_redis(&write_limits(TEST_LIMITS), &redis, &[]);
     let ch = svc.channel().await;
     assert_eq!(hit(&ch, "acme", 1).await, Code::Ok);
 
     redis.kill();
     for i in 0..3 {
-        let started = Instant::now();
         let res = tokio::time::timeout(
-            Duration::from_secs(10),
+            HANG,
             call(&ch, request(vec![quota("requests", "test", "acme")], 1)),
         )
         .await
         .unwrap_or_else(|_| panic!("call {i} hung with Redis down"));
         let status = res.expect_err("a call with Redis down must fail");
-        eprintln!(
-            "call {i} with Redis down: {:?} after {:?}",
-            status,
-            started.elapsed()
-        );
+        eprintln!("call {i} with Redis down: {status:?}");
         assert_eq!(status.code(), GrpcCode::Unavailable, "call {i}: {status:?}");
+        // The storage failed (nothing else): its own error, not the time limit of a call.
         assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "call {i} took {:?}",
-            started.elapsed()
+            status.message().starts_with("rate-limit storage error: "),
+            "call {i}: {status:?}"
         );
     }
-    assert!(
-        svc.log_text().contains("ShouldRateLimit failed"),
+    assert_eq!(
+        svc.log_text().matches("ShouldRateLimit failed").count(),
+        3,
         "{}",
         svc.log_text()
     );
 
     // Redis back on the same port (empty, no persistence): the service reconnects by itself.
-    let _redis = Redis::start_on(port).expect("restart redis on its port");
-    let deadline = Instant::now() + Duration::from_secs(15);
+    redis.restart().expect("restart redis on its port");
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match call(&ch, request(vec![quota("requests", "test", "acme")], 1)).await {
             Ok(resp) => {
@@ -273,8 +270,10 @@ async fn redis_down_answers_unavailable_then_recovers() {
 #[tokio::test]
 async fn start_fails_when_redis_is_unreachable() {
     let limits = write_limits(TEST_LIMITS);
-    let url = format!("redis://127.0.0.1:{}", free_port());
-    let (code, out, err, took) = run_to_exit(
+    // A leased port nobody listens on (no other test process may use it meanwhile).
+    let nobody = lease_port();
+    let url = format!("redis://127.0.0.1:{}", nobody.port);
+    let (code, out, err, _) = run_to_exit(
         &[
             "--listen",
             "127.0.0.1:0",
@@ -285,13 +284,16 @@ async fn start_fails_when_redis_is_unreachable() {
             "--redis-connect-timeout-ms",
             "1500",
         ],
-        Duration::from_secs(20),
+        HANG,
     );
-    eprintln!("exit {code:?} after {took:?}: {err}");
+    eprintln!("exit {code:?}: {err}");
     assert_eq!(code, Some(1), "stdout {out:?} stderr {err:?}");
     assert!(out.is_empty(), "no ready line expected: {out:?}");
-    assert!(err.contains("cannot reach Redis at"), "{err}");
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // It gave up because of --redis-connect-timeout-ms, and says so.
+    assert!(
+        err.contains(&format!("cannot reach Redis at {url} within 1500 ms")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -319,7 +321,7 @@ async fn start_fails_on_an_invalid_limits_file() {
                 "--storage",
                 "memory",
             ],
-            Duration::from_secs(20),
+            HANG,
         );
         assert_eq!(code, Some(1), "{text:?}: {out:?} {err:?}");
         assert!(err.contains(expected), "{text:?}: {err}");
@@ -335,7 +337,7 @@ async fn start_fails_on_an_invalid_limits_file() {
             "--storage",
             "memory",
         ],
-        Duration::from_secs(20),
+        HANG,
     );
     assert_eq!(code, Some(1));
     assert!(err.contains("cannot read"), "{err}");
@@ -401,9 +403,16 @@ async fn logs_one_line_per_request_at_debug() {
     let ch = svc.channel().await;
     hit(&ch, "acme", 2).await;
     hit(&ch, "acme", 9).await;
-    // The log is written by the service as it answers; give it a moment to land.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = svc.log_text();
+    // The service writes the line (unbuffered, to stderr) before it answers; wait for both
+    // lines all the same, so the test does not depend on that.
+    let deadline = Instant::now() + HANG;
+    let log = loop {
+        let log = svc.log_text();
+        if log.matches("ShouldRateLimit domain=").count() >= 2 || Instant::now() >= deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("ShouldRateLimit domain="))
@@ -420,19 +429,12 @@ async fn logs_one_line_per_request_at_debug() {
     assert!(lines[1].contains("OverLimit"), "{log}");
 }
 
-fn repo_limits(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../envoy/limits")
-        .join(name)
-}
-
 #[tokio::test]
 async fn shipped_limitador_limits_are_valid_and_hold() {
-    let path = repo_limits("limitador.yaml");
-    let (code, out, err, _) = run_to_exit(
-        &["--limits", path.to_str().unwrap(), "--validate"],
-        Duration::from_secs(20),
-    );
+    // The clone's own file, found at run time (see common::package_dir).
+    let path = repo_file("envoy/limits/limitador.yaml");
+    let (code, out, err, _) =
+        run_to_exit(&["--limits", path.to_str().unwrap(), "--validate"], HANG);
     assert_eq!(code, Some(0), "{out} {err}");
     assert!(out.contains("4 limits, valid"), "{out}");
 
@@ -519,25 +521,28 @@ async fn redis_not_answering_times_out_as_unavailable() {
     assert_eq!(hit(&ch, "acme", 1).await, Code::Ok);
 
     redis.signal("-STOP");
-    let started = Instant::now();
     let res = tokio::time::timeout(
-        Duration::from_secs(10),
+        HANG,
         call(&ch, request(vec![quota("requests", "test", "acme")], 1)),
     )
     .await
     .expect("the call hung with Redis not answering");
     let status = res.expect_err("a call with Redis not answering must fail");
-    eprintln!("Redis stopped: {status:?} after {:?}", started.elapsed());
+    eprintln!("Redis stopped: {status:?}");
     assert_eq!(status.code(), GrpcCode::Unavailable);
+    // Ended by the bound on a Redis command (--redis-timeout-ms): a storage timeout, as the
+    // message says, not a refused connection or the call's own limit.
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
+        status
+            .message()
+            .starts_with("rate-limit storage error: error while accessing the limits storage")
+            && status.message().contains("timed out"),
+        "{status:?}"
     );
 
     // Start-up against a Redis that does not answer fails within the connect timeout.
     let limits = write_limits(TEST_LIMITS);
-    let (code, _, err, took) = run_to_exit(
+    let (code, _, err, _) = run_to_exit(
         &[
             "--limits",
             limits.to_str().unwrap(),
@@ -550,11 +555,16 @@ async fn redis_not_answering_times_out_as_unavailable() {
             "--redis-timeout-ms",
             "300",
         ],
-        Duration::from_secs(20),
+        HANG,
     );
-    eprintln!("start against stopped Redis: exit {code:?} after {took:?}: {err}");
+    eprintln!("start against stopped Redis: exit {code:?}: {err}");
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("cannot reach Redis at"), "{err}");
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        err.contains(&format!(
+            "cannot reach Redis at {} within 1500 ms",
+            redis.url()
+        )),
+        "{err}"
+    );
     redis.signal("-CONT");
 }
