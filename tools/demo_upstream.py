@@ -164,12 +164,18 @@ class Handler(BaseHTTPRequestHandler):
         self._log(200)
 
 
+class Server(ThreadingHTTPServer):
+    # A burst of connections (curl loops, `make bench`) is queued, not refused: Python's
+    # default listen backlog is 5.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 def main(argv):
     if len(argv) != 2 or not argv[1].isdigit():
         sys.stderr.write("usage: demo_upstream.py PORT\n")
         return 2
-    server = ThreadingHTTPServer(("127.0.0.1", int(argv[1])), Handler)
-    server.daemon_threads = True
+    server = Server(("127.0.0.1", int(argv[1])), Handler)
     sys.stderr.write(f"demo upstream listening on 127.0.0.1:{argv[1]}\n")
     try:
         server.serve_forever()
