@@ -5,30 +5,32 @@
 //! under the tenant's prefix.
 #![no_main]
 
-use std::sync::OnceLock;
-
 use libfuzzer_sys::fuzz_target;
 use tenant_guard::policy::config::Config;
 use tenant_guard::policy::{namespace, vector_store};
 
 fn config() -> &'static Config {
-    static CONFIG: OnceLock<Config> = OnceLock::new();
-    CONFIG.get_or_init(|| {
-        let doc = serde_json::json!({
-          "providers": {"corp": {"issuer": "https://corp", "audiences": ["gw"],
-            "jwks": {"keys": [{"kty": "oct", "k": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}]}}},
-          "routing": {"path_prefix": "/tenants/{namespace}", "authority": "{namespace}.internal"},
-          "vector_stores": [
-            {"path_prefix": "/qdrant", "kind": "qdrant"},
-            {"path_prefix": "/v1/pinecone", "kind": "pinecone"},
-            {"path_prefix": "/search", "kind": "metadata_filter", "dialect": "qdrant",
-             "collections": ["shared"]},
-            {"path_prefix": "/pcsearch", "kind": "metadata_filter", "dialect": "pinecone",
-             "namespaces": ["", "shared"]}
-          ]
-        });
-        Config::parse(doc.to_string().as_bytes()).expect("fixture configuration")
-    })
+    // Built once per thread (libFuzzer runs one) and kept: `Config` is not `Sync` (plans'
+    // limits are shared through `Rc`).
+    thread_local! {
+        static CONFIG: &'static Config = Box::leak(Box::new({
+            let doc = serde_json::json!({
+              "providers": {"corp": {"issuer": "https://corp", "audiences": ["gw"],
+                "jwks": {"keys": [{"kty": "oct", "k": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}]}}},
+              "routing": {"path_prefix": "/tenants/{namespace}", "authority": "{namespace}.internal"},
+              "vector_stores": [
+                {"path_prefix": "/qdrant", "kind": "qdrant"},
+                {"path_prefix": "/v1/pinecone", "kind": "pinecone"},
+                {"path_prefix": "/search", "kind": "metadata_filter", "dialect": "qdrant",
+                 "collections": ["shared"]},
+                {"path_prefix": "/pcsearch", "kind": "metadata_filter", "dialect": "pinecone",
+                 "namespaces": ["", "shared"]}
+              ]
+            });
+            Config::parse(doc.to_string().as_bytes()).expect("fixture configuration")
+        }));
+    }
+    CONFIG.with(|config| *config)
 }
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];

@@ -7,8 +7,6 @@
 //! 128 bytes, and expires after `now`.
 #![no_main]
 
-use std::sync::OnceLock;
-
 use libfuzzer_sys::fuzz_target;
 use tenant_guard::policy::config::Config;
 use tenant_guard::policy::identity;
@@ -19,24 +17,28 @@ const NOW: u64 = 1_700_000_000;
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
 fn config() -> &'static Config {
-    static CONFIG: OnceLock<Config> = OnceLock::new();
-    CONFIG.get_or_init(|| {
-        let doc = serde_json::json!({
-          "providers": {
-            "corp": {"issuer": "https://corp", "audiences": ["gw"],
-                     "jwks": {"keys": [{"kty": "oct", "kid": "c1", "k": b64(SECRET)}]}},
-            "strict": {"issuer": "https://strict", "audiences": "any", "require_kid": true,
-                       "jwks": {"keys": [{"kty": "oct", "k": b64(SECRET), "alg": "HS512"}]}},
-            "ec": {"issuer": "https://corp", "audiences": ["gw", "other"],
-                   "jwks": {"keys": [{"kty": "EC", "crv": "P-256", "kid": "e1",
-                     "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
-                     "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}}
-          },
-          "identity": {"user_claim": "sub", "tenant_claim": "org.tenant",
-                       "forward_claims": {"email": "x-email"}}
-        });
-        Config::parse(doc.to_string().as_bytes()).expect("fixture configuration")
-    })
+    // Built once per thread (libFuzzer runs one) and kept: `Config` is not `Sync` (plans'
+    // limits are shared through `Rc`).
+    thread_local! {
+        static CONFIG: &'static Config = Box::leak(Box::new({
+            let doc = serde_json::json!({
+              "providers": {
+                "corp": {"issuer": "https://corp", "audiences": ["gw"],
+                         "jwks": {"keys": [{"kty": "oct", "kid": "c1", "k": b64(SECRET)}]}},
+                "strict": {"issuer": "https://strict", "audiences": "any", "require_kid": true,
+                           "jwks": {"keys": [{"kty": "oct", "k": b64(SECRET), "alg": "HS512"}]}},
+                "ec": {"issuer": "https://corp", "audiences": ["gw", "other"],
+                       "jwks": {"keys": [{"kty": "EC", "crv": "P-256", "kid": "e1",
+                         "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                         "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}}
+              },
+              "identity": {"user_claim": "sub", "tenant_claim": "org.tenant",
+                           "forward_claims": {"email": "x-email"}}
+            });
+            Config::parse(doc.to_string().as_bytes()).expect("fixture configuration")
+        }));
+    }
+    CONFIG.with(|config| *config)
 }
 
 fn b64(bytes: &[u8]) -> String {

@@ -6,8 +6,6 @@
 //! the tenant's collections, under the client's names.
 #![no_main]
 
-use std::sync::OnceLock;
-
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use tenant_guard::policy::config::Config;
@@ -15,22 +13,26 @@ use tenant_guard::policy::namespace;
 use tenant_guard::policy::vector_store::{self, VectorRoute};
 
 fn config() -> &'static Config {
-    static CONFIG: OnceLock<Config> = OnceLock::new();
-    CONFIG.get_or_init(|| {
-        let doc = serde_json::json!({
-          "providers": {"corp": {"issuer": "https://corp", "audiences": ["gw"],
-            "jwks": {"keys": [{"kty": "oct", "k": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}]}}},
-          "vector_stores": [
-            {"path_prefix": "/qdrant", "kind": "qdrant"},
-            {"path_prefix": "/pinecone", "kind": "pinecone"},
-            {"path_prefix": "/search", "kind": "metadata_filter", "dialect": "qdrant",
-             "collections": ["shared"]},
-            {"path_prefix": "/pcsearch", "kind": "metadata_filter", "dialect": "pinecone",
-             "field": "org", "value": "org-{namespace}", "namespaces": ["", "shared"]}
-          ]
-        });
-        Config::parse(doc.to_string().as_bytes()).expect("fixture configuration")
-    })
+    // Built once per thread (libFuzzer runs one) and kept: `Config` is not `Sync` (plans'
+    // limits are shared through `Rc`).
+    thread_local! {
+        static CONFIG: &'static Config = Box::leak(Box::new({
+            let doc = serde_json::json!({
+              "providers": {"corp": {"issuer": "https://corp", "audiences": ["gw"],
+                "jwks": {"keys": [{"kty": "oct", "k": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}]}}},
+              "vector_stores": [
+                {"path_prefix": "/qdrant", "kind": "qdrant"},
+                {"path_prefix": "/pinecone", "kind": "pinecone"},
+                {"path_prefix": "/search", "kind": "metadata_filter", "dialect": "qdrant",
+                 "collections": ["shared"]},
+                {"path_prefix": "/pcsearch", "kind": "metadata_filter", "dialect": "pinecone",
+                 "field": "org", "value": "org-{namespace}", "namespaces": ["", "shared"]}
+              ]
+            });
+            Config::parse(doc.to_string().as_bytes()).expect("fixture configuration")
+        }));
+    }
+    CONFIG.with(|config| *config)
 }
 
 /// (method, path, kind of check): 0 none, 1 Qdrant tenant filter, 2 Qdrant stamp,
