@@ -12,6 +12,8 @@ use std::ptr::{null, null_mut};
 
 use proxy_wasm::types::{BufferType, MapType};
 
+use crate::policy::header_map;
+
 /// A host status other than OK (the ABI's `WasmResult` code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostError(pub u32);
@@ -27,6 +29,11 @@ const HTTP_RESPONSE: u32 = 1;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
     fn proxy_get_header_map_value(
         map_type: MapType,
         key_data: *const u8,
@@ -152,6 +159,22 @@ pub fn header(map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostError> {
         NOT_FOUND => Ok(None),
         other => Err(HostError(other)),
     }
+}
+
+/// Every line of a header, combined into one value with `, ` between them (as RFC 9110 §5.3
+/// combines repeated field lines); `None` when absent. It reads the whole map (one hostcall):
+/// for where a second line matters, after [`header`] found a first.
+pub fn combined_header(map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: the pointers are valid for the call; the host writes an allocation it made.
+    let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
+    if status != OK {
+        return Err(HostError(status));
+    }
+    // SAFETY: on OK the host handed over `data` of `size` bytes.
+    let map = unsafe { owned(data, size) }.unwrap_or_default();
+    header_map::combined(&map, name).ok_or(HostError(status))
 }
 
 /// Replaces every value of a header by `value`.

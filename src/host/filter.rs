@@ -711,7 +711,13 @@ impl HttpContext for Filter {
                     ..
                 } = &mut *worker;
                 let owners = objects.at(now);
-                self.tenant_header = config.tenant_header.as_deref().and_then(request_header);
+                // A first line found, every line counts: a second one may name another tenant.
+                self.tenant_header = config.tenant_header.as_deref().and_then(|name| {
+                    request_header(name)?;
+                    abi::combined_header(MapType::HttpRequestHeaders, name)
+                        .ok()
+                        .flatten()
+                });
                 let facts = RequestFacts {
                     method: &method_text,
                     path: &raw_path,

@@ -63,7 +63,8 @@ pub struct RequestFacts<'a> {
     /// `:path` as received, query string included.
     pub path: &'a [u8],
     pub credential: Credential,
-    /// The client-sent value of `identity.tenant_header`, if any.
+    /// The client-sent value of `identity.tenant_header`, if any (repeated lines combined with
+    /// `, `, so only one line equal to the verified tenant passes).
     pub tenant_header: Option<&'a [u8]>,
     pub now: u64,
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod cost;
 pub mod decision;
 pub mod denial;
+pub mod header_map;
 pub mod identity;
 pub mod isolation;
 pub mod json_edit;
