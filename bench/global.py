@@ -206,15 +206,7 @@ def main():
     runs = {f"{load}/{name}": v for (load, name), v in runs.items()}
     results["medians"] = med
     results["runs"] = runs
-    results["invalid"] = invalid
-    (OUT / "results.json").write_text(json.dumps(results, indent=1))
-    if invalid:
-        print("\nINVALID: runs with non-2xx answers (their numbers mean nothing):")
-        for line in invalid:
-            print("  " + line)
-        return 1
-    print("\nEvery run: 0 non-2xx answers (Envoy's downstream_rq_2xx == downstream_rq_completed).")
-    return 0
+    return bench.finish(results, invalid, OUT)
 
 
 if __name__ == "__main__":

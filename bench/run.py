@@ -504,8 +504,14 @@ def main():
     results["runs"] = {f"{w}/{n}": v for (w, n), v in runs.items()}
     results["miss"] = miss
     results["memory"] = memory
+    return finish(results, invalid, OUT)
+
+
+def finish(results, invalid, out):
+    """Writes ``results.json`` into ``out`` and says whether every run answered 2xx only; the
+    exit code (1 when a run had other answers: its numbers mean nothing)."""
     results["invalid"] = invalid
-    (OUT / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.json").write_text(json.dumps(results, indent=1))
     if invalid:
         print("\nINVALID: runs with non-2xx answers (their numbers mean nothing):")
         for line in invalid:
