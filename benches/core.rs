@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tenant_guard::policy::config::Config;
 use tenant_guard::policy::decision::{self, Credential, Decision, RequestFacts};
 use tenant_guard::policy::identity::{
-    self, Audiences, ClaimPath, IdentityRules, Provider, RemoteKeys,
+    self, Audiences, ClaimPath, IdentityRules, Provider, RemoteKeys, TokenTypes,
 };
 use tenant_guard::policy::jwks::KeySet;
 use tenant_guard::policy::namespace;
@@ -96,6 +96,7 @@ fn signatures(c: &mut Criterion) {
         issuer: ISSUER.into(),
         audiences: Audiences::OneOf(vec![AUDIENCE.into()]),
         require_kid: false,
+        token_types: TokenTypes::default(),
         inline_keys: Some(KeySet::from_value(&json!({ "keys": all_keys() })).unwrap()),
         remote: RemoteKeys::NotConfigured,
     }];

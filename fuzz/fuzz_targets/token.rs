@@ -4,17 +4,19 @@
 //!   HMAC secret, so the fuzzer reaches the claim checks behind a valid signature.
 //!
 //! Never panics; an admitted token names a tenant that is a non-empty claim string of at most
-//! 128 bytes, and expires after `now`.
+//! 128 bytes, expires after `now`, and is spelt canonically (each part is the base64url encoding
+//! of what it decodes to: a token has one spelling).
 #![no_main]
 
+use ct_codecs::{Base64UrlSafeNoPadding, Decoder, Encoder};
 use libfuzzer_sys::fuzz_target;
 use tenant_guard::policy::config::Config;
 use tenant_guard::policy::identity;
 
 /// 2023-11-14T22:13:20Z.
 const NOW: u64 = 1_700_000_000;
-/// Test-only HMAC secret of the fixture provider `corp` (32 bytes).
-const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+/// Test-only HMAC secret of the fixture providers (64 bytes: long enough for HS512).
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 fn config() -> &'static Config {
     // Built once per thread (libFuzzer runs one) and kept: `Config` is not `Sync` (plans'
@@ -26,6 +28,7 @@ fn config() -> &'static Config {
                 "corp": {"issuer": "https://corp", "audiences": ["gw"],
                          "jwks": {"keys": [{"kty": "oct", "kid": "c1", "k": b64(SECRET)}]}},
                 "strict": {"issuer": "https://strict", "audiences": "any", "require_kid": true,
+                           "token_types": ["at+jwt", ""],
                            "jwks": {"keys": [{"kty": "oct", "k": b64(SECRET), "alg": "HS512"}]}},
                 "ec": {"issuer": "https://corp", "audiences": ["gw", "other"],
                        "jwks": {"keys": [{"kty": "EC", "crv": "P-256", "kid": "e1",
@@ -42,18 +45,7 @@ fn config() -> &'static Config {
 }
 
 fn b64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    out
+    Base64UrlSafeNoPadding::encode_to_string(bytes).unwrap_or_default()
 }
 
 fn signed(header: &[u8], payload: &[u8]) -> String {
@@ -82,5 +74,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(!verified.tenant.is_empty() && verified.tenant.len() <= 128);
         assert!(verified.expires_at >= NOW);
         assert!(verified.provider < config.providers.len());
+        for part in token.split('.') {
+            let bytes = Base64UrlSafeNoPadding::decode_to_vec(part, None).expect("base64url");
+            let again = Base64UrlSafeNoPadding::encode_to_string(bytes).expect("encodes");
+            assert_eq!(again, part, "a second spelling was admitted");
+        }
     }
 });

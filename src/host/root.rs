@@ -251,16 +251,20 @@ impl Context for Root {
         refresh.in_flight = false;
         match outcome {
             Ok((keys, skipped)) => {
-                for s in skipped {
-                    log::warn!("tenant-guard: provider {name}: remote JWKS key skipped: {s}");
-                }
-                if refresh.loaded != Some(digest) {
-                    if let Some(provider) = config.providers.get_mut(remote.provider) {
+                if let Some(provider) = config.providers.get_mut(remote.provider) {
+                    if refresh.loaded == Some(digest) {
+                        provider.remote.refreshed(now, remote.max_stale_s);
+                    } else {
+                        for s in skipped {
+                            log::warn!(
+                                "tenant-guard: provider {name}: remote JWKS key skipped: {s}"
+                            );
+                        }
                         log::info!(
                             "tenant-guard: provider {name}: remote JWKS loaded, {} keys",
                             keys.len()
                         );
-                        provider.remote = RemoteKeys::Loaded(keys);
+                        provider.remote = RemoteKeys::loaded(keys, now, remote.max_stale_s);
                         refresh.loaded = Some(digest);
                         // Tokens verified with a key that is gone must be verified again.
                         cache.clear();
@@ -275,8 +279,10 @@ impl Context for Root {
                 refresh.due = now.saturating_add(retry);
                 log::warn!(
                     "tenant-guard: provider {name}: remote JWKS fetch from cluster {} failed: {reason}; \
-                     keeping the last good key set, retrying in {retry}s",
-                    remote.cluster
+                     keeping the last good key set (for max_stale_s {} s after its fetch), \
+                     retrying in {retry}s",
+                    remote.cluster,
+                    remote.max_stale_s
                 );
             }
         }

@@ -11,7 +11,9 @@ use std::rc::Rc;
 use serde::Deserialize;
 use serde_json::error::Category;
 
-use crate::policy::identity::{Audiences, ClaimPath, IdentityRules, Provider, RemoteKeys};
+use crate::policy::identity::{
+    Audiences, ClaimPath, IdentityRules, Provider, RemoteKeys, TokenTypes,
+};
 use crate::policy::isolation::objects::BUCKET_ENTRIES;
 use crate::policy::isolation::{IsolationRules, PromptCache, ProviderObjects, StoreRules};
 use crate::policy::jwks::KeySet;
@@ -105,6 +107,7 @@ struct RawProvider {
     audiences: Option<RawAudiences>,
     #[serde(default)]
     require_kid: bool,
+    token_types: Option<Vec<String>>,
     jwks: Option<serde_json::Value>,
     remote_jwks: Option<RawRemoteJwks>,
 }
@@ -127,11 +130,14 @@ struct RawRemoteJwks {
     refresh_s: u64,
     #[serde(default = "default_fetch_timeout_ms")]
     timeout_ms: u64,
+    max_stale_s: Option<u64>,
 }
 
 fn default_refresh_s() -> u64 {
     300
 }
+/// `remote_jwks.max_stale_s` unless given: an hour, or two refreshes and a timeout when longer.
+const DEFAULT_MAX_STALE_S: u64 = 3600;
 fn default_fetch_timeout_ms() -> u64 {
     5000
 }
@@ -334,6 +340,8 @@ pub struct RemoteJwks {
     pub path: String,
     pub refresh_s: u64,
     pub timeout_ms: u64,
+    /// How long after the last good fetch the keys may still be used.
+    pub max_stale_s: u64,
 }
 
 /// One quota window: at most `limit` per `window_s` seconds.
@@ -654,6 +662,18 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
             return err(format!("{path}.issuer"), "must not be empty");
         }
         let audiences = compile_audiences(&format!("{path}.audiences"), p.audiences)?;
+        let token_types = match &p.token_types {
+            None => TokenTypes::default(),
+            Some(list) => TokenTypes::from_list(list).or_else(|(i, why)| {
+                err(
+                    match i {
+                        Some(i) => format!("{path}.token_types[{i}]"),
+                        None => format!("{path}.token_types"),
+                    },
+                    why,
+                )
+            })?,
+        };
         let inline_keys = match &p.jwks {
             Some(value) => Some(KeySet::from_value(value).map_err(|e| ConfigError {
                 path: match e.path.as_str() {
@@ -679,6 +699,7 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
             issuer: p.issuer,
             audiences,
             require_kid: p.require_kid,
+            token_types,
             inline_keys,
             remote,
         });
@@ -1069,6 +1090,21 @@ fn compile_remote(
             "must be at least 1 (0 would mean no timeout)",
         );
     }
+    // A refresh and its timeout must fit before the keys go stale.
+    let one_refresh = r.refresh_s.saturating_add(r.timeout_ms.div_ceil(1000));
+    let max_stale_s = match r.max_stale_s {
+        None => DEFAULT_MAX_STALE_S.max(one_refresh.saturating_add(r.refresh_s)),
+        Some(max) if max < one_refresh => {
+            return err(
+                format!("{path}.max_stale_s"),
+                format!(
+                    "must be at least refresh_s plus the fetch timeout ({one_refresh} s), so a \
+                     refresh can complete before the keys go stale"
+                ),
+            )
+        }
+        Some(max) => max,
+    };
     Ok(RemoteJwks {
         provider,
         authority: r.authority.unwrap_or_else(|| r.cluster.clone()),
@@ -1076,6 +1112,7 @@ fn compile_remote(
         path: r.path,
         refresh_s: r.refresh_s,
         timeout_ms: r.timeout_ms,
+        max_stale_s,
     })
 }
 

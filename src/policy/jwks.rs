@@ -1,22 +1,28 @@
-//! JWK Sets (RFC 7517) turned into ready-to-use verification keys.
+//! JWK Sets (RFC 7517) turned into ready-to-use jwt-simple keys.
 //!
-//! Each usable JWK becomes one checked public key (RustCrypto `rsa`, `p256`, `p384`;
-//! `ed25519-compact`; an HMAC secret) and the JWS algorithms it may verify, built once here, so
-//! verifying a token never re-parses key material. Which algorithms a key gets is
+//! Each usable JWK becomes one jwt-simple key object per JWS algorithm it may verify, built once
+//! here, so verifying a token never re-parses key material. Which algorithms a key gets is
 //! decided by its type alone (RSA → RS*/PS*, P-256 → ES256, P-384 → ES384, Ed25519 → EdDSA,
-//! oct → HS*), narrowed to exactly one when the JWK carries `alg`: that is what makes
-//! algorithm-confusion attacks impossible.
+//! oct → the HS* its length allows), narrowed to exactly one when the JWK carries `alg`: that is
+//! what makes algorithm-confusion attacks impossible.
 
 use std::collections::HashMap;
 use std::fmt;
 
+use ct_codecs::{Base64UrlSafe, Base64UrlSafeNoPadding, Decoder};
+use jwt_simple::prelude::{
+    ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, ES256PublicKey, ES384PublicKey,
+    Ed25519PublicKey, EdDSAPublicKeyLike, HS256Key, HS384Key, HS512Key, JWTClaims, MACLike,
+    NoCustomClaims, PS256PublicKey, PS384PublicKey, PS512PublicKey, RS256PublicKey, RS384PublicKey,
+    RS512PublicKey, RSAPublicKeyLike, VerificationOptions,
+};
 use serde_json::{Map, Value};
 
 /// RSA moduli below this are refused (RFC 7518 §3.3 asks for at least 2048 bits).
 const MIN_RSA_BITS: usize = 2048;
-/// The `rsa` crate refuses larger public keys.
+/// The RSA backend (RustCrypto `rsa` via superboring) cannot load larger public keys.
 const MAX_RSA_BITS: usize = 4096;
-/// HMAC secrets shorter than this are refused.
+/// HMAC secrets shorter than this (HS256's hash output) are refused.
 const MIN_OCT_BYTES: usize = 32;
 
 /// A JWS algorithm this filter accepts. Anything else, `none` included, is refused.
@@ -81,6 +87,17 @@ impl Alg {
         })
     }
 
+    /// The shortest HMAC secret this algorithm may use: the hash output's length (RFC 7518
+    /// §3.2). Other algorithms: 0.
+    pub fn hmac_key_bytes(self) -> usize {
+        match self {
+            Alg::Hs256 => 32,
+            Alg::Hs384 => 48,
+            Alg::Hs512 => 64,
+            _ => 0,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Alg::Hs256 => "HS256",
@@ -105,98 +122,72 @@ impl fmt::Display for Alg {
     }
 }
 
-/// A JWK's public key, decoded and checked once when the key set is loaded.
+/// One jwt-simple key, bound to one algorithm.
 #[derive(Clone)]
-enum PublicKey {
-    Rsa(rsa::RsaPublicKey),
-    P256(p256::ecdsa::VerifyingKey),
-    P384(p384::ecdsa::VerifyingKey),
-    Ed25519(ed25519_compact::PublicKey),
-    /// An HMAC secret.
-    Oct(Vec<u8>),
+pub(crate) enum Verifier {
+    Hs256(HS256Key),
+    Hs384(HS384Key),
+    Hs512(HS512Key),
+    Rs256(RS256PublicKey),
+    Rs384(RS384PublicKey),
+    Rs512(RS512PublicKey),
+    Ps256(PS256PublicKey),
+    Ps384(PS384PublicKey),
+    Ps512(PS512PublicKey),
+    Es256(ES256PublicKey),
+    Es384(ES384PublicKey),
+    EdDsa(Ed25519PublicKey),
 }
 
-impl PublicKey {
-    /// Whether `signature` is valid for `input` under `alg`. An algorithm of another key
-    /// type never verifies: a token cannot choose how its key is used.
-    fn verify(&self, alg: Alg, input: &[u8], signature: &[u8]) -> bool {
-        use hmac_sha256::Hash as Sha256;
-        use hmac_sha512::{sha384::Hash as Sha384, Hash as Sha512};
-        use rsa::{pss::Pss, Pkcs1v15Sign};
-        match (self, alg) {
-            (PublicKey::Oct(k), Alg::Hs256) => ct_eq(&hmac_sha256::HMAC::mac(input, k), signature),
-            (PublicKey::Oct(k), Alg::Hs384) => {
-                ct_eq(&hmac_sha512::sha384::HMAC::mac(input, k), signature)
-            }
-            (PublicKey::Oct(k), Alg::Hs512) => ct_eq(&hmac_sha512::HMAC::mac(input, k), signature),
-            (PublicKey::Rsa(k), Alg::Rs256) => k
-                .verify(
-                    Pkcs1v15Sign::new::<Sha256>(),
-                    &Sha256::hash(input),
-                    signature,
-                )
-                .is_ok(),
-            (PublicKey::Rsa(k), Alg::Rs384) => k
-                .verify(
-                    Pkcs1v15Sign::new::<Sha384>(),
-                    &Sha384::hash(input),
-                    signature,
-                )
-                .is_ok(),
-            (PublicKey::Rsa(k), Alg::Rs512) => k
-                .verify(
-                    Pkcs1v15Sign::new::<Sha512>(),
-                    &Sha512::hash(input),
-                    signature,
-                )
-                .is_ok(),
-            (PublicKey::Rsa(k), Alg::Ps256) => k
-                .verify(Pss::new::<Sha256>(), &Sha256::hash(input), signature)
-                .is_ok(),
-            (PublicKey::Rsa(k), Alg::Ps384) => k
-                .verify(Pss::new::<Sha384>(), &Sha384::hash(input), signature)
-                .is_ok(),
-            (PublicKey::Rsa(k), Alg::Ps512) => k
-                .verify(Pss::new::<Sha512>(), &Sha512::hash(input), signature)
-                .is_ok(),
-            (PublicKey::P256(k), Alg::Es256) => {
-                use p256::ecdsa::{signature::hazmat::PrehashVerifier, Signature};
-                Signature::from_slice(signature)
-                    .is_ok_and(|s| k.verify_prehash(&Sha256::hash(input), &s).is_ok())
-            }
-            (PublicKey::P384(k), Alg::Es384) => {
-                use p384::ecdsa::{signature::hazmat::PrehashVerifier, Signature};
-                Signature::from_slice(signature)
-                    .is_ok_and(|s| k.verify_prehash(&Sha384::hash(input), &s).is_ok())
-            }
-            (PublicKey::Ed25519(k), Alg::EdDsa) => {
-                ed25519_compact::Signature::from_slice(signature)
-                    .is_ok_and(|s| k.verify(input, &s).is_ok())
-            }
-            _ => false,
+impl Verifier {
+    fn alg(&self) -> Alg {
+        match self {
+            Verifier::Hs256(_) => Alg::Hs256,
+            Verifier::Hs384(_) => Alg::Hs384,
+            Verifier::Hs512(_) => Alg::Hs512,
+            Verifier::Rs256(_) => Alg::Rs256,
+            Verifier::Rs384(_) => Alg::Rs384,
+            Verifier::Rs512(_) => Alg::Rs512,
+            Verifier::Ps256(_) => Alg::Ps256,
+            Verifier::Ps384(_) => Alg::Ps384,
+            Verifier::Ps512(_) => Alg::Ps512,
+            Verifier::Es256(_) => Alg::Es256,
+            Verifier::Es384(_) => Alg::Es384,
+            Verifier::EdDsa(_) => Alg::EdDsa,
+        }
+    }
+
+    /// jwt-simple checks the signature, then the claims against `options`.
+    pub(crate) fn verify(
+        &self,
+        token: &str,
+        options: VerificationOptions,
+    ) -> Result<JWTClaims<NoCustomClaims>, jwt_simple::Error> {
+        let options = Some(options);
+        match self {
+            Verifier::Hs256(k) => k.verify_token(token, options),
+            Verifier::Hs384(k) => k.verify_token(token, options),
+            Verifier::Hs512(k) => k.verify_token(token, options),
+            Verifier::Rs256(k) => k.verify_token(token, options),
+            Verifier::Rs384(k) => k.verify_token(token, options),
+            Verifier::Rs512(k) => k.verify_token(token, options),
+            Verifier::Ps256(k) => k.verify_token(token, options),
+            Verifier::Ps384(k) => k.verify_token(token, options),
+            Verifier::Ps512(k) => k.verify_token(token, options),
+            Verifier::Es256(k) => k.verify_token(token, options),
+            Verifier::Es384(k) => k.verify_token(token, options),
+            Verifier::EdDsa(k) => k.verify_token(token, options),
         }
     }
 }
 
-/// Compares an HMAC tag in time that depends on the lengths only.
-fn ct_eq(expected: &[u8], actual: &[u8]) -> bool {
-    expected.len() == actual.len()
-        && std::hint::black_box(
-            expected
-                .iter()
-                .zip(actual)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b)),
-        ) == 0
-}
-
-/// One usable JWK: its `kid`, the algorithms it may verify, and its public key.
+/// One usable JWK: its `kid` and a verifier per algorithm it may be used with.
 #[derive(Clone)]
 pub(crate) struct Key {
     kid: Option<String>,
     /// Human-readable type for `Debug` ("RSA", "EC P-256", ...).
     kind: &'static str,
-    algs: Vec<Alg>,
-    public: PublicKey,
+    verifiers: Vec<Verifier>,
 }
 
 impl Key {
@@ -204,15 +195,9 @@ impl Key {
         self.kid.as_deref()
     }
 
-    /// Whether this key may be used with `alg`.
-    pub(crate) fn accepts(&self, alg: Alg) -> bool {
-        self.algs.contains(&alg)
-    }
-
-    /// Checks a JWS signature over `input` (`header.payload`); false for an algorithm this
-    /// key may not be used with.
-    pub(crate) fn verify(&self, alg: Alg, input: &[u8], signature: &[u8]) -> bool {
-        self.accepts(alg) && self.public.verify(alg, input, signature)
+    /// The verifier for `alg`, if this key may be used with it.
+    pub(crate) fn verifier(&self, alg: Alg) -> Option<&Verifier> {
+        self.verifiers.iter().find(|v| v.alg() == alg)
     }
 }
 
@@ -264,7 +249,7 @@ impl fmt::Debug for KeySet {
 
 impl KeySet {
     /// Strict (inline config): any bad key, unsupported kty/crv, `use` other than "sig",
-    /// duplicate `kid` → Err. Empty `keys` → Err.
+    /// `key_ops` without "verify", duplicate `kid` → Err. Empty `keys` → Err.
     pub fn from_value(jwks: &Value) -> Result<KeySet, JwksError> {
         let entries = key_entries(jwks)?;
         if entries.is_empty() {
@@ -274,20 +259,19 @@ impl KeySet {
         for (i, jwk) in entries.iter().enumerate() {
             keys.push(parse_key(jwk, &format!("keys[{i}]"))?);
         }
-        check_unique_kids(&keys, |i| i)?;
+        check_unique_kids(&keys)?;
         Ok(KeySet { keys })
     }
 
     /// Lenient (remote fetch body): keys that cannot be used are skipped and reported in the
-    /// Vec, and so are symmetric (`oct`) keys, which a published JWKS must never hand out; Err
-    /// only if the body is not a JWK Set, has duplicate kids among its usable keys, or no
-    /// usable key remains.
+    /// Vec, and so are symmetric (`oct`) keys, which a published JWKS must never hand out.
+    /// Several keys may share a `kid` (a token naming it tries each, as Envoy's `jwt_authn`
+    /// does). Err only if the body is not a JWK Set or no usable key remains.
     pub fn from_remote(body: &[u8]) -> Result<(KeySet, Vec<JwksError>), JwksError> {
         let doc: Value = serde_json::from_slice(body)
             .map_err(|e| JwksError::new("", format!("not valid JSON: {e}")))?;
         let entries = key_entries(&doc)?;
         let mut keys = Vec::new();
-        let mut positions = Vec::new();
         let mut skipped = Vec::new();
         for (i, jwk) in entries.iter().enumerate() {
             let path = format!("keys[{i}]");
@@ -301,14 +285,10 @@ impl KeySet {
                 continue;
             }
             match parse_key(jwk, &path) {
-                Ok(key) => {
-                    keys.push(key);
-                    positions.push(i);
-                }
+                Ok(key) => keys.push(key),
                 Err(e) => skipped.push(e),
             }
         }
-        check_unique_kids(&keys, |i| positions.get(i).copied().unwrap_or(i))?;
         if keys.is_empty() {
             return Err(JwksError::new(
                 "keys",
@@ -343,18 +323,17 @@ fn key_entries(doc: &Value) -> Result<&Vec<Value>, JwksError> {
     }
 }
 
-/// `position` maps an index in `keys` back to the index in the document, for the error path.
-fn check_unique_kids(keys: &[Key], position: impl Fn(usize) -> usize) -> Result<(), JwksError> {
+/// An inline set names each key once: a duplicate `kid` is a configuration mistake.
+fn check_unique_kids(keys: &[Key]) -> Result<(), JwksError> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, key) in keys.iter().enumerate() {
         if let Some(kid) = key.kid() {
             if let Some(first) = seen.insert(kid, i) {
                 return Err(JwksError::new(
-                    format!("keys[{}].kid", position(i)),
+                    format!("keys[{i}].kid"),
                     format!(
-                        "duplicate kid \"{}\" (also keys[{}])",
-                        printable(kid, 64),
-                        position(first)
+                        "duplicate kid \"{}\" (also keys[{first}])",
+                        printable(kid, 64)
                     ),
                 ));
             }
@@ -363,7 +342,7 @@ fn check_unique_kids(keys: &[Key], position: impl Fn(usize) -> usize) -> Result<
     Ok(())
 }
 
-/// Decoded public key material of one JWK, before it is checked.
+/// Decoded public key material of one JWK, before jwt-simple objects are built.
 enum Material {
     Rsa {
         n: Vec<u8>,
@@ -398,26 +377,47 @@ impl Material {
         }
     }
 
-    /// The checked public key; None if the material is not a valid key of its type.
-    fn public_key(self) -> Option<PublicKey> {
-        Some(match self {
-            Material::Rsa { n, e } => PublicKey::Rsa(
-                rsa::RsaPublicKey::new(
-                    rsa::BigUint::from_bytes_be(&n),
-                    rsa::BigUint::from_bytes_be(&e),
-                )
-                .ok()?,
-            ),
-            Material::P256(point) => {
-                PublicKey::P256(p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).ok()?)
+    /// Whether the key is long enough for `alg`: an HMAC secret must be at least as long as
+    /// the hash output (RFC 7518 §3.2); other keys were checked when decoded.
+    fn strong_enough(&self, alg: Alg) -> bool {
+        match self {
+            Material::Oct(k) => k.len() >= alg.hmac_key_bytes(),
+            _ => true,
+        }
+    }
+
+    /// The jwt-simple key for `alg`, which must belong to `family()`.
+    fn verifier(&self, alg: Alg) -> Result<Verifier, jwt_simple::Error> {
+        Ok(match (self, alg) {
+            (Material::Rsa { n, e }, Alg::Rs256) => {
+                Verifier::Rs256(RS256PublicKey::from_components(n, e)?)
             }
-            Material::P384(point) => {
-                PublicKey::P384(p384::ecdsa::VerifyingKey::from_sec1_bytes(&point).ok()?)
+            (Material::Rsa { n, e }, Alg::Rs384) => {
+                Verifier::Rs384(RS384PublicKey::from_components(n, e)?)
             }
-            Material::Ed25519(x) => {
-                PublicKey::Ed25519(ed25519_compact::PublicKey::from_slice(&x).ok()?)
+            (Material::Rsa { n, e }, Alg::Rs512) => {
+                Verifier::Rs512(RS512PublicKey::from_components(n, e)?)
             }
-            Material::Oct(k) => PublicKey::Oct(k),
+            (Material::Rsa { n, e }, Alg::Ps256) => {
+                Verifier::Ps256(PS256PublicKey::from_components(n, e)?)
+            }
+            (Material::Rsa { n, e }, Alg::Ps384) => {
+                Verifier::Ps384(PS384PublicKey::from_components(n, e)?)
+            }
+            (Material::Rsa { n, e }, Alg::Ps512) => {
+                Verifier::Ps512(PS512PublicKey::from_components(n, e)?)
+            }
+            (Material::P256(point), Alg::Es256) => {
+                Verifier::Es256(ES256PublicKey::from_bytes(point)?)
+            }
+            (Material::P384(point), Alg::Es384) => {
+                Verifier::Es384(ES384PublicKey::from_bytes(point)?)
+            }
+            (Material::Ed25519(x), Alg::EdDsa) => Verifier::EdDsa(Ed25519PublicKey::from_bytes(x)?),
+            (Material::Oct(k), Alg::Hs256) => Verifier::Hs256(HS256Key::from_bytes(k)),
+            (Material::Oct(k), Alg::Hs384) => Verifier::Hs384(HS384Key::from_bytes(k)),
+            (Material::Oct(k), Alg::Hs512) => Verifier::Hs512(HS512Key::from_bytes(k)),
+            _ => return Err(jwt_simple::JWTError::AlgorithmMismatch.into()),
         })
     }
 }
@@ -439,6 +439,7 @@ fn parse_key(jwk: &Value, path: &str) -> Result<Key, JwksError> {
             ));
         }
     }
+    check_key_ops(obj, path)?;
     let kid = optional_str(obj, "kid", path)?.map(str::to_owned);
     let alg = match optional_str(obj, "alg", path)? {
         None => None,
@@ -456,30 +457,66 @@ fn parse_key(jwk: &Value, path: &str) -> Result<Key, JwksError> {
         ));
     }
     let material = parse_material(obj, kty, path)?;
+    let kind = material.kind();
     if let Some(alg) = alg {
         if !material.family().contains(&alg) {
             return Err(JwksError::new(
                 field("alg"),
-                format!("alg {alg} does not fit a {} key", material.kind()),
+                format!("alg {alg} does not fit a {kind} key"),
             ));
         }
+        if let Material::Oct(k) = &material {
+            if !material.strong_enough(alg) {
+                return Err(JwksError::new(
+                    field("k"),
+                    format!(
+                        "HMAC secret is {} bytes; {alg} needs at least {} (RFC 7518 §3.2)",
+                        k.len(),
+                        alg.hmac_key_bytes()
+                    ),
+                ));
+            }
+        }
     }
-    let algs = material
+    let verifiers = material
         .family()
         .iter()
         .copied()
-        .filter(|a| alg.is_none_or(|only| only == *a))
-        .collect();
-    let kind = material.kind();
-    let public = material
-        .public_key()
-        .ok_or_else(|| JwksError::new(path, format!("invalid {kind} public key")))?;
+        .filter(|a| alg.is_none_or(|only| only == *a) && material.strong_enough(*a))
+        .map(|a| material.verifier(a))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| JwksError::new(path, format!("invalid {kind} public key")))?;
     Ok(Key {
         kid,
         kind,
-        algs,
-        public,
+        verifiers,
     })
+}
+
+/// `key_ops` (RFC 7517 §4.3), when present, must allow "verify": a key for other operations
+/// is no signature verification key.
+fn check_key_ops(obj: &Map<String, Value>, path: &str) -> Result<(), JwksError> {
+    let Some(ops) = obj.get("key_ops") else {
+        return Ok(());
+    };
+    let path = format!("{path}.key_ops");
+    let Some(ops) = ops.as_array() else {
+        return Err(JwksError::new(path, "must be an array of strings"));
+    };
+    let mut verify = false;
+    for op in ops {
+        match op.as_str() {
+            Some(op) => verify |= op == "verify",
+            None => return Err(JwksError::new(path, "must be an array of strings")),
+        }
+    }
+    if !verify {
+        return Err(JwksError::new(
+            path,
+            "does not include \"verify\": the key may not verify signatures",
+        ));
+    }
+    Ok(())
 }
 
 fn parse_material(obj: &Map<String, Value>, kty: &str, path: &str) -> Result<Material, JwksError> {
@@ -541,7 +578,9 @@ fn parse_material(obj: &Map<String, Value>, kty: &str, path: &str) -> Result<Mat
                     ),
                 ));
             }
-            Ok(Material::Ed25519(sized_b64_field(obj, "x", path, 32)?))
+            let x = sized_b64_field(obj, "x", path, 32)?;
+            check_ed25519_point(&x).map_err(|why| JwksError::new(field("x"), why))?;
+            Ok(Material::Ed25519(x))
         }
         "oct" => {
             let k = b64_field(obj, "k", path)?;
@@ -563,6 +602,17 @@ fn parse_material(obj: &Map<String, Value>, kty: &str, path: &str) -> Result<Mat
                 printable(other, 32)
             ),
         )),
+    }
+}
+
+/// An Ed25519 public key must be the canonical encoding of a curve point of large order: a
+/// small-order key would let forged signatures verify in lax verifiers, and can never sign.
+fn check_ed25519_point(x: &[u8]) -> Result<(), &'static str> {
+    use ed25519_compact::{Error, PublicKey};
+    match PublicKey::from_slice(x).and_then(|key| key.validate()) {
+        Ok(()) => Ok(()),
+        Err(Error::WeakPublicKey) => Err("Ed25519 public key is a point of small order"),
+        Err(_) => Err("not an Ed25519 public key (no canonical curve point)"),
     }
 }
 
@@ -598,15 +648,22 @@ fn required_str<'a>(
         .ok_or_else(|| JwksError::new(format!("{path}.{name}"), "missing"))
 }
 
+/// A base64url JWK member (RFC 7518 §6): canonical, as ct-codecs decodes it; trailing `=`
+/// padding is tolerated, as some publishers add it.
 fn b64_field(obj: &Map<String, Value>, name: &str, path: &str) -> Result<Vec<u8>, JwksError> {
     let text = required_str(obj, name, path)?;
-    match base64url_decode(text, true) {
-        Some(bytes) if !bytes.is_empty() => Ok(bytes),
-        Some(_) => Err(JwksError::new(
+    let decoded = if text.ends_with('=') {
+        Base64UrlSafe::decode_to_vec(text, None)
+    } else {
+        Base64UrlSafeNoPadding::decode_to_vec(text, None)
+    };
+    match decoded {
+        Ok(bytes) if !bytes.is_empty() => Ok(bytes),
+        Ok(_) => Err(JwksError::new(
             format!("{path}.{name}"),
             "must not be empty",
         )),
-        None => Err(JwksError::new(
+        Err(_) => Err(JwksError::new(
             format!("{path}.{name}"),
             "not valid base64url",
         )),
@@ -627,43 +684,6 @@ fn sized_b64_field(
         ));
     }
     Ok(bytes)
-}
-
-/// Decodes base64url (RFC 4648 §5). Trailing `=` padding is accepted only when
-/// `allow_padding` (JWK fields); JWS compact parts never carry it.
-pub(crate) fn base64url_decode(text: &str, allow_padding: bool) -> Option<Vec<u8>> {
-    let data = if allow_padding {
-        let trimmed = text.trim_end_matches('=');
-        if text.len() - trimmed.len() > 2 {
-            return None;
-        }
-        trimmed
-    } else {
-        text
-    };
-    if data.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(data.len() / 4 * 3 + 2);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in data.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
 }
 
 /// `text` made safe for a log line: control characters dropped, at most `max` characters.

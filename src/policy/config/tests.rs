@@ -1,4 +1,5 @@
 use super::*;
+use crate::policy::identity::TokenTypes;
 use serde_json::{json, Value};
 #[cfg(target_family = "wasm")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -234,6 +235,78 @@ fn remote_jwks_needs_a_path_and_a_real_timeout() {
     assert_eq!(e.path, "providers.corp-idp.remote_jwks.path");
     let e = refused(|d| d["providers"]["corp-idp"]["remote_jwks"]["timeout_ms"] = json!(0));
     assert_eq!(e.path, "providers.corp-idp.remote_jwks.timeout_ms");
+}
+
+#[test]
+fn remote_keys_may_go_stale_after_max_stale_s() {
+    let config = parse(&contract_example()).unwrap();
+    // Default: an hour (refresh_s 300, timeout 5 s).
+    assert_eq!(config.remote_jwks[0].max_stale_s, 3600);
+    let mut doc = contract_example();
+    doc["providers"]["corp-idp"]["remote_jwks"]["refresh_s"] = json!(7200);
+    // Longer refreshes: two of them and a timeout.
+    assert_eq!(parse(&doc).unwrap().remote_jwks[0].max_stale_s, 14_405);
+    doc["providers"]["corp-idp"]["remote_jwks"]["max_stale_s"] = json!(86_400);
+    assert_eq!(parse(&doc).unwrap().remote_jwks[0].max_stale_s, 86_400);
+    // At least one refresh and its timeout (300 s + 5 s).
+    let mut doc = contract_example();
+    doc["providers"]["corp-idp"]["remote_jwks"]["max_stale_s"] = json!(305);
+    assert_eq!(parse(&doc).unwrap().remote_jwks[0].max_stale_s, 305);
+    let e = refused(|d| d["providers"]["corp-idp"]["remote_jwks"]["max_stale_s"] = json!(304));
+    assert_eq!(e.path, "providers.corp-idp.remote_jwks.max_stale_s");
+    assert!(
+        e.message
+            .contains("at least refresh_s plus the fetch timeout (305 s)"),
+        "{e}"
+    );
+    let e = refused(|d| d["providers"]["corp-idp"]["remote_jwks"]["max_stale_s"] = json!(-1));
+    assert_eq!(e.path, "providers.corp-idp.remote_jwks.max_stale_s");
+}
+
+#[test]
+fn token_types_default_to_none_jwt_and_at_jwt() {
+    let config = parse(&contract_example()).unwrap();
+    let types = &config.providers[0].token_types;
+    assert_eq!(*types, TokenTypes::default());
+    assert!(types.accepts(None) && types.accepts(Some("JWT")) && types.accepts(Some("at+jwt")));
+    assert!(!types.accepts(Some("logout+jwt")));
+    let mut doc = contract_example();
+    doc["providers"]["corp-idp"]["token_types"] = json!(["", "application/secevent+jwt"]);
+    let config = parse(&doc).unwrap();
+    let types = &config.providers[0].token_types;
+    assert!(types.accepts(None) && types.accepts(Some("secevent+jwt")));
+    assert!(!types.accepts(Some("JWT")));
+}
+
+#[test]
+fn bad_token_types_are_refused_with_their_path() {
+    let e = refused(|d| d["providers"]["corp-idp"]["token_types"] = json!(["JWT", "jose"]));
+    assert_eq!(e.path, "providers.corp-idp.token_types[1]");
+    let e = refused(|d| d["providers"]["corp-idp"]["token_types"] = json!([]));
+    assert_eq!(e.path, "providers.corp-idp.token_types");
+    let e = refused(|d| d["providers"]["corp-idp"]["token_types"] = json!(["jwt", "JWT"]));
+    assert_eq!(
+        e.to_string(),
+        "providers.corp-idp.token_types[1]: listed twice"
+    );
+    let e = refused(|d| d["providers"]["corp-idp"]["token_types"] = json!("JWT"));
+    assert_eq!(e.path, "providers.corp-idp.token_types");
+}
+
+#[test]
+fn inline_keys_must_be_signature_keys_long_enough_for_their_alg() {
+    let e = refused(|d| {
+        d["providers"]["corp-idp"]["jwks"]["keys"][0]["alg"] = json!("HS512");
+    });
+    assert_eq!(
+        e.to_string(),
+        "providers.corp-idp.jwks.keys[0].k: HMAC secret is 32 bytes; HS512 needs at least 64 \
+         (RFC 7518 §3.2)"
+    );
+    let e = refused(|d| {
+        d["providers"]["corp-idp"]["jwks"]["keys"][0]["key_ops"] = json!(["encrypt"]);
+    });
+    assert_eq!(e.path, "providers.corp-idp.jwks.keys[0].key_ops");
 }
 
 #[test]

@@ -3,7 +3,6 @@ use serde_json::{json, Value};
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
-use crate::policy::jwks::base64url_decode;
 use crate::policy::jwks::fixtures::*;
 use jwt_simple::prelude::RS256KeyPair;
 
@@ -18,6 +17,7 @@ fn provider(jwks: Vec<Value>) -> Provider {
         issuer: ISSUER.into(),
         audiences: Audiences::OneOf(vec![AUDIENCE.into()]),
         require_kid: false,
+        token_types: TokenTypes::default(),
         inline_keys: Some(keys(jwks)),
         remote: RemoteKeys::NotConfigured,
     }
@@ -160,7 +160,10 @@ fn hs256_signed_with_rsa_public_key_is_refused() {
         .public_key()
         .to_pem()
         .unwrap();
-    let n = base64url_decode(rsa["n"].as_str().unwrap(), false).unwrap();
+    let n = {
+        use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
+        Base64UrlSafeNoPadding::decode_to_vec(rsa["n"].as_str().unwrap(), None).unwrap()
+    };
     // The classic confusion: the RSA public key (as PEM, or as raw modulus) used as HMAC secret.
     for secret in [public_pem.as_bytes(), n.as_slice()] {
         let with_kid = forge_hs256(
@@ -432,6 +435,7 @@ fn remote_keys_are_used_once_loaded() {
         issuer: ISSUER.into(),
         audiences: Audiences::Any,
         require_kid: false,
+        token_types: TokenTypes::default(),
         inline_keys: None,
         remote: RemoteKeys::Pending,
     };
@@ -440,7 +444,8 @@ fn remote_keys_are_used_once_loaded() {
         "keys of provider corp not fetched yet"
     );
     let body = json!({"keys": [p256_jwk(Some("p256"))]}).to_string();
-    remote_only.remote = RemoteKeys::Loaded(KeySet::from_remote(body.as_bytes()).unwrap().0);
+    remote_only.remote =
+        RemoteKeys::loaded(KeySet::from_remote(body.as_bytes()).unwrap().0, NOW, 3600);
     assert!(check(&token, std::slice::from_ref(&remote_only)).is_ok());
     // Loaded keys answer "unknown key id" like inline ones.
     let other = mint("ES256", Some("nope"), &base_claims());
@@ -749,4 +754,352 @@ fn claim_paths_must_not_have_empty_segments() {
     for bad in ["", ".", "org.", ".id", "org..id"] {
         assert!(ClaimPath::parse(bad).is_none(), "{bad}");
     }
+}
+
+// === Second spellings and looser checks an outside review found (issue 18) ===
+
+/// `token` with the last character of its signature changed in the unused low bits only.
+fn respelled_signature(token: &str, low: usize) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let last = *token.as_bytes().last().unwrap();
+    let index = ALPHABET.iter().position(|c| *c == last).unwrap();
+    format!(
+        "{}{}",
+        &token[..token.len() - 1],
+        ALPHABET[index | low] as char
+    )
+}
+
+#[test]
+fn a_token_has_one_spelling_of_its_signature() {
+    let providers = [provider(all_keys())];
+    for (alg, kid, unused_bits) in [
+        ("ES256", "p256", 4),
+        ("RS256", "rsa", 4),
+        ("PS256", "rsa", 4),
+        ("EdDSA", "ed", 4),
+        ("HS512", "oct", 4),
+        ("HS256", "oct", 2),
+    ] {
+        let token = mint(alg, Some(kid), &base_claims());
+        assert!(check(&token, &providers).is_ok(), "{alg}");
+        for low in 1..1 << unused_bits {
+            assert_eq!(
+                refused(&respelled_signature(&token, low), &providers),
+                "malformed token signature",
+                "{alg}"
+            );
+        }
+    }
+}
+
+#[test]
+fn pss_signature_plus_the_modulus_is_refused() {
+    use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
+    let decode = |text: &str| Base64UrlSafeNoPadding::decode_to_vec(text, None).unwrap();
+    let providers = [provider(all_keys())];
+    let n = decode(rsa_jwk(RSA_A_PEM, None)["n"].as_str().unwrap());
+    let mut respelled = 0;
+    for i in 0..64 {
+        let token = mint(
+            "PS256",
+            Some("rsa"),
+            &claims_with(json!({"jti": format!("t{i}")})),
+        );
+        let (input, signature) = token.rsplit_once('.').unwrap();
+        let s = decode(signature);
+        // s + n, if it still fits the modulus length.
+        let mut sum = vec![0u8; s.len()];
+        let mut carry = 0u16;
+        for j in (0..s.len()).rev() {
+            let v = u16::from(s[j]) + u16::from(n[j]) + carry;
+            sum[j] = v as u8;
+            carry = v >> 8;
+        }
+        if carry != 0 {
+            continue;
+        }
+        respelled += 1;
+        let second = format!("{input}.{}", b64(&sum));
+        assert_eq!(
+            refused(&second, &providers),
+            "signature verification failed"
+        );
+    }
+    assert!(respelled > 0);
+}
+
+/// A token with raw header and payload JSON text (which may repeat members), HMAC-SHA256-signed
+/// with the fixture secret, so only the repeat can refuse it.
+fn signed_raw(header: &str, payload: &str) -> String {
+    let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+    let tag = hmac_sha256::HMAC::mac(input.as_bytes(), hmac_secret());
+    format!("{input}.{}", b64(&tag))
+}
+
+#[test]
+fn repeated_members_in_header_or_claims_are_refused() {
+    let providers = [provider(all_keys())];
+    let claims = |extra: &str| {
+        format!(
+            r#"{{"iss":"{ISSUER}","sub":"alice","iat":{NOW},"exp":{}{extra}}}"#,
+            NOW + 600
+        )
+    };
+    let header = r#"{"alg":"HS256","kid":"oct"}"#;
+    // The token as it should be: admitted.
+    let good = signed_raw(
+        header,
+        &claims(r#","aud":"genai-gateway","tenant_id":"acme""#),
+    );
+    assert_eq!(check(&good, &providers).unwrap().tenant, "acme");
+    for extra in [
+        r#","aud":"other","aud":"genai-gateway","tenant_id":"acme""#,
+        r#","aud":"genai-gateway","tenant_id":"globex","tenant_id":"acme""#,
+        r#","aud":"genai-gateway","tenant_id":"acme","exp":99999999999"#,
+        r#","aud":"genai-gateway","tenant_id":"acme","iss":"https://idp.example.com""#,
+    ] {
+        assert_eq!(
+            refused(&signed_raw(header, &claims(extra)), &providers),
+            "malformed token payload",
+            "{extra}"
+        );
+    }
+    for header in [
+        r#"{"alg":"HS256","kid":"oct","alg":"HS256"}"#,
+        r#"{"alg":"HS256","kid":"oct","kid":"oct"}"#,
+    ] {
+        let token = signed_raw(
+            header,
+            &claims(r#","aud":"genai-gateway","tenant_id":"acme""#),
+        );
+        assert_eq!(
+            refused(&token, &providers),
+            "malformed token header",
+            "{header}"
+        );
+    }
+    // A dotted tenant claim: a repeat inside the nested object is refused too.
+    let mut rules = rules();
+    rules.tenant_claim = ClaimPath::parse("org.id").unwrap();
+    let nested = signed_raw(
+        header,
+        &claims(r#","aud":"genai-gateway","org":{"id":"globex","id":"acme"}"#),
+    );
+    let rejection = verify(&nested, &providers, &rules, NOW).unwrap_err();
+    assert_eq!(rejection.detail, "malformed token payload");
+}
+
+#[test]
+fn short_hmac_keys_verify_only_the_hashes_their_length_allows() {
+    let secret = hmac_secret();
+    let short = json!({"kty": "oct", "kid": "oct", "k": b64(&secret[..32])});
+    let providers = [provider(vec![short])];
+    let with = |alg: &str| {
+        use jwt_simple::prelude::*;
+        let key = &secret[..32];
+        let claims: JWTClaims<serde_json::Map<String, Value>> = JWTClaims {
+            issued_at: None,
+            expires_at: None,
+            invalid_before: None,
+            issuer: None,
+            subject: None,
+            audiences: None,
+            jwt_id: None,
+            nonce: None,
+            custom: base_claims().as_object().unwrap().clone(),
+        };
+        match alg {
+            "HS256" => HS256Key::from_bytes(key).authenticate(claims),
+            "HS384" => HS384Key::from_bytes(key).authenticate(claims),
+            _ => HS512Key::from_bytes(key).authenticate(claims),
+        }
+        .unwrap()
+    };
+    assert!(check(&with("HS256"), &providers).is_ok());
+    assert_eq!(refused(&with("HS384"), &providers), "no key for alg HS384");
+    assert_eq!(refused(&with("HS512"), &providers), "no key for alg HS512");
+}
+
+fn remote_provider(set: KeySet, loaded_at: u64) -> Provider {
+    Provider {
+        name: "corp".into(),
+        issuer: ISSUER.into(),
+        audiences: Audiences::Any,
+        require_kid: false,
+        token_types: TokenTypes::default(),
+        inline_keys: None,
+        remote: RemoteKeys::loaded(set, loaded_at, 3600),
+    }
+}
+
+fn remote_set(jwks: Vec<Value>) -> KeySet {
+    let body = json!({ "keys": jwks }).to_string();
+    KeySet::from_remote(body.as_bytes()).unwrap().0
+}
+
+#[test]
+fn remote_keys_sharing_a_kid_are_each_tried() {
+    let set = remote_set(vec![
+        rsa_jwk(RSA_A_PEM, Some("k")),
+        rsa_jwk(RSA_B_PEM, Some("k")),
+    ]);
+    let providers = [remote_provider(set, NOW)];
+    for pem in [RSA_A_PEM, RSA_B_PEM] {
+        assert!(check(
+            &mint_with("RS256", pem, Some("k"), &base_claims()),
+            &providers
+        )
+        .is_ok());
+    }
+}
+
+#[test]
+fn remote_keys_past_max_stale_s_verify_nothing() {
+    let set = remote_set(vec![p256_jwk(Some("p256"))]);
+    let token = mint("ES256", Some("p256"), &base_claims());
+    // Fetched an hour ago: usable up to and including NOW.
+    let mut providers = [remote_provider(set, NOW - 3600)];
+    let verified = check(&token, &providers).unwrap();
+    // The identity is not reused past the moment the keys go stale.
+    assert_eq!(verified.expires_at, NOW);
+    let rejection = verify(&token, &providers, &rules(), NOW + 1).unwrap_err();
+    assert_eq!(
+        (rejection.reason, rejection.detail.as_str()),
+        (Reason::InvalidToken, "keys of provider corp are stale")
+    );
+    assert!(!providers[0].remote.is_stale(NOW));
+    assert!(providers[0].remote.is_stale(NOW + 1));
+    // A good fetch (of the same set) makes them usable again for max_stale_s.
+    providers[0].remote.refreshed(NOW + 1, 3600);
+    let verified = verify(&token, &providers, &rules(), NOW + 1).unwrap();
+    assert_eq!(verified.expires_at, NOW + 600 + 60);
+    // Inline keys of the provider keep working while its remote keys are stale.
+    providers[0].inline_keys = Some(keys(vec![oct_jwk(Some("oct"))]));
+    let later = NOW + 1 + 3601;
+    let hs = hs256(&claims_with(json!({"iat": later, "exp": later + 600})));
+    assert!(verify(&hs, &providers, &rules(), later).is_ok());
+    let es = mint(
+        "ES256",
+        Some("p256"),
+        &claims_with(json!({"iat": later, "exp": later + 600})),
+    );
+    assert_eq!(
+        verify(&es, &providers, &rules(), later).unwrap_err().detail,
+        "keys of provider corp are stale"
+    );
+    // Never-fetched keys are not stale: they are pending.
+    assert!(!RemoteKeys::Pending.is_stale(u64::MAX));
+}
+
+#[test]
+fn a_key_is_skipped_only_when_both_kids_are_present_and_differ() {
+    // An IdP whose JWKS omits kid: tokens that carry one still verify (as with Envoy).
+    let kidless = [provider(vec![rsa_jwk(RSA_A_PEM, None), p256_jwk(None)])];
+    assert!(check(&mint("RS256", Some("whatever"), &base_claims()), &kidless).is_ok());
+    assert!(check(&mint("ES256", Some("k9"), &base_claims()), &kidless).is_ok());
+    assert!(check(&mint("ES256", None, &base_claims()), &kidless).is_ok());
+    // A key with another kid is skipped; a kid-less one beside it is tried.
+    let mixed = [provider(vec![
+        rsa_jwk(RSA_A_PEM, Some("a")),
+        rsa_jwk(RSA_B_PEM, None),
+    ])];
+    let by_b = mint_with("RS256", RSA_B_PEM, Some("x"), &base_claims());
+    assert!(check(&by_b, &mixed).is_ok());
+    let by_a = mint_with("RS256", RSA_A_PEM, Some("x"), &base_claims());
+    assert_eq!(refused(&by_a, &mixed), "signature verification failed");
+    // Keys that all have other kids: unknown key id, as before.
+    let named = [provider(vec![rsa_jwk(RSA_A_PEM, Some("a"))])];
+    assert_eq!(refused(&by_a, &named), "unknown key id");
+    // require_kid still asks the token for a kid, whatever the keys carry.
+    let mut strict = provider(vec![rsa_jwk(RSA_A_PEM, None)]);
+    strict.require_kid = true;
+    let strict = [strict];
+    assert!(check(&mint("RS256", Some("any"), &base_claims()), &strict).is_ok());
+    assert_eq!(
+        refused(&mint("RS256", None, &base_claims()), &strict),
+        "provider corp requires a kid in the token header"
+    );
+}
+
+#[test]
+fn only_the_providers_token_types_are_accepted() {
+    let providers = [provider(all_keys())];
+    let secret = hmac_secret();
+    let with_typ = |typ: Value| {
+        forge_hs256(
+            &json!({"alg": "HS256", "kid": "oct", "typ": typ}),
+            &base_claims(),
+            &secret,
+        )
+    };
+    // Default: no typ, JWT and at+jwt (RFC 9068), without case, `application/` optional.
+    for typ in [
+        json!(null),
+        json!("JWT"),
+        json!("jwt"),
+        json!("at+jwt"),
+        json!("AT+JWT"),
+        json!("application/at+jwt"),
+        json!("application/JWT"),
+    ] {
+        assert!(check(&with_typ(typ.clone()), &providers).is_ok(), "{typ}");
+    }
+    assert!(check(&hs256(&base_claims()), &providers).is_ok());
+    let untyped = forge_hs256(
+        &json!({"alg": "HS256", "kid": "oct"}),
+        &base_claims(),
+        &secret,
+    );
+    assert!(check(&untyped, &providers).is_ok());
+    for typ in [
+        "logout+jwt",
+        "secevent+jwt",
+        "application/logout+jwt",
+        "dpop+jwt",
+        "JOSE",
+        "JWE",
+        "",
+        "application/",
+        "jwt ",
+    ] {
+        assert_eq!(
+            refused(&with_typ(json!(typ)), &providers),
+            "token typ not accepted",
+            "{typ}"
+        );
+    }
+    // A provider's own list: here tokens must declare at+jwt.
+    let mut strict = provider(all_keys());
+    strict.token_types = TokenTypes::from_list(&["at+jwt".to_owned()]).unwrap();
+    let strict = [strict];
+    assert!(check(&with_typ(json!("application/at+jwt")), &strict).is_ok());
+    assert_eq!(refused(&untyped, &strict), "token typ not accepted");
+    assert_eq!(
+        refused(&with_typ(json!("JWT")), &strict),
+        "token typ not accepted"
+    );
+}
+
+#[test]
+fn token_type_lists_name_jwt_types_only() {
+    let list = |items: &[&str]| {
+        TokenTypes::from_list(&items.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    };
+    let only_none = list(&[""]).unwrap();
+    assert!(only_none.accepts(None));
+    assert!(!only_none.accepts(Some("JWT")));
+    assert!(!only_none.accepts(Some("")));
+    let types = list(&["Application/Logout+JWT", "JWT"]).unwrap();
+    assert!(types.accepts(Some("logout+jwt")));
+    assert!(types.accepts(Some("application/jwt")));
+    assert!(!types.accepts(None));
+    assert_eq!(list(&[]).unwrap_err().0, None);
+    assert_eq!(list(&["JWT", "jose"]).unwrap_err().0, Some(1));
+    assert_eq!(
+        list(&["jwt", "application/JWT"]).unwrap_err(),
+        (Some(1), "listed twice")
+    );
+    assert_eq!(list(&["a\n+jwt"]).unwrap_err().0, Some(0));
+    assert_eq!(TokenTypes::default(), list(&["", "JWT", "at+jwt"]).unwrap());
 }

@@ -288,6 +288,20 @@ fn the_struct_form_loads_the_same_policy_as_the_json_form() {
 }
 
 #[test]
+fn token_types_name_no_typ_with_the_empty_string_in_both_forms() {
+    let mut doc = example();
+    doc["providers"]["corp-idp"]["token_types"] = json!(["", "at+jwt"]);
+    let from_struct = Config::parse(&encode(&doc)).unwrap_or_else(|e| panic!("{e}"));
+    let from_json = Config::parse(doc.to_string().as_bytes()).unwrap();
+    for config in [from_struct, from_json] {
+        let types = &config.providers[0].token_types;
+        assert!(types.accepts(None));
+        assert!(types.accepts(Some("application/at+jwt")));
+        assert!(!types.accepts(Some("JWT")));
+    }
+}
+
+#[test]
 fn struct_errors_name_the_field_path() {
     let mut doc = example();
     doc["tenants"]["acme"]["plan"] = json!("gold");
