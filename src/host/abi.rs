@@ -347,6 +347,13 @@ pub fn define_counter(name: &str) -> Result<u32, HostError> {
     check(unsafe { proxy_define_metric(0, name.as_ptr(), name.len(), &mut id) }).map(|()| id)
 }
 
+/// Defines a gauge; its id. [`increment_counter`] moves it (up or down).
+pub fn define_gauge(name: &str) -> Result<u32, HostError> {
+    let mut id = 0;
+    // SAFETY: the pointers are valid for the call. Metric type 1 is a gauge.
+    check(unsafe { proxy_define_metric(1, name.as_ptr(), name.len(), &mut id) }).map(|()| id)
+}
+
 pub fn increment_counter(id: u32, by: i64) -> Result<(), HostError> {
     // SAFETY: no pointers.
     check(unsafe { proxy_increment_metric(id, by) })

@@ -165,6 +165,9 @@ struct Refresh {
     in_flight: bool,
     /// SHA-256 of the last key set loaded, to tell a rotation from a plain refresh.
     loaded: Option<[u8; 32]>,
+    /// This worker counts among those holding stale keys of the provider (see
+    /// [`Root::watch_staleness`]).
+    stale: bool,
 }
 
 #[derive(Default)]
@@ -188,6 +191,11 @@ pub struct Root {
 }
 
 impl Context for Root {
+    fn on_done(&mut self) -> bool {
+        self.release_staleness();
+        true
+    }
+
     fn on_grpc_call_response(&mut self, token: u32, status_code: u32, _size: usize) {
         if self.cluster_probe == Some(token) {
             self.cluster_probe = None;
@@ -347,6 +355,62 @@ impl Root {
             worker.learn_header_mode(HeaderMode::Forwarded);
         }
         let _ = abi::set_effective_context(self.id);
+    }
+
+    /// Finds which providers' remote keys went stale (no good fetch for `max_stale_s`; the
+    /// core then refuses tokens that need them) or fresh again on this worker, and says so:
+    /// one log line per provider for the whole process (by the first VM to find them stale,
+    /// the last to see them fresh), and the gauge `provider.<p>.jwks_stale` counting the VMs
+    /// (workers' and the main thread's) that hold stale keys.
+    fn watch_staleness(&mut self, now: u64) {
+        let Some(worker) = &self.worker else {
+            return;
+        };
+        let mut worker = worker.borrow_mut();
+        let Worker { config, stats, .. } = &mut *worker;
+        for (remote, refresh) in config.remote_jwks.iter().zip(self.refresh.iter_mut()) {
+            let Some(provider) = config.providers.get(remote.provider) else {
+                continue;
+            };
+            let stale = provider.remote.is_stale(now);
+            if stale == refresh.stale {
+                continue;
+            }
+            refresh.stale = stale;
+            let name = provider.name.as_str();
+            stats.jwks_stale(name, if stale { 1 } else { -1 });
+            match (stale, shared::stale_key_holders(name, stale)) {
+                (true, Some(0)) => log::warn!(
+                    "tenant-guard: keys of provider {name} are stale: no good fetch from cluster \
+                     {} for max_stale_s {} s; tokens that need its remote keys are refused until \
+                     a fetch succeeds",
+                    remote.cluster,
+                    remote.max_stale_s
+                ),
+                (false, Some(1)) => log::info!(
+                    "tenant-guard: provider {name}: remote keys fresh again; their tokens are \
+                     accepted"
+                ),
+                _ => {}
+            }
+        }
+    }
+
+    /// This worker leaves the holders of stale keys (its configuration is replaced or ends).
+    fn release_staleness(&mut self) {
+        let Some(worker) = &self.worker else {
+            return;
+        };
+        let mut worker = worker.borrow_mut();
+        let Worker { config, stats, .. } = &mut *worker;
+        for (remote, refresh) in config.remote_jwks.iter().zip(self.refresh.iter_mut()) {
+            if std::mem::take(&mut refresh.stale) {
+                if let Some(provider) = config.providers.get(remote.provider) {
+                    stats.jwks_stale(&provider.name, -1);
+                    let _ = shared::stale_key_holders(&provider.name, false);
+                }
+            }
+        }
     }
 
     /// On the first tick: can the rate-limit service's cluster be called at all? A missing or
@@ -536,6 +600,7 @@ impl RootContext for Root {
                 return false;
             }
         };
+        self.release_staleness();
         self.refresh = vec![Refresh::default(); config.remote_jwks.len()];
         self.pending.clear();
         // Callouts are started from ticks, never from on_configure: remote JWKS refreshes
@@ -650,6 +715,7 @@ impl RootContext for Root {
             }
         }
         drop(worker);
+        self.watch_staleness(now);
         // Last: it acts on streams' behalf and comes back to this context.
         self.watch_probes();
     }

@@ -74,6 +74,26 @@ pub fn first_to_say(topic: &str) -> bool {
     .is_ok()
 }
 
+/// Counts the filter's VMs in this process (each worker's, the main thread's) whose remote keys
+/// of `provider` are stale: this one joins them (`stale`) or leaves; the count before. So the
+/// first to find the keys stale and the last to see them fresh again say so once for the whole
+/// process.
+pub fn stale_key_holders(provider: &str, stale: bool) -> Option<u64> {
+    update(&format!("tenant-guard/jwks-stale/{provider}"), |value| {
+        let before: u64 = std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let after = if stale {
+            before.saturating_add(1)
+        } else {
+            before.saturating_sub(1)
+        };
+        Ok::<_, ()>((after.to_string().into_bytes(), before))
+    })
+    .ok()
+}
+
 /// This worker's way into the tenants' counters.
 pub struct QuotaStore {
     slots: usize,

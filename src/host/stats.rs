@@ -9,6 +9,9 @@
 //! `.tokens` (units the service granted to this Envoy's leases)
 //! `tenant_guard.tenant.<tenant>.requests_denied.reason.<reason>`
 //! `tenant_guard.tenant.<tenant>.input_tokens` / `output_tokens` / `cost_micro_usd`
+//! `tenant_guard.provider.<provider>.jwks_stale`: a gauge, the filter's VMs (one per worker and
+//! one on Envoy's main thread, each fetching) whose remote keys of that provider are stale (no
+//! good fetch for `remote_jwks.max_stale_s`; 0 when all is well)
 //!
 //! Only the first `stats.max_tenant_series` configured tenants (in sorted order) get series of
 //! their own; all others (and tenants admitted by `default_tenant`) count as `_other`, requests
@@ -27,6 +30,8 @@ pub struct Stats {
     tenants: HashMap<String, HashMap<String, u32>>,
     /// Metric ids of the gateway's own counters, by metric.
     gateway: HashMap<String, u32>,
+    /// Metric ids of the gateway's gauges, by metric.
+    gauges: HashMap<String, u32>,
 }
 
 impl Stats {
@@ -38,6 +43,7 @@ impl Stats {
                 .collect(),
             tenants: HashMap::new(),
             gateway: HashMap::new(),
+            gauges: HashMap::new(),
         }
     }
 
@@ -98,6 +104,23 @@ impl Stats {
             }
         };
         increment(id, value);
+    }
+
+    /// Moves the gauge `tenant_guard.provider.<provider>.jwks_stale` by `by` (`.` in the
+    /// provider's name becomes `_`).
+    pub fn jwks_stale(&mut self, provider: &str, by: i64) {
+        let metric = format!("provider.{}.jwks_stale", provider.replace('.', "_"));
+        let id = match self.gauges.get(&metric) {
+            Some(id) => *id,
+            None => {
+                let Ok(id) = abi::define_gauge(&format!("tenant_guard.{metric}")) else {
+                    return;
+                };
+                self.gauges.insert(metric, id);
+                id
+            }
+        };
+        let _ = abi::increment_counter(id, by);
     }
 }
 
