@@ -168,9 +168,55 @@ def tamper_payload(token: str, payload: dict) -> str:
     return f"{header}.{b64url_json(payload)}.{signature}"
 
 
+def decoded_header(token: str) -> dict:
+    header = token.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+
+
 def with_header(token: str, **changes) -> str:
     """Rewrite fields of the JOSE header (keeping payload and signature)."""
     header, payload, signature = token.split(".")
-    decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    decoded = decoded_header(token)
     decoded.update(changes)
     return f"{b64url_json(decoded)}.{payload}.{signature}"
+
+
+# === Second spellings and odd JOSE texts (what a careless or hostile client may send) ===
+
+B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def respellings(part: str) -> list:
+    """The other spellings of a base64url ``part``: its last character with the same data bits
+    and other values in the unused low bits (2 or 4 of them; none when the length is a multiple
+    of 4). Lax decoders read every one as the same bytes."""
+    unused = {2: 4, 3: 2}.get(len(part) % 4, 0)
+    index = B64URL_ALPHABET.index(part[-1])
+    return [part[:-1] + B64URL_ALPHABET[index | low] for low in range(1, 1 << unused)]
+
+
+def signature_respellings(token: str) -> list:
+    """``token`` with each other spelling of its signature."""
+    head, _, signature = token.rpartition(".")
+    return [f"{head}.{variant}" for variant in respellings(signature)]
+
+
+def sign_raw(key: Key, header_json: str, payload_json: str, alg: str = None) -> str:
+    """A JWS over exactly these header and payload texts (which may repeat members), signed
+    with ``key`` by PyJWT's algorithm for ``alg``."""
+    algorithm = jwt.algorithms.get_default_algorithms()[alg or key.default_alg]
+    signing_input = f"{b64url(header_json.encode())}.{b64url(payload_json.encode())}"
+    signature = algorithm.sign(signing_input.encode(), algorithm.prepare_key(key.private))
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def rsa_signature_plus_modulus(token: str, rsa: Key):
+    """``token`` with its RSA signature value s replaced by s + n, the same number modulo n,
+    when that still fits the modulus length; None otherwise (s is then too close to n)."""
+    head, _, signature = token.rpartition(".")
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    n = rsa.private.public_key().public_numbers().n
+    bigger = int.from_bytes(raw, "big") + n
+    if bigger.bit_length() > 8 * len(raw):
+        return None
+    return f"{head}.{b64url(bigger.to_bytes(len(raw), 'big'))}"
