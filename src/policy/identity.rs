@@ -4,8 +4,8 @@
 //! repeated JSON member, a known `alg`, NumericDates in range), then the unverified `iss` to
 //! pick the providers, the provider's accepted `typ`s, key selection by `kid` and by the key
 //! type's algorithm family; then jwt-simple checks the signature and `exp`/`nbf`/`iat`/`iss`/
-//! `aud` at the caller's `now`. Claims are only read from the payload once a key has verified
-//! its signature.
+//! `aud` at the caller's `now`. Apart from `iss` (which picks the providers) and the range of
+//! the NumericDates, claims are only read once a key has verified the signature.
 
 use std::collections::HashSet;
 
