@@ -58,7 +58,9 @@ GET_PATH = "/v1/models"
 CHAT_PATH = "/v1/chat/completions"
 STREAM_PATH = "/v2/chat/completions"
 
-MISS_ALGS = ("RS256", "PS256", "ES256", "ES384", "EdDSA", "HS256")
+# Every algorithm the filter verifies.
+MISS_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+             "HS256", "HS384", "HS512")
 MISS_TOKENS = 2000  # more than the token cache's 1024 entries: cycling them misses every time
 
 
@@ -523,8 +525,8 @@ def finish(results, invalid, out):
 
 def cache_miss_runs(ring, setups, args, invalid):
     """A new token for every request: the signature check on every request, per algorithm."""
-    keys_by_alg = {"RS256": ring.corp_rsa, "PS256": ring.corp_rsa, "ES256": ring.corp_ec256,
-                   "ES384": ring.corp_ec384, "EdDSA": ring.corp_ed, "HS256": ring.corp_hs}
+    keys_by_alg = {alg: key for key in (ring.corp_rsa, ring.corp_ec256, ring.corp_ec384,
+                                         ring.corp_ed, ring.corp_hs) for alg in key.algs}
     now = int(time.time())
     workload = Workload("miss", "h1", "GET", GET_PATH)
     duration = max(1, round(args.miss_duration))
