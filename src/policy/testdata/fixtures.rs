@@ -104,17 +104,9 @@ pub fn base_claims() -> Value {
     })
 }
 
-/// Signs `payload` (serialized exactly as given) with the test key for `alg`, RSA key A for
-/// RS*/PS*. The header carries `kid` when given.
-pub fn mint(alg: &str, kid: Option<&str>, payload: &Value) -> String {
-    mint_with(alg, RSA_A_PEM, kid, payload)
-}
-
-/// Like `mint`, with the RSA key given as PEM (ignored by non-RSA algorithms).
-pub fn mint_with(alg: &str, rsa_pem: &str, kid: Option<&str>, payload: &Value) -> String {
-    // Every claim goes into `custom`, so the payload JSON is exactly `payload`.
-    let custom: Map<String, Value> = payload.as_object().unwrap().clone();
-    let claims = JWTClaims {
+/// jwt-simple claims whose JSON is exactly `payload`: every claim goes into `custom`.
+pub fn exact_claims(payload: &Value) -> JWTClaims<Map<String, Value>> {
+    JWTClaims {
         issued_at: None,
         expires_at: None,
         invalid_before: None,
@@ -123,8 +115,19 @@ pub fn mint_with(alg: &str, rsa_pem: &str, kid: Option<&str>, payload: &Value) -
         audiences: None,
         jwt_id: None,
         nonce: None,
-        custom,
-    };
+        custom: payload.as_object().unwrap().clone(),
+    }
+}
+
+/// Signs `payload` (serialized exactly as given) with the test key for `alg`, RSA key A for
+/// RS*/PS*. The header carries `kid` when given.
+pub fn mint(alg: &str, kid: Option<&str>, payload: &Value) -> String {
+    mint_with(alg, RSA_A_PEM, kid, payload)
+}
+
+/// Like `mint`, with the RSA key given as PEM (ignored by non-RSA algorithms).
+pub fn mint_with(alg: &str, rsa_pem: &str, kid: Option<&str>, payload: &Value) -> String {
+    let claims = exact_claims(payload);
     macro_rules! sign {
         ($key:expr, $method:ident) => {{
             let key = $key;
@@ -172,4 +175,46 @@ pub fn forge_hs256(header: &Value, payload: &Value, key: &[u8]) -> String {
     );
     let tag = hmac_sha256::HMAC::mac(input.as_bytes(), key);
     format!("{input}.{}", b64(&tag))
+}
+
+/// Every other spelling of the base64url `part`: its last character with the same data bits and
+/// other values in the unused low bits (none when the length is a multiple of 4). A lax decoder
+/// reads each as the same bytes.
+pub fn respellings(part: &str) -> Vec<String> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let unused_bits = match part.len() % 4 {
+        2 => 4,
+        3 => 2,
+        _ => 0,
+    };
+    let (head, last) = part.split_at(part.len() - 1);
+    let index = ALPHABET
+        .iter()
+        .position(|c| *c == last.as_bytes()[0])
+        .unwrap();
+    (1..1 << unused_bits)
+        .map(|low| format!("{head}{}", ALPHABET[index | low] as char))
+        .collect()
+}
+
+/// `token` with each other spelling of its signature.
+pub fn signature_respellings(token: &str) -> Vec<String> {
+    let (input, signature) = token.rsplit_once('.').unwrap();
+    respellings(signature)
+        .into_iter()
+        .map(|variant| format!("{input}.{variant}"))
+        .collect()
+}
+
+/// `s + n` for big-endian numbers of the same length (an RSA signature value plus the
+/// modulus); None if the sum needs another byte.
+pub fn plus_modulus(s: &[u8], n: &[u8]) -> Option<Vec<u8>> {
+    let mut sum = vec![0u8; s.len()];
+    let mut carry = 0u16;
+    for i in (0..s.len()).rev() {
+        let digit = u16::from(s[i]) + u16::from(n[i]) + carry;
+        sum[i] = digit as u8;
+        carry = digit >> 8;
+    }
+    (carry == 0).then_some(sum)
 }

@@ -53,25 +53,6 @@ fn bad_base64_in_any_part_is_refused() {
     }
 }
 
-/// Every other spelling of `part`'s last character: the same 6-bit value in the bits that
-/// carry data, other values in the unused low bits (none when the length is a multiple of 4).
-fn respellings(part: &str) -> Vec<String> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let unused_bits = match part.len() % 4 {
-        2 => 4,
-        3 => 2,
-        _ => 0,
-    };
-    let (head, last) = part.split_at(part.len() - 1);
-    let index = ALPHABET
-        .iter()
-        .position(|c| *c == last.as_bytes()[0])
-        .unwrap();
-    (1..1 << unused_bits)
-        .map(|low| format!("{head}{}", ALPHABET[index | low] as char))
-        .collect()
-}
-
 #[test]
 fn non_canonical_base64url_is_refused_in_every_part() {
     // Signatures: 16 spellings of 256-byte (RSA-2048), 64-byte (ES256, EdDSA, HS512) values,
@@ -86,15 +67,10 @@ fn non_canonical_base64url_is_refused_in_every_part() {
     ] {
         let token = mint(alg, None, &base_claims());
         assert!(Token::parse(&token).is_ok(), "{alg}");
-        let (input, signature) = token.rsplit_once('.').unwrap();
-        let variants = respellings(signature);
+        let variants = signature_respellings(&token);
         assert_eq!(variants.len(), others, "{alg}");
         for variant in variants {
-            assert_eq!(
-                parse_err(&format!("{input}.{variant}")),
-                "malformed token signature",
-                "{alg}"
-            );
+            assert_eq!(parse_err(&variant), "malformed token signature", "{alg}");
         }
     }
     // Header and payload: padded until their encodings have unused bits.
