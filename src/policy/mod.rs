@@ -19,6 +19,7 @@ pub mod metering;
 pub mod namespace;
 pub mod output_cap;
 pub mod protobuf;
+pub mod provider_api;
 pub mod quota;
 pub mod ratelimit;
 pub mod record;
