@@ -35,6 +35,14 @@ impl fmt::Display for ConfigError {
     }
 }
 
+impl ConfigError {
+    /// The line the filter logs when Envoy hands it this configuration (and that
+    /// `tenant-guard check` prints): operators search their logs for it.
+    pub fn log_line(&self) -> String {
+        format!("tenant-guard: invalid configuration: {self}")
+    }
+}
+
 fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError {
         path: path.into(),
