@@ -253,3 +253,36 @@ def test_check_refuses_documents_that_are_no_policy(tmp_path, case):
 
 def test_the_schema_is_a_draft_7_schema():
     jsonschema.Draft7Validator.check_schema(SCHEMA)
+
+
+# === The Istio and Envoy Gateway examples name schemas for editors ===
+
+MANIFEST_SCHEMAS = {"envoy/istio/wasmplugin.yaml": "istio-wasmplugin.schema.json",
+                    "envoy/envoy-gateway/extension-policy.yaml":
+                        "envoy-gateway-extension-policy.schema.json"}
+
+
+def manifest_errors(schema_name: str, manifest: dict) -> list:
+    """Errors of a manifest against its schema, which refers to policy.schema.json beside it
+    (as the YAML language server resolves it)."""
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT7
+
+    registry = Registry().with_resource("policy.schema.json",
+                                        Resource(contents=SCHEMA, specification=DRAFT7))
+    schema = json.loads((ps.SCHEMA_PATH.parent / schema_name).read_text())
+    validator = jsonschema.Draft7Validator(schema, registry=registry)
+    return [e.message for e in validator.iter_errors(manifest)]
+
+
+@pytest.mark.parametrize("example", list(MANIFEST_SCHEMAS))
+def test_the_mesh_examples_name_a_schema_that_checks_their_policy(example):
+    text = (REPO / example).read_text()
+    schema_name = MANIFEST_SCHEMAS[example]
+    assert f"# yaml-language-server: $schema=../../schema/{schema_name}\n" in text
+    manifest = yaml.safe_load(text)
+    assert manifest_errors(schema_name, manifest) == []
+    policy = manifest["spec"]["pluginConfig"] if "pluginConfig" in manifest["spec"] \
+        else manifest["spec"]["wasm"][0]["config"]
+    policy["tennants"] = {}
+    assert manifest_errors(schema_name, manifest) != []
