@@ -257,7 +257,7 @@ def test_sequential_requests_cross_the_token_limit_by_one(cluster, upstream):
     hits_addend of 0 as 1) and each debit 100, so nine requests leave the counter at 909, the
     tenth is admitted and its refused debit is sent again as rounds of pieces until the counter
     is full; every later request is refused. (How many pass when requests do not wait for the
-    debit depends on the round trips to the service: README, "Global quotas".)"""
+    debit depends on the round trips to the service: docs/global-quotas.md.)"""
     service, token = cluster.service, cluster.token("sequential-co")
     usage = answer("openai-json", in_=60, out=40)
     results = []

@@ -1,6 +1,6 @@
 """Quota and records hold whatever order a stream's body, response and disconnect come in
 (issue: no request can leak quota or lose its record). Every request is settled once by the
-charging rule (README, "Quotas"): answered with usage → the usage, even before the request
+charging rule (docs/quotas.md): answered with usage → the usage, even before the request
 body ended; answered >= 400 without usage → nothing; answered 2xx without usage → the
 reservation; never answered → nothing. After each, `x-ratelimit-remaining-tokens` of the
 tenant's next request shows exactly that, and the access log has one line per request.

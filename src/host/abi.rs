@@ -6,7 +6,7 @@
 //! panic kills the worker's VM for all its traffic. These declare the same ABI imports with a
 //! plain `u32` status (the SDK's `Status` enum would be undefined behaviour for a code it does
 //! not list) and return `Err(code)` instead. What still goes through the SDK, and why, is listed
-//! in the README ("What can still trap").
+//! in docs/security.md ("What can still trap").
 
 use std::ptr::{null, null_mut};
 

@@ -244,7 +244,7 @@ impl RootContext for Root {
         let config = match Config::parse(&document) {
             Ok(config) => config,
             Err(e) => {
-                log::error!("tenant-guard: invalid configuration: {e}");
+                log::error!("{}", e.log_line());
                 return false;
             }
         };

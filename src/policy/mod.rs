@@ -22,6 +22,7 @@ pub mod namespace;
 pub mod output_cap;
 pub mod plan;
 pub mod protobuf;
+pub mod provider_api;
 pub mod quota;
 pub mod ratelimit;
 pub mod record;

@@ -605,3 +605,12 @@ fn an_unknown_field_with_an_empty_name_is_refused_with_a_path() {
         assert!(e.message.contains("unknown field ``"), "{e}");
     }
 }
+
+#[test]
+fn the_log_line_names_the_field_and_the_problem() {
+    let e = refused(|doc| doc["tenants"]["acme"]["plan"] = json!("gold"));
+    assert_eq!(
+        e.log_line(),
+        "tenant-guard: invalid configuration: tenants.acme.plan: unknown plan \"gold\""
+    );
+}
