@@ -1,0 +1,86 @@
+use super::*;
+use crate::policy::usage::tests::{
+    find, usage, Lcg, ANTHROPIC, OPENAI_CHAT, OPENAI_CHAT_STREAM, OPENAI_COMPLETIONS,
+    OPENAI_EMBEDDINGS, OPENAI_RESPONSES,
+};
+use crate::policy::usage::{from_json, JsonUsage};
+#[cfg(target_family = "wasm")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+#[test]
+fn json_without_usage_or_with_null_usage_yields_none() {
+    assert_eq!(from_json(br#"{"model":"gpt-4o","usage":null}"#), None);
+    assert_eq!(from_json(br#"{"model":"gpt-4o","usage":{}}"#), None);
+    let error =
+        br#"{"error":{"message":"Rate limit","type":"requests","code":"rate_limit_exceeded"}}"#;
+    assert_eq!(from_json(error), None);
+    let anthropic_error =
+        br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+    assert_eq!(from_json(anthropic_error), None);
+}
+
+#[test]
+fn invalid_or_truncated_json_yields_none() {
+    assert_eq!(from_json(b""), None);
+    assert_eq!(from_json(b"not json"), None);
+    assert_eq!(from_json(&OPENAI_CHAT[..OPENAI_CHAT.len() - 3]), None);
+    assert_eq!(from_json(&[OPENAI_CHAT, b"x"].concat()), None);
+    assert_eq!(from_json(OPENAI_CHAT_STREAM), None);
+}
+
+#[test]
+fn json_bodies_read_incrementally_match_the_buffered_reading() {
+    let mut rng = Lcg(7);
+    for body in [
+        OPENAI_CHAT,
+        OPENAI_COMPLETIONS,
+        OPENAI_RESPONSES,
+        OPENAI_EMBEDDINGS,
+        ANTHROPIC,
+    ] {
+        let expected = from_json(body);
+        assert!(expected.is_some());
+        for round in 0..100 {
+            let mut reader = JsonUsage::new();
+            let mut rest = body;
+            while !rest.is_empty() {
+                let size = if round == 0 {
+                    1
+                } else {
+                    1 + rng.below(40) as usize
+                };
+                let (chunk, tail) = rest.split_at(size.min(rest.len()));
+                reader.feed(chunk);
+                rest = tail;
+            }
+            let got = reader
+                .usage()
+                .map(|u| (u, reader.model().map(str::to_owned)));
+            assert_eq!(got, expected);
+        }
+    }
+}
+
+#[test]
+fn incremental_json_reader_keeps_usage_of_a_body_cut_short() {
+    let end = find(ANTHROPIC, b"\n    \"service_tier\"");
+    let mut reader = JsonUsage::new();
+    reader.feed(&ANTHROPIC[..end]);
+    assert_eq!(reader.usage(), None);
+    let end = find(ANTHROPIC, b"\n  }\n}");
+    let mut reader = JsonUsage::new();
+    reader.feed(&ANTHROPIC[..end + 4]);
+    let expected = Usage {
+        cache_write_tokens: 188,
+        ..usage(1709, 393, 1500)
+    };
+    assert_eq!(reader.usage(), Some(expected));
+    assert_eq!(from_json(&ANTHROPIC[..end + 4]), None);
+}
+
+#[test]
+fn json_answers_do_not_count_delivered_text() {
+    let mut reader = JsonUsage::new();
+    reader.feed(OPENAI_CHAT);
+    assert!(reader.usage().is_some());
+}
