@@ -8,8 +8,8 @@
 //! hex characters), a newline, and the line's JSON text without its `hash` member (the text up
 //! to `,"hash":"…"` and a closing brace): verifiers need no JSON canonicalisation. Lines are
 //! linked in the order they are written, which is the order requests end, not the order they
-//! began. The format is documented with a JSON Schema (`tools/audit/audit-line.schema.json`)
-//! and checked by `tenant-guard-audit verify`.
+//! began. The format is documented with a JSON Schema (`schema/audit-line.schema.json`)
+//! and checked by `tenant-guard audit verify`.
 
 use serde::Serialize;
 

@@ -2,47 +2,37 @@
 //! document, and their validation into the compiled [`Config`] the filter runs on.
 //!
 //! Everything is checked at load time so that Envoy refuses a half-understood policy: unknown
-//! fields, dangling plan or provider references, bad keys. Every error names the field path.
+//! fields, dangling plan or provider references, bad keys. Every error names the field path
+//! ([`ConfigError`]).
+//!
+//! A section whose rules a domain module owns is read and checked there (`plans`: `plan`,
+//! `pricing`: `cost`, `routing`: `namespace`, `global_rate_limit`, `vector_stores`,
+//! `isolation`, `usage`: `metering`, tenants' namespaces: `tenant`); this module checks what
+//! spans sections (references between tenants, plans and providers) and puts the [`Config`]
+//! together, and `config/document.rs` reads the document (JSON or a Struct). Arrows run one
+//! way: `config` → domain modules → `config_error`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 use std::rc::Rc;
 
 use serde::Deserialize;
-use serde_json::error::Category;
 
+use crate::policy::config_error::{err, header_name, ConfigError};
+use crate::policy::cost::{compile_pricing, Pricing, RawPricing};
+use crate::policy::global_rate_limit::{compile_global, GlobalRateLimit, RawGlobalRateLimit};
 use crate::policy::identity::{
     Audiences, ClaimPath, IdentityRules, Provider, RemoteKeys, TokenTypes,
 };
-use crate::policy::isolation::objects::BUCKET_ENTRIES;
-use crate::policy::isolation::{IsolationRules, PromptCache, ProviderObjects, StoreRules};
+use crate::policy::isolation::{compile_isolation, IsolationRules, RawIsolation};
 use crate::policy::jwks::KeySet;
-use crate::policy::lease::{self, LeaseRules, RawLease};
-use crate::policy::structpb;
+use crate::policy::metering::UsageRules;
+use crate::policy::namespace::{compile_routing, RawRouting, Routing};
+use crate::policy::plan::{check_limits, finish_limits, Enforcement, Limits, RawLimits};
 use crate::policy::tenant::{
-    is_valid_tenant_id, DefaultTenant, NamespaceTemplate, Status, Tenant, Tenants,
+    check_default_namespaces, check_listed_namespaces, is_valid_tenant_id,
+    parse_namespace_template, DefaultTenant, Status, Tenant, Tenants,
 };
 use crate::policy::vector_store::{self, RawVectorStore, VectorStores};
-
-/// A configuration error: the field path at fault and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError {
-        path: path.into(),
-        message: message.into(),
-    })
-}
 
 // === The document, as written by operators ===
 
@@ -70,34 +60,6 @@ struct RawConfig {
     stats: StatsRules,
     #[serde(default)]
     isolation: RawIsolation,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawIsolation {
-    #[serde(default)]
-    provider_objects: ProviderObjects,
-    #[serde(default)]
-    prompt_cache: PromptCache,
-    key: Option<String>,
-    #[serde(default)]
-    objects: RawObjectStore,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawObjectStore {
-    max_objects: usize,
-    ttl_s: u64,
-}
-
-impl Default for RawObjectStore {
-    fn default() -> Self {
-        RawObjectStore {
-            max_objects: 131_072,
-            ttl_s: 30 * 86_400,
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -239,87 +201,6 @@ fn default_max_default_tenants() -> u64 {
     1000
 }
 
-/// A plan, or a tenant's `limits` overriding its plan field by field.
-#[derive(Deserialize, Clone, Default)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    requests: Option<Vec<Window>>,
-    tokens: Option<Vec<Window>>,
-    monthly_budget_usd: Option<f64>,
-    enforcement: Option<Enforcement>,
-    output_cap: Option<OutputCapMode>,
-    min_output_tokens: Option<u64>,
-}
-
-/// `output_cap`: how a request's output limit is held to what its quotas still cover.
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-enum OutputCapMode {
-    /// Lower (or set) the body's output limit to what the tightest token window and the
-    /// budget still cover.
-    Clamp,
-}
-
-/// A plan's `output_cap: "clamp"`, compiled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutputCap {
-    /// Below this many output tokens per choice the request is refused instead.
-    pub min_output_tokens: u64,
-}
-
-/// Whether a plan's or a tenant's limits refuse requests (`enforce`) or only record what they
-/// would have refused (`shadow`, for rolling out new limits).
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Enforcement {
-    #[default]
-    Enforce,
-    Shadow,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGlobalRateLimit {
-    cluster: String,
-    domain: String,
-    #[serde(default = "default_rls_timeout_ms")]
-    timeout_ms: u64,
-    #[serde(default)]
-    failure_mode: FailureMode,
-    #[serde(default)]
-    extra_entries: Vec<ExtraEntry>,
-    lease: Option<RawLease>,
-}
-
-fn default_rls_timeout_ms() -> u64 {
-    50
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRouting {
-    path_prefix: Option<String>,
-    authority: Option<String>,
-    namespace_header: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPricing {
-    #[serde(default)]
-    models: BTreeMap<String, RawPrice>,
-    default: Option<RawPrice>,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(deny_unknown_fields)]
-struct RawPrice {
-    input_per_million: f64,
-    output_per_million: f64,
-    cached_input_per_million: Option<f64>,
-    cache_write_per_million: Option<f64>,
-}
-
 // === The compiled configuration ===
 
 /// Where a request's token is read from: a header, with an optional prefix such as `Bearer `.
@@ -342,131 +223,6 @@ pub struct RemoteJwks {
     pub timeout_ms: u64,
     /// How long after the last good fetch the keys may still be used.
     pub max_stale_s: u64,
-}
-
-/// One quota window: at most `limit` per `window_s` seconds.
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Window {
-    pub limit: u64,
-    pub window_s: u64,
-}
-
-/// A tenant's effective limits (its plan with the tenant's own `limits` applied).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Limits {
-    pub requests: Vec<Window>,
-    pub tokens: Vec<Window>,
-    /// Monthly budget in micro-USD; `None` = no budget.
-    pub monthly_budget_micro_usd: Option<u64>,
-    pub enforcement: Enforcement,
-    /// `output_cap: "clamp"`; `None`: output limits are reserved as the client sent them.
-    pub output_cap: Option<OutputCap>,
-}
-
-impl Limits {
-    /// No window and no budget: nothing to count.
-    pub fn is_empty(&self) -> bool {
-        self.requests.is_empty()
-            && self.tokens.is_empty()
-            && self.monthly_budget_micro_usd.is_none()
-    }
-}
-
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum FailureMode {
-    /// Fail closed: refuse the request when the rate-limit service cannot decide.
-    #[default]
-    Deny,
-    /// Fail open.
-    Allow,
-}
-
-impl FailureMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureMode::Deny => "deny",
-            FailureMode::Allow => "allow",
-        }
-    }
-}
-
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum ExtraEntry {
-    UserId,
-    Model,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GlobalRateLimit {
-    pub cluster: String,
-    pub domain: String,
-    pub timeout_ms: u64,
-    pub failure_mode: FailureMode,
-    pub extra_entries: Vec<ExtraEntry>,
-    /// Credit leased in blocks (`lease`); `None`: the service is asked for every request.
-    pub lease: Option<LeaseRules>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Routing {
-    pub path_prefix: Option<String>,
-    pub authority: Option<String>,
-    pub namespace_header: Option<String>,
-}
-
-/// Price of a model in micro-USD per million tokens (= USD per token × 10^12).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Price {
-    pub input_micro_usd_per_million: u64,
-    pub output_micro_usd_per_million: u64,
-    /// Input tokens read from a prompt cache (the input price when not configured).
-    pub cached_input_micro_usd_per_million: u64,
-    /// Input tokens written to a prompt cache (the input price when not configured).
-    pub cache_write_micro_usd_per_million: u64,
-}
-
-impl Price {
-    /// A price whose cache reads and writes cost what other input tokens cost.
-    pub fn flat(input_micro_usd_per_million: u64, output_micro_usd_per_million: u64) -> Price {
-        Price {
-            input_micro_usd_per_million,
-            output_micro_usd_per_million,
-            cached_input_micro_usd_per_million: input_micro_usd_per_million,
-            cache_write_micro_usd_per_million: input_micro_usd_per_million,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Pricing {
-    pub models: BTreeMap<String, Price>,
-    pub default: Option<Price>,
-}
-
-/// How usage is measured and reserved (an addition to the contract).
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct UsageRules {
-    /// Tokens reserved at admission when the request names no `max_tokens` (or equivalent).
-    pub default_reservation_tokens: u64,
-    /// Request and JSON response bodies are read up to this size; larger responses yield
-    /// `usage_source: "none"` (the reservation stands), larger requests a 413.
-    pub max_body_bytes: usize,
-    /// Add `stream_options.include_usage` to OpenAI streaming requests that lack it.
-    pub inject_stream_usage: bool,
-}
-
-impl Default for UsageRules {
-    fn default() -> Self {
-        UsageRules {
-            default_reservation_tokens: 1024,
-            max_body_bytes: 1 << 20,
-            inject_stream_usage: true,
-        }
-    }
 }
 
 /// Per-tenant Envoy stats (an addition to the contract).
@@ -508,133 +264,6 @@ pub struct Config {
     pub isolation: IsolationRules,
     /// `tenants.<id>.object_prefixes`, for the tenants that have some.
     pub object_prefixes: HashMap<String, Vec<String>>,
-}
-
-impl Config {
-    /// Parses and validates the plugin configuration document: JSON text, or the same document
-    /// as a serialized `google.protobuf.Struct` (configuration written as YAML).
-    ///
-    /// A JSON document starts with `{` (after whitespace); a Struct starts with its first map
-    /// entry (`\n`, then a length that may be any byte, `{` too). So a document that does not
-    /// start like JSON is read as a Struct first, and one that does is read as JSON first; the
-    /// other form is tried when the first is not even well-formed.
-    pub fn parse(document: &[u8]) -> Result<Config, ConfigError> {
-        let looks_like_json = document.trim_ascii_start().starts_with(b"{");
-        let struct_error = if looks_like_json {
-            None
-        } else {
-            match Config::parse_struct(document) {
-                Ok(parsed) => return parsed,
-                Err(e) => Some(e),
-            }
-        };
-        let raw = match raw_document(document) {
-            Ok(raw) => raw,
-            Err(e) => {
-                let malformed = matches!(e.error.classify(), Category::Syntax | Category::Eof);
-                return Err(match struct_error {
-                    // Neither form: say what each reader found.
-                    Some(struct_error) if malformed => {
-                        let json = document_error(e);
-                        ConfigError {
-                            path: "configuration".into(),
-                            message: format!(
-                                "neither JSON ({}) nor a serialized google.protobuf.Struct ({}{})",
-                                json.message,
-                                if struct_error.path == "configuration" {
-                                    String::new()
-                                } else {
-                                    format!("{}: ", struct_error.path)
-                                },
-                                struct_error.message
-                            ),
-                        }
-                    }
-                    Some(_) => document_error(e),
-                    None if malformed => match Config::parse_struct(document) {
-                        Ok(parsed) => return parsed,
-                        Err(_) => document_error(e),
-                    },
-                    None => document_error(e),
-                });
-            }
-        };
-        compile(raw, document)
-    }
-
-    /// The Struct form: `Err` when the bytes are not a Struct (the error says why), else the
-    /// outcome of loading it.
-    ///
-    /// Envoy's YAML loader turns every number that is not an integer into a string (`2.5`
-    /// arrives as `"2.5"`; seen on 1.40): decimal strings at the contract's dollar fields
-    /// ([`STRUCT_DECIMALS`]) become numbers again. The decoded document then goes through the
-    /// same JSON reader as the string form, as canonical JSON text.
-    fn parse_struct(document: &[u8]) -> Result<Result<Config, ConfigError>, ConfigError> {
-        let mut value = structpb::decode(document).map_err(|e| ConfigError {
-            path: if e.path.is_empty() {
-                "configuration".into()
-            } else {
-                e.path
-            },
-            message: e.message,
-        })?;
-        for path in STRUCT_DECIMALS {
-            structpb::numbers_at(&mut value, path);
-        }
-        // Envoy serializes a Struct's map in no fixed order, so the document's identity (its
-        // hash, the derived isolation key) comes from the canonical text (serde_json's map is
-        // sorted), not from the bytes.
-        let canonical = serde_json::to_vec(&value).unwrap_or_default();
-        Ok(match raw_document(&canonical) {
-            Ok(raw) => compile(raw, &canonical),
-            Err(e) => {
-                // A position in the canonical text would mean nothing to the operator.
-                let position = format!(" at line {} column {}", e.error.line(), e.error.column());
-                let mut error = document_error(e);
-                if let Some(message) = error.message.strip_suffix(&position) {
-                    error.message = message.to_string();
-                }
-                Err(error)
-            }
-        })
-    }
-}
-
-/// Where the contract wants a decimal number (`*`: any key): the fields Envoy's YAML loader
-/// hands over as strings. A new `f64` field of the contract belongs here too.
-const STRUCT_DECIMALS: [&[&str]; 8] = [
-    &["plans", "*", "monthly_budget_usd"],
-    &["global_rate_limit", "lease", "low_water"],
-    &["tenants", "*", "limits", "monthly_budget_usd"],
-    &["pricing", "default", "input_per_million"],
-    &["pricing", "default", "output_per_million"],
-    &["pricing", "default", "cached_input_per_million"],
-    &["pricing", "default", "cache_write_per_million"],
-    &["pricing", "models", "*", "*"],
-];
-
-fn raw_document(text: &[u8]) -> Result<RawConfig, DocumentError<'_>> {
-    serde_json::from_slice(text).map_err(|error| DocumentError { error, text })
-}
-
-/// A document serde_json refused, with the text it read, to name the field at fault.
-struct DocumentError<'a> {
-    error: serde_json::Error,
-    text: &'a [u8],
-}
-
-fn document_error(e: DocumentError<'_>) -> ConfigError {
-    let path = position::path_at(e.text, e.error.line(), e.error.column());
-    ConfigError {
-        // An empty path is the document itself, an unknown position (not JSON at all), or an
-        // unknown field named "" (found by the config fuzz target).
-        path: if path.is_empty() {
-            "configuration".into()
-        } else {
-            path
-        },
-        message: e.error.to_string(),
-    }
 }
 
 // === Validation ===
@@ -864,38 +493,6 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
     })
 }
 
-fn compile_isolation(
-    raw: RawIsolation,
-    derived_key: [u8; 32],
-) -> Result<IsolationRules, ConfigError> {
-    let key = match raw.key {
-        Some(key) if key.len() < 32 => {
-            return err("isolation.key", "must be at least 32 characters of secret");
-        }
-        Some(key) => hmac_sha256::Hash::hash(key.as_bytes()),
-        None => derived_key,
-    };
-    let objects = raw.objects;
-    if !(BUCKET_ENTRIES..=10_000_000).contains(&objects.max_objects) {
-        return err(
-            "isolation.objects.max_objects",
-            format!("must be between {BUCKET_ENTRIES} and 10000000"),
-        );
-    }
-    if objects.ttl_s < 60 {
-        return err("isolation.objects.ttl_s", "must be at least 60");
-    }
-    Ok(IsolationRules {
-        provider_objects: raw.provider_objects,
-        prompt_cache: raw.prompt_cache,
-        key,
-        store: StoreRules {
-            buckets: objects.max_objects.div_ceil(BUCKET_ENTRIES),
-            ttl_s: objects.ttl_s,
-        },
-    })
-}
-
 /// A provider must say which audiences it accepts: a token minted for another service of
 /// the same IdP must not pass by default.
 fn compile_audiences(path: &str, raw: Option<RawAudiences>) -> Result<Audiences, ConfigError> {
@@ -921,121 +518,6 @@ fn compile_audiences(path: &str, raw: Option<RawAudiences>) -> Result<Audiences,
         }
         Some(RawAudiences::List(list)) => Ok(Audiences::OneOf(list)),
     }
-}
-
-/// Every listed tenant has a namespace of its own, and no namespace is another tenant's id.
-fn check_listed_namespaces(tenants: &[Tenant]) -> Result<(), ConfigError> {
-    let mut owners: HashMap<&str, &str> = HashMap::new();
-    for t in tenants {
-        if let Some(other) = owners.insert(&t.namespace, &t.id) {
-            return err(
-                format!("tenants.{}.namespace", t.id),
-                format!("namespace \"{}\" is also tenant {other}'s", t.namespace),
-            );
-        }
-    }
-    let ids: HashSet<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
-    match tenants
-        .iter()
-        .find(|t| t.namespace != t.id && ids.contains(t.namespace.as_str()))
-    {
-        Some(t) => err(
-            format!("tenants.{}.namespace", t.id),
-            format!("namespace \"{}\" is the id of another tenant", t.namespace),
-        ),
-        None => Ok(()),
-    }
-}
-
-/// `default_tenant.namespace`: `{provider}` and `{tenant}` once each, a separator between
-/// them, otherwise characters allowed in namespaces.
-fn parse_namespace_template(template: &str) -> Result<NamespaceTemplate, ConfigError> {
-    const PATH: &str = "default_tenant.namespace";
-    let (Some(provider_at), Some(tenant_at)) =
-        (template.find("{provider}"), template.find("{tenant}"))
-    else {
-        return err(PATH, "must contain {provider} and {tenant}");
-    };
-    let literal = template
-        .replacen("{provider}", "", 1)
-        .replacen("{tenant}", "", 1);
-    let literal_ok = literal
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if !literal_ok || literal.len() > 64 {
-        return err(
-            PATH,
-            "must contain {provider} and {tenant} once each and otherwise at most 64 \
-             characters of A-Z a-z 0-9 . _ -",
-        );
-    }
-    let provider_first = provider_at < tenant_at;
-    let (first_at, first_len, second_at, second_len) = if provider_first {
-        (provider_at, "{provider}".len(), tenant_at, "{tenant}".len())
-    } else {
-        (tenant_at, "{tenant}".len(), provider_at, "{provider}".len())
-    };
-    let piece = |from: usize, to: usize| template.get(from..to).unwrap_or_default().to_string();
-    let separator = piece(first_at + first_len, second_at);
-    if separator.is_empty() {
-        return err(
-            PATH,
-            "needs a separator between {provider} and {tenant}, e.g. '.'",
-        );
-    }
-    Ok(NamespaceTemplate {
-        head: piece(0, first_at),
-        separator,
-        tail: piece(second_at + second_len, template.len()),
-        provider_first,
-    })
-}
-
-/// A default tenant's namespace can never be a listed tenant's, nor another default
-/// provider's tenant's.
-fn check_default_namespaces(d: &DefaultTenant, tenants: &[Tenant]) -> Result<(), ConfigError> {
-    for (i, (_, name)) in d.providers.iter().enumerate() {
-        if !is_valid_tenant_id(name) {
-            return err(
-                format!("default_tenant.providers[{i}]"),
-                format!(
-                    "provider name \"{name}\" is placed in namespaces: it must be 1-128 \
-                     characters of A-Z a-z 0-9 . _ -"
-                ),
-            );
-        }
-        let part = d.namespace.provider_part(name);
-        for (_, other) in d.providers.iter().filter(|(_, o)| o != name) {
-            let theirs = d.namespace.provider_part(other);
-            let overlap = if d.namespace.provider_first {
-                theirs.starts_with(&part)
-            } else {
-                theirs.ends_with(&part)
-            };
-            if overlap {
-                return err(
-                    "default_tenant.namespace",
-                    format!(
-                        "providers {name} and {other} would share namespaces under this template"
-                    ),
-                );
-            }
-        }
-        if let Some(t) = tenants
-            .iter()
-            .find(|t| d.namespace.fits(name, &t.namespace))
-        {
-            return err(
-                format!("tenants.{}.namespace", t.id),
-                format!(
-                    "namespace \"{}\" has the shape of a namespace default_tenant.namespace \
-                     gives tenants of provider {name}",
-                    t.namespace
-                ),
-            );
-        }
-    }
-    Ok(())
 }
 
 /// With two or more default providers, the same tenant id may come from each: a template that
@@ -1181,186 +663,7 @@ fn compile_identity(raw: &RawIdentity) -> Result<CompiledIdentity, ConfigError> 
     Ok((rules, token_sources, tenant_header))
 }
 
-/// A header name the filter may set: lower-case RFC 7230 token characters, no pseudo-header.
-fn header_name(path: &str, name: &str) -> Result<String, ConfigError> {
-    let lower = name.to_ascii_lowercase();
-    let valid = !lower.is_empty()
-        && lower
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if valid {
-        Ok(lower)
-    } else {
-        err(path, format!("\"{name}\" is not a valid header name"))
-    }
-}
-
-fn check_limits(path: &str, limits: &RawLimits) -> Result<(), ConfigError> {
-    let windows = [("requests", &limits.requests), ("tokens", &limits.tokens)];
-    for (kind, list) in windows {
-        for (i, w) in list.iter().flatten().enumerate() {
-            if w.limit == 0 {
-                return err(format!("{path}.{kind}[{i}].limit"), "must be at least 1");
-            }
-            if w.window_s == 0 {
-                return err(format!("{path}.{kind}[{i}].window_s"), "must be at least 1");
-            }
-        }
-    }
-    if limits.min_output_tokens == Some(0) {
-        return err(format!("{path}.min_output_tokens"), "must be at least 1");
-    }
-    if let Some(budget) = limits.monthly_budget_usd {
-        micro_usd(budget).ok_or_else(|| ConfigError {
-            path: format!("{path}.monthly_budget_usd"),
-            message: "must be a non-negative amount of USD".into(),
-        })?;
-    }
-    Ok(())
-}
-
-fn finish_limits(raw: RawLimits) -> Limits {
-    Limits {
-        requests: raw.requests.unwrap_or_default(),
-        tokens: raw.tokens.unwrap_or_default(),
-        monthly_budget_micro_usd: raw.monthly_budget_usd.and_then(micro_usd),
-        enforcement: raw.enforcement.unwrap_or_default(),
-        output_cap: raw.output_cap.map(|OutputCapMode::Clamp| OutputCap {
-            min_output_tokens: raw.min_output_tokens.unwrap_or(DEFAULT_MIN_OUTPUT_TOKENS),
-        }),
-    }
-}
-
-/// `min_output_tokens` when a plan with `output_cap` does not say.
-pub const DEFAULT_MIN_OUTPUT_TOKENS: u64 = 16;
-
-/// USD → integer micro-USD; `None` for negative, non-finite or absurd amounts.
-fn micro_usd(usd: f64) -> Option<u64> {
-    let micro = (usd * 1_000_000.0).round();
-    if usd.is_finite() && (0.0..1e18).contains(&micro) {
-        // In range and integral, so the conversion is exact.
-        Some(micro as u64)
-    } else {
-        None
-    }
-}
-
-fn compile_global(raw: RawGlobalRateLimit) -> Result<GlobalRateLimit, ConfigError> {
-    if raw.cluster.is_empty() {
-        return err("global_rate_limit.cluster", "must not be empty");
-    }
-    if raw.domain.is_empty() {
-        return err("global_rate_limit.domain", "must not be empty");
-    }
-    if raw.timeout_ms == 0 {
-        return err(
-            "global_rate_limit.timeout_ms",
-            "must be at least 1 (0 would mean no timeout)",
-        );
-    }
-    let lease = match raw.lease {
-        Some(_) if !raw.extra_entries.is_empty() => {
-            return err(
-                "global_rate_limit.lease",
-                "cannot be combined with extra_entries: leased credit is held per tenant, not \
-                 per user or model",
-            );
-        }
-        Some(lease) => Some(lease::compile(
-            lease,
-            "global_rate_limit.lease",
-            raw.timeout_ms,
-        )?),
-        None => None,
-    };
-    Ok(GlobalRateLimit {
-        cluster: raw.cluster,
-        domain: raw.domain,
-        timeout_ms: raw.timeout_ms,
-        failure_mode: raw.failure_mode,
-        extra_entries: raw.extra_entries,
-        lease,
-    })
-}
-
-fn compile_routing(raw: RawRouting) -> Result<Routing, ConfigError> {
-    if let Some(prefix) = &raw.path_prefix {
-        let segments_ok = prefix
-            .split('/')
-            .skip(1)
-            .all(|s| !s.is_empty() && s != "." && s != "..");
-        if !prefix.starts_with('/') || !segments_ok || prefix.contains(['%', '?', '#', '\\']) {
-            return err(
-                "routing.path_prefix",
-                "must be '/' then non-empty segments (no '.', '..', '%', '?', '#', trailing '/')",
-            );
-        }
-        check_template("routing.path_prefix", prefix)?;
-    }
-    if let Some(authority) = &raw.authority {
-        check_template("routing.authority", authority)?;
-    }
-    let namespace_header = match &raw.namespace_header {
-        Some(h) => Some(header_name("routing.namespace_header", h)?),
-        None => None,
-    };
-    Ok(Routing {
-        path_prefix: raw.path_prefix,
-        authority: raw.authority,
-        namespace_header,
-    })
-}
-
-/// Templates may use `{tenant}` and `{namespace}` and no other braces.
-fn check_template(path: &str, template: &str) -> Result<(), ConfigError> {
-    let rest = template.replace("{tenant}", "").replace("{namespace}", "");
-    if rest.contains('{') || rest.contains('}') {
-        return err(
-            path,
-            "only the placeholders {tenant} and {namespace} are known",
-        );
-    }
-    Ok(())
-}
-
-fn compile_pricing(raw: Option<RawPricing>) -> Result<Pricing, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(Pricing::default());
-    };
-    let price = |path: String, p: RawPrice| -> Result<Price, ConfigError> {
-        let amount = |field: &str, usd: f64| {
-            micro_usd(usd).ok_or_else(|| ConfigError {
-                path: format!("{path}.{field}"),
-                message: "must be a non-negative amount of USD".into(),
-            })
-        };
-        let input = amount("input_per_million", p.input_per_million)?;
-        let output = amount("output_per_million", p.output_per_million)?;
-        let cached = p
-            .cached_input_per_million
-            .map(|usd| amount("cached_input_per_million", usd))
-            .transpose()?;
-        let write = p
-            .cache_write_per_million
-            .map(|usd| amount("cache_write_per_million", usd))
-            .transpose()?;
-        Ok(Price {
-            cached_input_micro_usd_per_million: cached.unwrap_or(input),
-            cache_write_micro_usd_per_million: write.unwrap_or(input),
-            ..Price::flat(input, output)
-        })
-    };
-    let mut models = BTreeMap::new();
-    for (model, p) in raw.models {
-        models.insert(model.clone(), price(format!("pricing.models.{model}"), p)?);
-    }
-    let default = raw
-        .default
-        .map(|p| price("pricing.default".into(), p))
-        .transpose()?;
-    Ok(Pricing { models, default })
-}
-
+mod document;
 mod position;
 
 #[cfg(test)]

@@ -1,5 +1,8 @@
 use super::*;
-use crate::policy::identity::TokenTypes;
+use crate::policy::cost::Price;
+use crate::policy::global_rate_limit::FailureMode;
+use crate::policy::lease::{self, LeaseRules};
+use crate::policy::plan::{OutputCap, Window, DEFAULT_MIN_OUTPUT_TOKENS};
 use serde_json::{json, Value};
 #[cfg(target_family = "wasm")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -673,4 +676,13 @@ fn an_unknown_field_with_an_empty_name_is_refused_with_a_path() {
         assert_eq!(e.path, "configuration", "{e}");
         assert!(e.message.contains("unknown field ``"), "{e}");
     }
+}
+
+#[test]
+fn the_log_line_names_the_field_and_the_problem() {
+    let e = refused(|doc| doc["tenants"]["acme"]["plan"] = json!("gold"));
+    assert_eq!(
+        e.log_line(),
+        "tenant-guard: invalid configuration: tenants.acme.plan: unknown plan \"gold\""
+    );
 }
