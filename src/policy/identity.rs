@@ -97,7 +97,8 @@ impl TokenTypes {
         let mut types: Vec<String> = Vec::with_capacity(list.len());
         for (i, entry) in list.iter().enumerate() {
             let normal = normalise_typ(entry);
-            let jwt = normal.is_empty() || normal == "jwt" || normal.ends_with("+jwt");
+            let named = normal == "jwt" || (normal.len() > 4 && normal.ends_with("+jwt"));
+            let jwt = entry.is_empty() || named;
             if !jwt || entry.len() > 128 || entry.chars().any(char::is_control) {
                 return Err((
                     Some(i),

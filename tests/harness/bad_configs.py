@@ -43,6 +43,18 @@ def _bad_status(cfg):
     cfg["tenants"]["acme"]["status"] = "paused"
 
 
+def _token_type_not_jwt(cfg):
+    cfg["providers"]["corp-idp"]["token_types"] = ["JWT", "jose"]
+
+
+def _keys_stale_before_a_refresh(cfg):
+    cfg["providers"]["remote-idp"]["remote_jwks"]["max_stale_s"] = 2
+
+
+def _key_ops_without_verify(cfg):
+    cfg["providers"]["corp-idp"]["jwks"]["keys"][0]["key_ops"] = ["encrypt"]
+
+
 # name: (mutation of main_plugin_config, how the filter's log line begins after
 # "invalid configuration: ")
 BAD_CONFIGS = {
@@ -58,6 +70,16 @@ BAD_CONFIGS = {
                              "identity.tenant_claims: unknown field `tenant_claims`"),
     "bad_status": (_bad_status, "tenants.acme.status: unknown variant `paused`, expected "
                                 "`active` or `suspended`"),
+    "token_type_not_jwt": (_token_type_not_jwt,
+                           'providers.corp-idp.token_types[1]: not a JWT type: "JWT", a name '
+                           'ending in "+jwt", or "" for no typ'),
+    "keys_stale_before_a_refresh": (
+        _keys_stale_before_a_refresh,
+        "providers.remote-idp.remote_jwks.max_stale_s: must be at least refresh_s plus the "
+        "fetch timeout (6 s), so a refresh can complete before the keys go stale"),
+    "key_ops_without_verify": (_key_ops_without_verify,
+                               'providers.corp-idp.jwks.keys[0].key_ops: does not include '
+                               '"verify": the key may not verify signatures'),
 }
 
 

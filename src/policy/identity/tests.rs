@@ -1072,5 +1072,8 @@ fn token_type_lists_name_jwt_types_only() {
         (Some(1), "listed twice")
     );
     assert_eq!(list(&["a\n+jwt"]).unwrap_err().0, Some(0));
+    for bad in ["application/", "+jwt", "APPLICATION/+JWT", "jwt2"] {
+        assert_eq!(list(&["", bad]).unwrap_err().0, Some(1), "{bad}");
+    }
     assert_eq!(TokenTypes::default(), list(&["", "JWT", "at+jwt"]).unwrap());
 }
