@@ -670,6 +670,9 @@ fn apply(edits: &[HeaderEdit]) {
         let _ = match edit {
             // Envoy replaces every client-sent copy (`HeaderMap::setCopy`).
             HeaderEdit::Set(name, value) => abi::set_header(map, name, value.as_bytes()),
+            HeaderEdit::SetSecret(name, value) => {
+                abi::set_header(map, name, value.expose().as_bytes())
+            }
             HeaderEdit::Remove(name) => abi::remove_header(map, name),
         };
     }
@@ -718,11 +721,17 @@ impl HttpContext for Filter {
                         .ok()
                         .flatten()
                 });
+                let authority = config
+                    .upstreams
+                    .by_authority()
+                    .then(|| request_header(":authority"))
+                    .flatten();
                 let facts = RequestFacts {
                     method: &method_text,
                     path: &raw_path,
                     credential: decision::find_credential(&config.token_sources, request_header),
                     tenant_header: self.tenant_header.as_deref(),
+                    authority: authority.as_deref(),
                     now,
                 };
                 decision::decide(config, cache, &owners, facts)

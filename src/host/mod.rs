@@ -30,6 +30,7 @@ pub mod filter;
 pub mod global;
 pub mod lease;
 pub mod root;
+mod secrets;
 pub mod shared;
 pub mod stats;
 

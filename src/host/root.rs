@@ -14,6 +14,7 @@ use crate::host::abi;
 use crate::host::filter::Filter;
 use crate::host::global;
 use crate::host::lease::{self, Refill};
+use crate::host::secrets;
 use crate::host::shared::{self, ObjectStore, QuotaStore};
 use crate::host::stats::Stats;
 use crate::policy::audit::{self, Chain};
@@ -523,7 +524,7 @@ impl RootContext for Root {
             .ok()
             .flatten()
             .unwrap_or_default();
-        let config = match Config::parse(&document) {
+        let config = match Config::parse(&document).and_then(secrets::load) {
             Ok(config) => config,
             Err(e) => {
                 log::error!("tenant-guard: invalid configuration: {e}");

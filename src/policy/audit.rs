@@ -95,6 +95,7 @@ pub fn of<'a>(record: &Record, facts: impl FnOnce() -> Facts<'a>) -> Option<Even
         tenant: record.tenant.clone(),
         user: record.user.clone(),
         provider: record.provider.clone(),
+        credential: record.credential.clone(),
         claimed,
         method: record.method.clone(),
         path: record.path.clone(),
@@ -123,6 +124,9 @@ pub struct Event {
     pub tenant: Option<String>,
     pub user: Option<String>,
     pub provider: Option<String>,
+    /// The upstream credential's fingerprint, when the request had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
     pub claimed: Claimed,
     pub method: String,
     pub path: String,
@@ -284,6 +288,7 @@ mod tests {
             tenant: Some("acme".into()),
             user: Some("alice".into()),
             provider: Some("corp-idp".into()),
+            credential: None,
             claimed: Claimed {
                 path_namespace: Some("/tenants/globex".into()),
                 ..Claimed::default()

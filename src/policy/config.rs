@@ -20,6 +20,7 @@ use crate::policy::structpb;
 use crate::policy::tenant::{
     is_valid_tenant_id, DefaultTenant, NamespaceTemplate, Status, Tenant, Tenants,
 };
+use crate::policy::upstream::{self, RawCredential, RawTenantUpstream, RawUpstream, Upstreams};
 use crate::policy::vector_store::{self, RawVectorStore, VectorStores};
 
 /// A configuration error: the field path at fault and why.
@@ -68,6 +69,10 @@ struct RawConfig {
     stats: StatsRules,
     #[serde(default)]
     isolation: RawIsolation,
+    #[serde(default)]
+    upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default)]
+    default_credentials: BTreeMap<String, RawCredential>,
 }
 
 #[derive(Deserialize, Default)]
@@ -213,6 +218,12 @@ struct RawTenant {
     /// Ids of provider objects the tenant may use though the gateway never saw them created.
     #[serde(default)]
     object_prefixes: Vec<String>,
+    /// The tenant's own credential per upstream (`upstreams`), from the environment.
+    #[serde(default)]
+    credentials: BTreeMap<String, RawCredential>,
+    /// Static, not secret headers for the upstream; the client's copies are removed.
+    #[serde(default)]
+    upstream_headers: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -500,6 +511,8 @@ pub struct Config {
     pub isolation: IsolationRules,
     /// `tenants.<id>.object_prefixes`, for the tenants that have some.
     pub object_prefixes: HashMap<String, Vec<String>>,
+    /// `upstreams`, the credentials for them and the tenants' upstream headers.
+    pub upstreams: Upstreams,
 }
 
 impl Config {
@@ -722,7 +735,15 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
         .collect();
     let mut tenants = Vec::with_capacity(raw.tenants.len());
     let mut object_prefixes = HashMap::new();
+    let mut tenant_upstreams = Vec::new();
     for (id, t) in raw.tenants {
+        if !t.credentials.is_empty() || !t.upstream_headers.is_empty() {
+            tenant_upstreams.push(RawTenantUpstream {
+                tenant: id.clone(),
+                credentials: t.credentials,
+                headers: t.upstream_headers,
+            });
+        }
         let as_planned = t.limits.is_none() && t.enforcement.is_none();
         let path = format!("tenants.{id}");
         if let Some(i) = t.object_prefixes.iter().position(|p| p.len() < 4) {
@@ -820,6 +841,21 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
     }
 
     let isolation = compile_isolation(raw.isolation, derived_key)?;
+    let mut reserved: Vec<&str> = rules
+        .forward_claims
+        .iter()
+        .map(|(_, header)| header.as_str())
+        .chain(tenant_header.as_deref())
+        .collect();
+    if let Some(header) = routing.as_ref().and_then(|r| r.namespace_header.as_deref()) {
+        reserved.push(header);
+    }
+    let upstreams = upstream::compile(
+        raw.upstreams,
+        raw.default_credentials,
+        tenant_upstreams,
+        &reserved,
+    )?;
 
     Ok(Config {
         document_sha256,
@@ -840,6 +876,7 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
         stats: raw.stats,
         isolation,
         object_prefixes,
+        upstreams,
     })
 }
 
@@ -1145,7 +1182,7 @@ fn compile_identity(raw: &RawIdentity) -> Result<CompiledIdentity, ConfigError> 
 }
 
 /// A header name the filter may set: lower-case RFC 7230 token characters, no pseudo-header.
-fn header_name(path: &str, name: &str) -> Result<String, ConfigError> {
+pub(crate) fn header_name(path: &str, name: &str) -> Result<String, ConfigError> {
     let lower = name.to_ascii_lowercase();
     let valid = !lower.is_empty()
         && lower

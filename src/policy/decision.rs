@@ -10,6 +10,7 @@ use crate::policy::isolation::objects::{self, ObjectPlan, Owners};
 use crate::policy::isolation::prompt_cache::{self, Api};
 use crate::policy::isolation::{PromptCache, ProviderObjects};
 use crate::policy::namespace::{self, PathRefusal};
+use crate::policy::secret::Secret;
 use crate::policy::tenant::BoundTenant;
 use crate::policy::token_cache::TokenCache;
 use crate::policy::vector_store::{self, BodyPlan, ResponsePlan, VectorRoute};
@@ -66,6 +67,9 @@ pub struct RequestFacts<'a> {
     /// The client-sent value of `identity.tenant_header`, if any (repeated lines combined with
     /// `, `, so only one line equal to the verified tenant passes).
     pub tenant_header: Option<&'a [u8]>,
+    /// `:authority` as received; read only when some upstream is told by its authority
+    /// ([`crate::policy::upstream::Upstreams::by_authority`]).
+    pub authority: Option<&'a [u8]>,
     pub now: u64,
 }
 
@@ -73,6 +77,8 @@ pub struct RequestFacts<'a> {
 pub enum HeaderEdit {
     /// Replace every copy of the header with this one value.
     Set(String, String),
+    /// The same with a secret value (an upstream credential; `Debug` does not print it).
+    SetSecret(String, Secret),
     Remove(String),
 }
 
@@ -106,6 +112,9 @@ pub struct Admission {
     /// A shared HTTP cache keys on host and path, and neither names the tenant: answers must
     /// be marked private.
     pub private_cache: bool,
+    /// The fingerprint of the upstream credential the request goes with
+    /// (`acme/openai#1a2b3c4d`), when it goes to an upstream with one.
+    pub credential: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,6 +276,11 @@ fn admit(
             cache_scope = prompt_cache::api(facts.method, &path);
         }
     }
+    let token_header = config.token_sources.get(source).map(|s| s.header.as_str());
+    let credential = match upstream_edits(config, &bound, token_header, facts, &mut header_edits) {
+        Ok(credential) => credential,
+        Err(refusal) => return denial(refusal.reason, refusal.detail),
+    };
     let private_cache = !config.routing.as_ref().is_some_and(|r| {
         let names_tenant = |t: &Option<String>| {
             t.as_deref()
@@ -290,7 +304,57 @@ fn admit(
         objects: object_plan,
         cache_scope,
         private_cache,
+        credential,
     }))
+}
+
+/// A tenant's upstream headers and, for a request to one of the policy's upstreams, its
+/// credential: the client's credential headers go (and the header that carried the tenant's
+/// own token, when a credential replaces it), then the tenant's credential or the platform's
+/// is set. Returns the credential's fingerprint. Nothing to do, and nothing paid, when the
+/// policy has no upstreams and no upstream headers.
+fn upstream_edits(
+    config: &Config,
+    tenant: &BoundTenant<'_>,
+    token_header: Option<&str>,
+    facts: &RequestFacts<'_>,
+    edits: &mut Vec<HeaderEdit>,
+) -> Result<Option<String>, PathRefusal> {
+    let upstreams = &config.upstreams;
+    if upstreams.is_empty() {
+        return Ok(None);
+    }
+    // Credentials and upstream headers are listed tenants'; a default tenant has the
+    // platform's only.
+    let listed = tenant.default_provider.is_none().then_some(tenant.id);
+    let (names, own) = upstreams.tenant_headers(listed);
+    for name in names.iter().filter(|n| !own.iter().any(|(o, _)| o == *n)) {
+        edits.push(HeaderEdit::Remove(name.clone()));
+    }
+    for (name, value) in own {
+        edits.push(HeaderEdit::Set(name.clone(), value.clone()));
+    }
+    if !upstreams.has_upstreams() {
+        return Ok(None);
+    }
+    let path = namespace::normalize(facts.path)?;
+    let authority = facts.authority.and_then(|a| std::str::from_utf8(a).ok());
+    let Some(upstream) = upstreams.route(&path.path, authority) else {
+        return Ok(None);
+    };
+    let plan = upstreams
+        .plan(upstream, listed)
+        .map_err(|detail| PathRefusal::new(Reason::NoUpstreamCredential, detail))?;
+    for header in plan.remove {
+        edits.push(HeaderEdit::Remove(header.clone()));
+    }
+    if let Some((header, value)) = plan.set {
+        if let Some(token_header) = token_header.filter(|t| *t != header) {
+            edits.push(HeaderEdit::Remove(token_header.to_string()));
+        }
+        edits.push(HeaderEdit::SetSecret(header.to_string(), value.clone()));
+    }
+    Ok(plan.fingerprint.map(str::to_string))
 }
 
 /// Where an admitted request goes: its tenant's namespace (`routing`) or a confined

@@ -35,6 +35,9 @@ pub enum Reason {
     /// The request names a provider-side object that is not the tenant's (answered as if it
     /// did not exist).
     ProviderObjectNotFound,
+    /// The request goes to an upstream that needs a credential, and neither the tenant nor the
+    /// platform has one for it.
+    NoUpstreamCredential,
 }
 
 impl Reason {
@@ -59,6 +62,7 @@ impl Reason {
             Reason::BodyTooLarge => "body_too_large",
             Reason::InvalidBody => "invalid_body",
             Reason::ProviderObjectNotFound => "provider_object_not_found",
+            Reason::NoUpstreamCredential => "no_upstream_credential",
         }
     }
 }
@@ -146,6 +150,11 @@ pub fn reply(reason: Reason) -> LocalReply {
             "The request body is not valid for this endpoint.",
         ),
         Reason::ProviderObjectNotFound => (404, "invalid_request_error", "No such object."),
+        Reason::NoUpstreamCredential => (
+            403,
+            "permission_error",
+            "The tenant has no credential for this upstream.",
+        ),
     };
     let mut headers = vec![("content-type", "application/json".to_string())];
     match reason {
@@ -221,5 +230,15 @@ mod tests {
             assert_eq!(body["error"]["type"], "permission_error");
             assert_eq!(body["error"]["code"], reason.code());
         }
+    }
+
+    #[test]
+    fn a_missing_upstream_credential_is_a_403_of_its_own() {
+        let r = reply(Reason::NoUpstreamCredential);
+        assert_eq!(r.status, 403);
+        assert_eq!(header(&r, "www-authenticate"), None);
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["error"]["code"], "no_upstream_credential");
+        assert_eq!(body["error"]["type"], "permission_error");
     }
 }

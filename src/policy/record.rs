@@ -39,6 +39,10 @@ pub struct Record {
     pub user: Option<String>,
     pub provider: Option<String>,
     pub plan: Option<String>,
+    /// The upstream credential the request went with, by fingerprint (`acme/openai#1a2b3c4d`):
+    /// never the secret.
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
+    pub credential: Option<String>,
     /// `allow` or `deny`.
     pub decision: &'static str,
     /// `ok`, `bypass`, or a denial's reason code.
@@ -94,6 +98,7 @@ impl Record {
             user: None,
             provider: None,
             plan: None,
+            credential: None,
             decision: "allow",
             reason: "ok",
             detail: None,
@@ -123,6 +128,7 @@ impl Record {
                 record.user = a.user.clone();
                 record.provider = Some(a.provider.clone());
                 record.plan = a.plan.clone();
+                record.credential = a.credential.clone();
             }
             Decision::Deny(d) => {
                 record.decision = "deny";
@@ -180,7 +186,11 @@ impl Record {
             ("reason", self.reason.to_string()),
             ("request_id", self.request_id.clone()),
         ];
-        for (key, value) in [("tenant", &self.tenant), ("user", &self.user)] {
+        for (key, value) in [
+            ("tenant", &self.tenant),
+            ("user", &self.user),
+            ("credential", &self.credential),
+        ] {
             if let Some(value) = value {
                 state.push((key, value.clone()));
             }
@@ -227,6 +237,9 @@ impl Record {
             ("plan", &self.plan),
         ] {
             field(&mut out, key, value.as_deref());
+        }
+        if let Some(credential) = &self.credential {
+            field(&mut out, "credential", Some(credential));
         }
         field(&mut out, "decision", Some(self.decision));
         field(&mut out, "reason", Some(self.reason));
@@ -380,6 +393,7 @@ mod tests {
             objects: None,
             cache_scope: None,
             private_cache: false,
+            credential: None,
         }));
         let record = Record::new(&decision, info());
         let json: serde_json::Value = serde_json::from_str(&record.to_json()).unwrap();
@@ -476,6 +490,7 @@ mod tests {
         );
         assert_eq!(record.to_json(), serde_json::to_string(&record).unwrap());
         record.path_sent = Some("/tenants/acme/v1".into());
+        record.credential = Some("acme/openai#1a2b3c4d".into());
         record.status = Some(200);
         record.output_cap = Some(64);
         record.shadow = true;

@@ -17,7 +17,11 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 fn config() -> Config {
-    let doc = json!({
+    Config::parse(document().to_string().as_bytes()).unwrap()
+}
+
+fn document() -> Value {
+    json!({
       "providers": {
         "corp-idp": {"issuer": "https://corp", "audiences": ["gw"],
                      "jwks": {"keys": [{"kty": "oct", "kid": "c1", "k": b64(CORP_SECRET)}]}},
@@ -37,8 +41,7 @@ fn config() -> Config {
         "initech": {"status": "suspended", "providers": ["corp-idp"]}
       },
       "bypass_paths": ["/healthz"]
-    });
-    Config::parse(doc.to_string().as_bytes()).unwrap()
+    })
 }
 
 /// An HS256 token signed with `secret`.
@@ -67,6 +70,7 @@ fn facts(credential: Credential, tenant_header: Option<&[u8]>) -> RequestFacts<'
         path: b"/v1/chat/completions",
         credential,
         tenant_header,
+        authority: None,
         now: NOW,
     }
 }
@@ -533,4 +537,118 @@ fn default_tenant_cannot_address_a_listed_namespace_by_path() {
         denial_reason(&decide_path(&config, b"/tenants/acme-ns/v1/x", credential)),
         Some(Reason::CrossTenantPath)
     );
+}
+
+// === Upstream credentials ===
+
+const ACME_OPENAI: &str = "sk-acme-openai-0123456789";
+
+/// The test policy with an `openai` upstream (acme has a key, globex none) and a token source
+/// of the gateway's own.
+fn credential_config() -> Config {
+    let mut doc = document();
+    doc["identity"]["token_sources"] = json!([{"header": "authorization", "prefix": "Bearer "},
+                                              {"header": "x-gateway-token"}]);
+    doc["identity"]["strip_token"] = json!(false);
+    doc["upstreams"] = json!({"openai": {"path_prefixes": ["/v1/chat"]}});
+    doc["tenants"]["acme"]["credentials"] =
+        json!({"openai": {"header": "authorization", "prefix": "Bearer ", "env": "ACME_OPENAI"}});
+    doc["tenants"]["acme"]["upstream_headers"] = json!({"openai-project": "proj_acme"});
+    doc["tenants"]["globex"] = json!({"providers": ["globex-idp"]});
+    let mut config = Config::parse(doc.to_string().as_bytes()).unwrap();
+    config
+        .upstreams
+        .load(&mut |name| (name == "ACME_OPENAI").then(|| ACME_OPENAI.to_string()))
+        .unwrap();
+    config
+}
+
+#[test]
+fn a_request_to_an_upstream_goes_with_its_tenants_credential_and_nothing_of_the_clients() {
+    let config = credential_config();
+    let Decision::Admit(a) = decide_path(
+        &config,
+        b"/v1/chat/completions",
+        Credential::Present {
+            source: 1,
+            token: acme_token(),
+        },
+    ) else {
+        panic!("not admitted")
+    };
+    let digest = Secret::new(ACME_OPENAI).fingerprint();
+    assert_eq!(a.credential, Some(format!("acme/openai#{digest}")));
+    let edits = &a.header_edits;
+    let at = |edit: &HeaderEdit| edits.iter().position(|e| e == edit).unwrap();
+    let set = at(&HeaderEdit::SetSecret(
+        "authorization".into(),
+        Secret::new(&format!("Bearer {ACME_OPENAI}")),
+    ));
+    assert_eq!(
+        set,
+        edits.len() - 1,
+        "the credential is the last edit: {edits:?}"
+    );
+    for header in [
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "x-gateway-token",
+    ] {
+        assert!(at(&HeaderEdit::Remove(header.into())) < set, "{header}");
+    }
+    assert!(edits.contains(&HeaderEdit::Set(
+        "openai-project".into(),
+        "proj_acme".into()
+    )));
+    // The decision prints without the secret.
+    let printed = format!("{a:?}");
+    assert!(!printed.contains(ACME_OPENAI) && printed.contains("<redacted>"));
+}
+
+#[test]
+fn a_request_to_no_upstream_keeps_its_headers() {
+    let config = credential_config();
+    let Decision::Admit(a) = decide_path(&config, b"/v1/models", bearer(acme_token())) else {
+        panic!("not admitted")
+    };
+    assert_eq!(a.credential, None);
+    assert!(!a.header_edits.iter().any(|e| matches!(
+        e,
+        HeaderEdit::SetSecret(..) | HeaderEdit::Remove(_)
+    ) && *e
+        != HeaderEdit::Remove("accept-encoding".into())
+        && *e != HeaderEdit::Remove("x-user-email".into())));
+}
+
+#[test]
+fn a_tenant_without_a_credential_is_refused_and_never_borrows_another() {
+    let config = credential_config();
+    let globex = token(
+        GLOBEX_SECRET,
+        "g1",
+        json!({"iss": "https://globex", "exp": NOW + 600, "sub": "bob", "tenant_id": "globex"}),
+    );
+    let decision = decide_path(&config, b"/v1/chat/completions", bearer(globex.clone()));
+    let Decision::Deny(d) = decision else {
+        panic!("admitted: {decision:?}")
+    };
+    assert_eq!(d.reason, Reason::NoUpstreamCredential);
+    assert_eq!(d.tenant.as_deref(), Some("globex"));
+    assert!(d.detail.contains("upstream openai"), "{}", d.detail);
+    // Elsewhere globex goes on, without acme's upstream headers and without the client's.
+    let Decision::Admit(a) = decide_path(&config, b"/v1/models", bearer(globex)) else {
+        panic!("not admitted")
+    };
+    assert!(a
+        .header_edits
+        .contains(&HeaderEdit::Remove("openai-project".into())));
+}
+
+#[test]
+fn an_upstream_path_that_cannot_be_read_safely_is_refused() {
+    let config = credential_config();
+    let decision = decide_path(&config, b"/v1%2Fchat/completions", bearer(acme_token()));
+    assert_eq!(denial_reason(&decision), Some(Reason::InvalidPath));
 }

@@ -1,0 +1,125 @@
+//! Secret values taken from the Wasm VM's environment (upstream credentials, the audit chain's
+//! key). The shell reads the environment at configure time and hands the values in; the core
+//! never reads the environment itself.
+//!
+//! A [`Secret`] never prints its value: `Debug` and `Display` write `<redacted>`, there is no
+//! `Serialize`, and the value is only reached through [`Secret::expose`], at the one place it
+//! goes out (a header towards the upstream, an HMAC key).
+
+use std::fmt;
+use std::rc::Rc;
+
+use crate::policy::audit::hex;
+
+/// A secret value (shared, so a header edit can carry it without copying it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Rc<str>);
+
+impl Secret {
+    pub fn new(value: &str) -> Secret {
+        Secret(Rc::from(value))
+    }
+
+    /// The value itself: for the header or key it is, never for text a person reads.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 8 hex digits of the value's SHA-256: names the value in records without
+    /// revealing it (32 bits of a hash say nothing usable about a high-entropy key).
+    pub fn fingerprint(&self) -> String {
+        short_digest(self.0.as_bytes())
+    }
+}
+
+/// The first 8 hex digits of the SHA-256 of `bytes`.
+pub fn short_digest(bytes: &[u8]) -> String {
+    let digest = hmac_sha256::Hash::hash(bytes);
+    hex(digest.get(..4).unwrap_or_default())
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Why an environment variable's value cannot be used; the text never holds the value.
+pub fn unusable(value: &str) -> Option<&'static str> {
+    if value.is_empty() {
+        return Some("is empty");
+    }
+    if value.bytes().any(|b| b == b'\n' || b == b'\r') {
+        return Some(
+            "contains a line break (a Kubernetes Secret written with a trailing newline?)",
+        );
+    }
+    if !value.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+        return Some("holds characters other than printable ASCII");
+    }
+    None
+}
+
+/// Whether `name` is a portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_family = "wasm")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn a_secret_never_prints_its_value() {
+        let secret = Secret::new("sk-live-0123456789");
+        assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+        assert_eq!(format!("{secret}"), "<redacted>");
+        assert_eq!(
+            format!("{:?}", Some(vec![secret.clone()])),
+            "Some([Secret(<redacted>)])"
+        );
+        assert_eq!(secret.expose(), "sk-live-0123456789");
+    }
+
+    #[test]
+    fn fingerprints_are_the_first_eight_hex_digits_of_the_sha256() {
+        // printf %s abc | sha256sum: ba7816bf8f01cfea...
+        assert_eq!(Secret::new("abc").fingerprint(), "ba7816bf");
+        assert_eq!(short_digest(b"abc"), "ba7816bf");
+    }
+
+    #[test]
+    fn unusable_values_are_named_without_the_value() {
+        assert_eq!(unusable("sk-1"), None);
+        assert_eq!(unusable("Bearer a b"), None);
+        assert_eq!(unusable(""), Some("is empty"));
+        assert!(unusable("sk-1\n").unwrap().contains("line break"));
+        assert!(unusable("sk-\u{7f}").is_some());
+        assert!(unusable("sk-é").is_some());
+        for message in [unusable("sk-1\n"), unusable("sk-é")] {
+            assert!(!message.unwrap().contains("sk-"));
+        }
+    }
+
+    #[test]
+    fn environment_variable_names_are_portable_ones() {
+        for ok in ["ACME_OPENAI_KEY", "_x", "a1"] {
+            assert!(is_env_name(ok), "{ok}");
+        }
+        for bad in ["", "1A", "A-B", "A B", "A=B", "É"] {
+            assert!(!is_env_name(bad), "{bad}");
+        }
+    }
+}
