@@ -7,7 +7,7 @@ use proxy_wasm::hostcalls;
 use crate::host::abi;
 use proxy_wasm::types::{BufferType, Status};
 
-use crate::policy::config::GlobalRateLimit;
+use crate::policy::global_rate_limit::GlobalRateLimit;
 use crate::policy::ratelimit::{self, Answer, Subject, Usage};
 
 /// Dispatches one `ShouldRateLimit` call; its answer reaches the context that is current now.
@@ -17,7 +17,7 @@ pub fn call(
     subject: &Subject<'_>,
     hits: u64,
 ) -> Result<u32, Status> {
-    let entries = ratelimit::entries(rules, usage, subject);
+    let entries = ratelimit::entries(&rules.extra_entries, usage, subject);
     let message = ratelimit::request(&rules.domain, &entries, hits);
     dispatch(rules, &message)
 }

@@ -7,7 +7,7 @@ use proxy_wasm::types::Status;
 use crate::host::global;
 use crate::host::root::Worker;
 use crate::host::shared::{QuotaKey, UpdateError};
-use crate::policy::config::GlobalRateLimit;
+use crate::policy::global_rate_limit::GlobalRateLimit;
 use crate::policy::lease::{self, Fetch, LeaseRules, LeaseState, Step, Take};
 use crate::policy::ratelimit::{Answer, Subject, Usage, Verdict};
 

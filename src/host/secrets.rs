@@ -3,7 +3,8 @@
 //! with `valueFrom: HOST`), which a wasm32-wasip1 module reads with `std::env::var`. Read once
 //! per configuration and handed to the core as values; the core never reads the environment.
 
-use crate::policy::config::{Config, ConfigError};
+use crate::policy::config::Config;
+use crate::policy::config_error::ConfigError;
 
 /// A variable of the VM's environment; one whose value is not UTF-8 comes back as a value
 /// the core refuses as not printable ASCII (it never reaches a header).

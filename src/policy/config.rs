@@ -2,46 +2,37 @@
 //! document, and their validation into the compiled [`Config`] the filter runs on.
 //!
 //! Everything is checked at load time so that Envoy refuses a half-understood policy: unknown
-//! fields, dangling plan or provider references, bad keys. Every error names the field path.
+//! fields, dangling plan or provider references, bad keys. Every error names the field path
+//! ([`ConfigError`]).
+//!
+//! A section whose rules a domain module owns is read and checked there (`plans`: `plan`,
+//! `pricing`: `cost`, `routing`: `namespace`, `global_rate_limit`, `vector_stores`, `usage`:
+//! `metering`); this module reads the document, checks what spans sections (references
+//! between tenants, plans and providers) and puts the [`Config`] together. Arrows run one way:
+//! `config` → domain modules → `config_error`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 use std::rc::Rc;
 
 use serde::Deserialize;
 use serde_json::error::Category;
 
+use crate::policy::config_error::{err, header_name, ConfigError};
+use crate::policy::cost::{compile_pricing, Pricing, RawPricing};
+use crate::policy::global_rate_limit::{compile_global, GlobalRateLimit, RawGlobalRateLimit};
 use crate::policy::identity::{Audiences, ClaimPath, IdentityRules, Provider, RemoteKeys};
 use crate::policy::isolation::objects::BUCKET_ENTRIES;
 use crate::policy::isolation::{IsolationRules, PromptCache, ProviderObjects, StoreRules};
 use crate::policy::jwks::KeySet;
-use crate::policy::lease::{self, LeaseRules, RawLease};
+use crate::policy::metering::UsageRules;
+use crate::policy::namespace::{compile_routing, RawRouting, Routing};
+use crate::policy::plan::{check_limits, finish_limits, Enforcement, Limits, RawLimits};
 use crate::policy::structpb;
 use crate::policy::tenant::{
     is_valid_tenant_id, DefaultTenant, NamespaceTemplate, Status, Tenant, Tenants,
 };
 use crate::policy::upstream::{self, RawCredential, RawTenantUpstream, RawUpstream, Upstreams};
 use crate::policy::vector_store::{self, RawVectorStore, VectorStores};
-
-/// A configuration error: the field path at fault and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError {
-        path: path.into(),
-        message: message.into(),
-    })
-}
 
 // === The document, as written by operators ===
 
@@ -244,87 +235,6 @@ fn default_max_default_tenants() -> u64 {
     1000
 }
 
-/// A plan, or a tenant's `limits` overriding its plan field by field.
-#[derive(Deserialize, Clone, Default)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    requests: Option<Vec<Window>>,
-    tokens: Option<Vec<Window>>,
-    monthly_budget_usd: Option<f64>,
-    enforcement: Option<Enforcement>,
-    output_cap: Option<OutputCapMode>,
-    min_output_tokens: Option<u64>,
-}
-
-/// `output_cap`: how a request's output limit is held to what its quotas still cover.
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-enum OutputCapMode {
-    /// Lower (or set) the body's output limit to what the tightest token window and the
-    /// budget still cover.
-    Clamp,
-}
-
-/// A plan's `output_cap: "clamp"`, compiled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutputCap {
-    /// Below this many output tokens per choice the request is refused instead.
-    pub min_output_tokens: u64,
-}
-
-/// Whether a plan's or a tenant's limits refuse requests (`enforce`) or only record what they
-/// would have refused (`shadow`, for rolling out new limits).
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Enforcement {
-    #[default]
-    Enforce,
-    Shadow,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGlobalRateLimit {
-    cluster: String,
-    domain: String,
-    #[serde(default = "default_rls_timeout_ms")]
-    timeout_ms: u64,
-    #[serde(default)]
-    failure_mode: FailureMode,
-    #[serde(default)]
-    extra_entries: Vec<ExtraEntry>,
-    lease: Option<RawLease>,
-}
-
-fn default_rls_timeout_ms() -> u64 {
-    50
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRouting {
-    path_prefix: Option<String>,
-    authority: Option<String>,
-    namespace_header: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPricing {
-    #[serde(default)]
-    models: BTreeMap<String, RawPrice>,
-    default: Option<RawPrice>,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(deny_unknown_fields)]
-struct RawPrice {
-    input_per_million: f64,
-    output_per_million: f64,
-    cached_input_per_million: Option<f64>,
-    cache_write_per_million: Option<f64>,
-}
-
 // === The compiled configuration ===
 
 /// Where a request's token is read from: a header, with an optional prefix such as `Bearer `.
@@ -345,131 +255,6 @@ pub struct RemoteJwks {
     pub path: String,
     pub refresh_s: u64,
     pub timeout_ms: u64,
-}
-
-/// One quota window: at most `limit` per `window_s` seconds.
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Window {
-    pub limit: u64,
-    pub window_s: u64,
-}
-
-/// A tenant's effective limits (its plan with the tenant's own `limits` applied).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Limits {
-    pub requests: Vec<Window>,
-    pub tokens: Vec<Window>,
-    /// Monthly budget in micro-USD; `None` = no budget.
-    pub monthly_budget_micro_usd: Option<u64>,
-    pub enforcement: Enforcement,
-    /// `output_cap: "clamp"`; `None`: output limits are reserved as the client sent them.
-    pub output_cap: Option<OutputCap>,
-}
-
-impl Limits {
-    /// No window and no budget: nothing to count.
-    pub fn is_empty(&self) -> bool {
-        self.requests.is_empty()
-            && self.tokens.is_empty()
-            && self.monthly_budget_micro_usd.is_none()
-    }
-}
-
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum FailureMode {
-    /// Fail closed: refuse the request when the rate-limit service cannot decide.
-    #[default]
-    Deny,
-    /// Fail open.
-    Allow,
-}
-
-impl FailureMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureMode::Deny => "deny",
-            FailureMode::Allow => "allow",
-        }
-    }
-}
-
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum ExtraEntry {
-    UserId,
-    Model,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GlobalRateLimit {
-    pub cluster: String,
-    pub domain: String,
-    pub timeout_ms: u64,
-    pub failure_mode: FailureMode,
-    pub extra_entries: Vec<ExtraEntry>,
-    /// Credit leased in blocks (`lease`); `None`: the service is asked for every request.
-    pub lease: Option<LeaseRules>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Routing {
-    pub path_prefix: Option<String>,
-    pub authority: Option<String>,
-    pub namespace_header: Option<String>,
-}
-
-/// Price of a model in micro-USD per million tokens (= USD per token × 10^12).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Price {
-    pub input_micro_usd_per_million: u64,
-    pub output_micro_usd_per_million: u64,
-    /// Input tokens read from a prompt cache (the input price when not configured).
-    pub cached_input_micro_usd_per_million: u64,
-    /// Input tokens written to a prompt cache (the input price when not configured).
-    pub cache_write_micro_usd_per_million: u64,
-}
-
-impl Price {
-    /// A price whose cache reads and writes cost what other input tokens cost.
-    pub fn flat(input_micro_usd_per_million: u64, output_micro_usd_per_million: u64) -> Price {
-        Price {
-            input_micro_usd_per_million,
-            output_micro_usd_per_million,
-            cached_input_micro_usd_per_million: input_micro_usd_per_million,
-            cache_write_micro_usd_per_million: input_micro_usd_per_million,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Pricing {
-    pub models: BTreeMap<String, Price>,
-    pub default: Option<Price>,
-}
-
-/// How usage is measured and reserved (an addition to the contract).
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct UsageRules {
-    /// Tokens reserved at admission when the request names no `max_tokens` (or equivalent).
-    pub default_reservation_tokens: u64,
-    /// Request and JSON response bodies are read up to this size; larger responses yield
-    /// `usage_source: "none"` (the reservation stands), larger requests a 413.
-    pub max_body_bytes: usize,
-    /// Add `stream_options.include_usage` to OpenAI streaming requests that lack it.
-    pub inject_stream_usage: bool,
-}
-
-impl Default for UsageRules {
-    fn default() -> Self {
-        UsageRules {
-            default_reservation_tokens: 1024,
-            max_body_bytes: 1 << 20,
-            inject_stream_usage: true,
-        }
-    }
 }
 
 /// Per-tenant Envoy stats (an addition to the contract).
@@ -1179,186 +964,6 @@ fn compile_identity(raw: &RawIdentity) -> Result<CompiledIdentity, ConfigError> 
         max_token_bytes: raw.max_token_bytes,
     };
     Ok((rules, token_sources, tenant_header))
-}
-
-/// A header name the filter may set: lower-case RFC 7230 token characters, no pseudo-header.
-pub(crate) fn header_name(path: &str, name: &str) -> Result<String, ConfigError> {
-    let lower = name.to_ascii_lowercase();
-    let valid = !lower.is_empty()
-        && lower
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if valid {
-        Ok(lower)
-    } else {
-        err(path, format!("\"{name}\" is not a valid header name"))
-    }
-}
-
-fn check_limits(path: &str, limits: &RawLimits) -> Result<(), ConfigError> {
-    let windows = [("requests", &limits.requests), ("tokens", &limits.tokens)];
-    for (kind, list) in windows {
-        for (i, w) in list.iter().flatten().enumerate() {
-            if w.limit == 0 {
-                return err(format!("{path}.{kind}[{i}].limit"), "must be at least 1");
-            }
-            if w.window_s == 0 {
-                return err(format!("{path}.{kind}[{i}].window_s"), "must be at least 1");
-            }
-        }
-    }
-    if limits.min_output_tokens == Some(0) {
-        return err(format!("{path}.min_output_tokens"), "must be at least 1");
-    }
-    if let Some(budget) = limits.monthly_budget_usd {
-        micro_usd(budget).ok_or_else(|| ConfigError {
-            path: format!("{path}.monthly_budget_usd"),
-            message: "must be a non-negative amount of USD".into(),
-        })?;
-    }
-    Ok(())
-}
-
-fn finish_limits(raw: RawLimits) -> Limits {
-    Limits {
-        requests: raw.requests.unwrap_or_default(),
-        tokens: raw.tokens.unwrap_or_default(),
-        monthly_budget_micro_usd: raw.monthly_budget_usd.and_then(micro_usd),
-        enforcement: raw.enforcement.unwrap_or_default(),
-        output_cap: raw.output_cap.map(|OutputCapMode::Clamp| OutputCap {
-            min_output_tokens: raw.min_output_tokens.unwrap_or(DEFAULT_MIN_OUTPUT_TOKENS),
-        }),
-    }
-}
-
-/// `min_output_tokens` when a plan with `output_cap` does not say.
-pub const DEFAULT_MIN_OUTPUT_TOKENS: u64 = 16;
-
-/// USD → integer micro-USD; `None` for negative, non-finite or absurd amounts.
-fn micro_usd(usd: f64) -> Option<u64> {
-    let micro = (usd * 1_000_000.0).round();
-    if usd.is_finite() && (0.0..1e18).contains(&micro) {
-        // In range and integral, so the conversion is exact.
-        Some(micro as u64)
-    } else {
-        None
-    }
-}
-
-fn compile_global(raw: RawGlobalRateLimit) -> Result<GlobalRateLimit, ConfigError> {
-    if raw.cluster.is_empty() {
-        return err("global_rate_limit.cluster", "must not be empty");
-    }
-    if raw.domain.is_empty() {
-        return err("global_rate_limit.domain", "must not be empty");
-    }
-    if raw.timeout_ms == 0 {
-        return err(
-            "global_rate_limit.timeout_ms",
-            "must be at least 1 (0 would mean no timeout)",
-        );
-    }
-    let lease = match raw.lease {
-        Some(_) if !raw.extra_entries.is_empty() => {
-            return err(
-                "global_rate_limit.lease",
-                "cannot be combined with extra_entries: leased credit is held per tenant, not \
-                 per user or model",
-            );
-        }
-        Some(lease) => Some(lease::compile(
-            lease,
-            "global_rate_limit.lease",
-            raw.timeout_ms,
-        )?),
-        None => None,
-    };
-    Ok(GlobalRateLimit {
-        cluster: raw.cluster,
-        domain: raw.domain,
-        timeout_ms: raw.timeout_ms,
-        failure_mode: raw.failure_mode,
-        extra_entries: raw.extra_entries,
-        lease,
-    })
-}
-
-fn compile_routing(raw: RawRouting) -> Result<Routing, ConfigError> {
-    if let Some(prefix) = &raw.path_prefix {
-        let segments_ok = prefix
-            .split('/')
-            .skip(1)
-            .all(|s| !s.is_empty() && s != "." && s != "..");
-        if !prefix.starts_with('/') || !segments_ok || prefix.contains(['%', '?', '#', '\\']) {
-            return err(
-                "routing.path_prefix",
-                "must be '/' then non-empty segments (no '.', '..', '%', '?', '#', trailing '/')",
-            );
-        }
-        check_template("routing.path_prefix", prefix)?;
-    }
-    if let Some(authority) = &raw.authority {
-        check_template("routing.authority", authority)?;
-    }
-    let namespace_header = match &raw.namespace_header {
-        Some(h) => Some(header_name("routing.namespace_header", h)?),
-        None => None,
-    };
-    Ok(Routing {
-        path_prefix: raw.path_prefix,
-        authority: raw.authority,
-        namespace_header,
-    })
-}
-
-/// Templates may use `{tenant}` and `{namespace}` and no other braces.
-fn check_template(path: &str, template: &str) -> Result<(), ConfigError> {
-    let rest = template.replace("{tenant}", "").replace("{namespace}", "");
-    if rest.contains('{') || rest.contains('}') {
-        return err(
-            path,
-            "only the placeholders {tenant} and {namespace} are known",
-        );
-    }
-    Ok(())
-}
-
-fn compile_pricing(raw: Option<RawPricing>) -> Result<Pricing, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(Pricing::default());
-    };
-    let price = |path: String, p: RawPrice| -> Result<Price, ConfigError> {
-        let amount = |field: &str, usd: f64| {
-            micro_usd(usd).ok_or_else(|| ConfigError {
-                path: format!("{path}.{field}"),
-                message: "must be a non-negative amount of USD".into(),
-            })
-        };
-        let input = amount("input_per_million", p.input_per_million)?;
-        let output = amount("output_per_million", p.output_per_million)?;
-        let cached = p
-            .cached_input_per_million
-            .map(|usd| amount("cached_input_per_million", usd))
-            .transpose()?;
-        let write = p
-            .cache_write_per_million
-            .map(|usd| amount("cache_write_per_million", usd))
-            .transpose()?;
-        Ok(Price {
-            cached_input_micro_usd_per_million: cached.unwrap_or(input),
-            cache_write_micro_usd_per_million: write.unwrap_or(input),
-            ..Price::flat(input, output)
-        })
-    };
-    let mut models = BTreeMap::new();
-    for (model, p) in raw.models {
-        models.insert(model.clone(), price(format!("pricing.models.{model}"), p)?);
-    }
-    let default = raw
-        .default
-        .map(|p| price("pricing.default".into(), p))
-        .transpose()?;
-    Ok(Pricing { models, default })
 }
 
 mod position;

@@ -14,8 +14,41 @@ use std::fmt;
 use std::iter::Sum;
 use std::ops::{Add, AddAssign};
 
-use crate::policy::config::{Price, Pricing};
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::policy::config_error::ConfigError;
 use crate::policy::usage::Usage;
+
+/// Price of a model in micro-USD per million tokens (= USD per token × 10^12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Price {
+    pub input_micro_usd_per_million: u64,
+    pub output_micro_usd_per_million: u64,
+    /// Input tokens read from a prompt cache (the input price when not configured).
+    pub cached_input_micro_usd_per_million: u64,
+    /// Input tokens written to a prompt cache (the input price when not configured).
+    pub cache_write_micro_usd_per_million: u64,
+}
+
+impl Price {
+    /// A price whose cache reads and writes cost what other input tokens cost.
+    pub fn flat(input_micro_usd_per_million: u64, output_micro_usd_per_million: u64) -> Price {
+        Price {
+            input_micro_usd_per_million,
+            output_micro_usd_per_million,
+            cached_input_micro_usd_per_million: input_micro_usd_per_million,
+            cache_write_micro_usd_per_million: input_micro_usd_per_million,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pricing {
+    pub models: BTreeMap<String, Price>,
+    pub default: Option<Price>,
+}
 
 const PICO_PER_MICRO: u128 = 1_000_000;
 const PICO_PER_USD: u128 = 1_000_000_000_000;
@@ -171,6 +204,74 @@ pub fn estimate(price: &Price, input_tokens: u64, output_tokens: u64) -> Cost {
         ..Usage::default()
     };
     Cost::of(&usage, price)
+}
+
+// === Configuration (contract: `pricing`) ===
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPricing {
+    #[serde(default)]
+    models: BTreeMap<String, RawPrice>,
+    default: Option<RawPrice>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RawPrice {
+    input_per_million: f64,
+    output_per_million: f64,
+    cached_input_per_million: Option<f64>,
+    cache_write_per_million: Option<f64>,
+}
+
+pub(crate) fn compile_pricing(raw: Option<RawPricing>) -> Result<Pricing, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Pricing::default());
+    };
+    let price = |path: String, p: RawPrice| -> Result<Price, ConfigError> {
+        let amount = |field: &str, usd: f64| {
+            micro_usd(usd).ok_or_else(|| ConfigError {
+                path: format!("{path}.{field}"),
+                message: "must be a non-negative amount of USD".into(),
+            })
+        };
+        let input = amount("input_per_million", p.input_per_million)?;
+        let output = amount("output_per_million", p.output_per_million)?;
+        let cached = p
+            .cached_input_per_million
+            .map(|usd| amount("cached_input_per_million", usd))
+            .transpose()?;
+        let write = p
+            .cache_write_per_million
+            .map(|usd| amount("cache_write_per_million", usd))
+            .transpose()?;
+        Ok(Price {
+            cached_input_micro_usd_per_million: cached.unwrap_or(input),
+            cache_write_micro_usd_per_million: write.unwrap_or(input),
+            ..Price::flat(input, output)
+        })
+    };
+    let mut models = BTreeMap::new();
+    for (model, p) in raw.models {
+        models.insert(model.clone(), price(format!("pricing.models.{model}"), p)?);
+    }
+    let default = raw
+        .default
+        .map(|p| price("pricing.default".into(), p))
+        .transpose()?;
+    Ok(Pricing { models, default })
+}
+
+/// USD → integer micro-USD; `None` for negative, non-finite or absurd amounts.
+pub(crate) fn micro_usd(usd: f64) -> Option<u64> {
+    let micro = (usd * 1_000_000.0).round();
+    if usd.is_finite() && (0.0..1e18).contains(&micro) {
+        // In range and integral, so the conversion is exact.
+        Some(micro as u64)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

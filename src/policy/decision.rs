@@ -3,13 +3,14 @@
 
 use std::rc::Rc;
 
-use crate::policy::config::{Config, Limits, TokenSource};
+use crate::policy::config::{Config, TokenSource};
 use crate::policy::denial::Reason;
 use crate::policy::identity::{self, VerifiedToken};
 use crate::policy::isolation::objects::{self, ObjectPlan, Owners};
 use crate::policy::isolation::prompt_cache::{self, Api};
 use crate::policy::isolation::{PromptCache, ProviderObjects};
 use crate::policy::namespace::{self, PathRefusal};
+use crate::policy::plan::Limits;
 use crate::policy::secret::Secret;
 use crate::policy::tenant::BoundTenant;
 use crate::policy::token_cache::TokenCache;

@@ -35,7 +35,7 @@
 
 use serde::Deserialize;
 
-use crate::policy::config::ConfigError;
+use crate::policy::config_error::ConfigError;
 use crate::policy::ratelimit::{Answer, Usage, Verdict};
 
 /// How long an exhausted or failing credit waits before the service is asked again, when the

@@ -14,11 +14,35 @@
 //!
 //! The request itself always counts against request windows (it was admitted).
 
-use crate::policy::config::{Price, Pricing, UsageRules};
-use crate::policy::cost::{self, Cost};
+use serde::Deserialize;
+
+use crate::policy::cost::{self, Cost, Price, Pricing};
 use crate::policy::isolation::objects::IdField;
 use crate::policy::quota::{Actual, Demand};
 use crate::policy::usage::{self, JsonUsage, SseUsage, Usage, UsageSource};
+
+/// How usage is measured and reserved (an addition to the contract).
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageRules {
+    /// Tokens reserved at admission when the request names no `max_tokens` (or equivalent).
+    pub default_reservation_tokens: u64,
+    /// Request and JSON response bodies are read up to this size; larger responses yield
+    /// `usage_source: "none"` (the reservation stands), larger requests a 413.
+    pub max_body_bytes: usize,
+    /// Add `stream_options.include_usage` to OpenAI streaming requests that lack it.
+    pub inject_stream_usage: bool,
+}
+
+impl Default for UsageRules {
+    fn default() -> Self {
+        UsageRules {
+            default_reservation_tokens: 1024,
+            max_body_bytes: 1 << 20,
+            inject_stream_usage: true,
+        }
+    }
+}
 
 enum Reader {
     /// The response has not started, or is neither JSON nor SSE.

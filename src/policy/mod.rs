@@ -6,9 +6,11 @@
 
 pub mod audit;
 pub mod config;
+pub mod config_error;
 pub mod cost;
 pub mod decision;
 pub mod denial;
+pub mod global_rate_limit;
 pub mod header_map;
 pub mod identity;
 pub mod isolation;
@@ -18,7 +20,9 @@ pub mod lease;
 pub mod metering;
 pub mod namespace;
 pub mod output_cap;
+pub mod plan;
 pub mod protobuf;
+pub mod provider_api;
 pub mod quota;
 pub mod ratelimit;
 pub mod record;

@@ -11,8 +11,17 @@
 //! under that template; then it must be the tenant's own, or the request is refused
 //! (403 `cross_tenant_path`).
 
-use crate::policy::config::Routing;
+use serde::Deserialize;
+
+use crate::policy::config_error::{err, header_name, ConfigError};
 use crate::policy::denial::Reason;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    pub path_prefix: Option<String>,
+    pub authority: Option<String>,
+    pub namespace_header: Option<String>,
+}
 
 /// Longest detail kept in a refusal (for logs).
 const MAX_DETAIL_CHARS: usize = 200;
@@ -390,6 +399,56 @@ pub fn expand(template: &str, tenant: &str, namespace: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+// === Configuration (contract: `routing`) ===
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouting {
+    path_prefix: Option<String>,
+    authority: Option<String>,
+    namespace_header: Option<String>,
+}
+
+pub(crate) fn compile_routing(raw: RawRouting) -> Result<Routing, ConfigError> {
+    if let Some(prefix) = &raw.path_prefix {
+        let segments_ok = prefix
+            .split('/')
+            .skip(1)
+            .all(|s| !s.is_empty() && s != "." && s != "..");
+        if !prefix.starts_with('/') || !segments_ok || prefix.contains(['%', '?', '#', '\\']) {
+            return err(
+                "routing.path_prefix",
+                "must be '/' then non-empty segments (no '.', '..', '%', '?', '#', trailing '/')",
+            );
+        }
+        check_template("routing.path_prefix", prefix)?;
+    }
+    if let Some(authority) = &raw.authority {
+        check_template("routing.authority", authority)?;
+    }
+    let namespace_header = match &raw.namespace_header {
+        Some(h) => Some(header_name("routing.namespace_header", h)?),
+        None => None,
+    };
+    Ok(Routing {
+        path_prefix: raw.path_prefix,
+        authority: raw.authority,
+        namespace_header,
+    })
+}
+
+/// Templates may use `{tenant}` and `{namespace}` and no other braces.
+fn check_template(path: &str, template: &str) -> Result<(), ConfigError> {
+    let rest = template.replace("{tenant}", "").replace("{namespace}", "");
+    if rest.contains('{') || rest.contains('}') {
+        return err(
+            path,
+            "only the placeholders {tenant} and {namespace} are known",
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

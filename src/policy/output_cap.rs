@@ -13,10 +13,10 @@
 //! reserved for it), lowered to the room. Without it the model could write past what was
 //! reserved, and no limit would hold by construction.
 
-use crate::policy::config::{Limits, OutputCap, Price};
-use crate::policy::cost;
+use crate::policy::cost::{self, Price};
 use crate::policy::denial::Reason;
 use crate::policy::json_edit::{self, EditError};
+use crate::policy::plan::{Limits, OutputCap};
 use crate::policy::quota::{self, Demand, Kind, QuotaState, Refusal, Reservation, WindowStatus};
 use crate::policy::usage::{self, RequestBody};
 

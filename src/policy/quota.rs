@@ -14,8 +14,8 @@
 //! Concurrent traffic can overshoot a token window by at most the real usage of the requests
 //! that were admitted while it was open, beyond their estimates.
 
-use crate::policy::config::Limits;
 use crate::policy::denial::Reason;
+use crate::policy::plan::Limits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -67,7 +67,7 @@ pub struct Window {
 
 /// The windows of `limits` at `now`: requests, then tokens, then the budget.
 fn windows(limits: &Limits, now: u64) -> Vec<Window> {
-    let fixed = |kind, w: &crate::policy::config::Window| {
+    let fixed = |kind, w: &crate::policy::plan::Window| {
         let window_s = w.window_s.max(1);
         let slot = now / window_s;
         Window {

@@ -9,8 +9,16 @@
 
 use std::collections::HashMap;
 
-use crate::policy::config::{ExtraEntry, GlobalRateLimit};
+use serde::Deserialize;
+
 use crate::policy::protobuf::{put_bytes, put_varint_field, Fields, Wire};
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ExtraEntry {
+    UserId,
+    Model,
+}
 
 /// The gRPC service and method the filter calls.
 pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
@@ -43,7 +51,7 @@ pub struct Subject<'a> {
 /// The descriptor entries of one call, in the contract's order. A missing plan is sent as
 /// `none` and a missing user or model as `unknown`, so the entry count never changes.
 pub fn entries<'a>(
-    rules: &GlobalRateLimit,
+    extra_entries: &[ExtraEntry],
     usage: Usage,
     subject: &Subject<'a>,
 ) -> Vec<(&'static str, &'a str)> {
@@ -52,7 +60,7 @@ pub fn entries<'a>(
         ("plan", subject.plan.unwrap_or("none")),
         ("tenant_id", subject.tenant),
     ];
-    for extra in &rules.extra_entries {
+    for extra in extra_entries {
         out.push(match extra {
             ExtraEntry::UserId => ("user_id", subject.user.unwrap_or("unknown")),
             ExtraEntry::Model => ("model", subject.model.unwrap_or("unknown")),

@@ -34,18 +34,18 @@
 //! dropped when the request ends with trailers and the trailers answer `Continue`; answering
 //! `Pause` and continuing at once ([`Effects::resume`]) delivers it.
 
-use crate::policy::config::{
-    ExtraEntry, FailureMode, GlobalRateLimit, OutputCap, Pricing, UsageRules,
-};
+use crate::policy::cost::Pricing;
 use crate::policy::denial::{self, LocalReply, Reason};
+use crate::policy::global_rate_limit::{FailureMode, GlobalRateLimit};
 use crate::policy::isolation::objects::{self, IdField, ObjectPlan, Owners};
 use crate::policy::isolation::prompt_cache::{self, Api};
 use crate::policy::isolation::IsolationRules;
-use crate::policy::metering::{self, Answer, Meter, Outcome};
+use crate::policy::metering::{self, Answer, Meter, Outcome, UsageRules};
 use crate::policy::namespace::PathRefusal;
 use crate::policy::output_cap::{self, Cap};
+use crate::policy::plan::OutputCap;
 use crate::policy::quota::{self, Actual, Demand, Reservation};
-use crate::policy::ratelimit::{self, Verdict};
+use crate::policy::ratelimit::{self, ExtraEntry, Verdict};
 use crate::policy::usage;
 use crate::policy::vector_store::{self, BodyPlan, ResponsePlan};
 

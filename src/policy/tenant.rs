@@ -7,8 +7,8 @@ use std::rc::Rc;
 
 use serde::Deserialize;
 
-use crate::policy::config::Limits;
 use crate::policy::denial::Reason;
+use crate::policy::plan::Limits;
 
 #[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

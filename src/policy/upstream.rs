@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 
-use crate::policy::config::{header_name, ConfigError};
+use crate::policy::config_error::{err, header_name, ConfigError};
 use crate::policy::secret::{self, Secret};
 use crate::policy::tenant::is_valid_tenant_id;
 
@@ -130,13 +130,6 @@ pub struct Plan<'a> {
     pub set: Option<(&'a str, &'a Secret)>,
     /// The credential's fingerprint, for records.
     pub fingerprint: Option<&'a str>,
-}
-
-fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError {
-        path: path.into(),
-        message: message.into(),
-    })
 }
 
 /// Compiles the upstreams and every credential and upstream header naming them. `reserved`:

@@ -51,7 +51,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::policy::config::ConfigError;
+use crate::policy::config_error::{err, ConfigError};
 use crate::policy::denial::Reason;
 use crate::policy::namespace::{expand, is_unreserved, quoted, PathRefusal, RequestPath};
 
@@ -171,13 +171,6 @@ enum Rule {
 }
 
 // === Validation ===
-
-fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError {
-        path: path.into(),
-        message: message.into(),
-    })
-}
 
 /// Validates the `vector_stores` list.
 pub fn compile(raw: Vec<RawVectorStore>) -> Result<VectorStores, ConfigError> {

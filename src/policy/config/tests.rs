@@ -1,4 +1,8 @@
 use super::*;
+use crate::policy::cost::Price;
+use crate::policy::global_rate_limit::FailureMode;
+use crate::policy::lease::{self, LeaseRules};
+use crate::policy::plan::{OutputCap, Window, DEFAULT_MIN_OUTPUT_TOKENS};
 use serde_json::{json, Value};
 #[cfg(target_family = "wasm")]
 use wasm_bindgen_test::wasm_bindgen_test as test;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::policy::config::Price;
+use crate::policy::cost::Price;
 #[cfg(target_family = "wasm")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 

@@ -2,7 +2,7 @@
 //! minimum allows, and bodies that say exactly that.
 
 use super::*;
-use crate::policy::config::Window;
+use crate::policy::plan::Window;
 use crate::policy::quota;
 #[cfg(target_family = "wasm")]
 use wasm_bindgen_test::wasm_bindgen_test as test;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::policy::config::Window as Plan;
+use crate::policy::plan::Window as Plan;
 #[cfg(target_family = "wasm")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 

@@ -1,18 +1,6 @@
 use super::*;
-use crate::policy::config::FailureMode;
 #[cfg(target_family = "wasm")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
-
-fn rules(extra_entries: Vec<ExtraEntry>) -> GlobalRateLimit {
-    GlobalRateLimit {
-        cluster: "ratelimit".into(),
-        domain: "tenant-guard".into(),
-        timeout_ms: 50,
-        failure_mode: FailureMode::Deny,
-        extra_entries,
-        lease: None,
-    }
-}
 
 /// Decodes a message into (field, raw value) pairs, for asserting on what was encoded.
 fn fields(bytes: &[u8]) -> Vec<(u64, Vec<u8>, Option<u64>)> {
@@ -37,14 +25,14 @@ fn subject() -> Subject<'static> {
 #[test]
 fn entries_follow_the_contract_order_with_optional_extras() {
     assert_eq!(
-        entries(&rules(vec![]), Usage::Requests, &subject()),
+        entries(&[], Usage::Requests, &subject()),
         vec![
             ("usage", "requests"),
             ("plan", "pro"),
             ("tenant_id", "acme")
         ]
     );
-    let with_extras = rules(vec![ExtraEntry::UserId, ExtraEntry::Model]);
+    let with_extras = [ExtraEntry::UserId, ExtraEntry::Model];
     assert_eq!(
         entries(&with_extras, Usage::Tokens, &subject()),
         vec![

@@ -2,7 +2,8 @@
 //! reservation back where it was, and exactly the charge the charging rule says.
 
 use super::*;
-use crate::policy::config::{Limits, Price, Window};
+use crate::policy::cost::Price;
+use crate::policy::plan::{Limits, Window};
 use crate::policy::quota::{self, Kind, QuotaState};
 use crate::policy::ratelimit::Answer as ServiceAnswer;
 #[cfg(target_family = "wasm")]

@@ -15,7 +15,7 @@ pub fn from_json(body: &[u8]) -> Option<(Usage, Option<String>)> {
 }
 
 /// Incremental reader for a JSON response body, for when the body is not buffered: feed
-/// every chunk as it passes. Same places and memory bound as [`SseUsage`], but the body is
+/// every chunk as it passes. Same places and memory bound as [`SseUsage`](super::SseUsage), but the body is
 /// not validated as a whole: a usage object counts once it is complete and well-formed, so a
 /// body cut short after its usage still yields it. [`from_json`] is the strict, buffered one.
 #[derive(Default)]

@@ -22,10 +22,10 @@ use serde_json::Value;
 use super::body::{check_spellings, fold_key, Object, RULE_KEYS};
 use super::pinecone::scan_query_with;
 use super::{
-    check_value_template, cross_tenant, err, invalid_body, not_allowed, not_shared, BodyEdit,
+    check_value_template, cross_tenant, invalid_body, not_allowed, not_shared, BodyEdit,
     RawVectorStore, Request, Rule, Shape, VectorRoute,
 };
-use crate::policy::config::ConfigError;
+use crate::policy::config_error::{err, ConfigError};
 use crate::policy::namespace::{is_unreserved, quoted, PathRefusal};
 
 const DEFAULT_FIELD: &str = "tenant_id";

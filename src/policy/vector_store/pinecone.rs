@@ -15,7 +15,7 @@ use super::{
     check_value_template, cross_tenant, invalid_body, not_allowed, BodyEdit, RawVectorStore,
     Request, Rule, Shape, VectorRoute,
 };
-use crate::policy::config::ConfigError;
+use crate::policy::config_error::ConfigError;
 use crate::policy::denial::Reason;
 use crate::policy::namespace::{hex, is_unreserved, push_escape, quoted, PathRefusal};
 

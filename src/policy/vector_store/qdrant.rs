@@ -17,10 +17,10 @@ use serde_json::Value;
 
 use super::body::{check_spellings, Object, RULE_KEYS};
 use super::{
-    err, invalid_body, not_allowed, BodyEdit, RawVectorStore, Request, ResponsePlan, Rule, Shape,
+    invalid_body, not_allowed, BodyEdit, RawVectorStore, Request, ResponsePlan, Rule, Shape,
     VectorRoute, TENANT_PLACEHOLDERS,
 };
-use crate::policy::config::ConfigError;
+use crate::policy::config_error::{err, ConfigError};
 use crate::policy::denial::Reason;
 use crate::policy::namespace::{expand, quoted, PathRefusal};
 

@@ -1,0 +1,115 @@
+//! Plans (contract: `plans`, and a tenant's own `limits` over its plan's): the windows,
+//! budget, enforcement and output cap a tenant's quotas run on.
+
+use serde::Deserialize;
+
+use crate::policy::config_error::{err, ConfigError};
+use crate::policy::cost::micro_usd;
+
+/// A plan, or a tenant's `limits` overriding its plan field by field.
+#[derive(Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub(crate) requests: Option<Vec<Window>>,
+    pub(crate) tokens: Option<Vec<Window>>,
+    pub(crate) monthly_budget_usd: Option<f64>,
+    pub(crate) enforcement: Option<Enforcement>,
+    pub(crate) output_cap: Option<OutputCapMode>,
+    pub(crate) min_output_tokens: Option<u64>,
+}
+
+/// `output_cap`: how a request's output limit is held to what its quotas still cover.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum OutputCapMode {
+    /// Lower (or set) the body's output limit to what the tightest token window and the
+    /// budget still cover.
+    Clamp,
+}
+
+/// A plan's `output_cap: "clamp"`, compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputCap {
+    /// Below this many output tokens per choice the request is refused instead.
+    pub min_output_tokens: u64,
+}
+
+/// Whether a plan's or a tenant's limits refuse requests (`enforce`) or only record what they
+/// would have refused (`shadow`, for rolling out new limits).
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforcement {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
+/// One quota window: at most `limit` per `window_s` seconds.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    pub limit: u64,
+    pub window_s: u64,
+}
+
+/// A tenant's effective limits (its plan with the tenant's own `limits` applied).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub requests: Vec<Window>,
+    pub tokens: Vec<Window>,
+    /// Monthly budget in micro-USD; `None` = no budget.
+    pub monthly_budget_micro_usd: Option<u64>,
+    pub enforcement: Enforcement,
+    /// `output_cap: "clamp"`; `None`: output limits are reserved as the client sent them.
+    pub output_cap: Option<OutputCap>,
+}
+
+impl Limits {
+    /// No window and no budget: nothing to count.
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+            && self.tokens.is_empty()
+            && self.monthly_budget_micro_usd.is_none()
+    }
+}
+
+/// Checks a plan, or a tenant's own `limits`, found at `path`.
+pub(crate) fn check_limits(path: &str, limits: &RawLimits) -> Result<(), ConfigError> {
+    let windows = [("requests", &limits.requests), ("tokens", &limits.tokens)];
+    for (kind, list) in windows {
+        for (i, w) in list.iter().flatten().enumerate() {
+            if w.limit == 0 {
+                return err(format!("{path}.{kind}[{i}].limit"), "must be at least 1");
+            }
+            if w.window_s == 0 {
+                return err(format!("{path}.{kind}[{i}].window_s"), "must be at least 1");
+            }
+        }
+    }
+    if limits.min_output_tokens == Some(0) {
+        return err(format!("{path}.min_output_tokens"), "must be at least 1");
+    }
+    if let Some(budget) = limits.monthly_budget_usd {
+        micro_usd(budget).ok_or_else(|| ConfigError {
+            path: format!("{path}.monthly_budget_usd"),
+            message: "must be a non-negative amount of USD".into(),
+        })?;
+    }
+    Ok(())
+}
+
+/// The limits a checked plan (or a tenant's merged `limits`) compiles to.
+pub(crate) fn finish_limits(raw: RawLimits) -> Limits {
+    Limits {
+        requests: raw.requests.unwrap_or_default(),
+        tokens: raw.tokens.unwrap_or_default(),
+        monthly_budget_micro_usd: raw.monthly_budget_usd.and_then(micro_usd),
+        enforcement: raw.enforcement.unwrap_or_default(),
+        output_cap: raw.output_cap.map(|OutputCapMode::Clamp| OutputCap {
+            min_output_tokens: raw.min_output_tokens.unwrap_or(DEFAULT_MIN_OUTPUT_TOKENS),
+        }),
+    }
+}
+
+/// `min_output_tokens` when a plan with `output_cap` does not say.
+pub const DEFAULT_MIN_OUTPUT_TOKENS: u64 = 16;
