@@ -61,7 +61,7 @@ FLOOR_TARGET := target/bench-floor
 # the stable toolchain takes them with RUSTC_BOOTSTRAP=1. No sanitizer: the core has no unsafe
 # code, and release builds keep debug assertions and overflow checks (cargo-fuzz's default).
 # Builds and corpora live outside the clone so later runs on this machine reuse them.
-FUZZ_TARGETS := config token jwks usage path vector_body rls_answer
+FUZZ_TARGETS := config token jwks usage path vector_body rls_answer rfc3339 api_key
 FUZZ_CACHE ?= $(HOME)/.cache/tenant-guard/fuzz
 FUZZ_SMOKE_SECONDS ?= 4
 SECONDS ?= 60

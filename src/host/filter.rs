@@ -17,6 +17,7 @@ use crate::policy::audit;
 use crate::policy::cost;
 use crate::policy::decision::{self, Admission, Decision, HeaderEdit, RequestFacts};
 use crate::policy::denial::{self, LocalReply, Reason};
+use crate::policy::header_map;
 use crate::policy::isolation;
 use crate::policy::isolation::objects::{self, Inserted, Owners};
 use crate::policy::lease::Fetch;
@@ -726,10 +727,17 @@ impl HttpContext for Filter {
                     .by_authority()
                     .then(|| request_header(":authority"))
                     .flatten();
+                let mut all_headers = None;
                 let facts = RequestFacts {
                     method: &method_text,
                     path: &raw_path,
-                    credential: decision::find_credential(&config.token_sources, request_header),
+                    credential: decision::read_credential(config, request_header, |name| {
+                        // Read once, when a key makes every line count.
+                        let map = all_headers.get_or_insert_with(|| {
+                            abi::header_map(MapType::HttpRequestHeaders).unwrap_or_default()
+                        });
+                        header_map::lines(map, name).unwrap_or_default()
+                    }),
                     tenant_header: self.tenant_header.as_deref(),
                     authority: authority.as_deref(),
                     now,
@@ -742,7 +750,7 @@ impl HttpContext for Filter {
 
         let client_request_id = request_header("x-request-id");
         let request_id = self.worker.borrow_mut().record_ids.next_id();
-        let record = Record::new(
+        let mut record = Record::new(
             &decision,
             RequestInfo {
                 request_id,
@@ -751,6 +759,7 @@ impl HttpContext for Filter {
                 path: &raw_path,
             },
         );
+        record.auth_state = self.worker.borrow().config.api_keys.enabled();
         write_filter_state(&record.filter_state());
         self.record = Some(record);
 

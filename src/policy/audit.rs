@@ -95,6 +95,9 @@ pub fn of<'a>(record: &Record, facts: impl FnOnce() -> Facts<'a>) -> Option<Even
         tenant: record.tenant.clone(),
         user: record.user.clone(),
         provider: record.provider.clone(),
+        auth: record.auth,
+        key_id: record.key_id.clone(),
+        key_digest: record.key_digest.clone(),
         credential: record.credential.clone(),
         claimed,
         method: record.method.clone(),
@@ -124,6 +127,15 @@ pub struct Event {
     pub tenant: Option<String>,
     pub user: Option<String>,
     pub provider: Option<String>,
+    /// `jwt` or `api_key`, once known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<&'static str>,
+    /// The API key's id (a key of the policy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The first 8 hex digits of a refused API key's SHA-256, never the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_digest: Option<String>,
     /// The upstream credential's fingerprint, when the request had one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
@@ -233,18 +245,7 @@ pub fn hash(prev: &str, text_without_hash: &str) -> String {
     hex(&digest)
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        for nibble in [b >> 4, b & 0x0f] {
-            if let Some(&d) = DIGITS.get(usize::from(nibble)) {
-                out.push(char::from(d));
-            }
-        }
-    }
-    out
-}
+pub use crate::policy::digest::hex;
 
 /// RFC 3339 UTC with milliseconds: `2026-11-29T23:30:04.123Z`.
 pub fn rfc3339_millis(unix_ms: u64) -> String {
@@ -288,6 +289,9 @@ mod tests {
             tenant: Some("acme".into()),
             user: Some("alice".into()),
             provider: Some("corp-idp".into()),
+            auth: Some("jwt"),
+            key_id: None,
+            key_digest: None,
             credential: None,
             claimed: Claimed {
                 path_namespace: Some("/tenants/globex".into()),
@@ -355,7 +359,7 @@ mod tests {
             r#","hash":"{}"}}"#,
             line["hash"].as_str().unwrap()
         )));
-        assert_eq!(keys.len(), 20, "{keys:?}");
+        assert_eq!(keys.len(), 21, "{keys:?}");
         let pos = |k: &str| lines[1].find(&format!("\"{k}\":")).unwrap();
         let order = [
             "type",

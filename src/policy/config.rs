@@ -17,6 +17,7 @@ use std::rc::Rc;
 use serde::Deserialize;
 use serde_json::error::Category;
 
+use crate::policy::api_key::{ApiKeys, RawApiKey};
 use crate::policy::config_error::{err, header_name, ConfigError};
 use crate::policy::cost::{compile_pricing, Pricing, RawPricing};
 use crate::policy::global_rate_limit::{compile_global, GlobalRateLimit, RawGlobalRateLimit};
@@ -151,6 +152,9 @@ struct RawIdentity {
     max_token_bytes: usize,
     #[serde(default = "default_token_cache_size")]
     token_cache_size: usize,
+    /// Where tenant API keys are read (`tenants.<id>.api_keys`); also token sources.
+    #[serde(default)]
+    api_key_sources: Vec<RawTokenSource>,
 }
 
 impl Default for RawIdentity {
@@ -165,6 +169,7 @@ impl Default for RawIdentity {
             strip_token: false,
             max_token_bytes: default_max_token_bytes(),
             token_cache_size: default_token_cache_size(),
+            api_key_sources: Vec::new(),
         }
     }
 }
@@ -200,6 +205,8 @@ struct RawTokenSource {
 struct RawTenant {
     #[serde(default)]
     status: Status,
+    /// May be empty for a tenant known by its API keys alone.
+    #[serde(default)]
     providers: Vec<String>,
     plan: Option<String>,
     namespace: Option<String>,
@@ -215,6 +222,9 @@ struct RawTenant {
     /// Static, not secret headers for the upstream; the client's copies are removed.
     #[serde(default)]
     upstream_headers: BTreeMap<String, String>,
+    /// The digests of the tenant's API keys.
+    #[serde(default)]
+    api_keys: Vec<RawApiKey>,
 }
 
 #[derive(Deserialize)]
@@ -298,6 +308,8 @@ pub struct Config {
     pub object_prefixes: HashMap<String, Vec<String>>,
     /// `upstreams`, the credentials for them and the tenants' upstream headers.
     pub upstreams: Upstreams,
+    /// `identity.api_key_sources` and the tenants' `api_keys`.
+    pub api_keys: ApiKeys,
 }
 
 impl Config {
@@ -441,8 +453,11 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
         hash.update(text);
         hash.finalize()
     };
-    if raw.providers.is_empty() {
-        return err("providers", "at least one provider is required");
+    if raw.providers.is_empty() && raw.identity.api_key_sources.is_empty() {
+        return err(
+            "providers",
+            "at least one provider is required (or identity.api_key_sources)",
+        );
     }
     let mut providers = Vec::new();
     let mut remote_jwks = Vec::new();
@@ -483,7 +498,8 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
     }
 
     let identity = raw.identity;
-    let (rules, token_sources, tenant_header) = compile_identity(&identity)?;
+    let (rules, token_sources, tenant_header, key_sources) = compile_identity(&identity)?;
+    let mut api_keys = ApiKeys::new(key_sources);
 
     let mut plans = BTreeMap::new();
     for (name, plan) in &raw.plans {
@@ -531,6 +547,14 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
         }
         let as_planned = t.limits.is_none() && t.enforcement.is_none();
         let path = format!("tenants.{id}");
+        let known_by_keys = !t.api_keys.is_empty();
+        if known_by_keys && !api_keys.enabled() {
+            return err(
+                format!("{path}.api_keys"),
+                "keys are never read: identity.api_key_sources is empty",
+            );
+        }
+        api_keys.add(&id, &format!("{path}.api_keys"), t.api_keys)?;
         if let Some(i) = t.object_prefixes.iter().position(|p| p.len() < 4) {
             return err(
                 format!("{path}.object_prefixes[{i}]"),
@@ -570,8 +594,13 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
             Some(shared) if as_planned => Rc::clone(shared),
             _ => Rc::new(finish_limits(limits)),
         };
+        let providers = if t.providers.is_empty() && known_by_keys {
+            Vec::new()
+        } else {
+            provider_index(&format!("{path}.providers"), &t.providers)?
+        };
         tenants.push(Tenant {
-            providers: provider_index(&format!("{path}.providers"), &t.providers)?,
+            providers,
             id,
             status: t.status,
             plan: t.plan,
@@ -662,6 +691,7 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
         isolation,
         object_prefixes,
         upstreams,
+        api_keys,
     })
 }
 
@@ -901,7 +931,9 @@ fn compile_remote(
     })
 }
 
-type CompiledIdentity = (IdentityRules, Vec<TokenSource>, Option<String>);
+/// The rules, the token sources (`identity.api_key_sources` appended, a source already there
+/// shared), the tenant header, and which token sources are API key sources.
+type CompiledIdentity = (IdentityRules, Vec<TokenSource>, Option<String>, Vec<usize>);
 
 fn compile_identity(raw: &RawIdentity) -> Result<CompiledIdentity, ConfigError> {
     if raw.token_sources.is_empty() {
@@ -917,6 +949,23 @@ fn compile_identity(raw: &RawIdentity) -> Result<CompiledIdentity, ConfigError> 
             header,
             prefix: s.prefix.clone().filter(|p| !p.is_empty()),
         });
+    }
+    let mut key_sources = Vec::new();
+    for (i, s) in raw.api_key_sources.iter().enumerate() {
+        let source = TokenSource {
+            header: header_name(&format!("identity.api_key_sources[{i}].header"), &s.header)?,
+            prefix: s.prefix.clone().filter(|p| !p.is_empty()),
+        };
+        let index = match token_sources.iter().position(|t| *t == source) {
+            Some(index) => index,
+            None => {
+                token_sources.push(source);
+                token_sources.len() - 1
+            }
+        };
+        if !key_sources.contains(&index) {
+            key_sources.push(index);
+        }
     }
     let claim = |path: &str, value: &str| {
         ClaimPath::parse(value).ok_or_else(|| ConfigError {
@@ -963,7 +1012,7 @@ fn compile_identity(raw: &RawIdentity) -> Result<CompiledIdentity, ConfigError> 
         forward_claims,
         max_token_bytes: raw.max_token_bytes,
     };
-    Ok((rules, token_sources, tenant_header))
+    Ok((rules, token_sources, tenant_header, key_sources))
 }
 
 mod position;

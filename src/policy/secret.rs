@@ -9,7 +9,7 @@
 use std::fmt;
 use std::rc::Rc;
 
-use crate::policy::audit::hex;
+use crate::policy::digest::sha256_prefix;
 
 /// A secret value (shared, so a header edit can carry it without copying it).
 #[derive(Clone, PartialEq, Eq)]
@@ -34,8 +34,7 @@ impl Secret {
 
 /// The first 8 hex digits of the SHA-256 of `bytes`.
 pub fn short_digest(bytes: &[u8]) -> String {
-    let digest = hmac_sha256::Hash::hash(bytes);
-    hex(digest.get(..4).unwrap_or_default())
+    sha256_prefix(bytes, 8)
 }
 
 impl fmt::Debug for Secret {
