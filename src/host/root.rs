@@ -557,7 +557,8 @@ impl RootContext for Root {
         let stats = Stats::new(listed.into_iter(), config.stats.max_tenant_series);
         let cache = TokenCache::new(config.token_cache_size);
         // The audit chain starts by naming the configuration it runs under.
-        let mut audit = Chain::new(format!("{:016x}", random_u64()));
+        let key = config.audit_key.as_ref().and_then(|k| k.value().cloned());
+        let mut audit = Chain::new(format!("{:016x}", random_u64()), key);
         let config_sha256 = audit::hex(&config.document_sha256);
         let start = audit.start(
             &audit::rfc3339_millis(super::now_ms().unwrap_or(0)),

@@ -3,6 +3,7 @@
 //! with `valueFrom: HOST`), which a wasm32-wasip1 module reads with `std::env::var`. Read once
 //! per configuration and handed to the core as values; the core never reads the environment.
 
+use crate::policy::audit;
 use crate::policy::config::Config;
 use crate::policy::config_error::ConfigError;
 
@@ -19,6 +20,16 @@ fn variable(name: &str) -> Option<String> {
 /// Loads the value of every variable the policy names into `config`.
 pub fn load(mut config: Config) -> Result<Config, ConfigError> {
     config.upstreams.load(&mut variable)?;
+    if let Some(key) = &mut config.audit_key {
+        key.load(&mut variable)?;
+        if let Some(value) = key.value() {
+            log::info!(
+                "tenant-guard: audit chain keyed with {} (key fingerprint {})",
+                key.env(),
+                audit::key_fingerprint(value)
+            );
+        }
+    }
     let fingerprints = config.upstreams.fingerprints();
     if !fingerprints.is_empty() {
         log::info!(

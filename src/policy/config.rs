@@ -28,6 +28,7 @@ use crate::policy::jwks::KeySet;
 use crate::policy::metering::UsageRules;
 use crate::policy::namespace::{compile_routing, RawRouting, Routing};
 use crate::policy::plan::{check_limits, finish_limits, Enforcement, Limits, RawLimits};
+use crate::policy::secret::Named;
 use crate::policy::structpb;
 use crate::policy::tenant::{
     is_valid_tenant_id, DefaultTenant, NamespaceTemplate, Status, Tenant, Tenants,
@@ -65,7 +66,19 @@ struct RawConfig {
     upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
     default_credentials: BTreeMap<String, RawCredential>,
+    audit: Option<RawAudit>,
 }
+
+/// `audit`: the audit stream's options.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    /// The environment variable holding the audit chain's HMAC key.
+    key_env: Option<String>,
+}
+
+/// The shortest HMAC key the audit chain takes (a SHA-256 block's worth is the most it uses).
+const MIN_AUDIT_KEY_BYTES: usize = 32;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -310,6 +323,8 @@ pub struct Config {
     pub upstreams: Upstreams,
     /// `identity.api_key_sources` and the tenants' `api_keys`.
     pub api_keys: ApiKeys,
+    /// `audit.key_env`: the audit chain's HMAC key.
+    pub audit_key: Option<Named>,
 }
 
 impl Config {
@@ -664,6 +679,11 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
     if let Some(header) = routing.as_ref().and_then(|r| r.namespace_header.as_deref()) {
         reserved.push(header);
     }
+    let audit_key = raw
+        .audit
+        .and_then(|a| a.key_env)
+        .map(|env| Named::new("audit.key_env", env, MIN_AUDIT_KEY_BYTES))
+        .transpose()?;
     let upstreams = upstream::compile(
         raw.upstreams,
         raw.default_credentials,
@@ -692,6 +712,7 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
         object_prefixes,
         upstreams,
         api_keys,
+        audit_key,
     })
 }
 

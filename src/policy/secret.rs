@@ -9,6 +9,7 @@
 use std::fmt;
 use std::rc::Rc;
 
+use crate::policy::config_error::{err, ConfigError};
 use crate::policy::digest::sha256_prefix;
 
 /// A secret value (shared, so a header edit can carry it without copying it).
@@ -35,6 +36,86 @@ impl Secret {
 /// The first 8 hex digits of the SHA-256 of `bytes`.
 pub fn short_digest(bytes: &[u8]) -> String {
     sha256_prefix(bytes, 8)
+}
+
+/// The error for a variable the VM's environment lacks: names the variable and where Envoy
+/// (and Istio) hand one over.
+pub fn not_set(path: &str, env: &str) -> ConfigError {
+    ConfigError {
+        path: path.to_string(),
+        message: format!(
+            "environment variable {env} is not set in the Wasm VM (list it in \
+             vm_config.environment_variables.host_env_keys; Istio: vmConfig.env with valueFrom: \
+             HOST)"
+        ),
+    }
+}
+
+/// A secret the policy names by its environment variable alone (`audit.key_env`), and its
+/// value once the shell loaded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    /// Where the policy names it: `audit.key_env`.
+    path: &'static str,
+    env: String,
+    /// At least this many bytes.
+    min_len: usize,
+    value: Option<Secret>,
+}
+
+impl Named {
+    /// `env`, named at `path`, for a value of at least `min_len` bytes.
+    pub fn new(path: &'static str, env: String, min_len: usize) -> Result<Named, ConfigError> {
+        if !is_env_name(&env) {
+            return err(
+                path,
+                "must be an environment variable name: A-Z a-z 0-9 _, not starting with a digit",
+            );
+        }
+        Ok(Named {
+            path,
+            env,
+            min_len,
+            value: None,
+        })
+    }
+
+    /// Takes the value from `lookup` (the VM's environment, read by the shell); the error
+    /// names the variable, never a value.
+    pub fn load(
+        &mut self,
+        lookup: &mut dyn FnMut(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let Some(value) = lookup(&self.env) else {
+            return Err(not_set(self.path, &self.env));
+        };
+        if let Some(why) = unusable(&value) {
+            return err(
+                self.path,
+                format!("environment variable {} {why}", self.env),
+            );
+        }
+        if value.len() < self.min_len {
+            return err(
+                self.path,
+                format!(
+                    "environment variable {} must hold at least {} characters of secret",
+                    self.env, self.min_len
+                ),
+            );
+        }
+        self.value = Some(Secret::new(&value));
+        Ok(())
+    }
+
+    /// The value, once loaded.
+    pub fn value(&self) -> Option<&Secret> {
+        self.value.as_ref()
+    }
+
+    pub fn env(&self) -> &str {
+        &self.env
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -110,6 +191,27 @@ mod tests {
         for message in [unusable("sk-1\n"), unusable("sk-é")] {
             assert!(!message.unwrap().contains("sk-"));
         }
+    }
+
+    #[test]
+    fn a_named_secret_is_loaded_from_the_environment_or_refused_by_name() {
+        let mut named = Named::new("audit.key_env", "AUDIT_KEY".into(), 32).unwrap();
+        assert_eq!(named.value(), None);
+        let e = named.load(&mut |_| None).unwrap_err();
+        assert_eq!(e.path, "audit.key_env");
+        assert!(e
+            .message
+            .starts_with("environment variable AUDIT_KEY is not set in the Wasm VM"));
+        let short = "k".repeat(31);
+        let e = named.load(&mut |_| Some(short.clone())).unwrap_err();
+        assert!(e.message.contains("at least 32 characters") && !e.message.contains(&short));
+        let key = "k".repeat(32);
+        named
+            .load(&mut |name| (name == "AUDIT_KEY").then(|| key.clone()))
+            .unwrap();
+        assert_eq!(named.value().map(Secret::expose), Some(key.as_str()));
+        assert!(!format!("{named:?}").contains(&key));
+        assert!(Named::new("audit.key_env", "1X".into(), 32).is_err());
     }
 
     #[test]

@@ -525,15 +525,7 @@ impl Upstreams {
         for c in credentials {
             let path = format!("{}.env", c.path);
             let Some(value) = lookup(&c.env) else {
-                return err(
-                    path,
-                    format!(
-                        "environment variable {} is not set in the Wasm VM (list it in \
-                         vm_config.environment_variables.host_env_keys; Istio: vmConfig.env with \
-                         valueFrom: HOST)",
-                        c.env
-                    ),
-                );
+                return Err(secret::not_set(&path, &c.env));
             };
             if let Some(why) = secret::unusable(&value) {
                 return err(path, format!("environment variable {} {why}", c.env));
