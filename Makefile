@@ -41,10 +41,16 @@ RLS_MANIFEST := tools/ratelimit-service/Cargo.toml
 RLS_TARGET ?= $(HOME)/.cache/tenant-guard/ratelimit-service
 RLS_BIN := target/ratelimit-service/tenant-guard-ratelimit
 export TENANT_GUARD_RATELIMIT := $(abspath $(RLS_BIN))
-# The auditors' tool: its own Cargo project, outside the filter's (and the wasm) build.
-AUDIT_MANIFEST := tools/audit/Cargo.toml
-AUDIT_BIN := tools/audit/target/release/tenant-guard-audit
-export TENANT_GUARD_AUDIT = $(abspath $(AUDIT_BIN))
+# The operators' and auditors' command, `tenant-guard` (check, audit): its own Cargo project,
+# outside the filter's (and the wasm) build, that depends on the filter's crate so `check`
+# compiles policies with the filter's own code. `make cli` copies it (and its former name,
+# tenant-guard-audit) to target/cli/.
+CLI_MANIFEST := tools/cli/Cargo.toml
+CLI_CARGO := --manifest-path $(CLI_MANIFEST) --target-dir target/cli/build
+CLI_BIN := target/cli/tenant-guard
+export TENANT_GUARD_CLI = $(abspath $(CLI_BIN))
+# The policy's JSON Schema (editors, `make validate`, tests/test_policy_schema.py).
+POLICY_SCHEMA := schema/policy.schema.json
 # `make audit-bench`: a generated log of this many records, and where it goes.
 AUDIT_BENCH_RECORDS ?= 1000000
 AUDIT_BENCH_LOG ?= target/audit-bench.log
@@ -70,7 +76,7 @@ SECONDS ?= 60
 CARGO_FUZZ = fuzz/shared-target.sh $(FUZZ_CACHE)/target env RUSTC_BOOTSTRAP=1 cargo fuzz
 FUZZ_FLAGS = -s none --target-dir $(FUZZ_CACHE)/target
 
-.PHONY: help wasm oci compat audit test-audit audit-bench venv run run-global token test lint \
+.PHONY: help wasm oci compat cli audit test-cli audit-bench venv run run-global token test lint \
 	unit test-wasm validate integration global-deps ratelimit-service test-ratelimit-service \
 	bench bench-deps bench-floor bench-global fuzz-deps fuzz-build fuzz fuzz-smoke
 
@@ -81,8 +87,9 @@ help:
 	@echo "make test      lint, unit tests (native + wasm32), validate envoy/, integration tests"
 	@echo "make wasm      build $(WASM)"
 	@echo "make oci       the OCI image of the filter in $(OCI_DIR) (prints the digests to pin)"
-	@echo "make audit     build $(AUDIT_BIN) (verify, query, summarise audit logs)"
-	@echo "make audit-bench  the audit tool on a generated log of a million records"
+	@echo "make cli       build $(CLI_BIN): check policies, verify/query/summarise audit logs"
+	@echo "make validate  every config in envoy/: envoy --mode validate, tenant-guard check, the policy schema"
+	@echo "make audit-bench  tenant-guard audit on a generated log of a million records"
 	@echo "make bench     Envoy benchmark: passthrough, native, Wasm floor, tenant-guard (DURATION=3 ROUNDS=3)"
 	@echo "make bench-global  service calls per 1,000 requests and added latency, with and without leases"
 	@echo "make fuzz      run every fuzz target for SECONDS seconds (default 60)"
@@ -129,32 +136,37 @@ test-ratelimit-service: ratelimit-service
 	cargo fmt --check --manifest-path $(RLS_MANIFEST)
 	tools/ratelimit-service/shared-target.sh test "$(RLS_TARGET)"
 
-audit:
-	cargo build --release --manifest-path $(AUDIT_MANIFEST)
+cli:
+	cargo build --release $(CLI_CARGO)
+	@cp target/cli/build/release/tenant-guard target/cli/build/release/tenant-guard-audit target/cli/
+	@echo "$(CLI_BIN) (and target/cli/tenant-guard-audit, its former name for the audit commands)"
 
-test-audit:
-	cargo fmt --check --manifest-path $(AUDIT_MANIFEST)
-	cargo clippy --all-targets --manifest-path $(AUDIT_MANIFEST) -- -D warnings
-	cargo test --release --manifest-path $(AUDIT_MANIFEST)
+# The former name of `make cli`.
+audit: cli
+
+test-cli:
+	cargo fmt --check --manifest-path $(CLI_MANIFEST)
+	cargo clippy --release --all-targets $(CLI_CARGO) -- -D warnings
+	cargo test --release $(CLI_CARGO)
 
 # verify, query and summary on a generated log of AUDIT_BENCH_RECORDS records, with the time
 # and peak memory each took (GNU time).
-audit-bench: audit
+audit-bench: cli
 	@command -v /usr/bin/time >/dev/null || (apt-get update -q && apt-get install -y -q time)
 	@mkdir -p $(dir $(AUDIT_BENCH_LOG))
-	cargo run -q --release --manifest-path $(AUDIT_MANIFEST) --example genlog -- \
+	cargo run -q --release $(CLI_CARGO) --example genlog -- \
 		$(AUDIT_BENCH_RECORDS) 4 > $(AUDIT_BENCH_LOG)
 	@ls -l $(AUDIT_BENCH_LOG)
 	@for cmd in "verify" "query --tenant acme --cross-tenant" "summary"; do \
-		echo "== tenant-guard-audit $$cmd"; \
+		echo "== tenant-guard audit $$cmd"; \
 		/usr/bin/time -f "   %e s elapsed, %M KiB peak RSS" \
-			$(AUDIT_BIN) $$cmd $(AUDIT_BENCH_LOG) 2>&1 >/dev/null | tail -1; \
+			$(CLI_BIN) audit $$cmd $(AUDIT_BENCH_LOG) 2>&1 >/dev/null | tail -1; \
 	done
 
 token: venv
 	@$(PYTHON) tools/mint_token.py --tenant $(TENANT)
 
-test: lint unit test-wasm fuzz-smoke validate test-audit test-ratelimit-service integration
+test: lint unit test-wasm fuzz-smoke validate test-cli test-ratelimit-service integration
 
 lint:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -176,10 +188,14 @@ test-wasm:
 		cargo test --lib --target wasm32-unknown-unknown
 
 # Every bootstrap in envoy/ (the Kubernetes manifests in envoy/istio and envoy/envoy-gateway are
-# checked by the integration tests). Validation mode reads no LDS file, so envoy/dynamic's
-# listeners are also validated inlined into a static bootstrap. The configs write their audit
-# stream to .run/audit.log, which Envoy opens when it validates.
-validate: wasm venv
+# checked against their CRDs by the integration tests). Validation mode reads no LDS file, so
+# envoy/dynamic's listeners are also validated inlined into a static bootstrap. The configs
+# write their audit stream to .run/audit.log, which Envoy opens when it validates. Then every
+# policy in envoy/ (bootstraps, listeners, manifests) through `tenant-guard check` and the
+# policy's JSON Schema.
+VALIDATE_POLICIES := envoy/*.yaml envoy/dynamic/listeners.yaml envoy/istio/wasmplugin.yaml \
+	envoy/envoy-gateway/extension-policy.yaml
+validate: wasm venv cli
 	@mkdir -p .run
 	@for f in envoy/*.yaml envoy/dynamic/bootstrap.yaml; do \
 		echo "validate $$f"; \
@@ -188,8 +204,9 @@ validate: wasm venv
 	@echo "validate envoy/dynamic/listeners.yaml"
 	@$(PYTHON) tools/static_bootstrap.py envoy/dynamic/bootstrap.yaml > target/dynamic-static.yaml
 	@"$(ENVOY)" --mode validate -c target/dynamic-static.yaml --log-level warn --use-dynamic-base-id >/dev/null
+	@$(PYTHON) tools/validate_policy.py $(CLI_BIN) $(POLICY_SCHEMA) $(VALIDATE_POLICIES)
 
-integration: wasm oci audit venv ratelimit-service
+integration: wasm oci cli venv ratelimit-service
 	TENANT_GUARD_ENVOY_VERSION=$(ENVOY_VERSION) $(PYTHON) -m pytest $(PYTEST_TARGETS) -q
 
 # A representative part of the integration suite on the oldest Envoy we support (CI runs it).

@@ -20,5 +20,5 @@ mod host;
 #[cfg(not(test))]
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|id| Box::new(host::root::Root::new(id)));
+    proxy_wasm::set_root_context(host::root_context);
 }}

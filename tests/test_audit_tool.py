@@ -1,29 +1,21 @@
-"""The audit line's JSON Schema (tools/audit/audit-line.schema.json) and the auditors' tool,
-checked against audit lines written here from the contract alone (not by the tool's own
-generator): the schema accepts them and refuses malformed ones; `tenant-guard-audit verify`
-agrees with this independent reading of the hash rule."""
+"""The audit line's JSON Schema (schema/audit-line.schema.json) and the auditors' commands
+(`tenant-guard audit`), checked against audit lines written here from the contract alone (not
+by the tool's own generator): the schema accepts them and refuses malformed ones; `tenant-guard
+audit verify` agrees with this independent reading of the hash rule."""
 
 import hashlib
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import jsonschema
 import pytest
 
+from harness.cli import cli_binary
+
 REPO = Path(__file__).resolve().parent.parent
-SCHEMA = REPO / "tools" / "audit" / "audit-line.schema.json"
+SCHEMA = REPO / "schema" / "audit-line.schema.json"
 ZERO = "0" * 64
-
-
-def audit_binary() -> Path:
-    path = Path(os.environ.get("TENANT_GUARD_AUDIT",
-                               REPO / "tools" / "audit" / "target" / "release" /
-                               "tenant-guard-audit"))
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: build it with `make audit`")
-    return path
 
 
 class Chain:
@@ -130,7 +122,7 @@ def test_the_schema_refuses_malformed_start_records(validator):
 def run(args, lines, tmp_path):
     log = tmp_path / "audit.log"
     log.write_text("\n".join(lines) + "\n")
-    return subprocess.run([str(audit_binary()), *args, str(log)], capture_output=True,
+    return subprocess.run([str(cli_binary()), "audit", *args, str(log)], capture_output=True,
                           text=True, timeout=60)
 
 

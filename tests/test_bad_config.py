@@ -1,68 +1,17 @@
 """A plugin configuration the filter does not fully understand is refused at load time: Envoy
-does not come up, and its log names the offending field path."""
+does not come up, and its log names the offending field path. `tenant-guard check`, given the
+bootstrap Envoy was given, prints the very same line."""
 
 import copy
-import json
 import re
 
 import pytest
 
 from harness import bootstrap as bs
-from harness.keys import ec_key
+from harness import cli
+from harness.bad_configs import BAD_CONFIGS, RAW_CONFIGS
 from harness.plugin_config import main_plugin_config
 
-
-def _unknown_top_level_field(cfg):
-    cfg["tennants"] = {}
-
-
-def _unknown_plan(cfg):
-    cfg["tenants"]["acme"]["plan"] = "gold"
-
-
-def _unknown_provider(cfg):
-    cfg["tenants"]["acme"]["providers"] = ["corp-idp", "nope-idp"]
-
-
-def _empty_providers(cfg):
-    cfg["providers"] = {}
-    cfg["tenants"] = {}
-    cfg.pop("default_tenant")
-
-
-def _bad_jwk(cfg):
-    cfg["providers"]["corp-idp"]["jwks"]["keys"][0]["n"] = "!!! not base64url !!!"
-
-
-def _duplicate_kid(cfg):
-    keys = cfg["providers"]["corp-idp"]["jwks"]["keys"]
-    keys.append(dict(ec_key("rsa-1", "P-256").jwk))
-
-
-def _unknown_nested_field(cfg):
-    cfg["identity"]["tenant_claims"] = "tenant_id"
-
-
-def _bad_status(cfg):
-    cfg["tenants"]["acme"]["status"] = "paused"
-
-
-# name: (mutation, how the filter's log line begins after "invalid configuration: ": the
-# field path, then the problem; serde's trailing "at line L column C" is left out)
-BAD_CONFIGS = {
-    "unknown_top_level_field": (_unknown_top_level_field, "tennants: unknown field `tennants`"),
-    "unknown_plan": (_unknown_plan, 'tenants.acme.plan: unknown plan "gold"'),
-    "unknown_provider": (_unknown_provider,
-                         'tenants.acme.providers[1]: unknown provider "nope-idp"'),
-    "empty_providers": (_empty_providers, "providers: at least one provider is required"),
-    "bad_jwk": (_bad_jwk, "providers.corp-idp.jwks.keys[0].n: not valid base64url"),
-    "duplicate_kid": (_duplicate_kid,
-                      'providers.corp-idp.jwks.keys[5].kid: duplicate kid "rsa-1" (also keys[0])'),
-    "unknown_nested_field": (_unknown_nested_field,
-                             "identity.tenant_claims: unknown field `tenant_claims`"),
-    "bad_status": (_bad_status, "tenants.acme.status: unknown variant `paused`, expected "
-                                "`active` or `suspended`"),
-}
 
 # What Envoy 1.40 prints before a plugin's log message (logger wasm, level error from
 # proxy_log at LogLevel::Error), then the filter's own prefix.
@@ -81,7 +30,17 @@ def assert_refused(proxy, expected):
     assert len(messages) == 1, f"{messages}\n{proxy.log_tail()}"
     assert messages[0].startswith(expected), f"{messages[0]!r} does not begin {expected!r}"
     assert "Plugin configured to fail closed failed to load" in proxy.read_log()
+    assert_check_agrees(proxy, messages[0])
     return messages[0]
+
+
+def assert_check_agrees(proxy, message):
+    """`tenant-guard check` on the bootstrap Envoy refused exits 1 and prints exactly the line
+    the filter logged there."""
+    result = cli.run("check", proxy.config_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert cli.log_lines(result) == [f"tenant-guard: invalid configuration: {message}"], \
+        result.stderr
 
 
 @pytest.mark.parametrize("case", list(BAD_CONFIGS))
@@ -97,17 +56,11 @@ def test_envoy_refuses_a_bad_plugin_config(envoy_factory, wasm_path, upstream, j
     assert_refused(proxy, expected)
 
 
-@pytest.mark.parametrize("text,expected", [
-    # No bytes are also an empty serialized google.protobuf.Struct: an empty document.
-    ("", "configuration: missing field `providers`"),
-    ("not json", "configuration: neither JSON (expected ident at line 1 column 2) nor a "
-                 "serialized google.protobuf.Struct"),
-    ("[]", "configuration: invalid length 0, expected struct"),
-    (json.dumps({"providers": 1}), "providers: invalid type: integer `1`, expected a map"),
-], ids=["empty", "not_json", "array", "wrong_type"])
+@pytest.mark.parametrize("case", list(RAW_CONFIGS))
 def test_envoy_refuses_a_plugin_config_that_is_not_a_config_object(envoy_factory, wasm_path,
                                                                    upstream, jwks_server,
-                                                                   text, expected):
+                                                                   case):
+    text, expected = RAW_CONFIGS[case]
     proxy = envoy_factory(
         make_config=bs.gateway(upstream.port, jwks_server.port,
                                [bs.wasm_filter(wasm_path, text)]),

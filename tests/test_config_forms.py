@@ -1,10 +1,12 @@
 """The policy written as YAML (a google.protobuf.Struct, which Envoy hands the filter as
 serialized protobuf) and as a JSON string load the same policy: the same decisions, records,
-quotas and prices for the same requests."""
+quotas and prices for the same requests. `tenant-guard check` reads both bootstraps as Envoy
+does."""
 
 import copy
 
 from harness import bootstrap as bs
+from harness import cli
 from harness.answers import answer
 from harness.keys import GLOBEX_ISSUER, claims, forge_alg_none, mint
 from harness.limits import LONG, LONGER
@@ -85,6 +87,10 @@ def test_yaml_struct_and_json_string_forms_decide_alike(envoy_factory, wasm_path
     # The YAML bootstrap really carries the decimals as YAML numbers.
     written = struct_form.config_path.read_text()
     assert "monthly_budget_usd: 1.5" in written and "input_per_million: 2.5" in written
+    for proxy, form in ((string_form, "JSON text"), (struct_form, "google.protobuf.Struct")):
+        checked = cli.run("check", proxy.config_path)
+        assert checked.returncode == 0 and f"({form}): OK" in checked.stdout, \
+            checked.stdout + checked.stderr
 
     sent = requests(keys)
     from_string = [outcome(string_form, *r) for r in sent]
@@ -121,3 +127,8 @@ def test_a_bad_yaml_policy_is_refused_with_its_field_path(envoy_factory, wasm_pa
     log = proxy.read_log()
     assert "invalid configuration: plans.free.requests[0].limit: invalid type: string" in log, \
         proxy.log_tail()
+    # `tenant-guard check` reads the YAML bootstrap as Envoy did: the same line.
+    logged = [line.split("wasm log tenant_guard tenant_guard: ", 1)[1]
+              for line in log.splitlines() if "invalid configuration" in line]
+    checked = cli.run("check", proxy.config_path)
+    assert checked.returncode == 1 and cli.log_lines(checked) == logged, checked.stderr

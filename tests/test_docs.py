@@ -1,6 +1,8 @@
 """The documentation stays true to the tree: every relative link (file and #anchor) in
-README.md and docs/ resolves, every `make X` it names is a Makefile target, and every page of
-docs/ is on the README's map. No Envoy needed."""
+README.md and docs/ resolves, every `make X` it names is a Makefile target, every page of docs/
+is on the README's map, and the policy reference (docs/policy.md) names exactly the fields of
+the policy's JSON Schema (schema/policy.schema.json), which test_policy_schema.py holds to
+the code's own parser. No Envoy needed."""
 
 import re
 import shlex
@@ -8,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from harness import policy_schema as ps
+
 REPO = Path(__file__).resolve().parent.parent
+REFERENCE = REPO / "docs" / "policy.md"
 DOCS = sorted([REPO / "README.md", REPO / "tests" / "README.md", *(REPO / "docs").glob("*.md")])
 
 FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.M | re.S)
@@ -117,3 +122,39 @@ def test_slugs_follow_github():
     assert slug("Leased credit (`global_rate_limit.lease`)") == \
         "leased-credit-global_rate_limitlease"
     assert slug("Bodies and Envoy's header modes") == "bodies-and-envoys-header-modes"
+
+
+# === The policy reference and the schema ===
+
+def reference_fields(text: str) -> set[str]:
+    """The fields the reference has a row for (`providers.<name>.issuer` → `providers.<>.issuer`)."""
+    rows = re.findall(r"^\| `([^`]+)` \|", text, re.M)
+    return {re.sub(r"<[^>]*>", "<>", row) for row in rows}
+
+
+def undocumented(text: str) -> list[str]:
+    """Fields of the schema the reference has no row for. A field of a definition used in
+    several places (a plan's limits are also a tenant's `limits`, a price is also
+    `pricing.default`) needs a row at one of them."""
+    fields = ps.fields(ps.load())
+    documented = {identity for path, identity in fields.items()
+                  if path in reference_fields(text)}
+    return sorted(path for path, identity in fields.items() if identity not in documented)
+
+
+def test_the_reference_names_only_fields_of_the_schema():
+    assert reference_fields(REFERENCE.read_text()) - set(ps.fields(ps.load())) == set()
+
+
+def test_every_field_of_the_schema_is_in_the_reference():
+    assert undocumented(REFERENCE.read_text()) == []
+
+
+def test_the_reference_check_finds_a_missing_and_an_invented_field():
+    text = REFERENCE.read_text()
+    assert len(reference_fields(text)) > 90
+    without = "\n".join(l for l in text.splitlines()
+                        if not l.startswith("| `identity.strip_token` |"))
+    assert undocumented(without) == ["identity.strip_token"]
+    invented = text + "\n| `identity.strip_tokens` | a field the code does not have |\n"
+    assert reference_fields(invented) - set(ps.fields(ps.load())) == {"identity.strip_tokens"}

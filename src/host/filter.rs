@@ -1,5 +1,6 @@
 //! One HTTP stream: turns the proxy-wasm callbacks into the core's decisions and events
-//! (`policy::decision`, `policy::stream`) and executes what they return.
+//! (`policy::decision`, `policy::stream`) and executes what they return (`filter/effects.rs`;
+//! a stream's side of leased credit: `filter/leased.rs`).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -10,27 +11,25 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::host::abi;
 use crate::host::global;
-use crate::host::lease;
-use crate::host::root::{Probe, Worker};
 use crate::host::shared::{QuotaKey, UpdateError};
+use crate::host::worker::{Probe, Worker};
 use crate::policy::audit;
-use crate::policy::cost;
 use crate::policy::decision::{self, Admission, Decision, HeaderEdit, RequestFacts};
 use crate::policy::denial::{self, LocalReply, Reason};
 use crate::policy::header_map;
 use crate::policy::isolation;
-use crate::policy::isolation::objects::{self, Inserted, Owners};
+use crate::policy::isolation::objects::Owners;
 use crate::policy::lease::Fetch;
 use crate::policy::metering;
-use crate::policy::output_cap;
 use crate::policy::plan::{Enforcement, Limits};
 use crate::policy::quota::{self, Demand, Refusal, Reservation, WindowStatus};
-use crate::policy::ratelimit::{self, Debit, Subject};
+use crate::policy::ratelimit;
 use crate::policy::record::{Record, RequestInfo};
 use crate::policy::stream::{
-    self, CacheScope, Capping, Effects, Event, Flow, HeaderMode, Point, Rules, Setup, Stream,
+    self, CacheScope, Event, Flow, HeaderMode, Point, Rules, Setup, Stream,
 };
 
+mod effects;
 mod leased;
 
 /// Tells the client the output limit the filter set in its request (`output_cap`).
@@ -307,296 +306,6 @@ impl Filter {
         match self.admitted.as_mut().map(|a| a.stream.request_flow(at)) {
             Some(Flow::Pause) => Action::Pause,
             Some(Flow::Continue) | None => Action::Continue,
-        }
-    }
-
-    /// Executes the core's effects, in the order they must happen.
-    fn execute(&mut self, effects: Effects) {
-        if let Some(ask) = effects.cap {
-            let capping = self.cap(&ask);
-            let more = {
-                let Some(admitted) = &mut self.admitted else {
-                    return;
-                };
-                let worker = self.worker.borrow();
-                let owners = worker.objects.now();
-                admitted.stream.capped(capping, &rules(&worker, &owners))
-            };
-            let cap = self.admitted.as_ref().and_then(|a| a.stream.output_cap());
-            if let (Some(cap), Some(record)) = (cap, &mut self.record) {
-                record.output_cap = Some(cap);
-            }
-            self.execute(more);
-        }
-        if effects.drop_content_length {
-            let _ = abi::remove_header(MapType::HttpRequestHeaders, "content-length");
-        }
-        if let Some(body) = &effects.new_body {
-            let _ = abi::set_buffer(BufferType::HttpRequestBody, self.request_body_len, body);
-        }
-        if let Some(length) = effects.content_length {
-            let value = length.to_string();
-            let _ = abi::set_header(
-                MapType::HttpRequestHeaders,
-                "content-length",
-                value.as_bytes(),
-            );
-        }
-        if let Some(demand) = effects.reserve {
-            self.reserve(demand);
-        }
-        if let Some((reason, detail)) = &effects.shadowed {
-            let tenant = self.admitted.as_ref().map(|a| a.tenant.clone());
-            self.shadow_denied(tenant.as_deref().unwrap_or_default(), *reason, detail);
-        }
-        if let Some(reason) = effects.admitted_despite {
-            if let Some(record) = &mut self.record {
-                record.admitted_despite(reason);
-                write_filter_state(&record.filter_state());
-            }
-        }
-        if let Some(refusal) = &effects.refuse {
-            self.reply(refusal.reason, &refusal.detail, &refusal.reply);
-        }
-        if let Some(settlement) = effects.settle {
-            self.settle(settlement);
-        }
-        if effects.drop_response_length {
-            let _ = abi::remove_header(MapType::HttpResponseHeaders, "content-length");
-        }
-        if effects.private_cache {
-            let map = MapType::HttpResponseHeaders;
-            let existing = lossy(abi::header(map, "cache-control").ok().flatten());
-            let existing = (!existing.is_empty()).then_some(existing.as_str());
-            if let Some(value) = isolation::private_cache_control(existing) {
-                let _ = abi::set_header(map, "cache-control", value.as_bytes());
-            }
-        }
-        if let Some(body) = &effects.new_response_body {
-            let _ = abi::set_buffer(BufferType::HttpResponseBody, self.response_body_len, body);
-        }
-        if effects.reset_response {
-            let _ = abi::reset_response();
-        }
-        for usage in effects.ask.kinds() {
-            self.ask(usage);
-        }
-        if effects.resume {
-            let _ = abi::resume_request();
-        }
-    }
-
-    /// Replaces the request's reservation by one for `demand` (the body's estimate).
-    fn reserve(&mut self, demand: Demand) {
-        let Some(admitted) = &mut self.admitted else {
-            return;
-        };
-        let Some(provisional) = admitted.stream.held() else {
-            return;
-        };
-        let now = super::now().unwrap_or(0);
-        let limits = &admitted.limits;
-        let reserved = self
-            .worker
-            .borrow_mut()
-            .quotas
-            .update(&admitted.key, |bytes| {
-                let state = quota::QuotaState::decode(bytes);
-                let (next, reservation) = quota::reserve(&state, limits, now, &provisional, demand);
-                Ok::<_, ()>((next.encode(), reservation))
-            });
-        match reserved {
-            Ok(reservation) => admitted.stream.reserved(reservation),
-            Err(_) => log::error!("tenant-guard: could not reserve a request's estimate"),
-        }
-    }
-
-    /// Replaces the request's reservation by one for its output limit capped to the room left
-    /// (`output_cap`), or learns that nothing fits.
-    fn cap(&mut self, ask: &output_cap::Ask) -> Capping {
-        let Some(admitted) = &self.admitted else {
-            return Capping::Unavailable;
-        };
-        let (Some(provisional), Some(rule)) = (admitted.stream.held(), admitted.limits.output_cap)
-        else {
-            return Capping::Unavailable;
-        };
-        let now = super::now().unwrap_or(0);
-        let limits = &admitted.limits;
-        let capped = self
-            .worker
-            .borrow_mut()
-            .quotas
-            .update(&admitted.key, |bytes| {
-                let state = quota::QuotaState::decode(bytes);
-                let (next, reservation, cap) =
-                    output_cap::reserve(&state, limits, now, &provisional, ask, rule)?;
-                Ok((next.encode(), (reservation, cap)))
-            });
-        match capped {
-            Ok((reservation, cap)) => Capping::Reserved(reservation, cap),
-            Err(UpdateError::Refused(refusal)) => Capping::Refused(refusal),
-            Err(UpdateError::Unavailable(why)) => {
-                log::error!("tenant-guard: could not cap a request's output: {why}");
-                Capping::Unavailable
-            }
-        }
-    }
-
-    /// Sends one rate-limit call about the admitted request, and tells its stream; with a
-    /// lease, takes leased credit instead.
-    fn ask(&mut self, usage: ratelimit::Usage) {
-        let lease = {
-            let worker = self.worker.borrow();
-            worker
-                .config
-                .global_rate_limit
-                .as_ref()
-                .and_then(|g| g.lease)
-        };
-        if let Some(rules) = lease {
-            self.take_credit(usage, &rules);
-            return;
-        }
-        let sent = {
-            let Some(admitted) = &self.admitted else {
-                return;
-            };
-            let worker = self.worker.borrow();
-            let Some(rules) = &worker.config.global_rate_limit else {
-                return;
-            };
-            let pricing = &worker.config.pricing;
-            let subject = Subject {
-                plan: admitted.plan.as_deref(),
-                tenant: &admitted.tenant,
-                user: admitted.user.as_deref(),
-                model: admitted
-                    .stream
-                    .request_model()
-                    .map(|m| cost::known_model(pricing, m)),
-            };
-            // Requests count one; tokens are only checked (0) and debited after the response.
-            let hits = match usage {
-                ratelimit::Usage::Requests => 1,
-                ratelimit::Usage::Tokens => 0,
-            };
-            let sent = global::call(rules, usage, &subject, hits);
-            drop(worker);
-            self.worker.borrow_mut().stats.count("global.calls");
-            sent
-        };
-        match sent {
-            Ok(token) => {
-                if let Some(admitted) = &mut self.admitted {
-                    admitted.calls.push((token, Call::Check(usage)));
-                }
-                self.event(Event::CallSent);
-            }
-            Err(status) => {
-                log::warn!("tenant-guard: rate-limit service call not sent: {status:?}");
-                self.event(Event::CallAnswered {
-                    usage,
-                    answer: None,
-                });
-            }
-        }
-    }
-
-    /// Returns the request's reservation, charges what the charging rule says, and records it.
-    fn settle(&mut self, settlement: stream::Settlement) {
-        let Some(admitted) = &self.admitted else {
-            return;
-        };
-        let mut worker = self.worker.borrow_mut();
-        let charge = settlement.charge();
-        // Nothing held and nothing used: the counters stay as they are.
-        let reservation = settlement
-            .reservation
-            .as_ref()
-            .filter(|r| r.demand != Demand::default() || charge != quota::Actual::default());
-        if let Some(reservation) = reservation {
-            let now = super::now().unwrap_or(reservation.admitted_at);
-            let limits = &admitted.limits;
-            let settled = worker.quotas.update(&admitted.key, |bytes| {
-                let state = quota::QuotaState::decode(bytes);
-                let next = quota::settle(&state, limits, now, reservation, charge);
-                Ok::<_, ()>((next.encode(), ()))
-            });
-            if let Err(UpdateError::Unavailable(why)) = settled {
-                log::error!("tenant-guard: could not settle a reservation: {why}");
-            }
-        }
-        if worker
-            .config
-            .global_rate_limit
-            .as_ref()
-            .is_some_and(|g| g.lease.is_some())
-        {
-            // What the request took from leased credit goes back, or what it used beyond.
-            let (generation, reserved) = match admitted.lease_tokens {
-                Some((generation, reserved)) => (Some(generation), reserved),
-                None => (None, 0),
-            };
-            if reserved > 0 || settlement.debit_tokens > 0 {
-                let now_ms = super::now_ms().unwrap_or(0);
-                let used = settlement.debit_tokens;
-                if let Err(why) = lease::settle(
-                    &mut worker,
-                    &admitted.key,
-                    generation,
-                    reserved,
-                    used,
-                    now_ms,
-                ) {
-                    log::error!("tenant-guard: leased credit not settled: {why}");
-                }
-            }
-        } else if settlement.debit_tokens > 0 {
-            // Sent by the root context, woken at once, where its answer can be seen and
-            // retried. The descriptor the admission's check used: the request's model.
-            let model = admitted
-                .stream
-                .request_model()
-                .map(|m| cost::known_model(&worker.config.pricing, m).to_string());
-            let debit = Debit::new(
-                admitted.tenant.clone(),
-                admitted.plan.clone(),
-                admitted.user.clone(),
-                model,
-                settlement.debit_tokens,
-            );
-            worker.debits.push(debit);
-            worker.wake_root();
-        }
-        if let Some(id) = &settlement.created {
-            let owner = objects::owner_digest(&admitted.quota_id);
-            let now = super::now().unwrap_or(0);
-            match worker.objects.record(id, owner, now) {
-                Ok(Inserted::Added) => {}
-                Ok(Inserted::Evicted) => worker.stats.count("objects.evicted"),
-                Err(why) => log::error!("tenant-guard: object ownership not recorded: {why}"),
-            }
-        }
-        if settlement.phase == stream::Phase::Refused {
-            return;
-        }
-        let tenant = Some(admitted.tenant.as_str());
-        let outcome = &settlement.outcome;
-        if let Some(usage) = outcome.usage {
-            worker.stats.add(tenant, "input_tokens", usage.input_tokens);
-            worker
-                .stats
-                .add(tenant, "output_tokens", usage.output_tokens);
-        }
-        if let Some(cost) = outcome.cost {
-            worker
-                .stats
-                .add(tenant, "cost_micro_usd", cost.micro_usd_ceil());
-        }
-        if let Some(record) = &mut self.record {
-            record.meter(outcome);
-            write_filter_state(&record.usage_state());
         }
     }
 

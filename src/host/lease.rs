@@ -1,29 +1,15 @@
 //! Leased credit (`global_rate_limit.lease`) in shared data: the compare-and-swap steps around
 //! `policy::lease`, and the calls that fetch credit. Streams take credit and fetch what they
-//! wait for; the root context fetches blocks ahead of need ([`Refill`]).
+//! wait for; the root context fetches blocks ahead of need (`worker::Refill`).
 
 use proxy_wasm::types::Status;
 
 use crate::host::global;
-use crate::host::root::Worker;
 use crate::host::shared::{QuotaKey, UpdateError};
+use crate::host::worker::{Holder, Worker};
 use crate::policy::global_rate_limit::GlobalRateLimit;
 use crate::policy::lease::{self, Fetch, LeaseRules, LeaseState, Step, Take};
 use crate::policy::ratelimit::{Answer, Subject, Usage, Verdict};
-
-/// Whose credit a fetch fills.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
-    pub key: QuotaKey,
-    pub tenant: String,
-    pub plan: Option<String>,
-}
-
-/// A block the root context fetches ahead of need.
-pub struct Refill {
-    pub holder: Holder,
-    pub fetch: Fetch,
-}
 
 fn unavailable<E>(e: UpdateError<E>) -> String {
     match e {

@@ -20,10 +20,12 @@
 //! 4. `on_log`: settles aborted streams, counts the per-tenant stats and writes the record's
 //!    JSON line to the Envoy log.
 //!
-//! Per worker, the root context owns the compiled config, the remote key sets it refreshes
-//! from `on_tick`, the token cache, per-tenant stats and the token debits and lease refills it
-//! sends for streams; HTTP contexts share them through an `Rc<RefCell<_>>` (each worker runs
-//! its VM on one thread).
+//! Per worker, `worker.rs` holds what the root context and the streams share: the compiled
+//! config (with the remote key sets the root refreshes from `on_tick`), the token cache, the
+//! stores in shared data, per-tenant stats, and the token debits and lease refills streams
+//! leave for the root to send. Both borrow it through an `Rc<RefCell<_>>` (each worker runs its
+//! VM on one thread); the root (`root.rs`) and the streams (`filter.rs`) never import each
+//! other.
 
 pub mod abi;
 pub mod filter;
@@ -33,6 +35,15 @@ pub mod root;
 mod secrets;
 pub mod shared;
 pub mod stats;
+pub mod worker;
+
+/// The root context of a worker; the context of each of its HTTP streams is a
+/// [`filter::Filter`]. Neither knows the other: both share the worker's state (`worker.rs`).
+pub fn root_context(id: u32) -> Box<dyn proxy_wasm::traits::RootContext> {
+    Box::new(root::Root::new(id, |worker, context_id| {
+        Box::new(filter::Filter::new(worker, context_id))
+    }))
+}
 
 /// Bytes Envoy has received for the current request so far, headers included.
 fn request_total_size() -> u64 {

@@ -1,5 +1,7 @@
-//! The root context of one worker: loads the configuration, refreshes remote key sets from its
-//! tick, and hands each HTTP stream a filter sharing the worker's state.
+//! The root context of one worker: loads the configuration into the worker's state
+//! (`worker.rs`), refreshes remote key sets from its tick, sends what streams left for it to
+//! the rate-limit service (`root/service.rs`), and hands each HTTP stream a context sharing
+//! that state.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -11,150 +13,21 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, MapType};
 
 use crate::host::abi;
-use crate::host::filter::Filter;
 use crate::host::global;
-use crate::host::lease::{self, Refill};
 use crate::host::secrets;
 use crate::host::shared::{self, ObjectStore, QuotaStore};
 use crate::host::stats::Stats;
+use crate::host::worker::{random_u64, RecordIds, Refill, Worker};
 use crate::policy::audit::{self, Chain};
 use crate::policy::config::Config;
 use crate::policy::identity::RemoteKeys;
 use crate::policy::isolation::ProviderObjects;
 use crate::policy::jwks::KeySet;
-use crate::policy::lease::{Ended, Step};
-use crate::policy::ratelimit::{self, Answer, Debit, Debits, Subject};
+use crate::policy::ratelimit::{Debit, Debits};
 use crate::policy::stream::HeaderMode;
 use crate::policy::token_cache::TokenCache;
 
-/// What every stream on this worker shares.
-pub struct Worker {
-    pub config: Config,
-    pub cache: TokenCache,
-    pub stats: Stats,
-    pub quotas: QuotaStore,
-    /// Who created which provider-side object.
-    pub objects: ObjectStore,
-    /// Token debits for the rate-limit service, waiting for the root context to send them.
-    pub debits: Vec<Debit>,
-    /// Blocks of leased credit for the root context to fetch ahead of need.
-    pub refills: Vec<Refill>,
-    /// This worker's wake-up queue: its root context sends what streams left for it as soon
-    /// as an item arrives (see [`Worker::wake_root`]).
-    pub wake: Option<u32>,
-    /// A wake-up is queued and not yet seen by the root.
-    pub wake_pending: bool,
-    pub record_ids: RecordIds,
-    /// This worker VM's audit chain.
-    pub audit: Chain,
-    /// The chain's start line, until it went out with the first audit event's filter state.
-    pub audit_start: Option<String>,
-    /// Whether Envoy lets request headers wait while the filter reads the body: learnt from
-    /// the first request this worker holds (see `policy::stream`).
-    pub header_mode: HeaderMode,
-    /// Requests whose headers wait for their body while `header_mode` is unknown.
-    pub probes: Vec<Probe>,
-    /// Probes whose headers the root let go (they learn it at their next callback).
-    pub released: Vec<u32>,
-}
-
-/// A request holding its headers to learn the header mode.
-pub struct Probe {
-    pub context_id: u32,
-    /// When its headers were held (ms since the epoch).
-    pub since_ms: u64,
-    /// `request.total_size` when its headers were held.
-    pub total_size: u64,
-    /// Its body may change: its headers go without `content-length` if they are let go.
-    pub may_change_body: bool,
-}
-
-/// A random 64-bit number: `RandomState` is seeded from the host's random source (WASI
-/// `random_get`); the host's clock is mixed in for good measure.
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    let nanos = hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    hasher.write_u128(nanos);
-    hasher.finish()
-}
-
-/// Record ids: unique per worker VM (a random nonce) and per record (a counter).
-pub struct RecordIds {
-    nonce: u64,
-    next: u64,
-}
-
-impl RecordIds {
-    fn new() -> RecordIds {
-        RecordIds {
-            nonce: random_u64(),
-            next: 0,
-        }
-    }
-
-    pub fn next_id(&mut self) -> String {
-        self.next = self.next.wrapping_add(1);
-        format!("{:016x}{:016x}", self.nonce, self.next)
-    }
-}
-
-impl Worker {
-    /// Has the root context send what streams left for it (token debits, refills) now rather than at
-    /// its next tick. A stream cannot send them itself and see the answer: the SDK routes an
-    /// answer to the context that made the call, and the stream is gone by then. An item on
-    /// the worker's shared queue makes Envoy post `on_queue_ready` to the root context on this
-    /// worker's event loop, right after the current callback.
-    pub fn wake_root(&mut self) {
-        let Some(queue) = self.wake else {
-            return;
-        };
-        if self.wake_pending {
-            return;
-        }
-        self.wake_pending = abi::enqueue_shared_queue(queue, b"w").is_ok();
-    }
-
-    /// Whether the root let this request's held headers go.
-    pub fn take_released(&mut self, context_id: u32) -> bool {
-        let before = self.released.len();
-        self.released.retain(|id| *id != context_id);
-        self.released.len() != before
-    }
-
-    /// Takes what a probe proved; logs it once per process.
-    pub fn learn_header_mode(&mut self, mode: HeaderMode) {
-        if self.header_mode != HeaderMode::Unknown {
-            return;
-        }
-        self.header_mode = mode;
-        self.probes.clear();
-        self.stats.count(match mode {
-            HeaderMode::Held => "header_mode.held",
-            _ => "header_mode.forwarded",
-        });
-        if !shared::first_to_say(&format!("header-mode/{mode:?}")) {
-            return;
-        }
-        match mode {
-            HeaderMode::Held => log::info!(
-                "tenant-guard: Envoy holds request headers while the filter reads the body \
-                 (allow_on_headers_stop_iteration): body rules are decided before the upstream \
-                 sees a request"
-            ),
-            HeaderMode::Forwarded => log::warn!(
-                "tenant-guard: Envoy forwards request headers before the filter reads the body \
-                 (allow_on_headers_stop_iteration is not set, or Envoy is older than 1.35): a \
-                 request refused for its body reaches the upstream as headers and a reset, and a \
-                 body that may change goes without content-length"
-            ),
-            HeaderMode::Unknown => {}
-        }
-    }
-}
+mod service;
 
 /// Refresh state of one `remote_jwks` entry.
 #[derive(Default, Clone, Copy)]
@@ -168,10 +41,15 @@ struct Refresh {
     loaded: Option<[u8; 32]>,
 }
 
+/// The context of a new HTTP stream, sharing the worker's state.
+pub type NewStream = fn(Rc<RefCell<Worker>>, u32) -> Box<dyn HttpContext>;
+
 #[derive(Default)]
 pub struct Root {
     /// This root context's id (to come back to after acting on a stream's behalf).
     id: u32,
+    /// Makes the context of each HTTP stream (see `host::root_context`).
+    new_stream: Option<NewStream>,
     worker: Option<Rc<RefCell<Worker>>>,
     refresh: Vec<Refresh>,
     /// Callout token → index into `config.remote_jwks`.
@@ -285,9 +163,10 @@ impl Context for Root {
 }
 
 impl Root {
-    pub fn new(id: u32) -> Root {
+    pub fn new(id: u32, new_stream: NewStream) -> Root {
         Root {
             id,
+            new_stream: Some(new_stream),
             ..Root::default()
         }
     }
@@ -343,167 +222,6 @@ impl Root {
         }
         let _ = abi::set_effective_context(self.id);
     }
-
-    /// On the first tick: can the rate-limit service's cluster be called at all? A missing or
-    /// wrong cluster gets one clear error line now, not a puzzle at the first request.
-    fn check_rate_limit_cluster(&mut self) {
-        if std::mem::replace(&mut self.cluster_checked, true) {
-            return;
-        }
-        let Some(worker) = &self.worker else {
-            return;
-        };
-        let worker = worker.borrow();
-        let Some(rules) = &worker.config.global_rate_limit else {
-            return;
-        };
-        match global::probe(rules) {
-            Ok(token) => self.cluster_probe = Some(token),
-            Err(status) => {
-                if shared::first_to_say("rate-limit-cluster") {
-                    log::error!(
-                        "tenant-guard: global_rate_limit.cluster \"{}\" cannot be called \
-                         ({status:?}): is it defined and does it speak HTTP/2? Until it can, \
-                         every request follows failure_mode \"{}\"",
-                        rules.cluster,
-                        rules.failure_mode.as_str()
-                    );
-                }
-            }
-        }
-    }
-
-    /// Sends what streams left for the root: token debits and refills of leased credit.
-    fn send_queued(&mut self) {
-        let (debits, refills) = match &self.worker {
-            Some(worker) => {
-                let mut worker = worker.borrow_mut();
-                (
-                    std::mem::take(&mut worker.debits),
-                    std::mem::take(&mut worker.refills),
-                )
-            }
-            None => return,
-        };
-        for debit in debits {
-            self.send_debit(debit);
-        }
-        for refill in refills {
-            self.send_refill(refill);
-        }
-    }
-
-    /// Sends the next call of a refill; the answer comes back to this root context.
-    fn send_refill(&mut self, refill: Refill) {
-        let Some(worker) = self.worker.clone() else {
-            return;
-        };
-        let sent = {
-            let mut worker = worker.borrow_mut();
-            let Some(rules) = worker.config.global_rate_limit.clone() else {
-                return;
-            };
-            lease::send(&mut worker, &rules, &refill.holder, &refill.fetch)
-        };
-        match sent {
-            Ok(token) => {
-                self.refills_in_flight.insert(token, refill);
-            }
-            Err(status) => {
-                log::warn!("tenant-guard: lease call not sent: {status:?}");
-                self.refill_answered(refill, None);
-            }
-        }
-    }
-
-    /// Takes the answer to a refill's call into the tenant's credit; sends the next call.
-    fn refill_answered(&mut self, refill: Refill, answer: Option<&Answer>) {
-        let Some(worker) = self.worker.clone() else {
-            return;
-        };
-        let step = {
-            let mut worker = worker.borrow_mut();
-            let Some(rules) = worker
-                .config
-                .global_rate_limit
-                .as_ref()
-                .and_then(|g| g.lease)
-            else {
-                return;
-            };
-            let now_ms = super::now_ms().unwrap_or(0);
-            lease::answered(
-                &mut worker,
-                &refill.holder,
-                &rules,
-                &refill.fetch,
-                answer,
-                now_ms,
-            )
-        };
-        match step {
-            Ok(Step::Again(fetch)) => self.send_refill(Refill { fetch, ..refill }),
-            Ok(Step::Done(Ended::Failed)) => {
-                if shared::first_to_say("lease-fetch-failed") {
-                    log::warn!(
-                        "tenant-guard: leased credit could not be fetched for tenant {} (the \
-                         rate-limit service failed); held credit is spent, then requests follow \
-                         failure_mode",
-                        refill.holder.tenant
-                    );
-                }
-            }
-            Ok(Step::Done(_)) => {}
-            Err(why) => log::error!("tenant-guard: leased credit not updated: {why}"),
-        }
-    }
-
-    /// Sends (or sends again) a token debit; the answer comes back to this root context.
-    fn send_debit(&mut self, debit: Debit) {
-        let Some(worker) = &self.worker else {
-            return;
-        };
-        let mut worker = worker.borrow_mut();
-        worker.stats.count("global.calls");
-        let Some(rules) = &worker.config.global_rate_limit else {
-            return;
-        };
-        let subject = Subject {
-            plan: debit.plan.as_deref(),
-            tenant: &debit.tenant,
-            user: debit.user.as_deref(),
-            model: debit.model.as_deref(),
-        };
-        match global::call(rules, ratelimit::Usage::Tokens, &subject, debit.hits()) {
-            Ok(token) => {
-                self.debits_in_flight.insert(token, debit);
-            }
-            Err(status) => {
-                log::warn!(
-                    "tenant-guard: token debit for tenant {} not sent: {status:?}",
-                    debit.tenant
-                );
-                drop(worker);
-                // As a failed call: retried a few times, and its round still ends.
-                self.debit_answered(debit, None);
-            }
-        }
-    }
-
-    /// Takes the answer to a debit's call (`None`: it failed); sends what follows.
-    fn debit_answered(&mut self, debit: Debit, answer: Option<&Answer>) {
-        let tenant = debit.tenant.clone();
-        let next = self.debits.answered(debit, answer);
-        if let Some(tokens) = next.gave_up {
-            log::warn!(
-                "tenant-guard: rate-limit service took no debit of {tokens} tokens for tenant \
-                 {tenant}"
-            );
-        }
-        for debit in next.send {
-            self.send_debit(debit);
-        }
-    }
 }
 
 /// The root context's timer period.
@@ -527,7 +245,7 @@ impl RootContext for Root {
         let config = match Config::parse(&document).and_then(secrets::load) {
             Ok(config) => config,
             Err(e) => {
-                log::error!("tenant-guard: invalid configuration: {e}");
+                log::error!("{}", e.log_line());
                 return false;
             }
         };
@@ -651,8 +369,9 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let new_stream = self.new_stream?;
         let worker = self.worker.clone()?;
-        Some(Box::new(Filter::new(worker, context_id)))
+        Some(new_stream(worker, context_id))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -6,32 +6,31 @@
 //! ([`ConfigError`]).
 //!
 //! A section whose rules a domain module owns is read and checked there (`plans`: `plan`,
-//! `pricing`: `cost`, `routing`: `namespace`, `global_rate_limit`, `vector_stores`, `usage`:
-//! `metering`); this module reads the document, checks what spans sections (references
-//! between tenants, plans and providers) and puts the [`Config`] together. Arrows run one way:
-//! `config` → domain modules → `config_error`.
+//! `pricing`: `cost`, `routing`: `namespace`, `global_rate_limit`, `vector_stores`,
+//! `isolation`, `usage`: `metering`, tenants' namespaces: `tenant`); this module checks what
+//! spans sections (references between tenants, plans and providers) and puts the [`Config`]
+//! together, and `config/document.rs` reads the document (JSON or a Struct). Arrows run one
+//! way: `config` → domain modules → `config_error`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
 use serde::Deserialize;
-use serde_json::error::Category;
 
 use crate::policy::api_key::{ApiKeys, RawApiKey};
 use crate::policy::config_error::{err, header_name, ConfigError};
 use crate::policy::cost::{compile_pricing, Pricing, RawPricing};
 use crate::policy::global_rate_limit::{compile_global, GlobalRateLimit, RawGlobalRateLimit};
 use crate::policy::identity::{Audiences, ClaimPath, IdentityRules, Provider, RemoteKeys};
-use crate::policy::isolation::objects::BUCKET_ENTRIES;
-use crate::policy::isolation::{IsolationRules, PromptCache, ProviderObjects, StoreRules};
+use crate::policy::isolation::{compile_isolation, IsolationRules, RawIsolation};
 use crate::policy::jwks::KeySet;
 use crate::policy::metering::UsageRules;
 use crate::policy::namespace::{compile_routing, RawRouting, Routing};
 use crate::policy::plan::{check_limits, finish_limits, Enforcement, Limits, RawLimits};
 use crate::policy::secret::Named;
-use crate::policy::structpb;
 use crate::policy::tenant::{
-    is_valid_tenant_id, DefaultTenant, NamespaceTemplate, Status, Tenant, Tenants,
+    check_default_namespaces, check_listed_namespaces, is_valid_tenant_id,
+    parse_namespace_template, DefaultTenant, Status, Tenant, Tenants,
 };
 use crate::policy::upstream::{self, RawCredential, RawTenantUpstream, RawUpstream, Upstreams};
 use crate::policy::vector_store::{self, RawVectorStore, VectorStores};
@@ -79,34 +78,6 @@ struct RawAudit {
 
 /// The shortest HMAC key the audit chain takes (a SHA-256 block's worth is the most it uses).
 const MIN_AUDIT_KEY_BYTES: usize = 32;
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawIsolation {
-    #[serde(default)]
-    provider_objects: ProviderObjects,
-    #[serde(default)]
-    prompt_cache: PromptCache,
-    key: Option<String>,
-    #[serde(default)]
-    objects: RawObjectStore,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawObjectStore {
-    max_objects: usize,
-    ttl_s: u64,
-}
-
-impl Default for RawObjectStore {
-    fn default() -> Self {
-        RawObjectStore {
-            max_objects: 131_072,
-            ttl_s: 30 * 86_400,
-        }
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -325,133 +296,6 @@ pub struct Config {
     pub api_keys: ApiKeys,
     /// `audit.key_env`: the audit chain's HMAC key.
     pub audit_key: Option<Named>,
-}
-
-impl Config {
-    /// Parses and validates the plugin configuration document: JSON text, or the same document
-    /// as a serialized `google.protobuf.Struct` (configuration written as YAML).
-    ///
-    /// A JSON document starts with `{` (after whitespace); a Struct starts with its first map
-    /// entry (`\n`, then a length that may be any byte, `{` too). So a document that does not
-    /// start like JSON is read as a Struct first, and one that does is read as JSON first; the
-    /// other form is tried when the first is not even well-formed.
-    pub fn parse(document: &[u8]) -> Result<Config, ConfigError> {
-        let looks_like_json = document.trim_ascii_start().starts_with(b"{");
-        let struct_error = if looks_like_json {
-            None
-        } else {
-            match Config::parse_struct(document) {
-                Ok(parsed) => return parsed,
-                Err(e) => Some(e),
-            }
-        };
-        let raw = match raw_document(document) {
-            Ok(raw) => raw,
-            Err(e) => {
-                let malformed = matches!(e.error.classify(), Category::Syntax | Category::Eof);
-                return Err(match struct_error {
-                    // Neither form: say what each reader found.
-                    Some(struct_error) if malformed => {
-                        let json = document_error(e);
-                        ConfigError {
-                            path: "configuration".into(),
-                            message: format!(
-                                "neither JSON ({}) nor a serialized google.protobuf.Struct ({}{})",
-                                json.message,
-                                if struct_error.path == "configuration" {
-                                    String::new()
-                                } else {
-                                    format!("{}: ", struct_error.path)
-                                },
-                                struct_error.message
-                            ),
-                        }
-                    }
-                    Some(_) => document_error(e),
-                    None if malformed => match Config::parse_struct(document) {
-                        Ok(parsed) => return parsed,
-                        Err(_) => document_error(e),
-                    },
-                    None => document_error(e),
-                });
-            }
-        };
-        compile(raw, document)
-    }
-
-    /// The Struct form: `Err` when the bytes are not a Struct (the error says why), else the
-    /// outcome of loading it.
-    ///
-    /// Envoy's YAML loader turns every number that is not an integer into a string (`2.5`
-    /// arrives as `"2.5"`; seen on 1.40): decimal strings at the contract's dollar fields
-    /// ([`STRUCT_DECIMALS`]) become numbers again. The decoded document then goes through the
-    /// same JSON reader as the string form, as canonical JSON text.
-    fn parse_struct(document: &[u8]) -> Result<Result<Config, ConfigError>, ConfigError> {
-        let mut value = structpb::decode(document).map_err(|e| ConfigError {
-            path: if e.path.is_empty() {
-                "configuration".into()
-            } else {
-                e.path
-            },
-            message: e.message,
-        })?;
-        for path in STRUCT_DECIMALS {
-            structpb::numbers_at(&mut value, path);
-        }
-        // Envoy serializes a Struct's map in no fixed order, so the document's identity (its
-        // hash, the derived isolation key) comes from the canonical text (serde_json's map is
-        // sorted), not from the bytes.
-        let canonical = serde_json::to_vec(&value).unwrap_or_default();
-        Ok(match raw_document(&canonical) {
-            Ok(raw) => compile(raw, &canonical),
-            Err(e) => {
-                // A position in the canonical text would mean nothing to the operator.
-                let position = format!(" at line {} column {}", e.error.line(), e.error.column());
-                let mut error = document_error(e);
-                if let Some(message) = error.message.strip_suffix(&position) {
-                    error.message = message.to_string();
-                }
-                Err(error)
-            }
-        })
-    }
-}
-
-/// Where the contract wants a decimal number (`*`: any key): the fields Envoy's YAML loader
-/// hands over as strings. A new `f64` field of the contract belongs here too.
-const STRUCT_DECIMALS: [&[&str]; 8] = [
-    &["plans", "*", "monthly_budget_usd"],
-    &["global_rate_limit", "lease", "low_water"],
-    &["tenants", "*", "limits", "monthly_budget_usd"],
-    &["pricing", "default", "input_per_million"],
-    &["pricing", "default", "output_per_million"],
-    &["pricing", "default", "cached_input_per_million"],
-    &["pricing", "default", "cache_write_per_million"],
-    &["pricing", "models", "*", "*"],
-];
-
-fn raw_document(text: &[u8]) -> Result<RawConfig, DocumentError<'_>> {
-    serde_json::from_slice(text).map_err(|error| DocumentError { error, text })
-}
-
-/// A document serde_json refused, with the text it read, to name the field at fault.
-struct DocumentError<'a> {
-    error: serde_json::Error,
-    text: &'a [u8],
-}
-
-fn document_error(e: DocumentError<'_>) -> ConfigError {
-    let path = position::path_at(e.text, e.error.line(), e.error.column());
-    ConfigError {
-        // An empty path is the document itself, an unknown position (not JSON at all), or an
-        // unknown field named "" (found by the config fuzz target).
-        path: if path.is_empty() {
-            "configuration".into()
-        } else {
-            path
-        },
-        message: e.error.to_string(),
-    }
 }
 
 // === Validation ===
@@ -716,38 +560,6 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
     })
 }
 
-fn compile_isolation(
-    raw: RawIsolation,
-    derived_key: [u8; 32],
-) -> Result<IsolationRules, ConfigError> {
-    let key = match raw.key {
-        Some(key) if key.len() < 32 => {
-            return err("isolation.key", "must be at least 32 characters of secret");
-        }
-        Some(key) => hmac_sha256::Hash::hash(key.as_bytes()),
-        None => derived_key,
-    };
-    let objects = raw.objects;
-    if !(BUCKET_ENTRIES..=10_000_000).contains(&objects.max_objects) {
-        return err(
-            "isolation.objects.max_objects",
-            format!("must be between {BUCKET_ENTRIES} and 10000000"),
-        );
-    }
-    if objects.ttl_s < 60 {
-        return err("isolation.objects.ttl_s", "must be at least 60");
-    }
-    Ok(IsolationRules {
-        provider_objects: raw.provider_objects,
-        prompt_cache: raw.prompt_cache,
-        key,
-        store: StoreRules {
-            buckets: objects.max_objects.div_ceil(BUCKET_ENTRIES),
-            ttl_s: objects.ttl_s,
-        },
-    })
-}
-
 /// A provider must say which audiences it accepts: a token minted for another service of
 /// the same IdP must not pass by default.
 fn compile_audiences(path: &str, raw: Option<RawAudiences>) -> Result<Audiences, ConfigError> {
@@ -773,121 +585,6 @@ fn compile_audiences(path: &str, raw: Option<RawAudiences>) -> Result<Audiences,
         }
         Some(RawAudiences::List(list)) => Ok(Audiences::OneOf(list)),
     }
-}
-
-/// Every listed tenant has a namespace of its own, and no namespace is another tenant's id.
-fn check_listed_namespaces(tenants: &[Tenant]) -> Result<(), ConfigError> {
-    let mut owners: HashMap<&str, &str> = HashMap::new();
-    for t in tenants {
-        if let Some(other) = owners.insert(&t.namespace, &t.id) {
-            return err(
-                format!("tenants.{}.namespace", t.id),
-                format!("namespace \"{}\" is also tenant {other}'s", t.namespace),
-            );
-        }
-    }
-    let ids: HashSet<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
-    match tenants
-        .iter()
-        .find(|t| t.namespace != t.id && ids.contains(t.namespace.as_str()))
-    {
-        Some(t) => err(
-            format!("tenants.{}.namespace", t.id),
-            format!("namespace \"{}\" is the id of another tenant", t.namespace),
-        ),
-        None => Ok(()),
-    }
-}
-
-/// `default_tenant.namespace`: `{provider}` and `{tenant}` once each, a separator between
-/// them, otherwise characters allowed in namespaces.
-fn parse_namespace_template(template: &str) -> Result<NamespaceTemplate, ConfigError> {
-    const PATH: &str = "default_tenant.namespace";
-    let (Some(provider_at), Some(tenant_at)) =
-        (template.find("{provider}"), template.find("{tenant}"))
-    else {
-        return err(PATH, "must contain {provider} and {tenant}");
-    };
-    let literal = template
-        .replacen("{provider}", "", 1)
-        .replacen("{tenant}", "", 1);
-    let literal_ok = literal
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if !literal_ok || literal.len() > 64 {
-        return err(
-            PATH,
-            "must contain {provider} and {tenant} once each and otherwise at most 64 \
-             characters of A-Z a-z 0-9 . _ -",
-        );
-    }
-    let provider_first = provider_at < tenant_at;
-    let (first_at, first_len, second_at, second_len) = if provider_first {
-        (provider_at, "{provider}".len(), tenant_at, "{tenant}".len())
-    } else {
-        (tenant_at, "{tenant}".len(), provider_at, "{provider}".len())
-    };
-    let piece = |from: usize, to: usize| template.get(from..to).unwrap_or_default().to_string();
-    let separator = piece(first_at + first_len, second_at);
-    if separator.is_empty() {
-        return err(
-            PATH,
-            "needs a separator between {provider} and {tenant}, e.g. '.'",
-        );
-    }
-    Ok(NamespaceTemplate {
-        head: piece(0, first_at),
-        separator,
-        tail: piece(second_at + second_len, template.len()),
-        provider_first,
-    })
-}
-
-/// A default tenant's namespace can never be a listed tenant's, nor another default
-/// provider's tenant's.
-fn check_default_namespaces(d: &DefaultTenant, tenants: &[Tenant]) -> Result<(), ConfigError> {
-    for (i, (_, name)) in d.providers.iter().enumerate() {
-        if !is_valid_tenant_id(name) {
-            return err(
-                format!("default_tenant.providers[{i}]"),
-                format!(
-                    "provider name \"{name}\" is placed in namespaces: it must be 1-128 \
-                     characters of A-Z a-z 0-9 . _ -"
-                ),
-            );
-        }
-        let part = d.namespace.provider_part(name);
-        for (_, other) in d.providers.iter().filter(|(_, o)| o != name) {
-            let theirs = d.namespace.provider_part(other);
-            let overlap = if d.namespace.provider_first {
-                theirs.starts_with(&part)
-            } else {
-                theirs.ends_with(&part)
-            };
-            if overlap {
-                return err(
-                    "default_tenant.namespace",
-                    format!(
-                        "providers {name} and {other} would share namespaces under this template"
-                    ),
-                );
-            }
-        }
-        if let Some(t) = tenants
-            .iter()
-            .find(|t| d.namespace.fits(name, &t.namespace))
-        {
-            return err(
-                format!("tenants.{}.namespace", t.id),
-                format!(
-                    "namespace \"{}\" has the shape of a namespace default_tenant.namespace \
-                     gives tenants of provider {name}",
-                    t.namespace
-                ),
-            );
-        }
-    }
-    Ok(())
 }
 
 /// With two or more default providers, the same tenant id may come from each: a template that
@@ -1036,6 +733,7 @@ fn compile_identity(raw: &RawIdentity) -> Result<CompiledIdentity, ConfigError> 
     Ok((rules, token_sources, tenant_header, key_sources))
 }
 
+mod document;
 mod position;
 
 #[cfg(test)]

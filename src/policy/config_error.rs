@@ -17,6 +17,14 @@ impl fmt::Display for ConfigError {
     }
 }
 
+impl ConfigError {
+    /// The line the filter logs when Envoy hands it this configuration (and that
+    /// `tenant-guard check` prints): operators search their logs for it.
+    pub fn log_line(&self) -> String {
+        format!("tenant-guard: invalid configuration: {self}")
+    }
+}
+
 pub(crate) fn err<T>(
     path: impl Into<String>,
     message: impl Into<String>,

@@ -11,6 +11,9 @@ pub mod prompt_cache;
 
 use serde::Deserialize;
 
+use crate::policy::config_error::{err, ConfigError};
+use objects::BUCKET_ENTRIES;
+
 /// `isolation.provider_objects`.
 #[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -47,6 +50,70 @@ pub struct StoreRules {
     pub buckets: usize,
     pub ttl_s: u64,
 }
+
+// === Configuration (contract: `isolation`) ===
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIsolation {
+    #[serde(default)]
+    provider_objects: ProviderObjects,
+    #[serde(default)]
+    prompt_cache: PromptCache,
+    key: Option<String>,
+    #[serde(default)]
+    objects: RawObjectStore,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawObjectStore {
+    max_objects: usize,
+    ttl_s: u64,
+}
+
+impl Default for RawObjectStore {
+    fn default() -> Self {
+        RawObjectStore {
+            max_objects: 131_072,
+            ttl_s: 30 * 86_400,
+        }
+    }
+}
+
+pub(crate) fn compile_isolation(
+    raw: RawIsolation,
+    derived_key: [u8; 32],
+) -> Result<IsolationRules, ConfigError> {
+    let key = match raw.key {
+        Some(key) if key.len() < 32 => {
+            return err("isolation.key", "must be at least 32 characters of secret");
+        }
+        Some(key) => hmac_sha256::Hash::hash(key.as_bytes()),
+        None => derived_key,
+    };
+    let objects = raw.objects;
+    if !(BUCKET_ENTRIES..=10_000_000).contains(&objects.max_objects) {
+        return err(
+            "isolation.objects.max_objects",
+            format!("must be between {BUCKET_ENTRIES} and 10000000"),
+        );
+    }
+    if objects.ttl_s < 60 {
+        return err("isolation.objects.ttl_s", "must be at least 60");
+    }
+    Ok(IsolationRules {
+        provider_objects: raw.provider_objects,
+        prompt_cache: raw.prompt_cache,
+        key,
+        store: StoreRules {
+            buckets: objects.max_objects.div_ceil(BUCKET_ENTRIES),
+            ttl_s: objects.ttl_s,
+        },
+    })
+}
+
+// === Answers and HTTP caches ===
 
 /// A `cache-control` for an answer that an HTTP cache keyed on host and path must not hand to
 /// another tenant: `private` added (and `public` dropped); `None` when it already says

@@ -35,19 +35,26 @@
 //! `Pause` and continuing at once ([`Effects::resume`]) delivers it.
 
 use crate::policy::cost::Pricing;
-use crate::policy::denial::{self, LocalReply, Reason};
+use crate::policy::denial::{self, Reason};
 use crate::policy::global_rate_limit::{FailureMode, GlobalRateLimit};
 use crate::policy::isolation::objects::{self, IdField, ObjectPlan, Owners};
 use crate::policy::isolation::prompt_cache::{self, Api};
 use crate::policy::isolation::IsolationRules;
-use crate::policy::metering::{self, Answer, Meter, Outcome, UsageRules};
+use crate::policy::metering::{self, Answer, Meter, UsageRules};
 use crate::policy::namespace::PathRefusal;
-use crate::policy::output_cap::{self, Cap};
+use crate::policy::output_cap;
 use crate::policy::plan::OutputCap;
-use crate::policy::quota::{self, Actual, Demand, Reservation};
+use crate::policy::quota::{Demand, Reservation};
 use crate::policy::ratelimit::{self, ExtraEntry, Verdict};
 use crate::policy::usage;
 use crate::policy::vector_store::{self, BodyPlan, ResponsePlan};
+
+mod effects;
+mod refusal;
+
+pub use effects::{Ask, Capping, Effects, Event, Flow, Point, Settlement};
+use refusal::{over_limit, refusal_of};
+pub use refusal::{quota_refusal, Refusal};
 
 /// Where a request is in its life, as far as its quota and record are concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,155 +77,6 @@ impl Phase {
     pub fn is_settled(self) -> bool {
         matches!(self, Phase::Ended | Phase::Aborted | Phase::Refused)
     }
-}
-
-/// What the shell tells the stream: one per proxy-wasm callback (and per rate-limit answer).
-#[derive(Debug, Clone, Copy)]
-pub enum Event<'a> {
-    /// Request body data arrived: `size` bytes are buffered in all; `end`: the body is complete.
-    RequestData {
-        size: usize,
-        end: bool,
-    },
-    /// The request ended with trailers: the body buffered so far is all of it.
-    RequestTrailers,
-    /// The whole buffered request body, read by the shell because [`Effects::read_body`] said so.
-    RequestBody(&'a [u8]),
-    /// A rate-limit call left; its answer will follow.
-    CallSent,
-    /// A rate-limit call about `usage` ended: the service's answer, or `None` when the call
-    /// failed (not sent, timed out, not OK, unreadable).
-    CallAnswered {
-        usage: ratelimit::Usage,
-        answer: Option<&'a ratelimit::Answer>,
-    },
-    /// The held headers went on before the body came (the shell found Envoy does not hold
-    /// headers for the body, or the client sent none for long): they left without
-    /// `content-length` when [`Stream::body_may_change`].
-    HeadersReleased,
-    ResponseHeaders {
-        status: u32,
-        content_type: &'a str,
-    },
-    /// Response body data: `chunk` is what the shell read (when
-    /// [`Stream::wants_response_bytes`] said so), `size` the bytes Envoy holds.
-    ResponseData {
-        chunk: Option<&'a [u8]>,
-        size: usize,
-        end: bool,
-    },
-    /// The response ended with trailers; `buffered` is the held response body, when one is held.
-    ResponseTrailers {
-        buffered: Option<&'a [u8]>,
-    },
-    /// The stream is over (Envoy's `on_log`): whatever did not end, never will.
-    Log,
-}
-
-/// Which rate-limit calls to send now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Ask {
-    pub requests: bool,
-    pub tokens: bool,
-}
-
-impl Ask {
-    pub fn kinds(self) -> impl Iterator<Item = ratelimit::Usage> {
-        let requests = self.requests.then_some(ratelimit::Usage::Requests);
-        let tokens = self.tokens.then_some(ratelimit::Usage::Tokens);
-        requests.into_iter().chain(tokens)
-    }
-}
-
-/// How a request callback answers Envoy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    Continue,
-    Pause,
-}
-
-/// The request callback that answered `Pause` last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Point {
-    /// `on_http_request_headers`.
-    Headers,
-    /// `on_http_request_body` or `on_http_request_trailers`.
-    Body,
-}
-
-/// A refusal after admission: the reply the client gets, and why, for the record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub reason: Reason,
-    /// For logs only.
-    pub detail: String,
-    pub reply: LocalReply,
-}
-
-/// The one settlement of a request: its reservation goes back and its charge is taken.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settlement {
-    /// What the tenant's counters hold for the request; `None` when it has no quotas.
-    pub reservation: Option<Reservation>,
-    pub outcome: Outcome,
-    /// The id of a provider-side object the answer created: its owner is this tenant.
-    pub created: Option<String>,
-    /// The tokens to debit at the rate-limit service (0: none).
-    pub debit_tokens: u64,
-    /// `Ended`, `Aborted` or `Refused`.
-    pub phase: Phase,
-}
-
-impl Settlement {
-    pub fn charge(&self) -> Actual {
-        self.outcome.charge
-    }
-}
-
-/// What the shell does after an event. Everything is optional; most events produce little.
-#[derive(Debug, Default, PartialEq, Eq)]
-#[must_use]
-pub struct Effects {
-    /// Read the whole buffered request body and send it back as [`Event::RequestBody`].
-    pub read_body: bool,
-    /// Replace the request body by this.
-    pub new_body: Option<Vec<u8>>,
-    /// Set the request's `content-length` to this (the headers are still held).
-    pub content_length: Option<usize>,
-    /// Remove the request's `content-length` (a body that may change follows headers that go
-    /// on now).
-    pub drop_content_length: bool,
-    /// Replace the reservation held for the request by one for this demand, then tell the
-    /// stream with [`Stream::reserved`].
-    pub reserve: Option<Demand>,
-    /// Replace the reservation held for the request by one for its output limit capped to the
-    /// room left ([`output_cap::reserve`]), then tell the stream with [`Stream::capped`].
-    pub cap: Option<output_cap::Ask>,
-    /// Rate-limit calls to send now (report each with [`Event::CallSent`], or
-    /// [`Event::CallAnswered`] with no answer when it cannot be sent).
-    pub ask: Ask,
-    /// Answer the client with this instead of the upstream (the record becomes a denial).
-    pub refuse: Option<Refusal>,
-    /// The rate-limit service could not decide and `failure_mode` is `allow`: the request goes
-    /// on, and its record says why it was not fully checked.
-    pub admitted_despite: Option<Reason>,
-    /// The tenant is in shadow mode: this is what enforcement would have refused (the request
-    /// goes on).
-    pub shadowed: Option<(Reason, String)>,
-    /// Let a request held earlier go on (after an asynchronous answer).
-    pub resume: bool,
-    /// Hold the response body (a listing being filtered).
-    pub hold_response: bool,
-    /// Remove the response's `content-length` (its body will be replaced).
-    pub drop_response_length: bool,
-    /// Replace the response body by this.
-    pub new_response_body: Option<Vec<u8>>,
-    /// Reset the response (what follows must not reach the client).
-    pub reset_response: bool,
-    /// Mark the answer private for HTTP caches (see `isolation::private_cache_control`).
-    pub private_cache: bool,
-    /// Take the request's settlement (exactly once per stream).
-    pub settle: Option<Settlement>,
 }
 
 /// What the stream needs of the configuration and of the gateway's memory.
@@ -271,16 +129,6 @@ pub struct Setup<'a> {
     pub shadow: bool,
     /// The tenant's plan caps output limits (never in shadow mode).
     pub output_cap: Option<OutputCap>,
-}
-
-/// How the shell's capped reservation went (see [`Effects::cap`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Capping {
-    Reserved(Reservation, Cap),
-    /// No output limit fits: the request is refused as a full window refuses.
-    Refused(quota::Refusal),
-    /// The counters could not be updated: the request goes on uncapped.
-    Unavailable,
 }
 
 /// A body read while its capped reservation is made.
@@ -961,65 +809,6 @@ impl Stream {
             debit_tokens,
             phase: end,
         })
-    }
-}
-
-/// The 429 of a full window (or budget), as at admission.
-pub fn quota_refusal(refusal: &quota::Refusal) -> Refusal {
-    let mut reply = denial::reply(refusal.reason);
-    reply
-        .headers
-        .push(("retry-after", refusal.retry_after.to_string()));
-    reply
-        .headers
-        .extend(quota::rate_limit_headers(&refusal.windows));
-    Refusal {
-        reason: refusal.reason,
-        detail: format!("retry after {}s", refusal.retry_after),
-        reply,
-    }
-}
-
-fn refusal_of(reason: Reason, detail: String) -> Refusal {
-    Refusal {
-        reason,
-        detail,
-        reply: denial::reply(reason),
-    }
-}
-
-/// Headers a rate-limit service may ask to add to a refusal (Limitador's draft-03 set and the
-/// IETF fields); others are dropped.
-const SERVICE_HEADERS: [&str; 5] = [
-    "x-ratelimit-limit",
-    "x-ratelimit-remaining",
-    "x-ratelimit-reset",
-    "ratelimit-policy",
-    "ratelimit",
-];
-
-/// The 429 for an OVER_LIMIT answer about `usage`.
-fn over_limit(usage: ratelimit::Usage, answer: &ratelimit::Answer) -> Refusal {
-    let reason = match usage {
-        ratelimit::Usage::Requests => Reason::RequestQuotaExceeded,
-        ratelimit::Usage::Tokens => Reason::TokenQuotaExceeded,
-    };
-    let retry_after = answer.reset_after.unwrap_or(1).max(1);
-    let mut reply = denial::reply(reason);
-    reply.headers.push(("retry-after", retry_after.to_string()));
-    for (name, value) in &answer.response_headers {
-        // The reply's header names are static; keep the service's known ones.
-        if let Some(known) = SERVICE_HEADERS
-            .iter()
-            .find(|h| h.eq_ignore_ascii_case(name))
-        {
-            reply.headers.push((known, value.clone()));
-        }
-    }
-    Refusal {
-        reason,
-        detail: format!("rate-limit service: {} over limit", usage.as_str()),
-        reply,
     }
 }
 

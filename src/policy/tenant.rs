@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use serde::Deserialize;
 
+use crate::policy::config_error::{err, ConfigError};
 use crate::policy::denial::Reason;
 use crate::policy::plan::Limits;
 
@@ -282,6 +283,126 @@ pub fn is_valid_tenant_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         && id != "."
         && id != ".."
+}
+
+// === Configuration: the namespaces of listed and default tenants ===
+
+/// Every listed tenant has a namespace of its own, and no namespace is another tenant's id.
+pub(crate) fn check_listed_namespaces(tenants: &[Tenant]) -> Result<(), ConfigError> {
+    let mut owners: HashMap<&str, &str> = HashMap::new();
+    for t in tenants {
+        if let Some(other) = owners.insert(&t.namespace, &t.id) {
+            return err(
+                format!("tenants.{}.namespace", t.id),
+                format!("namespace \"{}\" is also tenant {other}'s", t.namespace),
+            );
+        }
+    }
+    let ids: HashSet<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
+    match tenants
+        .iter()
+        .find(|t| t.namespace != t.id && ids.contains(t.namespace.as_str()))
+    {
+        Some(t) => err(
+            format!("tenants.{}.namespace", t.id),
+            format!("namespace \"{}\" is the id of another tenant", t.namespace),
+        ),
+        None => Ok(()),
+    }
+}
+
+/// `default_tenant.namespace`: `{provider}` and `{tenant}` once each, a separator between
+/// them, otherwise characters allowed in namespaces.
+pub(crate) fn parse_namespace_template(template: &str) -> Result<NamespaceTemplate, ConfigError> {
+    const PATH: &str = "default_tenant.namespace";
+    let (Some(provider_at), Some(tenant_at)) =
+        (template.find("{provider}"), template.find("{tenant}"))
+    else {
+        return err(PATH, "must contain {provider} and {tenant}");
+    };
+    let literal = template
+        .replacen("{provider}", "", 1)
+        .replacen("{tenant}", "", 1);
+    let literal_ok = literal
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !literal_ok || literal.len() > 64 {
+        return err(
+            PATH,
+            "must contain {provider} and {tenant} once each and otherwise at most 64 \
+             characters of A-Z a-z 0-9 . _ -",
+        );
+    }
+    let provider_first = provider_at < tenant_at;
+    let (first_at, first_len, second_at, second_len) = if provider_first {
+        (provider_at, "{provider}".len(), tenant_at, "{tenant}".len())
+    } else {
+        (tenant_at, "{tenant}".len(), provider_at, "{provider}".len())
+    };
+    let piece = |from: usize, to: usize| template.get(from..to).unwrap_or_default().to_string();
+    let separator = piece(first_at + first_len, second_at);
+    if separator.is_empty() {
+        return err(
+            PATH,
+            "needs a separator between {provider} and {tenant}, e.g. '.'",
+        );
+    }
+    Ok(NamespaceTemplate {
+        head: piece(0, first_at),
+        separator,
+        tail: piece(second_at + second_len, template.len()),
+        provider_first,
+    })
+}
+
+/// A default tenant's namespace can never be a listed tenant's, nor another default
+/// provider's tenant's.
+pub(crate) fn check_default_namespaces(
+    d: &DefaultTenant,
+    tenants: &[Tenant],
+) -> Result<(), ConfigError> {
+    for (i, (_, name)) in d.providers.iter().enumerate() {
+        if !is_valid_tenant_id(name) {
+            return err(
+                format!("default_tenant.providers[{i}]"),
+                format!(
+                    "provider name \"{name}\" is placed in namespaces: it must be 1-128 \
+                     characters of A-Z a-z 0-9 . _ -"
+                ),
+            );
+        }
+        let part = d.namespace.provider_part(name);
+        for (_, other) in d.providers.iter().filter(|(_, o)| o != name) {
+            let theirs = d.namespace.provider_part(other);
+            let overlap = if d.namespace.provider_first {
+                theirs.starts_with(&part)
+            } else {
+                theirs.ends_with(&part)
+            };
+            if overlap {
+                return err(
+                    "default_tenant.namespace",
+                    format!(
+                        "providers {name} and {other} would share namespaces under this template"
+                    ),
+                );
+            }
+        }
+        if let Some(t) = tenants
+            .iter()
+            .find(|t| d.namespace.fits(name, &t.namespace))
+        {
+            return err(
+                format!("tenants.{}.namespace", t.id),
+                format!(
+                    "namespace \"{}\" has the shape of a namespace default_tenant.namespace \
+                     gives tenants of provider {name}",
+                    t.namespace
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 """The audit stream (src/policy/audit.rs): finding its lines in a log and verifying their
-chains, as an auditor would (tools/audit's `tenant-guard-audit verify` does the same)."""
+chains, as an auditor would (`tenant-guard audit verify` does the same)."""
 
 import hashlib
 import json

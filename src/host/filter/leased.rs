@@ -2,7 +2,8 @@
 //! from credit in shared data when there is some (at once, no call), else by a fetch the
 //! request waits for. Blocks fetched ahead of need are left to the root context.
 
-use crate::host::lease::{self, Holder, Refill};
+use crate::host::lease;
+use crate::host::worker::{Holder, Refill};
 use crate::policy::lease::{Ended, Fetch, LeaseRules, Step, Take};
 use crate::policy::ratelimit::{Answer, Usage, Verdict};
 use crate::policy::stream::Event;

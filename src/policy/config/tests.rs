@@ -607,6 +607,15 @@ fn an_unknown_field_with_an_empty_name_is_refused_with_a_path() {
 }
 
 #[test]
+fn the_log_line_names_the_field_and_the_problem() {
+    let e = refused(|doc| doc["tenants"]["acme"]["plan"] = json!("gold"));
+    assert_eq!(
+        e.log_line(),
+        "tenant-guard: invalid configuration: tenants.acme.plan: unknown plan \"gold\""
+    );
+}
+
+#[test]
 fn the_audit_key_is_named_by_its_environment_variable_only() {
     let config = parse(&json!({
       "providers": {"p": {"issuer": "i", "audiences": "any",

@@ -4,7 +4,7 @@
 use super::*;
 use crate::policy::cost::Price;
 use crate::policy::plan::{Limits, Window};
-use crate::policy::quota::{self, Kind, QuotaState};
+use crate::policy::quota::{self, Actual, Kind, QuotaState};
 use crate::policy::ratelimit::Answer as ServiceAnswer;
 #[cfg(target_family = "wasm")]
 use wasm_bindgen_test::wasm_bindgen_test as test;

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::time;
+use crate::audit::time;
 
 /// The OCSF schema version the mapping is written against.
 pub const OCSF_VERSION: &str = "1.5.0";

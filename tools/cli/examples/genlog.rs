@@ -12,5 +12,5 @@ fn main() -> io::Result<()> {
     let out = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, out.lock());
     // 2026-11-29T00:00:00Z, one record every 50 ms.
-    tenant_guard_audit::generate::log(&mut out, records, chains, 1_795_910_400_000, 50)
+    tenant_guard_cli::audit::generate::log(&mut out, records, chains, 1_795_910_400_000, 50)
 }

@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead};
 
-use crate::lines::{Line, Lines};
-use crate::record::{self, ZERO_HASH};
+use crate::audit::lines::{Line, Lines};
+use crate::audit::record::{self, ZERO_HASH};
 
 /// How a chain broke.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,7 +278,7 @@ pub fn render(report: &Report) -> String {
         out.push_str(&format!(
             "{} line(s) longer than {} bytes skipped\n",
             report.too_long_lines,
-            crate::lines::MAX_LINE
+            crate::audit::lines::MAX_LINE
         ));
     }
     let broken = report.chains.iter().filter(|c| c.broken.is_some()).count();

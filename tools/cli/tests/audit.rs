@@ -6,9 +6,11 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
-use tenant_guard_audit::generate::{self, ChainWriter, Claimed, Event};
+use tenant_guard_cli::audit::generate::{self, ChainWriter, Claimed, Event};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tenant-guard-audit");
+const BIN: &str = env!("CARGO_BIN_EXE_tenant-guard");
+/// The former name, kept as an alias for one release.
+const ALIAS: &str = env!("CARGO_BIN_EXE_tenant-guard-audit");
 /// 2026-11-29T00:00:00Z
 const T0: i64 = 1_795_910_400_000;
 
@@ -18,7 +20,7 @@ impl TempLog {
     fn new(lines: &[String]) -> TempLog {
         static N: AtomicU32 = AtomicU32::new(0);
         let path = std::env::temp_dir().join(format!(
-            "tenant-guard-audit-{}-{}.log",
+            "tenant-guard-cli-audit-{}-{}.log",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         ));
@@ -47,8 +49,9 @@ fn generated(records: u64, chains: usize) -> Vec<String> {
         .collect()
 }
 
+/// `tenant-guard audit ARGS`.
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
+    Command::new(BIN).arg("audit").args(args).output().unwrap()
 }
 
 fn stdout(output: &Output) -> String {
@@ -373,7 +376,7 @@ fn stdin_works_too() {
     let lines = generated(100, 1);
     let log = TempLog::new(&lines);
     let out = Command::new(BIN)
-        .arg("verify")
+        .args(["audit", "verify"])
         .stdin(std::fs::File::open(log.path()).unwrap())
         .output()
         .unwrap();
@@ -398,4 +401,22 @@ fn query_writes_ocsf_events_on_request() {
     // Start records are chain anchors, not API activity.
     let starts = run(&["query", "--ocsf", "--event", "start", log.path()]);
     assert!(stdout(&starts).is_empty());
+}
+
+// === the former name ===
+
+#[test]
+fn tenant_guard_audit_is_an_alias_of_tenant_guard_audit() {
+    let log = TempLog::new(&generated(200, 2));
+    let alias = Command::new(ALIAS)
+        .args(["verify", log.path()])
+        .output()
+        .unwrap();
+    let own = run(&["verify", log.path()]);
+    assert!(alias.status.success(), "{}", stdout(&alias));
+    assert_eq!(alias.status, own.status);
+    assert_eq!(stdout(&alias), stdout(&own));
+    let bad = Command::new(ALIAS).arg("--bogus").output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("tenant-guard-audit: "));
 }

@@ -9,9 +9,9 @@ use std::io::{self, BufRead};
 
 use serde::Serialize;
 
-use crate::lines::{Line, Lines};
-use crate::record;
-use crate::time;
+use crate::audit::lines::{Line, Lines};
+use crate::audit::record;
+use crate::audit::time;
 
 /// Distinct keys one table keeps.
 pub const MAX_KEYS: usize = 100_000;

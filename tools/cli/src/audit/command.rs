@@ -1,21 +1,21 @@
-//! `tenant-guard-audit`: verify, query and summarise tenant-guard audit logs.
+//! `tenant-guard audit`: verify, query and summarise tenant-guard audit logs.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::process::ExitCode;
 
-use tenant_guard_audit::query::{self, Filter, Format};
-use tenant_guard_audit::{summary, time, verify};
+use crate::audit::query::{self, Filter, Format};
+use crate::audit::{summary, time, verify};
 
-const USAGE: &str = "\
-tenant-guard-audit: verify, query and summarise tenant-guard audit logs
+pub const USAGE: &str = "\
+tenant-guard audit: verify, query and summarise tenant-guard audit logs
 
 USAGE:
-  tenant-guard-audit verify [FILE]
+  tenant-guard audit verify [FILE]
       Follows every chain (one per worker VM) through the log; prints each chain's state and
       the first broken link of a broken chain with its line number (a line edited, deleted or
       out of order). Exit status 0: every chain intact; 1: a chain is broken.
-  tenant-guard-audit query [FILTERS] [FILE]
+  tenant-guard audit query [FILTERS] [FILE]
       Writes the matching records as JSON lines, exactly as logged (--ocsf: as OCSF API
       Activity events, class 6003; start records are left out).
       --tenant T   --user U   --reason R   --event deny|cross_tenant|shadow|start
@@ -24,7 +24,7 @@ USAGE:
       A filter given twice matches either value; different filters must all match. TIME is
       RFC 3339 (2026-11-29T23:30:04.123Z, 2026-11-29T23:30, 2026-11-29; UTC unless it says).
       Start records are shown only with --event start.
-  tenant-guard-audit summary [--json] [--top N] [FILE]
+  tenant-guard audit summary [--json] [--top N] [FILE]
       Cross-tenant attempts per tenant, per source address and per reason, denials per reason,
       would-be denials (shadow mode) per reason, and both per hour (UTC).
 
@@ -32,12 +32,12 @@ FILE is an Envoy log (records are found after Envoy's prefix) or a JSON-lines fi
 FILE (or with -) the log is read from standard input. Files of any size are read in a stream.
 ";
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+/// Runs `tenant-guard audit ARGS`; `name` is how the messages name the command.
+pub fn main(name: &str, args: &[String]) -> ExitCode {
+    match run(args) {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("tenant-guard-audit: {message}");
+            eprintln!("{name}: {message}");
             ExitCode::from(2)
         }
     }

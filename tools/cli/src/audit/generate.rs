@@ -5,8 +5,8 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use crate::record::{to_hex, ZERO_HASH};
-use crate::time;
+use crate::audit::record::{to_hex, ZERO_HASH};
+use crate::audit::time;
 
 #[derive(Serialize)]
 struct Start<'a> {

@@ -3,9 +3,9 @@
 
 use std::io::{self, BufRead, Write};
 
-use crate::lines::{Line, Lines};
-use crate::record::{self, Record};
-use crate::time;
+use crate::audit::lines::{Line, Lines};
+use crate::audit::record::{self, Record};
+use crate::audit::time;
 
 #[derive(Debug, Default, Clone)]
 pub struct Filter {
@@ -102,7 +102,7 @@ pub fn query(
                 Format::AsLogged => out.write_all(text)?,
                 Format::Ocsf => {
                     let value: serde_json::Value = serde_json::from_slice(text)?;
-                    let Some(event) = crate::ocsf::event(&value) else {
+                    let Some(event) = crate::audit::ocsf::event(&value) else {
                         continue;
                     };
                     serde_json::to_writer(&mut *out, &event)?;

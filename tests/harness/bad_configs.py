@@ -1,0 +1,73 @@
+"""The plugin configurations the bad-config tests use: each refused at load time, with the
+beginning of the filter's log line (the field path, then the problem; serde's trailing "at
+line L column C" left out). Shared by test_bad_config.py (Envoy refuses them) and
+test_policy_schema.py (`tenant-guard check` refuses them the same way)."""
+
+import json
+
+from .keys import ec_key
+
+
+def _unknown_top_level_field(cfg):
+    cfg["tennants"] = {}
+
+
+def _unknown_plan(cfg):
+    cfg["tenants"]["acme"]["plan"] = "gold"
+
+
+def _unknown_provider(cfg):
+    cfg["tenants"]["acme"]["providers"] = ["corp-idp", "nope-idp"]
+
+
+def _empty_providers(cfg):
+    cfg["providers"] = {}
+    cfg["tenants"] = {}
+    cfg.pop("default_tenant")
+
+
+def _bad_jwk(cfg):
+    cfg["providers"]["corp-idp"]["jwks"]["keys"][0]["n"] = "!!! not base64url !!!"
+
+
+def _duplicate_kid(cfg):
+    keys = cfg["providers"]["corp-idp"]["jwks"]["keys"]
+    keys.append(dict(ec_key("rsa-1", "P-256").jwk))
+
+
+def _unknown_nested_field(cfg):
+    cfg["identity"]["tenant_claims"] = "tenant_id"
+
+
+def _bad_status(cfg):
+    cfg["tenants"]["acme"]["status"] = "paused"
+
+
+# name: (mutation of main_plugin_config, how the filter's log line begins after
+# "invalid configuration: ")
+BAD_CONFIGS = {
+    "unknown_top_level_field": (_unknown_top_level_field, "tennants: unknown field `tennants`"),
+    "unknown_plan": (_unknown_plan, 'tenants.acme.plan: unknown plan "gold"'),
+    "unknown_provider": (_unknown_provider,
+                         'tenants.acme.providers[1]: unknown provider "nope-idp"'),
+    "empty_providers": (_empty_providers, "providers: at least one provider is required"),
+    "bad_jwk": (_bad_jwk, "providers.corp-idp.jwks.keys[0].n: not valid base64url"),
+    "duplicate_kid": (_duplicate_kid,
+                      'providers.corp-idp.jwks.keys[5].kid: duplicate kid "rsa-1" (also keys[0])'),
+    "unknown_nested_field": (_unknown_nested_field,
+                             "identity.tenant_claims: unknown field `tenant_claims`"),
+    "bad_status": (_bad_status, "tenants.acme.status: unknown variant `paused`, expected "
+                                "`active` or `suspended`"),
+}
+
+
+# Documents that are not a configuration object at all: (text, beginning of the log line).
+RAW_CONFIGS = {
+    # No bytes are also an empty serialized google.protobuf.Struct: an empty document.
+    "empty": ("", "configuration: missing field `providers`"),
+    "not_json": ("not json", "configuration: neither JSON (expected ident at line 1 column 2) "
+                             "nor a serialized google.protobuf.Struct"),
+    "array": ("[]", "configuration: invalid length 0, expected struct"),
+    "wrong_type": (json.dumps({"providers": 1}),
+                   "providers: invalid type: integer `1`, expected a map"),
+}

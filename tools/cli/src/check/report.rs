@@ -1,0 +1,272 @@
+//! What `check` says about a policy the filter accepted: a short summary, and warnings for
+//! choices that are valid but risky. Read from the document as the filter received it.
+
+use serde_json::{Map, Value};
+
+/// The summary lines of an accepted policy.
+pub fn summary(doc: &Value) -> Vec<String> {
+    let empty = Map::new();
+    let object = |key: &str| doc[key].as_object().unwrap_or(&empty);
+
+    let providers: Vec<String> = object("providers")
+        .iter()
+        .map(|(name, p)| {
+            let inline = p["jwks"]["keys"].as_array().map_or(0, Vec::len);
+            let mut keys = Vec::new();
+            if inline > 0 {
+                keys.push(format!("{inline} inline key{}", plural(inline)));
+            }
+            if p["remote_jwks"].is_object() {
+                keys.push("remote JWKS".to_string());
+            }
+            format!("{name} ({})", keys.join(" + "))
+        })
+        .collect();
+
+    let tenants = object("tenants");
+    let suspended = tenants
+        .values()
+        .filter(|t| t["status"].as_str() == Some("suspended"))
+        .count();
+    let default = match doc["default_tenant"]["providers"].as_array() {
+        Some(list) => format!(
+            "default tenants from {}",
+            list.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => "no default tenants".to_string(),
+    };
+
+    let plans: Vec<String> = object("plans")
+        .iter()
+        .map(|(name, plan)| format!("{name} ({})", limits(plan)))
+        .collect();
+
+    let mut request_windows = windows(doc, "requests");
+    request_windows.dedup();
+    let mut token_windows = windows(doc, "tokens");
+    token_windows.dedup();
+
+    let stores: Vec<String> = doc["vector_stores"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            format!(
+                "{} {}",
+                s["kind"].as_str().unwrap_or("?"),
+                s["path_prefix"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+
+    vec![
+        format!("providers: {}: {}", providers.len(), providers.join(", ")),
+        format!(
+            "tenants:   {} listed ({} active, {suspended} suspended), {default}",
+            tenants.len(),
+            tenants.len() - suspended
+        ),
+        format!("plans:     {}: {}", plans.len(), none_or(&plans.join("; "))),
+        format!(
+            "windows:   requests {}; tokens {}",
+            none_or(&seconds(&request_windows)),
+            none_or(&seconds(&token_windows))
+        ),
+        format!("stores:    {}", none_or(&stores.join(", "))),
+        format!(
+            "global:    {}",
+            match doc["global_rate_limit"]["cluster"].as_str() {
+                Some(cluster) if doc["global_rate_limit"]["lease"].is_object() =>
+                    format!("rate-limit service at cluster {cluster}, leased credit"),
+                Some(cluster) => format!("rate-limit service at cluster {cluster}"),
+                None => "none (quotas per Envoy process)".to_string(),
+            }
+        ),
+    ]
+}
+
+/// Warnings for valid but risky choices, each naming the field.
+pub fn warnings(doc: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let empty = Map::new();
+    for (name, plan) in doc["plans"].as_object().unwrap_or(&empty) {
+        if !has_quotas(plan) {
+            out.push(format!(
+                "plans.{name} has no request window, token window or monthly budget: its \
+                 tenants have no quotas"
+            ));
+        }
+    }
+    for (id, tenant) in doc["tenants"].as_object().unwrap_or(&empty) {
+        let no_plan = tenant["plan"].as_str().is_none();
+        if no_plan && !has_quotas(&tenant["limits"]) && tenant["status"] != "suspended" {
+            out.push(format!(
+                "tenants.{id} has no plan and no limits of its own: it has no quotas"
+            ));
+        }
+    }
+    let default = &doc["default_tenant"];
+    if default.is_object() {
+        if default["namespace"].is_null() {
+            out.push(
+                "default_tenant.namespace is not set: default tenants are placed in \
+                 {provider}.{tenant}; write the template your routes and stores expect"
+                    .to_string(),
+            );
+        }
+        if default["plan"].is_null() {
+            out.push("default_tenant has no plan: default tenants have no quotas".to_string());
+        }
+    }
+    let isolation = &doc["isolation"];
+    if isolation["key"].is_null() && isolation["prompt_cache"].as_str() != Some("off") {
+        out.push(
+            "isolation.key is not set: the key of the tenant-scoped tags (prompt_cache_key, \
+             safety_identifier, metadata.user_id) is derived from this policy document, so \
+             whoever can read the policy can compute the tags, and they change with every \
+             policy change"
+                .to_string(),
+        );
+    }
+    out.extend(remote_jwks_warnings(doc));
+    out
+}
+
+/// HOOK (issue 18): `providers.<p>.remote_jwks.max_stale_s` is being added. Once the filter
+/// knows the field (it is in schema/policy.schema.json and docs/policy.md), warn here for
+/// every remote JWKS without it:
+/// "providers.<p>.remote_jwks.max_stale_s is not set: ...". Until then there is nothing to
+/// warn about: the filter keeps the last good key set however old it is.
+fn remote_jwks_warnings(_doc: &Value) -> Vec<String> {
+    Vec::new()
+}
+
+fn has_quotas(limits: &Value) -> bool {
+    let non_empty = |key: &str| limits[key].as_array().is_some_and(|l| !l.is_empty());
+    non_empty("requests") || non_empty("tokens") || !limits["monthly_budget_usd"].is_null()
+}
+
+fn limits(plan: &Value) -> String {
+    let list = |key: &str| -> Option<String> {
+        let items: Vec<String> = plan[key]
+            .as_array()?
+            .iter()
+            .map(|w| format!("{}/{}s", w["limit"], w["window_s"]))
+            .collect();
+        (!items.is_empty()).then(|| format!("{key} {}", items.join(" ")))
+    };
+    let mut parts: Vec<String> = [list("requests"), list("tokens")]
+        .into_iter()
+        .flatten()
+        .collect();
+    match &plan["monthly_budget_usd"] {
+        Value::Null => {}
+        Value::String(usd) => parts.push(format!("{usd} USD a month")),
+        usd => parts.push(format!("{usd} USD a month")),
+    }
+    if plan["output_cap"].is_string() {
+        parts.push("output cap".into());
+    }
+    if plan["enforcement"].as_str() == Some("shadow") {
+        parts.push("shadow".into());
+    }
+    if parts.is_empty() {
+        "no quotas".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Every window length of `kind` in plans and tenants' limits, sorted.
+fn windows(doc: &Value, kind: &str) -> Vec<u64> {
+    let empty = Map::new();
+    let plans = doc["plans"].as_object().unwrap_or(&empty).values();
+    let tenants = doc["tenants"]
+        .as_object()
+        .unwrap_or(&empty)
+        .values()
+        .map(|t| &t["limits"]);
+    let mut out: Vec<u64> = plans
+        .chain(tenants)
+        .filter_map(|limits| limits[kind].as_array())
+        .flatten()
+        .filter_map(|w| w["window_s"].as_u64())
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+fn seconds(list: &[u64]) -> String {
+    list.iter()
+        .map(|s| format!("{s}s"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn none_or(text: &str) -> String {
+    if text.is_empty() {
+        "none".into()
+    } else {
+        text.into()
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn doc() -> Value {
+        json!({
+            "providers": {"idp": {"issuer": "i", "audiences": "any",
+                                  "remote_jwks": {"cluster": "c", "path": "/k"}}},
+            "tenants": {"a": {"providers": ["idp"], "plan": "p"},
+                        "b": {"providers": ["idp"]}},
+            "plans": {"p": {"requests": [{"limit": 5, "window_s": 60}],
+                            "monthly_budget_usd": "1.5"},
+                      "empty": {"enforcement": "shadow"}},
+            "default_tenant": {"providers": ["idp"], "plan": "p"},
+            "isolation": {"key": "0123456789abcdef0123456789abcdef"}
+        })
+    }
+
+    #[test]
+    fn the_summary_counts_what_the_policy_holds() {
+        let lines = summary(&doc());
+        assert_eq!(lines[0], "providers: 1: idp (remote JWKS)");
+        assert_eq!(
+            lines[1],
+            "tenants:   2 listed (2 active, 0 suspended), default tenants from idp"
+        );
+        assert_eq!(
+            lines[2],
+            "plans:     2: empty (shadow); p (requests 5/60s, 1.5 USD a month)"
+        );
+        assert_eq!(lines[3], "windows:   requests 60s; tokens none");
+    }
+
+    #[test]
+    fn risky_choices_are_named() {
+        let warnings = warnings(&doc());
+        assert_eq!(warnings.len(), 3, "{warnings:#?}");
+        assert!(warnings[0].starts_with("plans.empty has no request window"));
+        assert!(warnings[1].starts_with("tenants.b has no plan"));
+        assert!(warnings[2].starts_with("default_tenant.namespace is not set"));
+        let mut derived = doc();
+        derived["isolation"] = json!({});
+        assert!(super::warnings(&derived)
+            .iter()
+            .any(|w| w.starts_with("isolation.key is not set")));
+    }
+}

@@ -1,0 +1,8 @@
+//! `tenant-guard`, the operators' and auditors' command: one module per subcommand.
+//!
+//! - [`check`]: compile a policy (a file, an Envoy bootstrap or listener file, a Kubernetes
+//!   manifest) with the filter's own code, summarise it and warn about risky choices;
+//! - [`audit`]: verify, query and summarise the filter's hash-chained audit stream.
+
+pub mod audit;
+pub mod check;
