@@ -197,7 +197,8 @@ def test_key_material_is_absent_from_logs_records_audit_config_dump_and_stats(ga
 
 
 def test_a_variable_the_vm_lacks_refuses_the_configuration_naming_it(gateway_factory, keys):
-    # Set in Envoy's environment but not handed to the VM, then not set at all.
+    # Set in Envoy's environment but not handed to the VM (`tenant-guard check` on the
+    # bootstrap says so too), then handed over but not set in Envoy's environment.
     listed = [k for k in SECRETS if k != "GLOBEX_OPENAI_KEY"]
     for env_keys, env in [(listed, SECRETS),
                           (list(SECRETS), {k: v for k, v in SECRETS.items()
@@ -207,7 +208,8 @@ def test_a_variable_the_vm_lacks_refuses_the_configuration_naming_it(gateway_fac
         message = assert_refused(
             proxy, "tenants.globex.credentials.openai.env: environment variable "
                    "GLOBEX_OPENAI_KEY is not set in the Wasm VM (list it in "
-                   "vm_config.environment_variables.host_env_keys")
+                   "vm_config.environment_variables.host_env_keys",
+            check=env_keys is listed)
         log = proxy.read_log()
         assert all(value not in log for value in SECRETS.values()), message
 

@@ -298,6 +298,23 @@ pub struct Config {
     pub audit_key: Option<Named>,
 }
 
+impl Config {
+    /// The environment variables the policy names, in the order the shell loads them:
+    /// `(field path, variable)`. Names only: values are the VM's.
+    pub fn secret_variables(&self) -> Vec<(String, &str)> {
+        let mut out: Vec<(String, &str)> = self
+            .upstreams
+            .variables()
+            .into_iter()
+            .map(|(path, env)| (format!("{path}.env"), env))
+            .collect();
+        if let Some(key) = &self.audit_key {
+            out.push(("audit.key_env".to_string(), key.env()));
+        }
+        out
+    }
+}
+
 // === Validation ===
 
 /// Validates `raw`, read from `text`: the JSON document as given, or the canonical text of a
