@@ -4,6 +4,7 @@ records behave as for a JWT, and the key never reaches the upstream or any log; 
 revoked and expired keys, keys of suspended tenants, and keys sent twice are refused."""
 
 import hashlib
+import json
 import secrets
 import uuid
 
@@ -13,6 +14,7 @@ import openai
 import pytest
 
 from harness import bootstrap as bs
+from harness import cli
 from harness.audit import audit_event
 from harness.envoy_process import Envoy
 from harness.expect import assert_denied
@@ -314,3 +316,18 @@ def test_keys_are_absent_from_every_log(gateway, upstream):
             assert key not in text, f"{name}'s key is in the {where}"
         assert UPSTREAM_KEY not in text, f"the upstream key is in the {where}"
     assert '"auth":"api_key"' in texts["envoy log"]
+
+
+def test_a_key_from_tenant_guard_api_key_works_as_pasted(gateway_factory, keys, upstream):
+    """`make api-key TENANT=acme` (the `tenant-guard api-key` command): its entry pasted into
+    the policy admits the client holding its key, and the key alone."""
+    minted = json.loads(cli.run("api-key", "--tenant", "acme", "--user", "dev", "--json").stdout)
+    config = key_policy(keys)
+    config["tenants"]["acme"]["api_keys"].append(minted["entry"])
+    proxy = gateway_factory(config, env={"PLATFORM_OPENAI": UPSTREAM_KEY}, name="minted")
+    models = openai_client(proxy, minted["key"]).models.with_raw_response.list(
+        extra_headers=request_headers())
+    assert models.http_response.status_code == 200
+    assert_key_record(proxy, models.http_response.request.headers["x-request-id"], "acme",
+                      minted["entry"]["id"], "dev")
+    assert minted["key"] not in json.dumps(config)
