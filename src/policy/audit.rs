@@ -11,8 +11,8 @@
 //! from the VM's environment, and the start line names the key by `key_fingerprint` (the first
 //! 16 hex digits of the key's SHA-256), so only a holder of the key can rebuild a chain. Lines are
 //! linked in the order they are written, which is the order requests end, not the order they
-//! began. The format is documented with a JSON Schema (`tools/audit/audit-line.schema.json`)
-//! and checked by `tenant-guard-audit verify`.
+//! began. The format is documented with a JSON Schema (`schema/audit-line.schema.json`)
+//! and checked by `tenant-guard audit verify`.
 
 use serde::Serialize;
 
