@@ -51,6 +51,8 @@ def credentials_policy(keys, acme_openai_env="ACME_OPENAI_KEY"):
                        "env": "GLOBEX_OPENAI_KEY"}}),
         "hooli": tenant(),
     })
+    # Tokens go upstream unless a credential replaces them (the rule under test).
+    config["identity"]["strip_token"] = False
     config["upstreams"] = {"openai": {"path_prefixes": ["/v1/chat", "/v1/responses"]},
                            "anthropic": {"path_prefixes": ["/v1/messages"]}}
     config["default_credentials"] = {
@@ -155,11 +157,13 @@ def test_a_tenant_with_no_key_for_an_upstream_that_needs_one_is_refused_and_audi
 
 
 def test_a_request_to_no_upstream_is_left_alone(gateway, upstream):
-    resp = gateway.client.get("/v1/models", token=gateway.token("acme"),
+    token = gateway.token("acme")
+    resp = gateway.client.get("/v1/models", token=token,
                               headers=[("x-api-key", "sk-client-own")])
     assert resp.status == 200, resp
     received = upstream.received(resp.request_id)
     assert received.header_values("x-api-key") == ["sk-client-own"]
+    assert received.header_values("authorization") == [f"Bearer {token}"]
     assert received.header_values("openai-project") == ["proj_acme"]
     record = filter_record(gateway.proxy, resp.request_id)
     assert "credential" not in record
