@@ -1,6 +1,6 @@
-"""Vector stores (contract: ``vector_stores``, documented in src/policy/vector_store.rs):
-Qdrant with a collection per tenant, Pinecone with a namespace per tenant, and shared
-collections confined by a metadata filter. Every test checks what the upstream received (or
+"""Vector stores (contract: ``vector_stores``, documented in src/policy/vector_store.rs and,
+kind by kind, in src/policy/vector_store/): Qdrant with a collection per tenant, Pinecone with
+a namespace per tenant, and shared collections confined by a metadata filter. Every test checks what the upstream received (or
 that nothing reached it)."""
 
 import json
