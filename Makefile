@@ -67,7 +67,7 @@ FLOOR_TARGET := target/bench-floor
 # the stable toolchain takes them with RUSTC_BOOTSTRAP=1. No sanitizer: the core has no unsafe
 # code, and release builds keep debug assertions and overflow checks (cargo-fuzz's default).
 # Builds and corpora live outside the clone so later runs on this machine reuse them.
-FUZZ_TARGETS := config token jwks usage path vector_body rls_answer
+FUZZ_TARGETS := config token jwks usage path vector_body rls_answer rfc3339 api_key
 FUZZ_CACHE ?= $(HOME)/.cache/tenant-guard/fuzz
 FUZZ_SMOKE_SECONDS ?= 4
 SECONDS ?= 60
@@ -76,7 +76,7 @@ SECONDS ?= 60
 CARGO_FUZZ = fuzz/shared-target.sh $(FUZZ_CACHE)/target env RUSTC_BOOTSTRAP=1 cargo fuzz
 FUZZ_FLAGS = -s none --target-dir $(FUZZ_CACHE)/target
 
-.PHONY: help wasm oci compat cli audit test-cli audit-bench venv run run-global token test lint \
+.PHONY: help wasm oci compat cli api-key audit test-cli audit-bench venv run run-global token test lint \
 	unit test-wasm validate integration global-deps ratelimit-service test-ratelimit-service \
 	bench bench-deps bench-floor bench-global fuzz-deps fuzz-build fuzz fuzz-smoke
 
@@ -88,6 +88,7 @@ help:
 	@echo "make wasm      build $(WASM)"
 	@echo "make oci       the OCI image of the filter in $(OCI_DIR) (prints the digests to pin)"
 	@echo "make cli       build $(CLI_BIN): check policies, verify/query/summarise audit logs"
+	@echo "make api-key   a new API key for TENANT (default acme) and its policy entry"
 	@echo "make validate  every config in envoy/: envoy --mode validate, tenant-guard check, the policy schema"
 	@echo "make audit-bench  tenant-guard audit on a generated log of a million records"
 	@echo "make bench     Envoy benchmark: passthrough, native, Wasm floor, tenant-guard (DURATION=3 ROUNDS=3)"
@@ -140,6 +141,10 @@ cli:
 	cargo build --release $(CLI_CARGO)
 	@cp target/cli/build/release/tenant-guard target/cli/build/release/tenant-guard-audit target/cli/
 	@echo "$(CLI_BIN) (and target/cli/tenant-guard-audit, its former name for the audit commands)"
+
+# A new API key for TENANT (shown once) and the entry of tenants.<TENANT>.api_keys to paste.
+api-key: cli
+	@$(CLI_BIN) api-key --tenant $(TENANT)
 
 # The former name of `make cli`.
 audit: cli

@@ -15,6 +15,7 @@ stdout and the raw numbers in target/bench/results.json.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -145,10 +146,11 @@ def native_filters(jwks):
     ]
 
 
-def tenant_guard_config(jwks, tenants=3, token_cache_size=None):
+def tenant_guard_config(jwks, tenants=3, token_cache_size=None, api_key=None):
     """The demo gateway's configuration (tenant header, forwarded claim, namespace routing,
     plans with request, token and budget windows, prices), with limits no benchmark reaches.
-    ``tenants`` > 3 adds tenants t00003... on the same plan."""
+    ``tenants`` > 3 adds tenants t00003... on the same plan; ``api_key``: keys are read from
+    ``authorization: Bearer`` too, and this one is acme's."""
     big = 10 ** 12
     doc = {
         "providers": {"corp": {"issuer": K.CORP_ISSUER, "audiences": [K.AUDIENCE],
@@ -178,6 +180,10 @@ def tenant_guard_config(jwks, tenants=3, token_cache_size=None):
         doc["tenants"][f"t{i:05d}"] = {"status": "active", "providers": ["corp"], "plan": "pro"}
     if token_cache_size is not None:
         doc["identity"]["token_cache_size"] = token_cache_size
+    if api_key is not None:
+        doc["identity"]["api_key_sources"] = [{"header": "authorization", "prefix": "Bearer "}]
+        doc["tenants"]["acme"]["api_keys"] = [
+            {"id": "bench", "sha256": hashlib.sha256(api_key.encode()).hexdigest()}]
     return json.dumps(doc)
 
 
@@ -328,10 +334,12 @@ def percentile(sorted_values, p):
 
 
 class Workload:
-    def __init__(self, name, protocol, method, path, body=None, label=""):
+    def __init__(self, name, protocol, method, path, body=None, label="", token=None):
         self.name, self.protocol, self.method, self.path, self.body = (
             name, protocol, method, path, body)
         self.label = label
+        # Sent as `authorization: Bearer` instead of the run's token (an API key).
+        self.token = token
 
 
 def measure(setup, workload, duration, connections, token=None, tokens_file=None):
@@ -397,6 +405,9 @@ def main():
     parser.add_argument("--quiet-twin", action="store_true",
                         help="also measure tenant-guard with Envoy's `wasm` logger at warning "
                              "(no per-request record line in the Envoy log)")
+    parser.add_argument("--api-key", action="store_true",
+                        help="also a gateway that reads tenant API keys: GETs with a cached "
+                             "token and with an API key, on it")
     parser.add_argument("--baseline-wasm", type=Path,
                         help="another tenant_guard.wasm (e.g. before a change) measured "
                              "alternately with the current one, in every workload")
@@ -429,6 +440,11 @@ def main():
         setups["baseline"] = Setup("baseline", f"tenant-guard, {args.baseline_wasm.name}",
                                    [wasm_filter("tenant_guard", args.baseline_wasm.resolve(),
                                                 tenant_guard_config(jwks))])
+    api_key = "tgk_" + "5e" * 32
+    if args.api_key:
+        setups["keys"] = Setup("keys", "tenant-guard reading API keys",
+                               [wasm_filter("tenant_guard", TG_WASM,
+                                            tenant_guard_config(jwks, api_key=api_key))])
     if args.quiet_twin:
         setups["quiet"] = Setup("quiet", "tenant-guard, record line not logged",
                                 [wasm_filter("tenant_guard", TG_WASM,
@@ -453,6 +469,16 @@ def main():
         (Workload("sse-h1", "h1", *sse, label="streaming POST, SSE answer, HTTP/1.1"), bodies),
         (Workload("sse-h2", "h2", *sse, label="streaming POST, SSE answer, HTTP/2"), bodies),
     ]
+    if args.api_key:
+        # The same gateway, a cached token against an API key.
+        plan[0][1].append("keys")
+        plan[1][1].append("keys")
+        plan += [
+            (Workload("key-h1", "h1", *get, label="GET, API key, HTTP/1.1 (wrk)",
+                      token=api_key), ["passthrough", "keys"]),
+            (Workload("key-h2", "h2", *get, label="GET, API key, HTTP/2 (h2load)",
+                      token=api_key), ["passthrough", "keys"]),
+        ]
     if args.only:
         wanted = set(args.only.split(","))
         plan = [(w, s) for w, s in plan if w.name in wanted]
@@ -477,14 +503,16 @@ def main():
         # Warm-up: every setup and workload once, not counted.
         for workload, names in plan:
             for name in names:
-                r = measure(setups[name], workload, 1, args.connections, token)
+                r = measure(setups[name], workload, 1, args.connections,
+                            workload.token or token)
                 if r["non_2xx"]:
                     invalid.append(f"warm-up {workload.name} on {name}: {r['non_2xx']} non-2xx")
         runs = {(w.name, n): [] for w, names in plan for n in names}
         for rnd in range(args.rounds):
             for workload, names in plan:
                 for name in names:
-                    r = measure(setups[name], workload, duration, args.connections, token)
+                    r = measure(setups[name], workload, duration, args.connections,
+                                workload.token or token)
                     runs[(workload.name, name)].append(r)
                     if r["non_2xx"] or not r["requests"]:
                         invalid.append(f"round {rnd + 1} {workload.name} on {name}: "

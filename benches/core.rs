@@ -36,6 +36,9 @@ const CHAT_JSON: &[u8] = include_bytes!("../src/policy/testdata/usage/openai_cha
 const CHAT_SSE: &[u8] = include_bytes!("../src/policy/testdata/usage/openai_chat_stream.sse");
 const ANTHROPIC_SSE: &[u8] =
     include_bytes!("../src/policy/testdata/usage/anthropic_messages_stream.sse");
+/// The bench gateway's API key of tenant acme (a `make api-key` key's shape).
+const API_KEY: &str = "tgk_8sH0Qb3w0mJwq8m4Qw9k1u2wYk0mQy9wXW1mHn3p2Ck";
+
 /// An LLM-shaped request body (~250 bytes), as `make bench` sends it.
 const CHAT_REQUEST: &[u8] = br#"{"model":"gpt-4o","messages":[{"role":"system","content":"You are a helpful assistant for the finance team."},{"role":"user","content":"Summarise the quarterly report in three bullet points, with the revenue numbers."}],"max_tokens":256,"temperature":0.2}"#;
 
@@ -70,10 +73,15 @@ fn gateway_config() -> Config {
             "token_sources": [{"header": "authorization", "prefix": "Bearer "}],
             "tenant_claim": "tenant_id", "user_claim": "sub", "clock_skew_s": 60,
             "tenant_header": "x-tenant-id", "forward_claims": {"sub": "x-user-id"},
-            "strip_token": true
+            "strip_token": true,
+            "api_key_sources": [{"header": "authorization", "prefix": "Bearer "},
+                                {"header": "x-api-key"}]
         },
         "tenants": {
-            "acme": {"status": "active", "providers": ["corp"], "plan": "pro"},
+            "acme": {"status": "active", "providers": ["corp"], "plan": "pro",
+                     "api_keys": [{"id": "ci", "user": "ci-bot",
+                                   "sha256": tenant_guard::policy::audit::hex(
+                                       &hmac_sha256::Hash::hash(API_KEY.as_bytes()))}]},
             "globex": {"status": "active", "providers": ["corp"], "plan": "pro"},
             "initech": {"status": "suspended", "providers": ["corp"], "plan": "pro"}
         },
@@ -252,6 +260,7 @@ fn facts(token: &str) -> RequestFacts<'_> {
             token: token.to_string(),
         },
         tenant_header: None,
+        authority: None,
         now: NOW,
     }
 }
@@ -299,6 +308,37 @@ fn request_path(c: &mut Criterion) {
             |facts| decision::decide(&config, &mut cache, &NoObjects, facts),
             BatchSize::SmallInput,
         )
+    });
+    // The same decision for a request carrying acme's API key: one SHA-256 and a map lookup
+    // where the token takes a SipHash and a cache lookup.
+    group.bench_function("decide_api_key", |b| {
+        b.iter_batched(
+            || RequestFacts {
+                credential: Credential::ApiKey {
+                    key: API_KEY.to_string(),
+                    sources: vec![1],
+                },
+                ..facts(&token)
+            },
+            |facts| decision::decide(&config, &mut cache, &NoObjects, facts),
+            BatchSize::SmallInput,
+        )
+    });
+    let key_header = API_KEY.as_bytes().to_vec();
+    group.bench_function("read_api_key", |b| {
+        b.iter(|| {
+            decision::read_credential(
+                &config,
+                |name| (name == "x-api-key").then(|| key_header.clone()),
+                |name| {
+                    if name == "x-api-key" {
+                        vec![key_header.clone()]
+                    } else {
+                        Vec::new()
+                    }
+                },
+            )
+        })
     });
     group.bench_function("get_path_core", |b| {
         b.iter(|| {

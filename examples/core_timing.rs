@@ -98,6 +98,7 @@ fn facts(token: &str) -> RequestFacts<'_> {
             token: token.to_string(),
         },
         tenant_header: None,
+        authority: None,
         now: NOW,
     }
 }

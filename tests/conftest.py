@@ -117,17 +117,17 @@ def client(envoy):
 def envoy_factory(tmp_path, upstream, jwks_server):
     """Start extra Envoys for one test: ``envoy_factory(http_filters=[...])`` or
     ``envoy_factory(make_config=fn)``; ``start=False`` only launches (for configs expected to
-    fail); ``concurrency``: worker threads; ``config_format``: ``json`` or ``yaml`` bootstrap.
-    All are stopped at teardown."""
+    fail); ``concurrency``: worker threads; ``config_format``: ``json`` or ``yaml`` bootstrap;
+    ``env``: variables added to Envoy's environment. All are stopped at teardown."""
     started = []
 
     def make(http_filters=None, make_config=None, start=True, name=None, timeout=30.0,
-             concurrency=2, config_format="json"):
+             concurrency=2, config_format="json", env=None):
         if make_config is None:
             make_config = bs.gateway(upstream.port, jwks_server.port,
                                             http_filters or [])
         proxy = Envoy(tmp_path / (name or f"envoy-{len(started)}"), make_config,
-                      concurrency=concurrency, config_format=config_format)
+                      concurrency=concurrency, config_format=config_format, env=env)
         started.append(proxy)
         if start:
             proxy.start(timeout=timeout)
@@ -145,15 +145,20 @@ def gateway_factory(envoy_factory, wasm_path, upstream, jwks_server):
     """Start an Envoy running tenant-guard with ``config`` (a plugin configuration dict):
     ``gateway_factory(config, concurrency=4, stats_tags=..., routes=..., clusters=...)``.
     Requests go to the session's recording upstream unless ``routes`` say otherwise.
-    ``hold_headers=False``: without ``allow_on_headers_stop_iteration`` (older Envoys)."""
+    ``hold_headers=False``: without ``allow_on_headers_stop_iteration`` (older Envoys).
+    ``env``: variables set in Envoy's environment and handed to the Wasm VM (``host_env_keys``);
+    ``env_keys``: the names handed over [those of ``env``]; ``start=False`` only launches."""
     def make(config, *, name=None, concurrency=2, routes=None, clusters=None,
-             stats_tags=None, upstream_port=None, hold_headers=True, hcm_options=None):
+             stats_tags=None, upstream_port=None, hold_headers=True, hcm_options=None,
+             env=None, env_keys=None, start=True):
+        keys = list(env or {}) if env_keys is None else env_keys
         return envoy_factory(
             make_config=bs.gateway(upstream_port or upstream.port, jwks_server.port,
-                                   [bs.wasm_filter(wasm_path, config, hold_headers=hold_headers)],
+                                   [bs.wasm_filter(wasm_path, config, hold_headers=hold_headers,
+                                                   env_keys=keys)],
                                    routes=routes, clusters=clusters, stats_tags=stats_tags,
                                    hcm_options=hcm_options),
-            name=name, concurrency=concurrency)
+            name=name, concurrency=concurrency, env=env, start=start)
     return make
 
 

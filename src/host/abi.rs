@@ -165,6 +165,12 @@ pub fn header(map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostError> {
 /// combines repeated field lines); `None` when absent. It reads the whole map (one hostcall):
 /// for where a second line matters, after [`header`] found a first.
 pub fn combined_header(map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+    header_map::combined(&header_map(map)?, name).ok_or(HostError(OK))
+}
+
+/// The whole header map, serialized as the ABI does (see `policy::header_map`): one hostcall
+/// for every header.
+pub fn header_map(map: MapType) -> Result<Vec<u8>, HostError> {
     let mut data = null_mut();
     let mut size = 0;
     // SAFETY: the pointers are valid for the call; the host writes an allocation it made.
@@ -173,8 +179,7 @@ pub fn combined_header(map: MapType, name: &str) -> Result<Option<Vec<u8>>, Host
         return Err(HostError(status));
     }
     // SAFETY: on OK the host handed over `data` of `size` bytes.
-    let map = unsafe { owned(data, size) }.unwrap_or_default();
-    header_map::combined(&map, name).ok_or(HostError(status))
+    Ok(unsafe { owned(data, size) }.unwrap_or_default())
 }
 
 /// Replaces every value of a header by `value`.

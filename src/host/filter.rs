@@ -16,6 +16,7 @@ use crate::host::worker::{Probe, Worker};
 use crate::policy::audit;
 use crate::policy::decision::{self, Admission, Decision, HeaderEdit, RequestFacts};
 use crate::policy::denial::{self, LocalReply, Reason};
+use crate::policy::header_map;
 use crate::policy::isolation;
 use crate::policy::isolation::objects::Owners;
 use crate::policy::lease::Fetch;
@@ -379,6 +380,9 @@ fn apply(edits: &[HeaderEdit]) {
         let _ = match edit {
             // Envoy replaces every client-sent copy (`HeaderMap::setCopy`).
             HeaderEdit::Set(name, value) => abi::set_header(map, name, value.as_bytes()),
+            HeaderEdit::SetSecret(name, value) => {
+                abi::set_header(map, name, value.expose().as_bytes())
+            }
             HeaderEdit::Remove(name) => abi::remove_header(map, name),
         };
     }
@@ -427,11 +431,24 @@ impl HttpContext for Filter {
                         .ok()
                         .flatten()
                 });
+                let authority = config
+                    .upstreams
+                    .by_authority()
+                    .then(|| request_header(":authority"))
+                    .flatten();
+                let mut all_headers = None;
                 let facts = RequestFacts {
                     method: &method_text,
                     path: &raw_path,
-                    credential: decision::find_credential(&config.token_sources, request_header),
+                    credential: decision::read_credential(config, request_header, |name| {
+                        // Read once, when a key makes every line count.
+                        let map = all_headers.get_or_insert_with(|| {
+                            abi::header_map(MapType::HttpRequestHeaders).unwrap_or_default()
+                        });
+                        header_map::lines(map, name).unwrap_or_default()
+                    }),
                     tenant_header: self.tenant_header.as_deref(),
+                    authority: authority.as_deref(),
                     now,
                 };
                 decision::decide(config, cache, &owners, facts)
@@ -442,7 +459,7 @@ impl HttpContext for Filter {
 
         let client_request_id = request_header("x-request-id");
         let request_id = self.worker.borrow_mut().record_ids.next_id();
-        let record = Record::new(
+        let mut record = Record::new(
             &decision,
             RequestInfo {
                 request_id,
@@ -451,6 +468,7 @@ impl HttpContext for Filter {
                 path: &raw_path,
             },
         );
+        record.auth_state = self.worker.borrow().config.api_keys.enabled();
         write_filter_state(&record.filter_state());
         self.record = Some(record);
 

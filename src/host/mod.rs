@@ -32,6 +32,7 @@ pub mod filter;
 pub mod global;
 pub mod lease;
 pub mod root;
+mod secrets;
 pub mod shared;
 pub mod stats;
 pub mod worker;

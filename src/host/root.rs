@@ -14,6 +14,7 @@ use proxy_wasm::types::{BufferType, ContextType, MapType};
 
 use crate::host::abi;
 use crate::host::global;
+use crate::host::secrets;
 use crate::host::shared::{self, ObjectStore, QuotaStore};
 use crate::host::stats::Stats;
 use crate::host::worker::{random_u64, RecordIds, Refill, Worker};
@@ -311,7 +312,7 @@ impl RootContext for Root {
             .ok()
             .flatten()
             .unwrap_or_default();
-        let config = match Config::parse(&document) {
+        let config = match Config::parse(&document).and_then(secrets::load) {
             Ok(config) => config,
             Err(e) => {
                 log::error!("{}", e.log_line());
@@ -345,7 +346,8 @@ impl RootContext for Root {
         let stats = Stats::new(listed.into_iter(), config.stats.max_tenant_series);
         let cache = TokenCache::new(config.token_cache_size);
         // The audit chain starts by naming the configuration it runs under.
-        let mut audit = Chain::new(format!("{:016x}", random_u64()));
+        let key = config.audit_key.as_ref().and_then(|k| k.value().cloned());
+        let mut audit = Chain::new(format!("{:016x}", random_u64()), key);
         let config_sha256 = audit::hex(&config.document_sha256);
         let start = audit.start(
             &audit::rfc3339_millis(super::now_ms().unwrap_or(0)),

@@ -6,14 +6,19 @@
 //! names the configuration's SHA-256; every line carries `seq` (0 for the start, then +1) and
 //! `prev`, the previous line's `hash`. A line's `hash` is the SHA-256 of the previous hash (64
 //! hex characters), a newline, and the line's JSON text without its `hash` member (the text up
-//! to `,"hash":"…"` and a closing brace): verifiers need no JSON canonicalisation. Lines are
+//! to `,"hash":"…"` and a closing brace): verifiers need no JSON canonicalisation. With
+//! `audit.key_env` the chain is keyed: `hash` is the HMAC-SHA256 of the same text under the key
+//! from the VM's environment, and the start line names the key by `key_fingerprint` (the first
+//! 16 hex digits of the key's SHA-256), so only a holder of the key can rebuild a chain. Lines are
 //! linked in the order they are written, which is the order requests end, not the order they
 //! began. The format is documented with a JSON Schema (`schema/audit-line.schema.json`)
 //! and checked by `tenant-guard audit verify`.
 
 use serde::Serialize;
 
+use crate::policy::digest::sha256_prefix;
 use crate::policy::record::{printable, Record};
+use crate::policy::secret::Secret;
 
 /// A chain's first `prev`.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -95,6 +100,10 @@ pub fn of<'a>(record: &Record, facts: impl FnOnce() -> Facts<'a>) -> Option<Even
         tenant: record.tenant.clone(),
         user: record.user.clone(),
         provider: record.provider.clone(),
+        auth: record.auth,
+        key_id: record.key_id.clone(),
+        key_digest: record.key_digest.clone(),
+        credential: record.credential.clone(),
         claimed,
         method: record.method.clone(),
         path: record.path.clone(),
@@ -123,6 +132,18 @@ pub struct Event {
     pub tenant: Option<String>,
     pub user: Option<String>,
     pub provider: Option<String>,
+    /// `jwt` or `api_key`, once known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<&'static str>,
+    /// The API key's id (a key of the policy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The first 8 hex digits of a refused API key's SHA-256, never the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_digest: Option<String>,
+    /// The upstream credential's fingerprint, when the request had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
     pub claimed: Claimed,
     pub method: String,
     pub path: String,
@@ -141,6 +162,8 @@ pub struct Chain {
     id: String,
     next_seq: u64,
     prev: String,
+    /// The HMAC key of a keyed chain (`audit.key_env`).
+    key: Option<Secret>,
 }
 
 #[derive(Serialize)]
@@ -159,6 +182,8 @@ struct Start<'a> {
     time: &'a str,
     event: &'static str,
     config_sha256: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_fingerprint: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -170,12 +195,13 @@ struct Line<'a> {
 }
 
 impl Chain {
-    /// A new chain (`id`: 16 hex digits).
-    pub fn new(id: String) -> Chain {
+    /// A new chain (`id`: 16 hex digits), keyed with `key` when given.
+    pub fn new(id: String, key: Option<Secret>) -> Chain {
         Chain {
             id,
             next_seq: 0,
             prev: GENESIS.to_string(),
+            key,
         }
     }
 
@@ -187,6 +213,7 @@ impl Chain {
             time,
             event: "start",
             config_sha256,
+            key_fingerprint: self.key.as_ref().map(key_fingerprint),
         })
         .unwrap_or_default();
         self.link(text)
@@ -210,7 +237,10 @@ impl Chain {
 
     /// Appends the hash to `text` (a JSON object) and moves the chain on.
     fn link(&mut self, text: String) -> String {
-        let hash = hash(&self.prev, &text);
+        let hash = match &self.key {
+            Some(key) => keyed_hash(key, &self.prev, &text),
+            None => hash(&self.prev, &text),
+        };
         let body = text.strip_suffix('}').unwrap_or(&text);
         let line = format!("{body},\"hash\":\"{hash}\"}}");
         self.prev = hash;
@@ -229,18 +259,21 @@ pub fn hash(prev: &str, text_without_hash: &str) -> String {
     hex(&digest)
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        for nibble in [b >> 4, b & 0x0f] {
-            if let Some(&d) = DIGITS.get(usize::from(nibble)) {
-                out.push(char::from(d));
-            }
-        }
-    }
-    out
+/// A keyed chain's line hash: HMAC-SHA256 under `key` of what [`hash`] hashes.
+pub fn keyed_hash(key: &Secret, prev: &str, text_without_hash: &str) -> String {
+    let mut mac = hmac_sha256::HMAC::new(key.expose().as_bytes());
+    mac.update(prev.as_bytes());
+    mac.update(b"\n");
+    mac.update(text_without_hash.as_bytes());
+    hex(&mac.finalize())
 }
+
+/// How a keyed chain's start line names its key: the first 16 hex digits of its SHA-256.
+pub fn key_fingerprint(key: &Secret) -> String {
+    sha256_prefix(key.expose().as_bytes(), 16)
+}
+
+pub use crate::policy::digest::hex;
 
 /// RFC 3339 UTC with milliseconds: `2026-11-29T23:30:04.123Z`.
 pub fn rfc3339_millis(unix_ms: u64) -> String {
@@ -284,6 +317,10 @@ mod tests {
             tenant: Some("acme".into()),
             user: Some("alice".into()),
             provider: Some("corp-idp".into()),
+            auth: Some("jwt"),
+            key_id: None,
+            key_digest: None,
+            credential: None,
             claimed: Claimed {
                 path_namespace: Some("/tenants/globex".into()),
                 ..Claimed::default()
@@ -302,16 +339,21 @@ mod tests {
 
     /// What a verifier does: strip the hash member, recompute, compare.
     fn verify(lines: &[String]) -> Result<(), usize> {
+        verify_with(lines, None)
+    }
+
+    fn verify_with(lines: &[String], key: Option<&Secret>) -> Result<(), usize> {
         let mut prev = GENESIS.to_string();
         for (n, line) in lines.iter().enumerate() {
             let value: serde_json::Value = serde_json::from_str(line).map_err(|_| n)?;
             let hash = value["hash"].as_str().ok_or(n)?;
             let suffix = format!(",\"hash\":\"{hash}\"}}");
             let text = format!("{}}}", line.strip_suffix(&suffix).ok_or(n)?);
-            if value["prev"] != prev.as_str()
-                || value["seq"] != n as u64
-                || super::hash(&prev, &text) != hash
-            {
+            let expected = match key {
+                Some(key) => keyed_hash(key, &prev, &text),
+                None => super::hash(&prev, &text),
+            };
+            if value["prev"] != prev.as_str() || value["seq"] != n as u64 || expected != hash {
                 return Err(n);
             }
             prev = hash.to_string();
@@ -320,7 +362,11 @@ mod tests {
     }
 
     fn chain_of(n: usize) -> Vec<String> {
-        let mut chain = Chain::new("0123456789abcdef".into());
+        keyed_chain_of(n, None)
+    }
+
+    fn keyed_chain_of(n: usize, key: Option<Secret>) -> Vec<String> {
+        let mut chain = Chain::new("0123456789abcdef".into(), key);
         let mut lines = vec![chain.start("2026-11-29T00:00:00.000Z", &"c".repeat(64))];
         for _ in 0..n {
             lines.push(chain.line(&event()));
@@ -350,7 +396,7 @@ mod tests {
             r#","hash":"{}"}}"#,
             line["hash"].as_str().unwrap()
         )));
-        assert_eq!(keys.len(), 20, "{keys:?}");
+        assert_eq!(keys.len(), 21, "{keys:?}");
         let pos = |k: &str| lines[1].find(&format!("\"{k}\":")).unwrap();
         let order = [
             "type",
@@ -383,6 +429,33 @@ mod tests {
         let mut reordered = lines.clone();
         reordered.swap(1, 2);
         assert_eq!(verify(&reordered), Err(1));
+    }
+
+    #[test]
+    fn a_keyed_chain_verifies_only_with_its_key_and_names_it_at_the_start() {
+        let key = Secret::new("audit-key-0123456789abcdef0123456789");
+        let lines = keyed_chain_of(3, Some(key.clone()));
+        let start: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(start["key_fingerprint"], key_fingerprint(&key));
+        assert_eq!(key_fingerprint(&key).len(), 16);
+        assert_eq!(verify_with(&lines, Some(&key)), Ok(()));
+        // Without the key, or with another, nothing verifies.
+        assert_eq!(verify(&lines), Err(0));
+        assert_eq!(
+            verify_with(
+                &lines,
+                Some(&Secret::new("another-key-0123456789abcdef0123"))
+            ),
+            Err(0)
+        );
+        // A line edited and the whole file re-chained without the key does not verify.
+        let mut forged = chain_of(3);
+        forged[2] = forged[2].replace("\"acme\"", "\"acne\"");
+        assert_eq!(verify_with(&forged, Some(&key)), Err(0));
+        // An unkeyed chain's start line has no fingerprint; the key never shows.
+        assert!(!chain_of(0)[0].contains("key_fingerprint"));
+        assert!(lines.iter().all(|l| !l.contains(key.expose())));
+        assert!(!format!("{:?}", Chain::new("x".into(), Some(key.clone()))).contains(key.expose()));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::rc::Rc;
 
 use serde::Deserialize;
 
+use crate::policy::api_key::{ApiKeys, RawApiKey};
 use crate::policy::config_error::{err, header_name, ConfigError};
 use crate::policy::cost::{compile_pricing, Pricing, RawPricing};
 use crate::policy::global_rate_limit::{compile_global, GlobalRateLimit, RawGlobalRateLimit};
@@ -28,10 +29,12 @@ use crate::policy::jwks::KeySet;
 use crate::policy::metering::UsageRules;
 use crate::policy::namespace::{compile_routing, RawRouting, Routing};
 use crate::policy::plan::{check_limits, finish_limits, Enforcement, Limits, RawLimits};
+use crate::policy::secret::Named;
 use crate::policy::tenant::{
     check_default_namespaces, check_listed_namespaces, is_valid_tenant_id,
     parse_namespace_template, DefaultTenant, Status, Tenant, Tenants,
 };
+use crate::policy::upstream::{self, RawCredential, RawTenantUpstream, RawUpstream, Upstreams};
 use crate::policy::vector_store::{self, RawVectorStore, VectorStores};
 
 // === The document, as written by operators ===
@@ -60,7 +63,23 @@ struct RawConfig {
     stats: StatsRules,
     #[serde(default)]
     isolation: RawIsolation,
+    #[serde(default)]
+    upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default)]
+    default_credentials: BTreeMap<String, RawCredential>,
+    audit: Option<RawAudit>,
 }
+
+/// `audit`: the audit stream's options.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    /// The environment variable holding the audit chain's HMAC key.
+    key_env: Option<String>,
+}
+
+/// The shortest HMAC key the audit chain takes (a SHA-256 block's worth is the most it uses).
+const MIN_AUDIT_KEY_BYTES: usize = 32;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,6 +142,9 @@ struct RawIdentity {
     max_token_bytes: usize,
     #[serde(default = "default_token_cache_size")]
     token_cache_size: usize,
+    /// Where tenant API keys are read (`tenants.<id>.api_keys`); also token sources.
+    #[serde(default)]
+    api_key_sources: Vec<RawTokenSource>,
 }
 
 impl Default for RawIdentity {
@@ -137,6 +159,7 @@ impl Default for RawIdentity {
             strip_token: false,
             max_token_bytes: default_max_token_bytes(),
             token_cache_size: default_token_cache_size(),
+            api_key_sources: Vec::new(),
         }
     }
 }
@@ -172,6 +195,8 @@ struct RawTokenSource {
 struct RawTenant {
     #[serde(default)]
     status: Status,
+    /// May be empty for a tenant known by its API keys alone.
+    #[serde(default)]
     providers: Vec<String>,
     plan: Option<String>,
     namespace: Option<String>,
@@ -181,6 +206,15 @@ struct RawTenant {
     /// Ids of provider objects the tenant may use though the gateway never saw them created.
     #[serde(default)]
     object_prefixes: Vec<String>,
+    /// The tenant's own credential per upstream (`upstreams`), from the environment.
+    #[serde(default)]
+    credentials: BTreeMap<String, RawCredential>,
+    /// Static, not secret headers for the upstream; the client's copies are removed.
+    #[serde(default)]
+    upstream_headers: BTreeMap<String, String>,
+    /// The digests of the tenant's API keys.
+    #[serde(default)]
+    api_keys: Vec<RawApiKey>,
 }
 
 #[derive(Deserialize)]
@@ -264,6 +298,29 @@ pub struct Config {
     pub isolation: IsolationRules,
     /// `tenants.<id>.object_prefixes`, for the tenants that have some.
     pub object_prefixes: HashMap<String, Vec<String>>,
+    /// `upstreams`, the credentials for them and the tenants' upstream headers.
+    pub upstreams: Upstreams,
+    /// `identity.api_key_sources` and the tenants' `api_keys`.
+    pub api_keys: ApiKeys,
+    /// `audit.key_env`: the audit chain's HMAC key.
+    pub audit_key: Option<Named>,
+}
+
+impl Config {
+    /// The environment variables the policy names, in the order the shell loads them:
+    /// `(field path, variable)`. Names only: values are the VM's.
+    pub fn secret_variables(&self) -> Vec<(String, &str)> {
+        let mut out: Vec<(String, &str)> = self
+            .upstreams
+            .variables()
+            .into_iter()
+            .map(|(path, env)| (format!("{path}.env"), env))
+            .collect();
+        if let Some(key) = &self.audit_key {
+            out.push(("audit.key_env".to_string(), key.env()));
+        }
+        out
+    }
 }
 
 // === Validation ===
@@ -280,8 +337,11 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
         hash.update(text);
         hash.finalize()
     };
-    if raw.providers.is_empty() {
-        return err("providers", "at least one provider is required");
+    if raw.providers.is_empty() && raw.identity.api_key_sources.is_empty() {
+        return err(
+            "providers",
+            "at least one provider is required (or identity.api_key_sources)",
+        );
     }
     let mut providers = Vec::new();
     let mut remote_jwks = Vec::new();
@@ -335,7 +395,8 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
     }
 
     let identity = raw.identity;
-    let (rules, token_sources, tenant_header) = compile_identity(&identity)?;
+    let (rules, token_sources, tenant_header, key_sources) = compile_identity(&identity)?;
+    let mut api_keys = ApiKeys::new(key_sources);
 
     let mut plans = BTreeMap::new();
     for (name, plan) in &raw.plans {
@@ -372,9 +433,25 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
         .collect();
     let mut tenants = Vec::with_capacity(raw.tenants.len());
     let mut object_prefixes = HashMap::new();
+    let mut tenant_upstreams = Vec::new();
     for (id, t) in raw.tenants {
+        if !t.credentials.is_empty() || !t.upstream_headers.is_empty() {
+            tenant_upstreams.push(RawTenantUpstream {
+                tenant: id.clone(),
+                credentials: t.credentials,
+                headers: t.upstream_headers,
+            });
+        }
         let as_planned = t.limits.is_none() && t.enforcement.is_none();
         let path = format!("tenants.{id}");
+        let known_by_keys = !t.api_keys.is_empty();
+        if known_by_keys && !api_keys.enabled() {
+            return err(
+                format!("{path}.api_keys"),
+                "keys are never read: identity.api_key_sources is empty",
+            );
+        }
+        api_keys.add(&id, &format!("{path}.api_keys"), t.api_keys)?;
         if let Some(i) = t.object_prefixes.iter().position(|p| p.len() < 4) {
             return err(
                 format!("{path}.object_prefixes[{i}]"),
@@ -414,8 +491,13 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
             Some(shared) if as_planned => Rc::clone(shared),
             _ => Rc::new(finish_limits(limits)),
         };
+        let providers = if t.providers.is_empty() && known_by_keys {
+            Vec::new()
+        } else {
+            provider_index(&format!("{path}.providers"), &t.providers)?
+        };
         tenants.push(Tenant {
-            providers: provider_index(&format!("{path}.providers"), &t.providers)?,
+            providers,
             id,
             status: t.status,
             plan: t.plan,
@@ -470,6 +552,26 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
     }
 
     let isolation = compile_isolation(raw.isolation, derived_key)?;
+    let mut reserved: Vec<&str> = rules
+        .forward_claims
+        .iter()
+        .map(|(_, header)| header.as_str())
+        .chain(tenant_header.as_deref())
+        .collect();
+    if let Some(header) = routing.as_ref().and_then(|r| r.namespace_header.as_deref()) {
+        reserved.push(header);
+    }
+    let audit_key = raw
+        .audit
+        .and_then(|a| a.key_env)
+        .map(|env| Named::new("audit.key_env", env, MIN_AUDIT_KEY_BYTES))
+        .transpose()?;
+    let upstreams = upstream::compile(
+        raw.upstreams,
+        raw.default_credentials,
+        tenant_upstreams,
+        &reserved,
+    )?;
 
     Ok(Config {
         document_sha256,
@@ -490,6 +592,9 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
         stats: raw.stats,
         isolation,
         object_prefixes,
+        upstreams,
+        api_keys,
+        audit_key,
     })
 }
 
@@ -598,7 +703,9 @@ fn compile_remote(
     })
 }
 
-type CompiledIdentity = (IdentityRules, Vec<TokenSource>, Option<String>);
+/// The rules, the token sources (`identity.api_key_sources` appended, a source already there
+/// shared), the tenant header, and which token sources are API key sources.
+type CompiledIdentity = (IdentityRules, Vec<TokenSource>, Option<String>, Vec<usize>);
 
 fn compile_identity(raw: &RawIdentity) -> Result<CompiledIdentity, ConfigError> {
     if raw.token_sources.is_empty() {
@@ -614,6 +721,23 @@ fn compile_identity(raw: &RawIdentity) -> Result<CompiledIdentity, ConfigError> 
             header,
             prefix: s.prefix.clone().filter(|p| !p.is_empty()),
         });
+    }
+    let mut key_sources = Vec::new();
+    for (i, s) in raw.api_key_sources.iter().enumerate() {
+        let source = TokenSource {
+            header: header_name(&format!("identity.api_key_sources[{i}].header"), &s.header)?,
+            prefix: s.prefix.clone().filter(|p| !p.is_empty()),
+        };
+        let index = match token_sources.iter().position(|t| *t == source) {
+            Some(index) => index,
+            None => {
+                token_sources.push(source);
+                token_sources.len() - 1
+            }
+        };
+        if !key_sources.contains(&index) {
+            key_sources.push(index);
+        }
     }
     let claim = |path: &str, value: &str| {
         ClaimPath::parse(value).ok_or_else(|| ConfigError {
@@ -660,7 +784,7 @@ fn compile_identity(raw: &RawIdentity) -> Result<CompiledIdentity, ConfigError> 
         forward_claims,
         max_token_bytes: raw.max_token_bytes,
     };
-    Ok((rules, token_sources, tenant_header))
+    Ok((rules, token_sources, tenant_header, key_sources))
 }
 
 mod document;

@@ -3,6 +3,7 @@
 
 use std::rc::Rc;
 
+use crate::policy::api_key::{self, ApiKey, Found};
 use crate::policy::config::{Config, TokenSource};
 use crate::policy::denial::Reason;
 use crate::policy::identity::{self, VerifiedToken};
@@ -11,6 +12,7 @@ use crate::policy::isolation::prompt_cache::{self, Api};
 use crate::policy::isolation::{PromptCache, ProviderObjects};
 use crate::policy::namespace::{self, PathRefusal};
 use crate::policy::plan::Limits;
+use crate::policy::secret::Secret;
 use crate::policy::tenant::BoundTenant;
 use crate::policy::token_cache::TokenCache;
 use crate::policy::vector_store::{self, BodyPlan, ResponsePlan, VectorRoute};
@@ -26,6 +28,53 @@ pub enum Credential {
     },
     /// A token source header is there but its bytes are not UTF-8.
     Unreadable,
+    /// An API key, and the token sources it was found in (`identity.api_key_sources`).
+    ApiKey {
+        key: String,
+        sources: Vec<usize>,
+    },
+    /// A credential header sent twice, or two headers with different credentials.
+    Conflict(&'static str),
+}
+
+/// How the request's caller was identified (records' `auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    Jwt,
+    ApiKey,
+}
+
+impl Auth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Auth::Jwt => "jwt",
+            Auth::ApiKey => "api_key",
+        }
+    }
+}
+
+/// Reads the request's credential. `header(name)`: a header's first line; `lines(name)`: all
+/// of its lines. Without `identity.api_key_sources` the first token source present counts
+/// ([`find_credential`]); with them, every source is read (see `policy::api_key`).
+pub fn read_credential(
+    config: &Config,
+    header: impl FnMut(&str) -> Option<Vec<u8>>,
+    lines: impl FnMut(&str) -> Vec<Vec<u8>>,
+) -> Credential {
+    if !config.api_keys.enabled() {
+        return find_credential(&config.token_sources, header);
+    }
+    let sources = config
+        .token_sources
+        .iter()
+        .map(|s| (s.header.as_str(), s.prefix.as_deref()));
+    match config.api_keys.read(sources, header, lines) {
+        Found::Missing => Credential::Missing,
+        Found::Unreadable => Credential::Unreadable,
+        Found::Token { source, token } => Credential::Present { source, token },
+        Found::Key { key, sources } => Credential::ApiKey { key, sources },
+        Found::Conflict(detail) => Credential::Conflict(detail),
+    }
 }
 
 /// Reads the token from the first token source whose header is present and carries the
@@ -67,6 +116,9 @@ pub struct RequestFacts<'a> {
     /// The client-sent value of `identity.tenant_header`, if any (repeated lines combined with
     /// `, `, so only one line equal to the verified tenant passes).
     pub tenant_header: Option<&'a [u8]>,
+    /// `:authority` as received; read only when some upstream is told by its authority
+    /// ([`crate::policy::upstream::Upstreams::by_authority`]).
+    pub authority: Option<&'a [u8]>,
     pub now: u64,
 }
 
@@ -74,6 +126,8 @@ pub struct RequestFacts<'a> {
 pub enum HeaderEdit {
     /// Replace every copy of the header with this one value.
     Set(String, String),
+    /// The same with a secret value (an upstream credential; `Debug` does not print it).
+    SetSecret(String, Secret),
     Remove(String),
 }
 
@@ -84,8 +138,12 @@ pub struct Admission {
     /// for one admitted through `default_tenant` (two providers' default tenants never share).
     pub quota_id: String,
     pub user: Option<String>,
-    pub provider: String,
+    /// The identity provider that signed the token; `None` for an API key.
+    pub provider: Option<String>,
     pub plan: Option<String>,
+    pub auth: Auth,
+    /// The API key's id, for a request that came with one.
+    pub key_id: Option<String>,
     /// The tenant's effective quota windows (empty: no quotas).
     pub limits: Rc<Limits>,
     /// The tenant is listed in the configuration (else admitted through `default_tenant`).
@@ -107,6 +165,9 @@ pub struct Admission {
     /// A shared HTTP cache keys on host and path, and neither names the tenant: answers must
     /// be marked private.
     pub private_cache: bool,
+    /// The fingerprint of the upstream credential the request goes with
+    /// (`acme/openai#1a2b3c4d`), when it goes to an upstream with one.
+    pub credential: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +178,11 @@ pub struct Denial {
     pub tenant: Option<String>,
     pub user: Option<String>,
     pub provider: Option<String>,
+    /// How the caller was identified, when that got so far.
+    pub auth: Option<Auth>,
+    pub key_id: Option<String>,
+    /// The first 8 hex digits of a refused API key's SHA-256 (never the key).
+    pub key_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +200,70 @@ pub fn deny(reason: Reason, detail: impl Into<String>) -> Decision {
         tenant: None,
         user: None,
         provider: None,
+        auth: None,
+        key_id: None,
+        key_digest: None,
     })
+}
+
+/// The denial of a refused API key: audited by its digest's first 8 hex digits, with its
+/// tenant, user and id when it is a key of the policy.
+fn key_denial(refusal: api_key::Refusal<'_>) -> Decision {
+    Decision::Deny(Denial {
+        reason: refusal.reason,
+        detail: refusal.detail.to_string(),
+        tenant: refusal.key.map(|k| k.tenant.clone()),
+        user: refusal.key.map(|k| k.user().to_string()),
+        provider: None,
+        auth: Some(Auth::ApiKey),
+        key_id: refusal.key.map(|k| k.id.clone()),
+        key_digest: Some(refusal.digest),
+    })
+}
+
+/// Who a request is, once its credential holds: a verified token, or a key of the policy.
+struct Caller<'a> {
+    tenant: &'a str,
+    user: Option<&'a str>,
+    /// The provider that signed the token; `None` for an API key.
+    provider: Option<usize>,
+    /// Claims to forward (an API key has none).
+    forwarded: &'a [(String, String)],
+    /// The token sources the credential came in.
+    sources: &'a [usize],
+    /// The API key's id, for a request that came with one.
+    key_id: Option<&'a str>,
+}
+
+impl<'a> Caller<'a> {
+    fn token(verified: &'a VerifiedToken, sources: &'a [usize]) -> Caller<'a> {
+        Caller {
+            tenant: &verified.tenant,
+            user: verified.user.as_deref(),
+            provider: Some(verified.provider),
+            forwarded: &verified.forwarded,
+            sources,
+            key_id: None,
+        }
+    }
+
+    fn key(key: &'a ApiKey, sources: &'a [usize]) -> Caller<'a> {
+        Caller {
+            tenant: &key.tenant,
+            user: Some(key.user()),
+            provider: None,
+            forwarded: &[],
+            sources,
+            key_id: Some(&key.id),
+        }
+    }
+
+    fn auth(&self) -> Auth {
+        match self.key_id {
+            Some(_) => Auth::ApiKey,
+            None => Auth::Jwt,
+        }
+    }
 }
 
 /// Decides a request from its headers. `cache` holds tokens this worker already verified;
@@ -155,14 +284,22 @@ pub fn decide(
     let (source, token) = match &facts.credential {
         Credential::Missing => return deny(Reason::MissingToken, "no token in the request"),
         Credential::Unreadable => return deny(Reason::InvalidToken, "token is not valid UTF-8"),
+        Credential::Conflict(detail) => return deny(Reason::InvalidApiKey, *detail),
+        Credential::ApiKey { key, sources } => {
+            return match config.api_keys.check(key, facts.now) {
+                Ok(found) => admit(config, &Caller::key(found, sources), owners, &facts),
+                Err(refusal) => key_denial(refusal),
+            };
+        }
         Credential::Present { source, token } => (*source, token.as_str()),
     };
+    let sources = [source];
     if let Some(hit) = cache.get(token, facts.now) {
-        return admit(config, source, hit, owners, &facts);
+        return admit(config, &Caller::token(hit, &sources), owners, &facts);
     }
     match identity::verify(token, &config.providers, &config.identity, facts.now) {
         Ok(verified) => {
-            let decision = admit(config, source, &verified, owners, &facts);
+            let decision = admit(config, &Caller::token(&verified, &sources), owners, &facts);
             cache.insert(token, verified);
             decision
         }
@@ -172,32 +309,38 @@ pub fn decide(
 
 fn admit(
     config: &Config,
-    source: usize,
-    verified: &VerifiedToken,
+    caller: &Caller<'_>,
     owners: &dyn Owners,
     facts: &RequestFacts<'_>,
 ) -> Decision {
-    let provider = config
-        .providers
-        .get(verified.provider)
-        .map(|p| p.name.clone())
-        .unwrap_or_default();
+    let provider = caller
+        .provider
+        .and_then(|p| config.providers.get(p))
+        .map(|p| p.name.clone());
     let denial = |reason, detail: String| {
         Decision::Deny(Denial {
             reason,
             detail,
-            tenant: Some(verified.tenant.clone()),
-            user: verified.user.clone(),
-            provider: Some(provider.clone()),
+            tenant: Some(caller.tenant.to_string()),
+            user: caller.user.map(str::to_string),
+            provider: provider.clone(),
+            auth: Some(caller.auth()),
+            key_id: caller.key_id.map(str::to_string),
+            key_digest: None,
         })
     };
-    let bound = match config.tenants.bind(&verified.tenant, verified.provider) {
+    let bound = match caller.provider {
+        Some(p) => config.tenants.bind(caller.tenant, p),
+        None => config.tenants.bind_key_owner(caller.tenant),
+    };
+    let bound = match bound {
         Ok(bound) => bound,
         Err(unbound) => {
             let detail = match unbound.reason {
-                Reason::TenantProviderMismatch => {
-                    format!("provider {provider} may not vouch for this tenant")
-                }
+                Reason::TenantProviderMismatch => format!(
+                    "provider {} may not vouch for this tenant",
+                    provider.as_deref().unwrap_or_default()
+                ),
                 _ => unbound.detail.to_string(),
             };
             return denial(unbound.reason, detail);
@@ -217,13 +360,18 @@ fn admit(
         header_edits.push(HeaderEdit::Set(header.clone(), bound.id.to_string()));
     }
     for (_, header) in &config.identity.forward_claims {
-        match verified.forwarded.iter().find(|(h, _)| h == header) {
+        match caller.forwarded.iter().find(|(h, _)| h == header) {
             Some((_, value)) => header_edits.push(HeaderEdit::Set(header.clone(), value.clone())),
             None => header_edits.push(HeaderEdit::Remove(header.clone())),
         }
     }
-    if config.strip_token {
-        if let Some(s) = config.token_sources.get(source) {
+    // An API key never goes upstream; a token does unless `strip_token`.
+    if config.strip_token || caller.key_id.is_some() {
+        for s in caller
+            .sources
+            .iter()
+            .filter_map(|&i| config.token_sources.get(i))
+        {
             header_edits.push(HeaderEdit::Remove(s.header.clone()));
         }
     }
@@ -268,6 +416,15 @@ fn admit(
             cache_scope = prompt_cache::api(facts.method, &path);
         }
     }
+    let token_header = caller
+        .sources
+        .first()
+        .and_then(|&i| config.token_sources.get(i))
+        .map(|s| s.header.as_str());
+    let credential = match upstream_edits(config, &bound, token_header, facts, &mut header_edits) {
+        Ok(credential) => credential,
+        Err(refusal) => return denial(refusal.reason, refusal.detail),
+    };
     let private_cache = !config.routing.as_ref().is_some_and(|r| {
         let names_tenant = |t: &Option<String>| {
             t.as_deref()
@@ -278,8 +435,10 @@ fn admit(
     Decision::Admit(Box::new(Admission {
         quota_id,
         tenant: bound.id.to_string(),
-        user: verified.user.clone(),
+        user: caller.user.map(str::to_string),
         provider,
+        auth: caller.auth(),
+        key_id: caller.key_id.map(str::to_string),
         plan: bound.plan.map(str::to_string),
         limits: bound.limits.clone(),
         listed,
@@ -291,7 +450,57 @@ fn admit(
         objects: object_plan,
         cache_scope,
         private_cache,
+        credential,
     }))
+}
+
+/// A tenant's upstream headers and, for a request to one of the policy's upstreams, its
+/// credential: the client's credential headers go (and the header that carried the tenant's
+/// own token, when a credential replaces it), then the tenant's credential or the platform's
+/// is set. Returns the credential's fingerprint. Nothing to do, and nothing paid, when the
+/// policy has no upstreams and no upstream headers.
+fn upstream_edits(
+    config: &Config,
+    tenant: &BoundTenant<'_>,
+    token_header: Option<&str>,
+    facts: &RequestFacts<'_>,
+    edits: &mut Vec<HeaderEdit>,
+) -> Result<Option<String>, PathRefusal> {
+    let upstreams = &config.upstreams;
+    if upstreams.is_empty() {
+        return Ok(None);
+    }
+    // Credentials and upstream headers are listed tenants'; a default tenant has the
+    // platform's only.
+    let listed = tenant.default_provider.is_none().then_some(tenant.id);
+    let (names, own) = upstreams.tenant_headers(listed);
+    for name in names.iter().filter(|n| !own.iter().any(|(o, _)| o == *n)) {
+        edits.push(HeaderEdit::Remove(name.clone()));
+    }
+    for (name, value) in own {
+        edits.push(HeaderEdit::Set(name.clone(), value.clone()));
+    }
+    if !upstreams.has_upstreams() {
+        return Ok(None);
+    }
+    let path = namespace::normalize(facts.path)?;
+    let authority = facts.authority.and_then(|a| std::str::from_utf8(a).ok());
+    let Some(upstream) = upstreams.route(&path.path, authority) else {
+        return Ok(None);
+    };
+    let plan = upstreams
+        .plan(upstream, listed)
+        .map_err(|detail| PathRefusal::new(Reason::NoUpstreamCredential, detail))?;
+    for header in plan.remove {
+        edits.push(HeaderEdit::Remove(header.clone()));
+    }
+    if let Some((header, value)) = plan.set {
+        if let Some(token_header) = token_header.filter(|t| *t != header) {
+            edits.push(HeaderEdit::Remove(token_header.to_string()));
+        }
+        edits.push(HeaderEdit::SetSecret(header.to_string(), value.clone()));
+    }
+    Ok(plan.fingerprint.map(str::to_string))
 }
 
 /// Where an admitted request goes: its tenant's namespace (`routing`) or a confined

@@ -35,6 +35,14 @@ pub enum Reason {
     /// The request names a provider-side object that is not the tenant's (answered as if it
     /// did not exist).
     ProviderObjectNotFound,
+    /// An API key that is not one of the policy's, or a request carrying a credential twice or
+    /// two different ones.
+    InvalidApiKey,
+    ApiKeyRevoked,
+    ApiKeyExpired,
+    /// The request goes to an upstream that needs a credential, and neither the tenant nor the
+    /// platform has one for it.
+    NoUpstreamCredential,
 }
 
 impl Reason {
@@ -59,6 +67,10 @@ impl Reason {
             Reason::BodyTooLarge => "body_too_large",
             Reason::InvalidBody => "invalid_body",
             Reason::ProviderObjectNotFound => "provider_object_not_found",
+            Reason::InvalidApiKey => "invalid_api_key",
+            Reason::ApiKeyRevoked => "api_key_revoked",
+            Reason::ApiKeyExpired => "api_key_expired",
+            Reason::NoUpstreamCredential => "no_upstream_credential",
         }
     }
 }
@@ -146,13 +158,25 @@ pub fn reply(reason: Reason) -> LocalReply {
             "The request body is not valid for this endpoint.",
         ),
         Reason::ProviderObjectNotFound => (404, "invalid_request_error", "No such object."),
+        Reason::InvalidApiKey => (401, "authentication_error", "The API key is not valid."),
+        Reason::ApiKeyRevoked => (401, "authentication_error", "The API key has been revoked."),
+        Reason::ApiKeyExpired => (401, "authentication_error", "The API key has expired."),
+        Reason::NoUpstreamCredential => (
+            403,
+            "permission_error",
+            "The tenant has no credential for this upstream.",
+        ),
     };
     let mut headers = vec![("content-type", "application/json".to_string())];
     match reason {
         Reason::MissingToken => {
             headers.push(("www-authenticate", "Bearer realm=\"tenant-guard\"".into()))
         }
-        Reason::InvalidToken | Reason::TokenExpired => headers.push((
+        Reason::InvalidToken
+        | Reason::TokenExpired
+        | Reason::InvalidApiKey
+        | Reason::ApiKeyRevoked
+        | Reason::ApiKeyExpired => headers.push((
             "www-authenticate",
             "Bearer realm=\"tenant-guard\", error=\"invalid_token\"".into(),
         )),
@@ -221,5 +245,33 @@ mod tests {
             assert_eq!(body["error"]["type"], "permission_error");
             assert_eq!(body["error"]["code"], reason.code());
         }
+    }
+
+    #[test]
+    fn api_key_problems_are_401_authentication_errors_with_their_own_codes() {
+        for (reason, code) in [
+            (Reason::InvalidApiKey, "invalid_api_key"),
+            (Reason::ApiKeyRevoked, "api_key_revoked"),
+            (Reason::ApiKeyExpired, "api_key_expired"),
+        ] {
+            let r = reply(reason);
+            assert_eq!(r.status, 401);
+            assert!(header(&r, "www-authenticate")
+                .unwrap()
+                .contains("error=\"invalid_token\""));
+            let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            assert_eq!(body["error"]["type"], "authentication_error");
+            assert_eq!(body["error"]["code"], code);
+        }
+    }
+
+    #[test]
+    fn a_missing_upstream_credential_is_a_403_of_its_own() {
+        let r = reply(Reason::NoUpstreamCredential);
+        assert_eq!(r.status, 403);
+        assert_eq!(header(&r, "www-authenticate"), None);
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["error"]["code"], "no_upstream_credential");
+        assert_eq!(body["error"]["type"], "permission_error");
     }
 }

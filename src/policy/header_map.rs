@@ -19,6 +19,17 @@ pub fn combined(map: &[u8], name: &str) -> Option<Option<Vec<u8>>> {
     Some(combined)
 }
 
+/// Every line of header `name` (ASCII case-insensitive), in order; `None` for malformed bytes.
+pub fn lines(map: &[u8], name: &str) -> Option<Vec<Vec<u8>>> {
+    Some(
+        pairs(map)?
+            .into_iter()
+            .filter(|(key, _)| key.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, value)| value.to_vec())
+            .collect(),
+    )
+}
+
 /// The pairs of a serialized header map (the proxy-wasm ABI's: the number of pairs, each
 /// pair's name and value lengths, all as little-endian u32, then each name and each value
 /// followed by a NUL); `None` when the bytes do not hold that.
@@ -104,5 +115,16 @@ mod tests {
         assert_eq!(combined(&bytes, ":path"), Some(Some(b"/".to_vec())));
         assert_eq!(combined(&bytes, "x-other"), Some(None));
         assert_eq!(combined(&bytes[..7], "x-tenant-id"), None);
+    }
+
+    #[test]
+    fn repeated_lines_are_read_one_by_one() {
+        let bytes = serialized(&[("x-api-key", "k1"), (":path", "/"), ("X-Api-Key", "k2")]);
+        assert_eq!(
+            lines(&bytes, "x-api-key"),
+            Some(vec![b"k1".to_vec(), b"k2".to_vec()])
+        );
+        assert_eq!(lines(&bytes, "authorization"), Some(vec![]));
+        assert_eq!(lines(&bytes[..7], "x-api-key"), None);
     }
 }

@@ -4,12 +4,14 @@
 //! the request's facts in, and get decisions back as data. That keeps the rules testable
 //! natively and on wasm32 in microseconds, and keeps the host shell (`crate::host`) boring.
 
+pub mod api_key;
 pub mod audit;
 pub mod config;
 pub mod config_error;
 pub mod cost;
 pub mod decision;
 pub mod denial;
+pub mod digest;
 pub mod global_rate_limit;
 pub mod header_map;
 pub mod identity;
@@ -26,9 +28,12 @@ pub mod provider_api;
 pub mod quota;
 pub mod ratelimit;
 pub mod record;
+pub mod rfc3339;
+pub mod secret;
 pub mod stream;
 pub mod structpb;
 pub mod tenant;
 pub mod token_cache;
+pub mod upstream;
 pub mod usage;
 pub mod vector_store;

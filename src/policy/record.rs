@@ -7,7 +7,7 @@
 use serde::Serialize;
 use std::fmt::Write as _;
 
-use crate::policy::decision::Decision;
+use crate::policy::decision::{Auth, Decision};
 use crate::policy::denial::Reason;
 use crate::policy::metering::Outcome;
 
@@ -39,6 +39,19 @@ pub struct Record {
     pub user: Option<String>,
     pub provider: Option<String>,
     pub plan: Option<String>,
+    /// How the caller was identified: `jwt` or `api_key` (absent before that was known).
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
+    pub auth: Option<&'static str>,
+    /// The API key's id, for a request that came with a key of the policy.
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
+    pub key_id: Option<String>,
+    /// The first 8 hex digits of a refused API key's SHA-256 (never the key).
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
+    pub key_digest: Option<String>,
+    /// The upstream credential the request went with, by fingerprint (`acme/openai#1a2b3c4d`):
+    /// never the secret.
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
+    pub credential: Option<String>,
     /// `allow` or `deny`.
     pub decision: &'static str,
     /// `ok`, `bypass`, or a denial's reason code.
@@ -84,6 +97,10 @@ pub struct Record {
     /// The tenant is in shadow mode and `reason` says what enforcement would have refused.
     #[cfg_attr(test, serde(skip_serializing_if = "std::ops::Not::not"))]
     pub shadow: bool,
+    /// Whether `auth` goes into filter state: only where the policy reads API keys, so a
+    /// gateway without them pays nothing for it (every caller is a JWT's there).
+    #[cfg_attr(test, serde(skip))]
+    pub auth_state: bool,
 }
 
 impl Record {
@@ -94,6 +111,10 @@ impl Record {
             user: None,
             provider: None,
             plan: None,
+            auth: None,
+            key_id: None,
+            key_digest: None,
+            credential: None,
             decision: "allow",
             reason: "ok",
             detail: None,
@@ -115,14 +136,18 @@ impl Record {
             usage_source: None,
             output_cap: None,
             shadow: false,
+            auth_state: false,
         };
         match decision {
             Decision::Bypass => record.reason = "bypass",
             Decision::Admit(a) => {
                 record.tenant = Some(a.tenant.clone());
                 record.user = a.user.clone();
-                record.provider = Some(a.provider.clone());
+                record.provider = a.provider.clone();
                 record.plan = a.plan.clone();
+                record.auth = Some(a.auth.as_str());
+                record.key_id = a.key_id.clone();
+                record.credential = a.credential.clone();
             }
             Decision::Deny(d) => {
                 record.decision = "deny";
@@ -131,6 +156,9 @@ impl Record {
                 record.tenant = d.tenant.clone();
                 record.user = d.user.clone();
                 record.provider = d.provider.clone();
+                record.auth = d.auth.map(Auth::as_str);
+                record.key_id = d.key_id.clone();
+                record.key_digest = d.key_digest.clone();
             }
         }
         record
@@ -180,10 +208,18 @@ impl Record {
             ("reason", self.reason.to_string()),
             ("request_id", self.request_id.clone()),
         ];
-        for (key, value) in [("tenant", &self.tenant), ("user", &self.user)] {
+        for (key, value) in [
+            ("tenant", &self.tenant),
+            ("user", &self.user),
+            ("key_id", &self.key_id),
+            ("credential", &self.credential),
+        ] {
             if let Some(value) = value {
                 state.push((key, value.clone()));
             }
+        }
+        if let Some(auth) = self.auth.filter(|_| self.auth_state) {
+            state.push(("auth", auth.to_string()));
         }
         state
     }
@@ -227,6 +263,16 @@ impl Record {
             ("plan", &self.plan),
         ] {
             field(&mut out, key, value.as_deref());
+        }
+        for (key, value) in [
+            ("auth", self.auth),
+            ("key_id", self.key_id.as_deref()),
+            ("key_digest", self.key_digest.as_deref()),
+            ("credential", self.credential.as_deref()),
+        ] {
+            if value.is_some() {
+                field(&mut out, key, value);
+            }
         }
         field(&mut out, "decision", Some(self.decision));
         field(&mut out, "reason", Some(self.reason));
@@ -367,8 +413,10 @@ mod tests {
         let decision = Decision::Admit(Box::new(Admission {
             tenant: "acme".into(),
             user: Some("alice".into()),
-            provider: "corp-idp".into(),
+            provider: Some("corp-idp".into()),
             plan: Some("pro".into()),
+            auth: Auth::Jwt,
+            key_id: None,
             quota_id: "acme".into(),
             limits: Default::default(),
             listed: true,
@@ -380,6 +428,7 @@ mod tests {
             objects: None,
             cache_scope: None,
             private_cache: false,
+            credential: None,
         }));
         let record = Record::new(&decision, info());
         let json: serde_json::Value = serde_json::from_str(&record.to_json()).unwrap();
@@ -412,6 +461,9 @@ mod tests {
             tenant: None,
             user: None,
             provider: None,
+            auth: None,
+            key_id: None,
+            key_digest: None,
         });
         let record = Record::new(&decision, info());
         assert_eq!((record.decision, record.reason), ("deny", "token_expired"));
@@ -471,11 +523,15 @@ mod tests {
                 tenant: Some("a\"c\\me\u{0}\u{1f}é".into()),
                 user: None,
                 provider: Some("corp".into()),
+                auth: Some(Auth::ApiKey),
+                key_id: Some("k\"1".into()),
+                key_digest: Some("1a2b3c4d".into()),
             }),
             info(),
         );
         assert_eq!(record.to_json(), serde_json::to_string(&record).unwrap());
         record.path_sent = Some("/tenants/acme/v1".into());
+        record.credential = Some("acme/openai#1a2b3c4d".into());
         record.status = Some(200);
         record.output_cap = Some(64);
         record.shadow = true;

@@ -255,6 +255,24 @@ impl Tenants {
             default_provider: Some(name),
         })
     }
+
+    /// Binds the listed tenant that owns an API key: no provider vouches, the policy's key
+    /// list did; the status counts as for a token.
+    pub fn bind_key_owner<'a>(&'a self, id: &str) -> Result<BoundTenant<'a>, Unbound> {
+        let Some(t) = self.listed.get(id) else {
+            return Err(unbound(Reason::UnknownTenant, "tenant is not known"));
+        };
+        if t.status == Status::Suspended {
+            return Err(unbound(Reason::TenantSuspended, "tenant is suspended"));
+        }
+        Ok(BoundTenant {
+            id: &t.id,
+            namespace: Cow::Borrowed(&t.namespace),
+            plan: t.plan.as_deref(),
+            limits: &t.limits,
+            default_provider: None,
+        })
+    }
 }
 
 /// Tenant ids and namespaces end up in paths, headers and metric names: keep them plain.
@@ -540,6 +558,17 @@ mod tests {
         let refused = t.bind(&"x".repeat(120), CORP).unwrap_err();
         assert_eq!(refused.reason, Reason::UnknownTenant);
         assert!(refused.detail.contains("longer than 128"));
+    }
+
+    #[test]
+    fn an_api_keys_owner_is_bound_by_its_status_alone() {
+        let t = tenants(true);
+        let bound = t.bind_key_owner("acme").unwrap();
+        assert_eq!((bound.id, bound.default_provider), ("acme", None));
+        assert_eq!(bound.quota_id(), "acme");
+        assert_eq!(reason(t.bind_key_owner("initech")), Reason::TenantSuspended);
+        // Keys are only ever listed tenants': default_tenant admits nobody by key.
+        assert_eq!(reason(t.bind_key_owner("hooli")), Reason::UnknownTenant);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 chains, as an auditor would (`tenant-guard audit verify` does the same)."""
 
 import hashlib
+import hmac
 import json
 
 from .wait import wait_for
@@ -21,9 +22,19 @@ def audit_lines(text: str) -> list:
     return found
 
 
-def verify(lines: list) -> dict:
+def line_hash(prev: str, text: str, key: bytes = None) -> str:
+    """A line's hash: SHA-256 of prev, a newline and the text; HMAC-SHA256 under ``key`` for a
+    keyed chain (``audit.key_env``)."""
+    data = (prev + "\n" + text).encode()
+    if key is None:
+        return hashlib.sha256(data).hexdigest()
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def verify(lines: list, key: bytes = None) -> dict:
     """Follows every chain; returns {chain: [seq, ...]}; raises AssertionError at the first
-    broken link (seq, prev or hash)."""
+    broken link (seq, prev or hash). With ``key``, every chain must be keyed with it: its start
+    names the key's fingerprint and every hash is an HMAC under it."""
     chains = {}
     for number, (raw, line) in enumerate(lines, 1):
         chain = chains.setdefault(line["chain"], {"prev": None, "seqs": []})
@@ -36,7 +47,11 @@ def verify(lines: list) -> dict:
             expected_prev = chain["prev"]
             assert line["seq"] == chain["seqs"][-1] + 1, f"line {number}: seq jumps"
         assert line["prev"] == expected_prev, f"line {number}: prev does not link"
-        digest = hashlib.sha256((line["prev"] + "\n" + text).encode()).hexdigest()
+        if line["seq"] == 0:
+            fingerprint = hashlib.sha256(key).hexdigest()[:16] if key else None
+            assert line.get("key_fingerprint") == fingerprint, \
+                f"line {number}: the start names key {line.get('key_fingerprint')}"
+        digest = line_hash(line["prev"], text, key)
         assert digest == line["hash"], f"line {number}: hash does not recompute"
         chain["prev"] = line["hash"]
         chain["seqs"].append(line["seq"])

@@ -13,6 +13,7 @@ ACCESS_LOG_FORMAT = {
     "output_tokens": "%FILTER_STATE(wasm.output_tokens:PLAIN)%",
     "cost_usd": "%FILTER_STATE(wasm.cost_usd:PLAIN)%",
     "usage_source": "%FILTER_STATE(wasm.usage_source:PLAIN)%",
+    "credential": "%FILTER_STATE(wasm.credential:PLAIN)%",
     "status": "%RESPONSE_CODE%",
     "path": "%REQ(:PATH)%",
     "x_request_id": "%REQ(X-REQUEST-ID)%",
@@ -60,12 +61,15 @@ def plugin_configuration(plugin_config, form="string") -> dict:
     return {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value}
 
 
-def wasm_filter(wasm_path: str, plugin_config, *, hold_headers=True, form="string") -> dict:
+def wasm_filter(wasm_path: str, plugin_config, *, hold_headers=True, form="string",
+                env_keys=()) -> dict:
     """The tenant-guard HTTP filter. ``plugin_config``: a dict (serialised here) or a string
     (passed verbatim, for configs that are not even JSON); ``form``: see
     ``plugin_configuration``. ``hold_headers``: set the Wasm
     ``allow_on_headers_stop_iteration`` (Envoy 1.35+), as every config in envoy/ does; False
-    runs the filter the way older Envoys (or configs without the field) do."""
+    runs the filter the way older Envoys (or configs without the field) do. ``env_keys``:
+    variables of Envoy's own environment the Wasm VM may read (``host_env_keys``: the names
+    only; their values never enter the configuration)."""
     config = {
         "name": "tenant_guard",
         "root_id": "tenant_guard",
@@ -79,6 +83,8 @@ def wasm_filter(wasm_path: str, plugin_config, *, hold_headers=True, form="strin
     }
     if hold_headers:
         config["allow_on_headers_stop_iteration"] = True
+    if env_keys:
+        config["vm_config"]["environment_variables"] = {"host_env_keys": list(env_keys)}
     return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {

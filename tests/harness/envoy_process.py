@@ -50,6 +50,9 @@ class Envoy:
     #: ``json`` or ``yaml``: how the bootstrap is written (Envoy reads YAML scalars its own way:
     #: numbers that are not integers become strings inside a ``google.protobuf.Struct``).
     config_format: str = "json"
+    #: Variables added to Envoy's process environment (secrets a Wasm VM reads through
+    #: ``host_env_keys``).
+    env: dict = None
     # The leases of admin_port and listener_port, held until stop().
     _leases: list = field(default_factory=list, repr=False)
 
@@ -102,7 +105,8 @@ class Envoy:
                 "--file-flush-interval-msec", "100",
                 *self.extra_args]
         with open(self.stderr_path, "wb") as stderr:
-            self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+            env = {**os.environ, **self.env} if self.env else None
+            self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, env=env,
                                             stdout=stderr, stderr=stderr,
                                             start_new_session=True,
                                             preexec_fn=die_with_parent)

@@ -686,3 +686,21 @@ fn the_log_line_names_the_field_and_the_problem() {
         "tenant-guard: invalid configuration: tenants.acme.plan: unknown plan \"gold\""
     );
 }
+
+#[test]
+fn the_audit_key_is_named_by_its_environment_variable_only() {
+    let config = parse(&json!({
+      "providers": {"p": {"issuer": "i", "audiences": "any",
+                          "jwks": {"keys": [{"kty": "oct", "k": OCT_K}]}}},
+      "audit": {"key_env": "TG_AUDIT_KEY"}
+    }))
+    .unwrap();
+    let key = config.audit_key.unwrap();
+    assert_eq!((key.env(), key.value()), ("TG_AUDIT_KEY", None));
+    let e = refused(|d| d["audit"] = json!({"key_env": "tg-audit"}));
+    assert_eq!(e.path, "audit.key_env");
+    let e = refused(|d| d["audit"] = json!({"key": "0123456789abcdef0123456789abcdef"}));
+    assert_eq!(e.path, "audit.key");
+    assert!(e.message.contains("unknown field `key`"), "{e}");
+    assert!(parse(&contract_example()).unwrap().audit_key.is_none());
+}

@@ -17,7 +17,11 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 fn config() -> Config {
-    let doc = json!({
+    Config::parse(document().to_string().as_bytes()).unwrap()
+}
+
+fn document() -> Value {
+    json!({
       "providers": {
         "corp-idp": {"issuer": "https://corp", "audiences": ["gw"],
                      "jwks": {"keys": [{"kty": "oct", "kid": "c1", "k": b64(CORP_SECRET)}]}},
@@ -37,8 +41,7 @@ fn config() -> Config {
         "initech": {"status": "suspended", "providers": ["corp-idp"]}
       },
       "bypass_paths": ["/healthz"]
-    });
-    Config::parse(doc.to_string().as_bytes()).unwrap()
+    })
 }
 
 /// An HS256 token signed with `secret`.
@@ -67,6 +70,7 @@ fn facts(credential: Credential, tenant_header: Option<&[u8]>) -> RequestFacts<'
         path: b"/v1/chat/completions",
         credential,
         tenant_header,
+        authority: None,
         now: NOW,
     }
 }
@@ -179,7 +183,7 @@ fn admitted_request_sets_tenant_forwards_claims_and_strips_the_token() {
     };
     assert_eq!(a.tenant, "acme");
     assert_eq!(a.user.as_deref(), Some("alice"));
-    assert_eq!(a.provider, "corp-idp");
+    assert_eq!(a.provider.as_deref(), Some("corp-idp"));
     assert_eq!(
         a.header_edits,
         vec![
@@ -499,7 +503,9 @@ fn default_tenant_is_placed_in_its_providers_namespace() {
     assert_eq!(a.quota_id, "corp-idp/hooli");
     assert!(!a.listed);
     assert_eq!(
-        config.tenants.quota_id(&a.tenant, &a.provider),
+        config
+            .tenants
+            .quota_id(&a.tenant, a.provider.as_deref().unwrap()),
         "corp-idp/hooli"
     );
 
@@ -533,4 +539,296 @@ fn default_tenant_cannot_address_a_listed_namespace_by_path() {
         denial_reason(&decide_path(&config, b"/tenants/acme-ns/v1/x", credential)),
         Some(Reason::CrossTenantPath)
     );
+}
+
+// === Upstream credentials ===
+
+const ACME_OPENAI: &str = "sk-acme-openai-0123456789";
+
+/// The test policy with an `openai` upstream (acme has a key, globex none) and a token source
+/// of the gateway's own.
+fn credential_config() -> Config {
+    let mut doc = document();
+    doc["identity"]["token_sources"] = json!([{"header": "authorization", "prefix": "Bearer "},
+                                              {"header": "x-gateway-token"}]);
+    doc["identity"]["strip_token"] = json!(false);
+    doc["upstreams"] = json!({"openai": {"path_prefixes": ["/v1/chat"]}});
+    doc["tenants"]["acme"]["credentials"] =
+        json!({"openai": {"header": "authorization", "prefix": "Bearer ", "env": "ACME_OPENAI"}});
+    doc["tenants"]["acme"]["upstream_headers"] = json!({"openai-project": "proj_acme"});
+    doc["tenants"]["globex"] = json!({"providers": ["globex-idp"]});
+    let mut config = Config::parse(doc.to_string().as_bytes()).unwrap();
+    config
+        .upstreams
+        .load(&mut |name| (name == "ACME_OPENAI").then(|| ACME_OPENAI.to_string()))
+        .unwrap();
+    config
+}
+
+#[test]
+fn a_request_to_an_upstream_goes_with_its_tenants_credential_and_nothing_of_the_clients() {
+    let config = credential_config();
+    let Decision::Admit(a) = decide_path(
+        &config,
+        b"/v1/chat/completions",
+        Credential::Present {
+            source: 1,
+            token: acme_token(),
+        },
+    ) else {
+        panic!("not admitted")
+    };
+    let digest = Secret::new(ACME_OPENAI).fingerprint();
+    assert_eq!(a.credential, Some(format!("acme/openai#{digest}")));
+    let edits = &a.header_edits;
+    let at = |edit: &HeaderEdit| edits.iter().position(|e| e == edit).unwrap();
+    let set = at(&HeaderEdit::SetSecret(
+        "authorization".into(),
+        Secret::new(&format!("Bearer {ACME_OPENAI}")),
+    ));
+    assert_eq!(
+        set,
+        edits.len() - 1,
+        "the credential is the last edit: {edits:?}"
+    );
+    for header in [
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "x-gateway-token",
+    ] {
+        assert!(at(&HeaderEdit::Remove(header.into())) < set, "{header}");
+    }
+    assert!(edits.contains(&HeaderEdit::Set(
+        "openai-project".into(),
+        "proj_acme".into()
+    )));
+    // The decision prints without the secret.
+    let printed = format!("{a:?}");
+    assert!(!printed.contains(ACME_OPENAI) && printed.contains("<redacted>"));
+}
+
+#[test]
+fn a_request_to_no_upstream_keeps_its_headers() {
+    let config = credential_config();
+    let Decision::Admit(a) = decide_path(&config, b"/v1/models", bearer(acme_token())) else {
+        panic!("not admitted")
+    };
+    assert_eq!(a.credential, None);
+    assert!(!a.header_edits.iter().any(|e| matches!(
+        e,
+        HeaderEdit::SetSecret(..) | HeaderEdit::Remove(_)
+    ) && *e
+        != HeaderEdit::Remove("accept-encoding".into())
+        && *e != HeaderEdit::Remove("x-user-email".into())));
+}
+
+#[test]
+fn a_tenant_without_a_credential_is_refused_and_never_borrows_another() {
+    let config = credential_config();
+    let globex = token(
+        GLOBEX_SECRET,
+        "g1",
+        json!({"iss": "https://globex", "exp": NOW + 600, "sub": "bob", "tenant_id": "globex"}),
+    );
+    let decision = decide_path(&config, b"/v1/chat/completions", bearer(globex.clone()));
+    let Decision::Deny(d) = decision else {
+        panic!("admitted: {decision:?}")
+    };
+    assert_eq!(d.reason, Reason::NoUpstreamCredential);
+    assert_eq!(d.tenant.as_deref(), Some("globex"));
+    assert!(d.detail.contains("upstream openai"), "{}", d.detail);
+    // Elsewhere globex goes on, without acme's upstream headers and without the client's.
+    let Decision::Admit(a) = decide_path(&config, b"/v1/models", bearer(globex)) else {
+        panic!("not admitted")
+    };
+    assert!(a
+        .header_edits
+        .contains(&HeaderEdit::Remove("openai-project".into())));
+}
+
+#[test]
+fn an_upstream_path_that_cannot_be_read_safely_is_refused() {
+    let config = credential_config();
+    let decision = decide_path(&config, b"/v1%2Fchat/completions", bearer(acme_token()));
+    assert_eq!(denial_reason(&decision), Some(Reason::InvalidPath));
+}
+
+// === API keys ===
+
+const ACME_KEY: &str = "tgk_acme_ci_0123456789abcdefghijklmnop";
+const INITECH_KEY: &str = "tgk_initech_0123456789abcdefghijklmn";
+
+fn sha256_hex(text: &str) -> String {
+    crate::policy::audit::hex(&hmac_sha256::Hash::hash(text.as_bytes()))
+}
+
+/// The test policy with keys read from `authorization: Bearer` and `x-api-key` (a token
+/// source already), a key for acme and one for suspended initech, and the `openai` upstream
+/// of [`credential_config`].
+fn key_config() -> Config {
+    let mut doc = document();
+    doc["identity"]["api_key_sources"] = json!([{"header": "authorization", "prefix": "Bearer "},
+                                                {"header": "x-api-key"}]);
+    doc["tenants"]["acme"]["api_keys"] = json!([
+        {"id": "ci", "sha256": sha256_hex(ACME_KEY), "user": "ci-bot"},
+        {"id": "old", "sha256": sha256_hex("tgk_old"), "status": "revoked"}]);
+    doc["tenants"]["initech"]["api_keys"] =
+        json!([{"id": "k1", "sha256": sha256_hex(INITECH_KEY)}]);
+    doc["upstreams"] = json!({"openai": {"path_prefixes": ["/v1/chat"]}});
+    doc["tenants"]["acme"]["credentials"] =
+        json!({"openai": {"header": "authorization", "prefix": "Bearer ", "env": "ACME_OPENAI"}});
+    let mut config = Config::parse(doc.to_string().as_bytes()).unwrap();
+    config
+        .upstreams
+        .load(&mut |name| (name == "ACME_OPENAI").then(|| ACME_OPENAI.to_string()))
+        .unwrap();
+    config
+}
+
+fn key(key: &str, sources: &[usize]) -> Credential {
+    Credential::ApiKey {
+        key: key.into(),
+        sources: sources.to_vec(),
+    }
+}
+
+#[test]
+fn a_key_identifies_its_tenant_and_user_and_never_goes_upstream() {
+    let config = key_config();
+    let Decision::Admit(a) = decide_path(&config, b"/v1/models", key(ACME_KEY, &[0, 1])) else {
+        panic!("not admitted")
+    };
+    assert_eq!((a.tenant.as_str(), a.quota_id.as_str()), ("acme", "acme"));
+    assert_eq!(a.user.as_deref(), Some("ci-bot"));
+    assert_eq!((a.auth, a.key_id.as_deref()), (Auth::ApiKey, Some("ci")));
+    assert_eq!(a.provider, None);
+    assert!(a.listed);
+    for header in ["authorization", "x-api-key"] {
+        assert!(
+            a.header_edits.contains(&HeaderEdit::Remove(header.into())),
+            "{header}"
+        );
+    }
+    // Claims an API key does not have are never forwarded from the client either.
+    assert!(a
+        .header_edits
+        .contains(&HeaderEdit::Remove("x-user-id".into())));
+    assert!(a
+        .header_edits
+        .contains(&HeaderEdit::Set("x-tenant-id".into(), "acme".into())));
+}
+
+#[test]
+fn a_key_to_an_upstream_is_replaced_by_the_tenants_credential() {
+    let config = key_config();
+    let Decision::Admit(a) = decide_path(&config, b"/v1/chat/completions", key(ACME_KEY, &[0]))
+    else {
+        panic!("not admitted")
+    };
+    assert_eq!(
+        a.header_edits.last(),
+        Some(&HeaderEdit::SetSecret(
+            "authorization".into(),
+            Secret::new(&format!("Bearer {ACME_OPENAI}"))
+        ))
+    );
+    assert!(a.credential.unwrap().starts_with("acme/openai#"));
+}
+
+#[test]
+fn unknown_revoked_and_expired_keys_are_refused_with_their_digest() {
+    let mut config = key_config();
+    let deny = |config: &Config, k: &str| match decide_path(config, b"/v1/models", key(k, &[1])) {
+        Decision::Deny(d) => d,
+        other => panic!("admitted: {other:?}"),
+    };
+    let unknown = deny(&config, "tgk_nobody");
+    assert_eq!(unknown.reason, Reason::InvalidApiKey);
+    assert_eq!(
+        (unknown.tenant.clone(), unknown.key_id.clone(), unknown.auth),
+        (None, None, Some(Auth::ApiKey))
+    );
+    assert_eq!(
+        unknown.key_digest.as_deref(),
+        Some(&sha256_hex("tgk_nobody")[..8])
+    );
+    let revoked = deny(&config, "tgk_old");
+    assert_eq!(revoked.reason, Reason::ApiKeyRevoked);
+    assert_eq!(
+        (revoked.tenant.as_deref(), revoked.key_id.as_deref()),
+        (Some("acme"), Some("old"))
+    );
+    // Expiry counts at the request's `now`.
+    let mut doc = document();
+    doc["identity"]["api_key_sources"] = json!([{"header": "x-api-key"}]);
+    doc["tenants"]["acme"]["api_keys"] = json!([{"id": "temp", "sha256": sha256_hex("tgk_t"),
+                                                 "expires": "2023-11-14T22:13:20Z"}]);
+    config = Config::parse(doc.to_string().as_bytes()).unwrap();
+    let expired = deny(&config, "tgk_t");
+    assert_eq!(expired.reason, Reason::ApiKeyExpired);
+    assert_eq!(expired.user.as_deref(), Some("temp"));
+    for d in [unknown, revoked, expired] {
+        assert!(!d.detail.contains("tgk_"), "{}", d.detail);
+    }
+}
+
+#[test]
+fn a_key_of_a_suspended_tenant_is_refused_as_a_token_would_be() {
+    let config = key_config();
+    let Decision::Deny(d) = decide_path(&config, b"/v1/models", key(INITECH_KEY, &[1])) else {
+        panic!("admitted")
+    };
+    assert_eq!(d.reason, Reason::TenantSuspended);
+    assert_eq!(
+        (d.tenant.as_deref(), d.key_id.as_deref(), d.auth),
+        (Some("initech"), Some("k1"), Some(Auth::ApiKey))
+    );
+}
+
+#[test]
+fn keys_and_tokens_side_by_side_and_conflicts_refused() {
+    let config = key_config();
+    let Decision::Admit(a) = decide_path(&config, b"/v1/models", bearer(acme_token())) else {
+        panic!("not admitted")
+    };
+    assert_eq!((a.auth, a.key_id), (Auth::Jwt, None));
+    assert_eq!(a.provider.as_deref(), Some("corp-idp"));
+    let conflict = decide_path(
+        &config,
+        b"/v1/models",
+        Credential::Conflict("two headers carry different credentials"),
+    );
+    assert_eq!(denial_reason(&conflict), Some(Reason::InvalidApiKey));
+    // The tenant header still has to match.
+    let mismatch = decide(
+        &config,
+        &mut TokenCache::new(4),
+        &Remembered::default(),
+        RequestFacts {
+            path: b"/v1/models",
+            ..facts(key(ACME_KEY, &[1]), Some(b"globex"))
+        },
+    );
+    assert_eq!(denial_reason(&mismatch), Some(Reason::TenantHeaderMismatch));
+}
+
+#[test]
+fn credentials_are_read_from_every_source_only_when_keys_are_configured() {
+    let headers = |name: &str| match name {
+        "authorization" => Some(format!("Bearer {ACME_KEY}").into_bytes()),
+        "x-api-key" => Some(b"tgk_other".to_vec()),
+        _ => None,
+    };
+    let lines = |name: &str| headers(name).into_iter().collect();
+    // Without keys: the first token source present, as before.
+    assert_eq!(
+        read_credential(&config(), headers, lines),
+        bearer(ACME_KEY.into())
+    );
+    assert!(matches!(
+        read_credential(&key_config(), headers, lines),
+        Credential::Conflict(_)
+    ));
 }

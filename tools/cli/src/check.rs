@@ -14,8 +14,9 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 use tenant_guard::policy::config::Config;
+use tenant_guard::policy::secret;
 
-use sources::{Form, Policy};
+use sources::{Environment, Form, Policy};
 
 pub const USAGE: &str = "\
 tenant-guard check: compile policies with the filter's own code
@@ -89,10 +90,23 @@ fn check_policy(path: &Path, policy: &Policy, print_policy: bool) -> u8 {
             policy.form.name()
         )
     };
-    if let Err(e) = Config::parse(&policy.bytes) {
-        eprintln!("{name}: INVALID");
-        eprintln!("{}", e.log_line());
-        return 1;
+    let config = match Config::parse(&policy.bytes) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{name}: INVALID");
+            eprintln!("{}", e.log_line());
+            return 1;
+        }
+    };
+    let variables = config.secret_variables();
+    // The filter refuses a policy whose variable the VM lacks: where the file says what the VM
+    // gets, so does this.
+    if let Some(env) = &policy.env {
+        if let Some((path, variable)) = variables.iter().find(|(_, v)| !env.has(v)) {
+            eprintln!("{name}: INVALID");
+            eprintln!("{}", secret::not_set(path, variable).log_line());
+            return 1;
+        }
     }
     let document = match policy.form {
         Form::Struct => tenant_guard::policy::structpb::decode(&policy.bytes).ok(),
@@ -105,6 +119,7 @@ fn check_policy(path: &Path, policy: &Policy, print_policy: bool) -> u8 {
             .into_iter()
             .map(|l| format!("  {l}")),
     );
+    lines.extend(secrets(&variables, policy.env.as_ref()));
     lines.extend(
         report::warnings(&document)
             .into_iter()
@@ -120,4 +135,38 @@ fn check_policy(path: &Path, policy: &Policy, print_policy: bool) -> u8 {
     }
     let _ = std::io::stdout().flush();
     0
+}
+
+/// The summary's line on the variables the policy names (names only), and a warning for each
+/// one whose value is written in the configuration itself.
+fn secrets(variables: &[(String, &str)], env: Option<&Environment>) -> Vec<String> {
+    if variables.is_empty() {
+        return Vec::new();
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (_, name) in variables {
+        if !names.contains(name) {
+            names.push(name);
+        }
+    }
+    let list = names.join(", ");
+    let mut lines = vec![match env {
+        Some(_) => format!("  secrets:   from the VM's environment: {list}"),
+        None => format!(
+            "  secrets:   needs environment variables {list} in the Wasm VM (Envoy: \
+             vm_config.environment_variables.host_env_keys; Istio: vmConfig.env with valueFrom: \
+             HOST)"
+        ),
+    }];
+    for name in names {
+        if env.is_some_and(|e| e.inline.iter().any(|n| n == name)) {
+            lines.push(format!(
+                "  warning: environment variable {name} is written with its value in the \
+                 configuration (key_values, or Istio valueFrom: INLINE): the secret is in the \
+                 manifest and in Envoy's /config_dump; hand it over from the proxy's \
+                 environment (host_env_keys, valueFrom: HOST)"
+            ));
+        }
+    }
+    lines
 }

@@ -2,7 +2,9 @@
 //!
 //! - [`check`]: compile a policy (a file, an Envoy bootstrap or listener file, a Kubernetes
 //!   manifest) with the filter's own code, summarise it and warn about risky choices;
-//! - [`audit`]: verify, query and summarise the filter's hash-chained audit stream.
+//! - [`audit`]: verify, query and summarise the filter's hash-chained audit stream;
+//! - [`api_key`]: a new tenant API key, and the policy entry that holds its digest.
 
+pub mod api_key;
 pub mod audit;
 pub mod check;

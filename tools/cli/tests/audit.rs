@@ -420,3 +420,145 @@ fn tenant_guard_audit_is_an_alias_of_tenant_guard_audit() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).starts_with("tenant-guard-audit: "));
 }
+
+// === verify --key-env: keyed chains ===
+
+const AUDIT_KEY: &str = "audit-key-for-the-cli-tests-0123456789";
+
+fn keyed_event(reason: &'static str) -> Event<'static> {
+    Event {
+        time_ms: T0,
+        event: "deny",
+        tenant: Some("acme"),
+        user: Some("alice"),
+        provider: None,
+        claimed: Claimed::default(),
+        method: "GET",
+        path: "/v1/models",
+        path_sent: None,
+        source: Some("10.0.0.7:5123"),
+        request_id: "0123456789abcdef0123456789abcdef",
+        client_request_id: None,
+        decision: "deny",
+        reason,
+        detail: None,
+    }
+}
+
+/// A chain of a start record and `n` denials, written by `writer`.
+fn chain_by(mut writer: ChainWriter, n: usize) -> Vec<String> {
+    let mut lines = vec![writer.start(T0, &"ab".repeat(32))];
+    for _ in 0..n {
+        lines.push(writer.record(&keyed_event("invalid_token")));
+    }
+    lines
+}
+
+/// `tenant-guard audit verify --key-env TG_TEST_AUDIT_KEY FILE` with `key` in that variable.
+fn verify_keyed(bin: &str, log: &TempLog, key: Option<&str>) -> Output {
+    let mut command = Command::new(bin);
+    if bin == BIN {
+        command.arg("audit");
+    }
+    command.args(["verify", "--key-env", "TG_TEST_AUDIT_KEY", log.path()]);
+    match key {
+        Some(key) => command.env("TG_TEST_AUDIT_KEY", key),
+        None => command.env_remove("TG_TEST_AUDIT_KEY"),
+    };
+    command.output().unwrap()
+}
+
+#[test]
+fn a_keyed_chain_verifies_with_its_key_and_names_it() {
+    let lines = chain_by(
+        ChainWriter::keyed("00000000000000k1", AUDIT_KEY.as_bytes()),
+        4,
+    );
+    let start = record(&lines[0]).unwrap();
+    assert_eq!(
+        start["key_fingerprint"].as_str().unwrap().len(),
+        16,
+        "{start}"
+    );
+    let log = TempLog::new(&lines);
+    for bin in [BIN, ALIAS] {
+        let out = verify_keyed(bin, &log, Some(AUDIT_KEY));
+        assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+        assert!(stdout(&out).contains("chain 00000000000000k1: intact, 5 records"));
+    }
+    // Without the key the tool says the chain is keyed, and does not pass it.
+    let out = run(&["verify", log.path()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("the chain is keyed (key "),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn a_keyed_file_rewritten_and_rechained_without_the_key_fails() {
+    let genuine = chain_by(
+        ChainWriter::keyed("00000000000000k2", AUDIT_KEY.as_bytes()),
+        4,
+    );
+    // The forger edits a record and rebuilds the whole chain as an unkeyed one: it verifies
+    // without a key, and not with it.
+    let mut rebuilt = vec![];
+    let mut writer = ChainWriter::new("00000000000000k2");
+    rebuilt.push(writer.start(T0, &"ab".repeat(32)));
+    for reason in [
+        "invalid_token",
+        "tenant_suspended",
+        "invalid_token",
+        "invalid_token",
+    ] {
+        rebuilt.push(writer.record(&keyed_event(reason)));
+    }
+    let log = TempLog::new(&rebuilt);
+    assert_eq!(run(&["verify", log.path()]).status.code(), Some(0));
+    let out = verify_keyed(BIN, &log, Some(AUDIT_KEY));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("BROKEN at line 1 (seq 0): the start record names no key"),
+        "{}",
+        stdout(&out)
+    );
+    // Re-chained under another key: named, and refused.
+    let mut other = ChainWriter::keyed("00000000000000k2", b"another-key-0123456789abcdef0123");
+    let mut rekeyed = vec![other.start(T0, &"ab".repeat(32))];
+    rekeyed.push(other.record(&keyed_event("tenant_suspended")));
+    let log = TempLog::new(&rekeyed);
+    let text = stdout(&verify_keyed(BIN, &log, Some(AUDIT_KEY)));
+    assert!(
+        text.contains("names key ") && text.contains("not the given key"),
+        "{text}"
+    );
+    // The genuine start kept, a record edited and re-hashed without the key: edited.
+    let mut edited = genuine.clone();
+    let mut forger = ChainWriter::new("00000000000000k2");
+    forger.seq = 2;
+    forger.prev = record(&genuine[1]).unwrap()["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    edited[2] = forger.record(&keyed_event("tenant_suspended"));
+    let log = TempLog::new(&edited);
+    let text = stdout(&verify_keyed(BIN, &log, Some(AUDIT_KEY)));
+    assert!(
+        text.contains("BROKEN at line 3 (seq 2): the record does not match its hash"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_key_variable_that_is_not_set_is_an_error() {
+    let log = TempLog::new(&generated(3, 1));
+    let out = verify_keyed(BIN, &log, None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("environment variable TG_TEST_AUDIT_KEY is not set"));
+    // An unkeyed log verified with a key: not keyed with it.
+    let out = verify_keyed(BIN, &log, Some(AUDIT_KEY));
+    assert_eq!(out.status.code(), Some(1));
+}

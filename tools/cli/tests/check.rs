@@ -158,3 +158,116 @@ fn a_file_without_a_policy_is_an_error_of_its_own() {
     assert!(text(&out.stderr).contains("no tenant-guard plugin configuration found"));
     assert_eq!(check(&["/nonexistent.yaml"]).status.code(), Some(2));
 }
+
+/// A policy naming three variables: acme's OpenAI key, the platform's, and the audit key.
+const SECRET_POLICY: &str = r#"{
+  "providers": {"idp": {"issuer": "https://idp", "audiences": ["gw"],
+                        "jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}]}}},
+  "tenants": {"acme": {"providers": ["idp"],
+                       "credentials": {"openai": {"header": "authorization", "prefix": "Bearer ",
+                                                  "env": "ACME_OPENAI_KEY"}}}},
+  "upstreams": {"openai": {"path_prefixes": ["/v1/"]}},
+  "default_credentials": {"openai": {"header": "authorization", "prefix": "Bearer ",
+                                     "env": "PLATFORM_OPENAI_KEY"}},
+  "audit": {"key_env": "TG_AUDIT_KEY"}
+}"#;
+
+/// An Envoy listener file running `SECRET_POLICY` with `environment_variables`.
+fn listener_with(environment: &str) -> String {
+    let policy = serde_json::to_string(SECRET_POLICY).unwrap();
+    format!(
+        r#"{{"resources": [{{"@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+          "filter_chains": [{{"filters": [{{"typed_config": {{"http_filters": [{{
+            "typed_config": {{"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+              "config": {{"root_id": "tenant_guard",
+                "vm_config": {{"code": {{"local": {{"filename": "tenant_guard.wasm"}}}},
+                              "environment_variables": {environment}}},
+                "configuration": {{"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                  "value": {policy}}}}}}}}}]}}}}]}}]}}]}}"#
+    )
+}
+
+#[test]
+fn a_variable_the_vm_will_lack_refuses_the_policy_as_the_filter_does() {
+    let file = TempFile::new(
+        "json",
+        &listener_with(r#"{"host_env_keys": ["ACME_OPENAI_KEY", "TG_AUDIT_KEY"]}"#),
+    );
+    let out = check(&[file.path()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains(
+            "tenant-guard: invalid configuration: default_credentials.openai.env: environment \
+             variable PLATFORM_OPENAI_KEY is not set in the Wasm VM (list it in \
+             vm_config.environment_variables.host_env_keys"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    let all = TempFile::new(
+        "json",
+        &listener_with(
+            r#"{"host_env_keys": ["ACME_OPENAI_KEY", "PLATFORM_OPENAI_KEY", "TG_AUDIT_KEY"]}"#,
+        ),
+    );
+    let out = check(&[all.path()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(
+        "secrets:   from the VM's environment: PLATFORM_OPENAI_KEY, ACME_OPENAI_KEY, TG_AUDIT_KEY"
+    ));
+    assert!(!text(&out.stdout).contains("warning: environment variable"));
+}
+
+#[test]
+fn a_secret_written_into_the_configuration_is_warned_about() {
+    let file = TempFile::new(
+        "json",
+        &listener_with(
+            r#"{"host_env_keys": ["ACME_OPENAI_KEY", "TG_AUDIT_KEY"],
+                "key_values": {"PLATFORM_OPENAI_KEY": "sk-written-here"}}"#,
+        ),
+    );
+    let out = check(&[file.path()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(
+        "warning: environment variable PLATFORM_OPENAI_KEY is written with its value in the \
+         configuration"
+    ));
+    assert!(!text(&out.stdout).contains("sk-written-here"));
+}
+
+#[test]
+fn a_policy_file_says_which_variables_it_needs() {
+    let file = TempFile::new("json", SECRET_POLICY);
+    let out = check(&[file.path()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(
+        "secrets:   needs environment variables PLATFORM_OPENAI_KEY, ACME_OPENAI_KEY, \
+         TG_AUDIT_KEY in the Wasm VM"
+    ));
+}
+
+#[test]
+fn istio_and_envoy_gateway_environments_are_read() {
+    let policy: serde_json::Value = serde_json::from_str(SECRET_POLICY).unwrap();
+    let istio = format!(
+        "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: tg}}\n\
+         spec:\n  url: oci://example/tenant-guard:1\n  vmConfig:\n    env:\n\
+         \x20   - {{name: ACME_OPENAI_KEY, valueFrom: HOST}}\n\
+         \x20   - {{name: TG_AUDIT_KEY, valueFrom: HOST}}\n\
+         \x20   - {{name: PLATFORM_OPENAI_KEY, value: sk-inline}}\n  pluginConfig: {policy}\n"
+    );
+    let file = TempFile::new("yaml", &istio);
+    let out = check(&[file.path()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("warning: environment variable PLATFORM_OPENAI_KEY"));
+    let gateway = format!(
+        "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyExtensionPolicy\n\
+         metadata: {{name: tg}}\nspec:\n  wasm:\n  - name: tenant-guard\n\
+         \x20   env: {{hostKeys: [ACME_OPENAI_KEY, TG_AUDIT_KEY]}}\n    config: {policy}\n"
+    );
+    let file = TempFile::new("yaml", &gateway);
+    let out = check(&[file.path()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("PLATFORM_OPENAI_KEY is not set in the Wasm VM"));
+}

@@ -11,10 +11,14 @@ pub const USAGE: &str = "\
 tenant-guard audit: verify, query and summarise tenant-guard audit logs
 
 USAGE:
-  tenant-guard audit verify [FILE]
+  tenant-guard audit verify [--key-env VAR] [FILE]
       Follows every chain (one per worker VM) through the log; prints each chain's state and
       the first broken link of a broken chain with its line number (a line edited, deleted or
       out of order). Exit status 0: every chain intact; 1: a chain is broken.
+      --key-env VAR: the chains are keyed (the filter's audit.key_env) with the key in
+      environment variable VAR: each record's hash must be its HMAC under that key and each
+      chain's start record must name it, so a file rewritten and re-chained without the key
+      fails. A keyed chain verified without --key-env fails too, saying so.
   tenant-guard audit query [FILTERS] [FILE]
       Writes the matching records as JSON lines, exactly as logged (--ocsf: as OCSF API
       Activity events, class 6003; start records are left out).
@@ -53,6 +57,29 @@ fn open(path: Option<&str>) -> Result<Box<dyn BufRead>, String> {
     })
 }
 
+/// `--key-env VAR` taken out of `args`: the key in environment variable VAR.
+fn key_option(args: &[String]) -> Result<(Option<verify::Key>, Vec<String>), String> {
+    let mut key = None;
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if arg != "--key-env" {
+            rest.push(arg.clone());
+            continue;
+        }
+        let name = it
+            .next()
+            .ok_or("--key-env needs the name of an environment variable")?;
+        let value = std::env::var_os(name)
+            .ok_or_else(|| format!("environment variable {name} is not set"))?;
+        if value.is_empty() {
+            return Err(format!("environment variable {name} is empty"));
+        }
+        key = Some(verify::Key::new(value.into_encoded_bytes()));
+    }
+    Ok((key, rest))
+}
+
 fn run(args: &[String]) -> Result<ExitCode, String> {
     let Some((command, rest)) = args.split_first() else {
         print!("{USAGE}");
@@ -60,8 +87,9 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     };
     match command.as_str() {
         "verify" => {
-            let file = single_file(rest)?;
-            let report = verify::verify(open(file)?).map_err(|e| e.to_string())?;
+            let (key, rest) = key_option(rest)?;
+            let file = single_file(&rest)?;
+            let report = verify::verify(open(file)?, key).map_err(|e| e.to_string())?;
             print!("{}", verify::render(&report));
             Ok(if report.intact() {
                 ExitCode::SUCCESS

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use crate::audit::record::{to_hex, ZERO_HASH};
+use crate::audit::record::{key_fingerprint, to_hex, ZERO_HASH};
 use crate::audit::time;
 
 #[derive(Serialize)]
@@ -18,6 +18,8 @@ struct Start<'a> {
     time: &'a str,
     event: &'a str,
     config_sha256: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_fingerprint: Option<String>,
 }
 
 #[derive(Serialize, Default)]
@@ -92,6 +94,8 @@ pub struct ChainWriter {
     pub id: String,
     pub seq: u64,
     pub prev: String,
+    /// A keyed chain's HMAC key (the filter's `audit.key_env`).
+    pub key: Option<Vec<u8>>,
 }
 
 impl ChainWriter {
@@ -100,15 +104,30 @@ impl ChainWriter {
             id: id.to_string(),
             seq: 0,
             prev: ZERO_HASH.to_string(),
+            key: None,
+        }
+    }
+
+    /// A chain keyed with `key`, as the filter writes one under `audit.key_env`.
+    pub fn keyed(id: &str, key: &[u8]) -> ChainWriter {
+        ChainWriter {
+            key: Some(key.to_vec()),
+            ..ChainWriter::new(id)
         }
     }
 
     fn seal(&mut self, body: String) -> String {
-        let mut hasher = hmac_sha256::Hash::new();
-        hasher.update(self.prev.as_bytes());
-        hasher.update(b"\n");
-        hasher.update(body.as_bytes());
-        let hash = to_hex(&hasher.finalize());
+        let digest = match &self.key {
+            Some(key) => hmac_sha256::HMAC::mac(format!("{}\n{body}", self.prev), key),
+            None => {
+                let mut hasher = hmac_sha256::Hash::new();
+                hasher.update(self.prev.as_bytes());
+                hasher.update(b"\n");
+                hasher.update(body.as_bytes());
+                hasher.finalize()
+            }
+        };
+        let hash = to_hex(&digest);
         let mut line = body;
         line.pop();
         line.push_str(",\"hash\":\"");
@@ -130,6 +149,7 @@ impl ChainWriter {
             time: &time,
             event: "start",
             config_sha256,
+            key_fingerprint: self.key.as_deref().map(key_fingerprint),
         })
         .unwrap_or_default();
         self.seal(body)

@@ -3,7 +3,9 @@
 //! A record is the JSON object that starts at the first `{"type":"tenant_guard.audit"` of a
 //! line (Envoy writes its own prefix before it; plain JSON-lines files work too). Its last
 //! member is `"hash"`: SHA-256, in lowercase hex, of the previous record's hash (64 ASCII hex
-//! characters), a `\n`, and the record's own text without its `hash` member.
+//! characters), a `\n`, and the record's own text without its `hash` member. A keyed chain
+//! (the filter's `audit.key_env`) has HMAC-SHA256 under its key instead, and its start record
+//! names the key by `key_fingerprint`: the first 16 hex digits of the key's SHA-256.
 
 use std::borrow::Cow;
 
@@ -41,6 +43,9 @@ pub struct Record<'a> {
     pub event: Cow<'a, str>,
     #[serde(default, borrow)]
     pub config_sha256: Option<Cow<'a, str>>,
+    /// A keyed chain's start record: which key.
+    #[serde(default, borrow)]
+    pub key_fingerprint: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub tenant: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
@@ -112,9 +117,10 @@ pub fn parse(text: &[u8]) -> Result<Record<'_>, String> {
     Ok(record)
 }
 
-/// The hash the record's text commits to, given its `prev`: `None` when `hash` is not the last
-/// member as written by the filter (`,"hash":"<64 hex>"}` at the very end).
-pub fn recompute(text: &[u8], prev: &str) -> Option<String> {
+/// The hash the record's text commits to, given its `prev` (and the chain's key, for a keyed
+/// chain): `None` when `hash` is not the last member as written by the filter
+/// (`,"hash":"<64 hex>"}` at the very end).
+pub fn recompute(text: &[u8], prev: &str, key: Option<&[u8]>) -> Option<String> {
     const TAIL: usize = r#","hash":""}"#.len() + 64;
     let cut = text.len().checked_sub(TAIL)?;
     let (body, tail) = text.split_at(cut);
@@ -122,12 +128,32 @@ pub fn recompute(text: &[u8], prev: &str) -> Option<String> {
     if hex.len() != 64 || !hex.iter().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let mut hasher = hmac_sha256::Hash::new();
-    hasher.update(prev.as_bytes());
-    hasher.update(b"\n");
-    hasher.update(body);
-    hasher.update(b"}");
-    Some(to_hex(&hasher.finalize()))
+    let digest = match key {
+        Some(key) => {
+            let mut mac = hmac_sha256::HMAC::new(key);
+            mac.update(prev.as_bytes());
+            mac.update(b"\n");
+            mac.update(body);
+            mac.update(b"}");
+            mac.finalize()
+        }
+        None => {
+            let mut hasher = hmac_sha256::Hash::new();
+            hasher.update(prev.as_bytes());
+            hasher.update(b"\n");
+            hasher.update(body);
+            hasher.update(b"}");
+            hasher.finalize()
+        }
+    };
+    Some(to_hex(&digest))
+}
+
+/// How a keyed chain's start record names its key: the first 16 hex digits of its SHA-256.
+pub fn key_fingerprint(key: &[u8]) -> String {
+    let mut text = to_hex(&hmac_sha256::Hash::hash(key));
+    text.truncate(16);
+    text
 }
 
 /// Lowercase hex.
@@ -178,11 +204,33 @@ mod tests {
         let hash = to_hex(&hasher.finalize());
         let text = format!("{},\"hash\":\"{hash}\"}}", body.trim_end_matches('}'));
         assert_eq!(
-            recompute(text.as_bytes(), ZERO_HASH).as_deref(),
+            recompute(text.as_bytes(), ZERO_HASH, None).as_deref(),
             Some(hash.as_str())
         );
         // Not last, or not 64 hex digits: no hash to check.
-        assert_eq!(recompute(br#"{"hash":"ab","seq":0}"#, ZERO_HASH), None);
+        assert_eq!(
+            recompute(br#"{"hash":"ab","seq":0}"#, ZERO_HASH, None),
+            None
+        );
+    }
+
+    #[test]
+    fn a_keyed_hash_is_the_hmac_of_the_same_text() {
+        let key = b"audit-key-0123456789abcdef012345";
+        let body = r#"{"type":"tenant_guard.audit","chain":"00000000000000aa","seq":0}"#;
+        let mac = hmac_sha256::HMAC::mac(format!("{ZERO_HASH}\n{body}"), key);
+        let hash = to_hex(&mac);
+        let text = format!("{},\"hash\":\"{hash}\"}}", body.trim_end_matches('}'));
+        assert_eq!(
+            recompute(text.as_bytes(), ZERO_HASH, Some(key)).as_deref(),
+            Some(hash.as_str())
+        );
+        assert_ne!(
+            recompute(text.as_bytes(), ZERO_HASH, None).as_deref(),
+            Some(hash.as_str())
+        );
+        // printf %s abc | sha256sum: ba7816bf8f01cfea...
+        assert_eq!(key_fingerprint(b"abc"), "ba7816bf8f01cfea");
     }
 
     #[test]

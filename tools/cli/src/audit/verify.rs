@@ -30,6 +30,28 @@ pub enum Fault {
     BadStart,
     /// The marker is there but the record cannot be read (its chain is unknown).
     Unreadable(String),
+    /// Verified with a key, the chain's start record names another key (or none: the chain
+    /// is not keyed, as a chain rebuilt without the key would be).
+    KeyMismatch { found: Option<String> },
+    /// Verified without a key, the chain's start record says it is keyed.
+    NeedsKey { fingerprint: String },
+}
+
+/// The key a keyed chain is verified with.
+#[derive(Debug, Clone)]
+pub struct Key {
+    pub bytes: Vec<u8>,
+    /// The first 16 hex digits of its SHA-256, as start records name it.
+    pub fingerprint: String,
+}
+
+impl Key {
+    pub fn new(bytes: Vec<u8>) -> Key {
+        Key {
+            fingerprint: record::key_fingerprint(&bytes),
+            bytes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,10 +101,13 @@ impl Report {
     }
 }
 
-/// Reads a whole log.
-pub fn verify(input: impl BufRead) -> io::Result<Report> {
+/// Reads a whole log; with `key`, every chain must be keyed with it.
+pub fn verify(input: impl BufRead, key: Option<Key>) -> io::Result<Report> {
     let mut lines = Lines::new(input);
-    let mut verifier = Verifier::default();
+    let mut verifier = Verifier {
+        key,
+        ..Verifier::default()
+    };
     while let Some((number, line)) = lines.next_line()? {
         match line {
             Line::Text(text) => verifier.line(number, text),
@@ -97,6 +122,7 @@ pub fn verify(input: impl BufRead) -> io::Result<Report> {
 pub struct Verifier {
     report: Report,
     index: HashMap<String, usize>,
+    key: Option<Key>,
 }
 
 impl Verifier {
@@ -111,7 +137,8 @@ impl Verifier {
             Err(why) => return self.unreadable(number, why),
         };
         self.report.records += 1;
-        let intact = record::recompute(text, &rec.prev).as_deref() == Some(rec.hash.as_ref());
+        let key = self.key.as_ref().map(|k| k.bytes.as_slice());
+        let intact = record::recompute(text, &rec.prev, key).as_deref() == Some(rec.hash.as_ref());
         let slot = match self.index.get(rec.chain.as_ref()) {
             Some(&slot) => slot,
             None => {
@@ -130,7 +157,22 @@ impl Verifier {
                 });
                 let chain = self.report.chains.last_mut();
                 if let Some(chain) = chain {
-                    let fault = if !intact {
+                    let named = rec.key_fingerprint.as_deref();
+                    let fault = match (&self.key, named) {
+                        // Which key (if any) comes before whether the text matches it.
+                        (Some(key), named) if rec.seq == 0 && named != Some(&key.fingerprint) => {
+                            Some(Fault::KeyMismatch {
+                                found: named.map(str::to_string),
+                            })
+                        }
+                        (None, Some(fingerprint)) => Some(Fault::NeedsKey {
+                            fingerprint: fingerprint.to_string(),
+                        }),
+                        _ => None,
+                    };
+                    let fault = if fault.is_some() {
+                        fault
+                    } else if !intact {
                         Some(Fault::Edited)
                     } else if rec.seq == 0 && rec.prev != ZERO_HASH {
                         Some(Fault::BadStart)
@@ -236,6 +278,19 @@ pub fn describe(chain: Option<&Chain>, b: &Break) -> String {
         ),
         Fault::BadStart => "seq 0 with a prev that is not zeros".to_string(),
         Fault::Unreadable(why) => format!("unreadable audit record: {why}"),
+        Fault::KeyMismatch { found: None } => {
+            "the start record names no key: the chain is not keyed with the given key (rebuilt \
+             without it?)"
+                .to_string()
+        }
+        Fault::KeyMismatch { found: Some(f) } => format!(
+            "the start record names key {f}, not the given key: the chain was written, or \
+             rebuilt, under another key"
+        ),
+        Fault::NeedsKey { fingerprint } => format!(
+            "the chain is keyed (key {fingerprint}): verify it with --key-env VAR, the variable \
+             holding its key"
+        ),
     };
     match chain {
         Some(c) => format!("chain {}: BROKEN at line {}{seq}: {what}", c.id, b.line),

@@ -54,6 +54,33 @@ pub struct Policy {
     pub location: String,
     pub form: Form,
     pub bytes: Vec<u8>,
+    /// The environment the filter's VM gets, where the file says (not for a policy file).
+    pub env: Option<Environment>,
+}
+
+/// The variables a Wasm VM's environment holds, by name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Environment {
+    /// From the Envoy process (`host_env_keys`; Istio `valueFrom: HOST`; Envoy Gateway
+    /// `env.hostKeys`).
+    pub host: Vec<String>,
+    /// Written with their value in the configuration (`key_values`; Istio `INLINE`).
+    pub inline: Vec<String>,
+}
+
+impl Environment {
+    pub fn has(&self, name: &str) -> bool {
+        self.host.iter().chain(&self.inline).any(|n| n == name)
+    }
+}
+
+/// Names of a JSON list of strings (absent: none).
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect()
 }
 
 /// The policies in `path`.
@@ -73,6 +100,7 @@ pub fn read(path: &Path) -> Result<Vec<Policy>, String> {
                 location: String::new(),
                 form: Form::Json,
                 bytes: text.into_bytes(),
+                env: None,
             }],
         });
     }
@@ -93,6 +121,7 @@ pub fn read(path: &Path) -> Result<Vec<Policy>, String> {
                 location: String::new(),
                 form: Form::Struct,
                 bytes: struct_bytes(&value),
+                env: None,
             });
         }
     }
@@ -151,7 +180,16 @@ fn walk(value: &Value, at: &mut String, out: &mut Vec<Policy>) -> Result<(), Str
             if map.get("@type").and_then(Value::as_str) == Some(WASM_FILTER) {
                 let plugin = &value["config"];
                 if is_tenant_guard(&[&plugin["root_id"], &plugin["vm_config"]["code"]]) {
-                    out.push(wasm_configuration(at, &plugin["configuration"])?);
+                    let mut policy = wasm_configuration(at, &plugin["configuration"])?;
+                    let vars = &plugin["vm_config"]["environment_variables"];
+                    policy.env = Some(Environment {
+                        host: names(&vars["host_env_keys"]),
+                        inline: vars["key_values"]
+                            .as_object()
+                            .map(|m| m.keys().cloned().collect())
+                            .unwrap_or_default(),
+                    });
+                    out.push(policy);
                 }
                 return Ok(());
             }
@@ -195,6 +233,7 @@ fn wasm_configuration(at: &str, configuration: &Value) -> Result<Policy, String>
             location,
             form: Form::Json,
             bytes: Vec::new(),
+            env: None,
         }),
         Some(STRING_VALUE) => Ok(Policy {
             location,
@@ -204,6 +243,7 @@ fn wasm_configuration(at: &str, configuration: &Value) -> Result<Policy, String>
                 .unwrap_or_default()
                 .as_bytes()
                 .to_vec(),
+            env: None,
         }),
         Some(STRUCT) => Ok(Policy {
             location,
@@ -212,6 +252,7 @@ fn wasm_configuration(at: &str, configuration: &Value) -> Result<Policy, String>
                 Value::Null => Vec::new(),
                 value => struct_bytes(value),
             },
+            env: None,
         }),
         other => Err(format!(
             "{at}: configuration of type {}: tenant-guard reads a google.protobuf.StringValue \
@@ -232,7 +273,7 @@ fn kubernetes(doc: &Node) -> Vec<Policy> {
         value["metadata"]["name"].as_str().unwrap_or_default()
     );
     let spec = &value["spec"];
-    let json = |location: String, config: &Value| Policy {
+    let json = |location: String, config: &Value, env: Environment| Policy {
         location,
         form: Form::Json,
         bytes: if config.is_null() {
@@ -240,10 +281,26 @@ fn kubernetes(doc: &Node) -> Vec<Policy> {
         } else {
             config.to_string().into_bytes()
         },
+        env: Some(env),
     };
     match value["kind"].as_str() {
         Some("WasmPlugin") if is_tenant_guard(&[&spec["pluginName"], &spec["url"]]) => {
-            vec![json(format!("{name} pluginConfig"), &spec["pluginConfig"])]
+            // vmConfig.env: valueFrom HOST, or INLINE (the default) with its value.
+            let mut env = Environment::default();
+            for var in spec["vmConfig"]["env"].as_array().into_iter().flatten() {
+                let Some(name) = var["name"].as_str() else {
+                    continue;
+                };
+                match var["valueFrom"].as_str() {
+                    Some("HOST") => env.host.push(name.to_string()),
+                    _ => env.inline.push(name.to_string()),
+                }
+            }
+            vec![json(
+                format!("{name} pluginConfig"),
+                &spec["pluginConfig"],
+                env,
+            )]
         }
         Some("EnvoyExtensionPolicy") => spec["wasm"]
             .as_array()
@@ -251,7 +308,13 @@ fn kubernetes(doc: &Node) -> Vec<Policy> {
             .flatten()
             .enumerate()
             .filter(|(_, w)| is_tenant_guard(&[&w["rootID"], &w["name"], &w["code"]]))
-            .map(|(i, w)| json(format!("{name} wasm[{i}].config"), &w["config"]))
+            .map(|(i, w)| {
+                let env = Environment {
+                    host: names(&w["env"]["hostKeys"]),
+                    inline: Vec::new(),
+                };
+                json(format!("{name} wasm[{i}].config"), &w["config"], env)
+            })
             .collect(),
         _ => Vec::new(),
     }
