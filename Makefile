@@ -67,7 +67,8 @@ FLOOR_TARGET := target/bench-floor
 # the stable toolchain takes them with RUSTC_BOOTSTRAP=1. No sanitizer: the core has no unsafe
 # code, and release builds keep debug assertions and overflow checks (cargo-fuzz's default).
 # Builds and corpora live outside the clone so later runs on this machine reuse them.
-FUZZ_TARGETS := config token jwks usage path vector_body rls_answer rfc3339 api_key
+FUZZ_TARGETS := config token jwks usage path vector_body rls_answer rfc3339 api_key \
+	event_stream answer_array weaviate_body
 FUZZ_CACHE ?= $(HOME)/.cache/tenant-guard/fuzz
 FUZZ_SMOKE_SECONDS ?= 4
 SECONDS ?= 60

@@ -175,6 +175,10 @@ VECTOR_STORES = [
      "collections": ["shared"]},
     {"path_prefix": "/pcsearch", "kind": "metadata_filter", "dialect": "pinecone",
      "field": "tenant", "value": "{namespace}", "namespaces": [""]},
+    {"path_prefix": "/weaviate", "kind": "weaviate", "tenant": "{namespace}",
+     "collections": ["Docs", "Authors"], "allow": ["own_tenant"]},
+    {"path_prefix": "/chroma", "kind": "chroma", "tenant": "{namespace}",
+     "database": "default_database", "allow": ["create_database"]},
 ]
 
 
@@ -221,7 +225,7 @@ def _namespace_gateway(workdir, wasm_path, jwks_server, keys, hold_headers=True)
     }, routing=NAMESPACE_ROUTING, vector_stores=VECTOR_STORES)
     upstreams = [RecordingUpstream() for _ in range(4)]
     routes = [bs.route(prefix, "vec") for prefix in
-              ("/qdrant/", "/pinecone/", "/search/", "/pcsearch/")]
+              ("/qdrant/", "/pinecone/", "/search/", "/pcsearch/", "/weaviate/", "/chroma/")]
     routes += [bs.route("/tenants/acme-ns/", "ns_a"), bs.route("/tenants/globex/", "ns_b"),
                bs.route("/", "ns_c")]
     clusters = {"ns_a": upstreams[0].port, "ns_b": upstreams[1].port,

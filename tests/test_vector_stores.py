@@ -287,3 +287,102 @@ def test_metadata_filter_body_that_is_not_json_is_invalid(namespace_gateway):
     resp = post(gw, "/search/collections/shared/points/search", b"{not json",
                 headers={"content-type": "application/json"})
     refused(gw, resp, 400, "invalid_body", body_time=True)
+
+
+# === Weaviate: native multi-tenancy ===
+
+def test_weaviate_objects_get_the_tenants_weaviate_tenant(namespace_gateway):
+    gw = namespace_gateway
+    seen = forwarded(gw, gw.client.request(
+        "GET", "/weaviate/v1/objects/Docs/7a5f?consistency_level=ONE", token=gw.acme))
+    assert seen.path == "/weaviate/v1/objects/Docs/7a5f?consistency_level=ONE&tenant=acme-ns"
+    body = {"class": "Docs", "properties": {"title": "hello"}}
+    seen = forwarded(gw, post(gw, "/weaviate/v1/objects", body))
+    assert json.loads(seen.body) == dict(body, tenant="acme-ns")
+    batch = {"objects": [{"class": "Docs", "properties": {}},
+                         {"class": "Authors", "properties": {}, "tenant": "acme-ns"}]}
+    seen = forwarded(gw, post(gw, "/weaviate/v1/batch/objects", batch))
+    assert [o["tenant"] for o in json.loads(seen.body)["objects"]] == ["acme-ns", "acme-ns"]
+
+
+def test_weaviate_graphql_gets_the_tenant_on_every_collection(namespace_gateway):
+    gw = namespace_gateway
+    query = '{ Get { Docs(limit: 2) { title } } Aggregate { Authors { meta { count } } } }'
+    seen = forwarded(gw, post(gw, "/weaviate/v1/graphql", {"query": query}))
+    assert json.loads(seen.body)["query"] == (
+        '{ Get { Docs(tenant:"acme-ns" limit: 2) { title } } '
+        'Aggregate { Authors(tenant:"acme-ns") { meta { count } } } }')
+
+
+@pytest.mark.parametrize("method,path,body,status,reason,body_time", [
+    ("GET", "/weaviate/v1/objects/Docs/1?tenant=globex", None, 403, "cross_tenant_namespace",
+     False),
+    ("GET", "/weaviate/v1/objects/Docs/1?Tenant=globex", None, 403, "cross_tenant_namespace",
+     False),
+    ("POST", "/weaviate/v1/objects", {"class": "Docs", "tenant": "globex"}, 403,
+     "cross_tenant_namespace", True),
+    ("POST", "/weaviate/v1/objects", {"class": "Secrets"}, 403, "cross_tenant_namespace",
+     True),
+    ("POST", "/weaviate/v1/graphql", {"query": '{ Get { Docs(tenant: "globex") { t } } }'},
+     403, "cross_tenant_namespace", True),
+    ("POST", "/weaviate/v1/graphql", {"query": "query($t: String) { Get { Docs(tenant: $t)"
+                                               " { t } } }"}, 400, "invalid_body", True),
+    ("GET", "/weaviate/v1/schema/Docs/tenants", None, 403, "vector_operation_not_allowed",
+     False),
+    ("POST", "/weaviate/v1/schema", {"class": "New"}, 403, "vector_operation_not_allowed",
+     False),
+    ("GET", "/weaviate/v1/objects", None, 403, "vector_operation_not_allowed", False),
+    ("POST", "/weaviate.v1.Weaviate/Search", None, 403, "vector_operation_not_allowed",
+     False),
+])
+def test_weaviate_requests_naming_another_tenant_or_outside_data_are_refused(
+        namespace_gateway, method, path, body, status, reason, body_time):
+    gw = namespace_gateway
+    resp = gw.client.request(method, path, body=body, token=gw.acme)
+    refused(gw, resp, status, reason, body_time=body_time)
+
+
+def test_weaviate_own_tenant_management_only(namespace_gateway):
+    gw = namespace_gateway
+    own = [{"name": "acme-ns", "activityStatus": "HOT"}]
+    seen = forwarded(gw, post(gw, "/weaviate/v1/schema/Docs/tenants", own))
+    assert json.loads(seen.body) == own
+    resp = post(gw, "/weaviate/v1/schema/Docs/tenants", [{"name": "globex"}])
+    refused(gw, resp, 403, "cross_tenant_namespace", body_time=True)
+
+
+# === Chroma: a tenant and database per gateway tenant ===
+
+def test_chroma_paths_into_the_own_database_go_on(namespace_gateway):
+    gw = namespace_gateway
+    own = "/chroma/api/v2/tenants/acme-ns/databases/default_database"
+    for method, path in [("GET", f"{own}/collections"), ("GET", "/chroma/api/v2/heartbeat"),
+                         ("GET", "/chroma/api/v2/tenants/acme-ns"),
+                         ("POST", f"{own}/collections/3fa85f64/query")]:
+        body = {"query_embeddings": [[0.1, 0.2]], "n_results": 2} if method == "POST" else None
+        seen = forwarded(gw, gw.client.request(method, path, body=body, token=gw.acme))
+        assert seen.path == path
+    seen = forwarded(gw, post(gw, "/chroma/api/v2/tenants/acme-ns/databases",
+                              {"name": "default_database"}))
+    assert json.loads(seen.body) == {"name": "default_database"}
+
+
+@pytest.mark.parametrize("method,path,body,reason,body_time", [
+    ("GET", "/chroma/api/v2/tenants/globex/databases/default_database/collections", None,
+     "cross_tenant_namespace", False),
+    ("GET", "/chroma/api/v2/tenants/acme-ns/databases/other/collections", None,
+     "cross_tenant_namespace", False),
+    ("POST", "/chroma/api/v2/tenants", {"name": "acme-ns"}, "vector_operation_not_allowed",
+     False),
+    ("GET", "/chroma/api/v2/tenants/acme-ns/databases", None, "vector_operation_not_allowed",
+     False),
+    ("POST", "/chroma/api/v2/tenants/acme-ns/databases", {"name": "other"},
+     "cross_tenant_namespace", True),
+    ("POST", "/chroma/api/v2/reset", None, "vector_operation_not_allowed", False),
+])
+def test_chroma_paths_into_another_tenant_and_creation_are_refused(namespace_gateway, method,
+                                                                   path, body, reason,
+                                                                   body_time):
+    gw = namespace_gateway
+    resp = gw.client.request(method, path, body=body, token=gw.acme)
+    refused(gw, resp, 403, reason, body_time=body_time)

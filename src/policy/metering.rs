@@ -1,7 +1,15 @@
 //! Metering of one admitted request: what it reserves, what its response says it used, what
 //! that costs, and what the tenant's quotas are charged for it (the charging rule below). The
 //! stream feeds it the request body and response chunks; it never holds the response back
-//! (JSON and SSE are both read incrementally, in bounded memory, however long the body).
+//! (JSON, SSE and AWS event streams are all read incrementally, in bounded memory, however long
+//! the body).
+//!
+//! The reader follows the response's `content-type`, and for the APIs that name their model in
+//! the path ([`crate::policy::provider_api`]) the API: Gemini's `streamGenerateContent` answers a JSON array
+//! of answers, Bedrock's stream operations an AWS event stream. A path's model is the
+//! request's model (the body's is ignored where the path names one); it prices the answer for
+//! Bedrock, whose answers name the model in another spelling, while OpenAI, Azure OpenAI and
+//! Gemini answers price at the model they name (a dated version of the one asked for).
 //!
 //! # The charging rule
 //! | how the request ended                                  | charged                       |
@@ -18,8 +26,11 @@ use serde::Deserialize;
 
 use crate::policy::cost::{self, Cost, Price, Pricing};
 use crate::policy::isolation::objects::IdField;
+use crate::policy::provider_api::{BedrockOperation, GeminiMethod, PathApi, ProviderApi};
 use crate::policy::quota::{Actual, Demand};
-use crate::policy::usage::{self, JsonUsage, SseUsage, Usage, UsageSource};
+use crate::policy::usage::{
+    self, Delivered, EventStreamUsage, JsonUsage, SseUsage, Usage, UsageSource,
+};
 
 /// How usage is measured and reserved (an addition to the contract).
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,11 +60,16 @@ enum Reader {
     None,
     Json(JsonUsage),
     Sse(SseUsage),
+    /// An AWS event stream (Bedrock's stream operations).
+    EventStream(EventStreamUsage),
 }
 
 pub struct Meter {
-    /// The request body's `model`, cleaned (see [`usage::model_name`]).
+    /// The model the path names, else the request body's `model`, cleaned (see
+    /// [`usage::model_name`]).
     request_model: Option<String>,
+    /// The API the path names, for the APIs that name their model there.
+    path_api: Option<PathApi>,
     /// Input tokens estimated from the request body; 0 until it was read.
     input_estimate: u64,
     demand: Demand,
@@ -110,10 +126,12 @@ pub fn price(pricing: &Pricing, model: Option<&str>) -> Option<Price> {
 
 impl Meter {
     /// A meter for a request admitted from its headers, holding `held` until its body is read;
-    /// until then its input is estimated from its `content-length`.
-    pub fn new(held: Demand, content_length: Option<u64>) -> Meter {
+    /// until then its input is estimated from its `content-length`. `path_api`: what
+    /// [`crate::policy::provider_api::from_path`] says of the request's path.
+    pub fn new(held: Demand, content_length: Option<u64>, path_api: Option<PathApi>) -> Meter {
         Meter {
-            request_model: None,
+            request_model: path_api.as_ref().and_then(|api| api.model.clone()),
+            path_api,
             input_estimate: content_length.map_or(0, |len| len.div_ceil(4)),
             demand: held,
             reader: Reader::None,
@@ -126,7 +144,9 @@ impl Meter {
         let facts = usage::inspect_request(body);
         let input = usage::estimate_input_tokens(body.len());
         let output = facts.output_estimate(rules.default_reservation_tokens);
-        self.request_model = facts.model.as_deref().and_then(usage::model_name);
+        if self.path_model().is_none() {
+            self.request_model = facts.model.as_deref().and_then(usage::model_name);
+        }
         let micro_usd = price(pricing, self.request_model.as_deref()).map_or(0, |price| {
             cost::estimate(&price, input, output).micro_usd_ceil()
         });
@@ -142,9 +162,18 @@ impl Meter {
         self.demand = demand;
     }
 
-    /// The request body's `model`, when it named one (cleaned).
+    /// The model the path names, else the request body's `model`, when either named one
+    /// (cleaned).
     pub fn request_model(&self) -> Option<&str> {
         self.request_model.as_deref()
+    }
+
+    fn path_model(&self) -> Option<&str> {
+        self.path_api.as_ref()?.model.as_deref()
+    }
+
+    fn api(&self) -> Option<ProviderApi> {
+        self.path_api.as_ref().map(|api| api.api)
     }
 
     /// What the request holds: the body's estimate once read, else what was held at admission.
@@ -152,12 +181,20 @@ impl Meter {
         self.demand
     }
 
-    /// Chooses the reader from the response's `content-type`.
+    /// Chooses the reader from the response's `content-type` (and the API).
     pub fn response_started(&mut self, content_type: &str) {
+        let api = self.api();
         self.reader = if usage::is_event_stream(content_type) {
             Reader::Sse(SseUsage::new())
+        } else if is_aws_event_stream(api, content_type) {
+            Reader::EventStream(EventStreamUsage::new())
         } else if content_type.to_ascii_lowercase().contains("json") {
-            Reader::Json(JsonUsage::new())
+            match api {
+                Some(ProviderApi::Gemini(GeminiMethod::StreamGenerateContent)) => {
+                    Reader::Json(JsonUsage::answers_in_array())
+                }
+                _ => Reader::Json(JsonUsage::new()),
+            }
         } else {
             Reader::None
         };
@@ -169,6 +206,7 @@ impl Meter {
         match &mut self.reader {
             Reader::Sse(sse) => sse.feed(chunk),
             Reader::Json(json) => json.feed(chunk),
+            Reader::EventStream(events) => events.feed(chunk),
             Reader::None => {}
         }
     }
@@ -178,6 +216,7 @@ impl Meter {
         let ids = match &self.reader {
             Reader::Sse(sse) => sse.ids(),
             Reader::Json(json) => json.ids(),
+            Reader::EventStream(events) => events.ids(),
             Reader::None => return None,
         };
         match field {
@@ -190,18 +229,33 @@ impl Meter {
     /// What the request used and is charged, from everything seen so far, by the charging rule.
     /// `held`: the estimate the request holds, charged when a 2xx answer reports no usage.
     pub fn outcome(&self, pricing: &Pricing, answer: Answer, held: Demand) -> Outcome {
-        let (reported, response_model, source) = match &self.reader {
-            Reader::Sse(sse) => (sse.usage(), sse.model(), UsageSource::Sse),
-            Reader::Json(json) => (json.usage(), json.model(), UsageSource::Json),
-            Reader::None => (None, None, UsageSource::None),
+        let (reported, response_model, source, delivered) = match &self.reader {
+            Reader::Sse(sse) => (sse.usage(), sse.model(), UsageSource::Sse, sse.delivered()),
+            Reader::Json(json) => (
+                json.usage(),
+                json.model(),
+                UsageSource::Json,
+                json.delivered(),
+            ),
+            Reader::EventStream(events) => (
+                events.usage(),
+                events.model(),
+                UsageSource::EventStream,
+                events.delivered(),
+            ),
+            Reader::None => (None, None, UsageSource::None, Delivered::default()),
         };
+        let response_model = response_model.and_then(usage::model_name);
         // The upstream's model prices the answer; the client's string only when it says none.
-        let model = response_model
-            .and_then(usage::model_name)
-            .or_else(|| self.request_model.clone());
-        let delivered = match &self.reader {
-            Reader::Sse(sse) if !answer.complete => sse.delivered().tokens(),
-            _ => 0,
+        // Bedrock bills the model id of the path, which its answers spell otherwise.
+        let model = match self.api() {
+            Some(ProviderApi::Bedrock(_)) => self.request_model.clone().or(response_model),
+            _ => response_model.or_else(|| self.request_model.clone()),
+        };
+        let delivered = if answer.complete {
+            0
+        } else {
+            delivered.tokens()
         };
         let priced = |usage: Usage, source| {
             let cost = cost::price_for(pricing, model.as_deref()).map(|p| Cost::of(&usage, p));
@@ -252,6 +306,21 @@ impl Meter {
             }),
         }
     }
+}
+
+/// Bedrock's stream operations answer `application/vnd.amazon.eventstream`.
+fn is_aws_event_stream(api: Option<ProviderApi>, content_type: &str) -> bool {
+    let streams = matches!(
+        api,
+        Some(ProviderApi::Bedrock(
+            BedrockOperation::ConverseStream | BedrockOperation::InvokeWithResponseStream
+        ))
+    );
+    streams
+        && content_type.split(';').next().is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/vnd.amazon.eventstream")
+        })
 }
 
 /// Whether a request's body may get `stream_options.include_usage` added, so its length may

@@ -17,6 +17,7 @@ use crate::policy::cost::{self, Price};
 use crate::policy::denial::Reason;
 use crate::policy::json_edit::{self, EditError};
 use crate::policy::plan::{Limits, OutputCap};
+use crate::policy::provider_api::{BedrockOperation, GeminiMethod, ProviderApi};
 use crate::policy::quota::{self, Demand, Kind, QuotaState, Refusal, Reservation, WindowStatus};
 use crate::policy::usage::{self, RequestBody};
 
@@ -33,13 +34,45 @@ pub enum Api {
     Responses,
     /// Anthropic `/v1/messages`: `max_tokens`.
     Messages,
+    /// Anthropic Messages through Bedrock (`invoke`, `invoke-with-response-stream`) or Vertex
+    /// AI (`rawPredict`, `streamRawPredict`): `max_tokens`, in a body that names an
+    /// `anthropic_version`. Other models' bodies put their limits elsewhere: they are refused.
+    PlatformMessages,
+    /// Gemini `generateContent` and `streamGenerateContent`: `generationConfig.maxOutputTokens`
+    /// (every spelling Google's JSON parser accepts).
+    GenerateContent,
+    /// Bedrock `converse` and `converse-stream`: `inferenceConfig.maxTokens`.
+    Converse,
 }
 
 impl Api {
-    /// The API of a `POST` to `path` (a prefix and a query may be on it).
-    pub fn of(method: &str, path: &str) -> Option<Api> {
+    /// The API of a `POST` to `path` (a prefix and a query may be on it); `path_api`: what
+    /// [`crate::policy::provider_api::from_path`] says of it.
+    pub fn of(method: &str, path: &str, path_api: Option<ProviderApi>) -> Option<Api> {
         if method != "POST" {
             return None;
+        }
+        match path_api {
+            Some(ProviderApi::Gemini(method)) => {
+                return match method {
+                    GeminiMethod::GenerateContent | GeminiMethod::StreamGenerateContent => {
+                        Some(Api::GenerateContent)
+                    }
+                    GeminiMethod::RawPredict | GeminiMethod::StreamRawPredict => {
+                        Some(Api::PlatformMessages)
+                    }
+                    GeminiMethod::Other => None,
+                }
+            }
+            Some(ProviderApi::Bedrock(operation)) => {
+                return Some(match operation {
+                    BedrockOperation::Converse | BedrockOperation::ConverseStream => Api::Converse,
+                    BedrockOperation::Invoke | BedrockOperation::InvokeWithResponseStream => {
+                        Api::PlatformMessages
+                    }
+                })
+            }
+            Some(ProviderApi::AzureDeployment) | None => {}
         }
         let path = path.split(['?', '#']).next().unwrap_or_default();
         let mut segments = path.rsplit('/').filter(|s| !s.is_empty());
@@ -52,18 +85,26 @@ impl Api {
         }
     }
 
-    /// The output-limit members the API reads; a body's existing ones are all lowered.
-    fn fields(self) -> &'static [&'static str] {
+    /// The output-limit members the API reads (as paths of keys); a body's existing ones are
+    /// all lowered.
+    fn fields(self) -> &'static [&'static [&'static str]] {
         match self {
-            Api::ChatCompletions => &["max_completion_tokens", "max_tokens"],
-            Api::Completions | Api::Messages => &["max_tokens"],
-            Api::Responses => &["max_output_tokens"],
+            Api::ChatCompletions => &[&["max_completion_tokens"], &["max_tokens"]],
+            Api::Completions | Api::Messages | Api::PlatformMessages => &[&["max_tokens"]],
+            Api::Responses => &[&["max_output_tokens"]],
+            Api::GenerateContent => &[
+                &["generationConfig", "maxOutputTokens"],
+                &["generationConfig", "max_output_tokens"],
+                &["generation_config", "maxOutputTokens"],
+                &["generation_config", "max_output_tokens"],
+            ],
+            Api::Converse => &[&["inferenceConfig", "maxTokens"]],
         }
     }
 
     /// The member set in a body that names none.
-    fn preferred(self) -> &'static str {
-        self.fields().first().copied().unwrap_or("max_tokens")
+    fn preferred(self) -> &'static [&'static str] {
+        self.fields().first().copied().unwrap_or(&["max_tokens"])
     }
 }
 
@@ -210,22 +251,26 @@ pub fn reserve(
 pub fn apply(body: &[u8], api: Api, per_choice: u64) -> Result<Vec<u8>, EditError> {
     let members =
         serde_json::from_slice::<Map<String, Value>>(body).map_err(|_| EditError::NotAnObject)?;
+    if api == Api::PlatformMessages && !members.contains_key("anthropic_version") {
+        // Not an Anthropic body: its model reads its limit elsewhere.
+        return Err(EditError::NotAnObject);
+    }
     let value = per_choice.to_string();
     let mut out = None;
     let mut named = false;
     for field in api.fields() {
-        let Some(current) = members.get(*field) else {
+        let Some(current) = member(&members, field) else {
             continue;
         };
         named = true;
         // Set even when it already fits: `json_edit` refuses a member named twice.
         let fitting = usage::token_count(current).filter(|n| *n <= per_choice);
         let value = fitting.map_or_else(|| value.clone(), |n| n.to_string());
-        let edited = json_edit::set(out.as_deref().unwrap_or(body), &[field], value.as_bytes())?;
+        let edited = json_edit::set(out.as_deref().unwrap_or(body), field, value.as_bytes())?;
         out = Some(edited);
     }
     if !named {
-        out = Some(json_edit::set(body, &[api.preferred()], value.as_bytes())?);
+        out = Some(json_edit::set(body, api.preferred(), value.as_bytes())?);
     }
     let out = out.unwrap_or_else(|| body.to_vec());
     // Never hand on a body that does not say what was meant.
@@ -235,6 +280,13 @@ pub fn apply(body: &[u8], api: Api, per_choice: u64) -> Result<Vec<u8>, EditErro
     } else {
         Err(EditError::NotAnObject)
     }
+}
+
+/// The member at `path` (object keys, outermost first), when there is one.
+fn member<'a>(members: &'a Map<String, Value>, path: &[&str]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    rest.iter()
+        .try_fold(members.get(*first)?, |value, key| value.get(key))
 }
 
 #[cfg(test)]

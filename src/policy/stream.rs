@@ -44,6 +44,7 @@ use crate::policy::metering::{self, Answer, Meter, UsageRules};
 use crate::policy::namespace::PathRefusal;
 use crate::policy::output_cap;
 use crate::policy::plan::OutputCap;
+use crate::policy::provider_api;
 use crate::policy::quota::{Demand, Reservation};
 use crate::policy::ratelimit::{self, ExtraEntry, Verdict};
 use crate::policy::usage;
@@ -225,10 +226,12 @@ impl Stream {
         let held_demand = setup.held.map(|r| r.demand).unwrap_or_default();
         let add_stream_usage =
             metering::may_add_stream_usage(rules.usage, setup.method, setup.path);
+        let path_api = provider_api::from_path(setup.path);
+        let api = path_api.as_ref().map(|found| found.api);
         let clamp = setup
             .output_cap
             .filter(|_| setup.held.is_some() && setup.body_follows)
-            .and_then(|rule| Some((output_cap::Api::of(setup.method, setup.path)?, rule)));
+            .and_then(|rule| Some((output_cap::Api::of(setup.method, setup.path, api)?, rule)));
         let body_may_change = setup.body_plan.is_some()
             || add_stream_usage
             || setup.cache_scope.is_some()
@@ -254,7 +257,7 @@ impl Stream {
         let mut stream = Stream {
             phase: Phase::Admitted,
             held: setup.held,
-            meter: Meter::new(held_demand, setup.content_length),
+            meter: Meter::new(held_demand, setup.content_length, path_api),
             body: Body::Awaited,
             headers_held,
             body_may_change,

@@ -1,7 +1,9 @@
 //! Token usage: what a request asks for, and what the upstream says it used.
 //!
-//! Reads OpenAI (chat completions, completions, Responses API, embeddings) and Anthropic
-//! (Messages) bodies, whole JSON or SSE streams fed chunk by chunk. Every parser takes raw
+//! Reads OpenAI (chat completions, completions, Responses API, embeddings), Anthropic
+//! (Messages), Gemini (`generateContent`, `streamGenerateContent`) and Bedrock (`Converse`,
+//! `ConverseStream`, `InvokeModel*` of Anthropic models) bodies: whole JSON, JSON arrays, SSE
+//! and AWS event streams, fed chunk by chunk. Every parser takes raw
 //! upstream bytes, never panics, and keeps bounded memory whatever it is fed.
 //!
 //! # How provider fields map onto [`Usage`]
@@ -16,12 +18,22 @@
 //! | Anthropic `cache_creation_input_tokens`           | +       |          |                | =             |             |
 //! | Anthropic `cache_read_input_tokens`               | +       |          | +              |               |             |
 //! | Anthropic `output_tokens`                         |         | =        |                |               |             |
-//! | `total_tokens`, only when nothing above is given  | =       |          |                |               |             |
+//! | Bedrock `inputTokens`                             | +       |          |                |               |             |
+//! | Bedrock `cacheWriteInputTokens`                   | +       |          |                | =             |             |
+//! | Bedrock `cacheReadInputTokens`                    | +       |          | +              |               |             |
+//! | Bedrock `outputTokens`                            |         | =        |                |               |             |
+//! | Gemini `promptTokenCount`                         | +       |          |                |               |             |
+//! | Gemini `toolUsePromptTokenCount`                  | +       |          |                |               |             |
+//! | Gemini `cachedContentTokenCount`                  |         |          | +              |               |             |
+//! | Gemini `candidatesTokenCount`                     |         | +        |                |               |             |
+//! | Gemini `thoughtsTokenCount`                       |         | +        |                |               | =           |
+//! | `total_tokens` (`totalTokens`, `totalTokenCount`), only when nothing above is given | = | | | | |
 //!
 //! (`+`: added into the field; `=`: is the field.)
 //!
-//! OpenAI's input counts already include cached tokens; Anthropic's `input_tokens` does not,
-//! so its cache writes and reads are added in. `input_tokens` is then every input token the
+//! OpenAI's and Gemini's input counts already include cached tokens; Anthropic's and
+//! Bedrock's `input_tokens` / `inputTokens` do not, so their cache writes and reads are added
+//! in. Gemini's thinking tokens are reported beside its candidates, and added to the output. `input_tokens` is then every input token the
 //! provider billed, for both, so quotas count them all; `cached_input_tokens` (prompt-cache
 //! reads) and `cache_write_tokens` (prompt-cache writes) are parts of it, priced at their own
 //! rates, and together never more than `input_tokens`. Output counts include reasoning and
@@ -31,29 +43,36 @@
 //! final chunk and Anthropic's cumulative `message_delta` counts then come out right, and an
 //! aborted stream keeps what it saw (Anthropic's `message_start` input and initial output).
 //!
-//! Fuzz entry points (all take raw bytes): [`from_json`], [`from_sse`], [`inspect_request`],
-//! [`with_stream_usage`], and the incremental [`SseUsage::feed`] / [`JsonUsage::feed`].
+//! Fuzz entry points (all take raw bytes): [`from_json`], [`from_sse`], [`from_event_stream`],
+//! [`inspect_request`], [`with_stream_usage`], and the incremental [`SseUsage::feed`] /
+//! [`JsonUsage::feed`] / [`EventStreamUsage::feed`].
 //!
-//! Where usage is looked for: `usage` of the top-level object, or of its `message`
-//! (Anthropic `message_start`) or `response` (OpenAI Responses stream events) object.
+//! Where usage is looked for: `usage` (Gemini: `usageMetadata`) of the top-level object, or of
+//! its `message` (Anthropic `message_start`) or `response` (OpenAI Responses stream events)
+//! object; of each element of a top-level array, for Gemini's streamed JSON array
+//! ([`JsonUsage::answers_in_array`]); of each event of an AWS event stream (Bedrock), and of
+//! the Anthropic event a Bedrock `chunk` carries ([`EventStreamUsage`]). The response's model
+//! is its `model` (Gemini: `modelVersion`).
 //!
 //! # Layout
 //! `request.rs` reads request bodies (model, output limits, stream flags); `openai.rs` asks
 //! OpenAI streams for their usage (`stream_options.include_usage`); `scanner.rs` finds usage
 //! objects, models and ids in JSON text, incrementally, for both framings: `json.rs` (whole
 //! bodies) and `sse.rs` (server-sent events); `counts.rs` merges what the providers report and
-//! maps it onto [`Usage`] (the table above). A new provider's usage members go to `counts.rs`
-//! (and to `scanner.rs`'s keys when they sit under another name), a new framing (Bedrock's event
-//! stream) beside `json.rs` and `sse.rs`, and what only one provider needs to a file named for
-//! it, as `openai.rs`.
+//! maps it onto [`Usage`] (the table above); `event_stream.rs` reads AWS event streams
+//! (Bedrock). A new provider's usage members go to `counts.rs` (and to `scanner.rs`'s keys when
+//! they sit under another name), a new framing beside `json.rs`, `sse.rs` and
+//! `event_stream.rs`, and what only one provider needs to a file named for it, as `openai.rs`.
 
 mod counts;
+mod event_stream;
 mod json;
 mod openai;
 mod request;
 mod scanner;
 mod sse;
 
+pub use event_stream::{from_event_stream, EventStreamUsage};
 pub use json::{from_json, JsonUsage};
 pub use openai::{takes_stream_options, with_stream_usage};
 pub use request::{estimate_input_tokens, inspect_request, RequestBody};
@@ -89,6 +108,8 @@ impl Usage {
 pub enum UsageSource {
     Json,
     Sse,
+    /// An AWS event stream (Bedrock).
+    EventStream,
     /// Counted by the filter from what a stream delivered, because the stream ended before the
     /// provider reported its usage.
     Estimate,
@@ -96,11 +117,12 @@ pub enum UsageSource {
 }
 
 impl UsageSource {
-    /// `json`, `sse`, `estimate` or `none`, as written in records.
+    /// `json`, `sse`, `event_stream`, `estimate` or `none`, as written in records.
     pub fn as_str(self) -> &'static str {
         match self {
             UsageSource::Json => "json",
             UsageSource::Sse => "sse",
+            UsageSource::EventStream => "event_stream",
             UsageSource::Estimate => "estimate",
             UsageSource::None => "none",
         }

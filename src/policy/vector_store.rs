@@ -31,7 +31,7 @@
 //! | field | kinds | default | meaning |
 //! |---|---|---|---|
 //! | `path_prefix` | all | required | Normalised path prefix (`/` then segments, no trailing `/`). |
-//! | `kind` | all | required | `qdrant` (collection per tenant), `pinecone` (namespace per tenant), `metadata_filter` (one shared collection, records tagged with the tenant). |
+//! | `kind` | all | required | `qdrant` (collection per tenant), `pinecone` (namespace per tenant), `metadata_filter` (one shared collection, records tagged with the tenant), `weaviate` (native multi-tenancy), `chroma` (tenant and database per tenant). |
 //! | `max_body_bytes` | all | `1048576` | Largest request body the filter buffers to rewrite (1 to 16777216); a larger one is refused with 413 `body_too_large`. Also caps a buffered `GET /collections` response. |
 //! | `collection` | `qdrant` | `{namespace}~{name}` | The tenant's collection for the client's `{name}`: `{name}` once, `{tenant}` or `{namespace}` once, a non-empty separator between them, literals of `A-Z a-z 0-9 . _ - ~`. |
 //! | `list_collections` | `qdrant` | `filter` | `GET /collections`: `filter` (only the tenant's collections, under the client's names) or `deny`. |
@@ -41,10 +41,14 @@
 //! | `value` | `metadata_filter` | `{tenant}` | The value of `field` for the tenant: `{tenant}` or `{namespace}` once, printable ASCII. |
 //! | `collections` | `metadata_filter`, dialect `qdrant` | required | The shared collections (1-255 of `A-Z a-z 0-9 - . _ ~`, non-empty list): any other collection is refused (403 `cross_tenant_namespace`). |
 //! | `namespaces` | `metadata_filter`, dialect `pinecone` | required | The shared namespaces (printable ASCII without spaces, `""` for the default namespace; non-empty list): a body `namespace` (absent or `null` is `""`) or `namespace` query parameter naming another is refused (403 `cross_tenant_namespace`). |
+//! | `tenant` | `weaviate`, `chroma` | `{namespace}` | The tenant's Weaviate tenant (`{tenant}` or `{namespace}` once) or Chroma tenant (at most one placeholder). |
+//! | `database` | `chroma` | `default_database` | The tenant's Chroma database; `tenant` or `database` holds a placeholder. |
+//! | `allow` | `weaviate`, `chroma` | none | Weaviate: `read_schema`, `own_tenant`; Chroma: `create_tenant`, `create_database` (own names only). |
 //!
 //! One file per kind: `qdrant.rs` (collection per tenant), `pinecone.rs` (namespace per tenant),
-//! `metadata_filter.rs` (shared collections and namespaces, both dialects); `body.rs` holds what
-//! every body rule shares. A new kind is a [`Kind`] and a `Rule` variant, a file of its own, and
+//! `metadata_filter.rs` (shared collections and namespaces, both dialects), `weaviate.rs`
+//! (native multi-tenancy; `graphql.rs` confines its GraphQL queries), `chroma.rs` (tenant and
+//! database in the path); `body.rs` holds what every body rule shares. A new kind is a [`Kind`] and a `Rule` variant, a file of its own, and
 //! an arm in `compile_store`, `check_kind_fields`, `VectorStores::templates` and [`route`] (and
 //! in [`rewrite_body`] for a new [`BodyEdit`]).
 
@@ -56,20 +60,26 @@ use crate::policy::denial::Reason;
 use crate::policy::namespace::{expand, is_unreserved, quoted, PathRefusal, RequestPath};
 
 mod body;
+mod chroma;
+mod graphql;
 mod metadata_filter;
 mod pinecone;
 mod qdrant;
+mod weaviate;
 
 use body::{check_spellings, for_each_request, RULE_KEYS};
+use chroma::{check_name, chroma, compile_chroma, ChromaAllow};
 use metadata_filter::{
     and_tenant_filter, check_shared_namespace, compile_metadata_filter, pinecone_shared,
     qdrant_shared, stamp_records,
 };
 use pinecone::{compile_pinecone, pinecone, set_namespace};
 use qdrant::{compile_qdrant, qdrant, wrap_collections, CollectionTemplate};
+use weaviate::{compile_weaviate, weaviate, WeaviateAllow};
 
 pub use metadata_filter::{Dialect, TenantField};
 pub use qdrant::{filter_response, CollectionNaming, ListCollections};
+pub use weaviate::{WeaviateBody, WeaviateEdit};
 
 const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 const LARGEST_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
@@ -82,6 +92,20 @@ pub enum Kind {
     Qdrant,
     Pinecone,
     MetadataFilter,
+    Weaviate,
+    Chroma,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Qdrant => "qdrant",
+            Kind::Pinecone => "pinecone",
+            Kind::MetadataFilter => "metadata_filter",
+            Kind::Weaviate => "weaviate",
+            Kind::Chroma => "chroma",
+        }
+    }
 }
 
 /// One `vector_stores` entry as written by operators.
@@ -96,12 +120,19 @@ pub struct RawVectorStore {
     dialect: Option<Dialect>,
     field: Option<String>,
     value: Option<String>,
-    /// `metadata_filter` with dialect `qdrant`: the shared collections.
+    /// `metadata_filter` with dialect `qdrant`: the shared collections; `weaviate`: the
+    /// collections tenants may use.
     collections: Option<Vec<String>>,
     /// `metadata_filter` with dialect `pinecone`: the shared namespaces (`""` is the default
     /// namespace).
     namespaces: Option<Vec<String>>,
     max_body_bytes: Option<u64>,
+    /// `weaviate`, `chroma`: the tenant's Weaviate or Chroma tenant (a template).
+    tenant: Option<String>,
+    /// `chroma`: the tenant's Chroma database (a template).
+    database: Option<String>,
+    /// `weaviate`, `chroma`: what the store allows besides data.
+    allow: Option<Vec<String>>,
 }
 
 // === The compiled configuration ===
@@ -134,6 +165,16 @@ impl VectorStores {
                         (format!("{path}.namespace"), namespace.as_str())
                     }
                     Rule::MetadataFilter { value, .. } => (format!("{path}.value"), value.as_str()),
+                    Rule::Weaviate { tenant, .. } => (format!("{path}.tenant"), tenant.as_str()),
+                    Rule::Chroma {
+                        tenant, database, ..
+                    } => {
+                        if TENANT_PLACEHOLDERS.iter().any(|p| tenant.contains(p)) {
+                            (format!("{path}.tenant"), tenant.as_str())
+                        } else {
+                            (format!("{path}.database"), database.as_str())
+                        }
+                    }
                 }
             })
             .collect();
@@ -167,6 +208,17 @@ enum Rule {
         /// The shared collections (dialect qdrant) or namespaces (dialect pinecone) requests
         /// may name; nothing else.
         shared: Vec<String>,
+    },
+    Weaviate {
+        /// The tenant's Weaviate tenant (a template).
+        tenant: String,
+        collections: Option<Vec<String>>,
+        allow: Vec<WeaviateAllow>,
+    },
+    Chroma {
+        tenant: String,
+        database: String,
+        allow: Vec<ChromaAllow>,
     },
 }
 
@@ -211,6 +263,8 @@ fn compile_store(
         Kind::Qdrant => compile_qdrant(path, &raw)?,
         Kind::Pinecone => compile_pinecone(path, &raw)?,
         Kind::MetadataFilter => compile_metadata_filter(path, &raw)?,
+        Kind::Weaviate => compile_weaviate(path, &raw)?,
+        Kind::Chroma => compile_chroma(path, &raw)?,
     };
     Ok(VectorStore {
         position,
@@ -222,32 +276,35 @@ fn compile_store(
 
 /// Refuses the fields that belong to another kind than the entry's.
 fn check_kind_fields(path: &str, raw: &RawVectorStore) -> Result<(), ConfigError> {
-    let owned = [
-        ("collection", raw.collection.is_some(), Kind::Qdrant),
+    use Kind::{Chroma, MetadataFilter, Pinecone, Qdrant, Weaviate};
+    let owned: [(&str, bool, &[Kind]); 11] = [
+        ("collection", raw.collection.is_some(), &[Qdrant]),
         (
             "list_collections",
             raw.list_collections.is_some(),
-            Kind::Qdrant,
+            &[Qdrant],
         ),
-        ("namespace", raw.namespace.is_some(), Kind::Pinecone),
-        ("dialect", raw.dialect.is_some(), Kind::MetadataFilter),
-        ("field", raw.field.is_some(), Kind::MetadataFilter),
-        ("value", raw.value.is_some(), Kind::MetadataFilter),
+        ("namespace", raw.namespace.is_some(), &[Pinecone]),
+        ("dialect", raw.dialect.is_some(), &[MetadataFilter]),
+        ("field", raw.field.is_some(), &[MetadataFilter]),
+        ("value", raw.value.is_some(), &[MetadataFilter]),
         (
             "collections",
             raw.collections.is_some(),
-            Kind::MetadataFilter,
+            &[MetadataFilter, Weaviate],
         ),
-        ("namespaces", raw.namespaces.is_some(), Kind::MetadataFilter),
+        ("namespaces", raw.namespaces.is_some(), &[MetadataFilter]),
+        ("tenant", raw.tenant.is_some(), &[Weaviate, Chroma]),
+        ("database", raw.database.is_some(), &[Chroma]),
+        ("allow", raw.allow.is_some(), &[Weaviate, Chroma]),
     ];
-    for (field, present, owner) in owned {
-        if present && owner != raw.kind {
-            let kind = match owner {
-                Kind::Qdrant => "qdrant",
-                Kind::Pinecone => "pinecone",
-                Kind::MetadataFilter => "metadata_filter",
-            };
-            return err(format!("{path}.{field}"), format!("only for kind {kind}"));
+    for (field, present, owners) in owned {
+        if present && !owners.contains(&raw.kind) {
+            let kinds: Vec<&str> = owners.iter().map(|k| k.as_str()).collect();
+            return err(
+                format!("{path}.{field}"),
+                format!("only for kind {}", kinds.join(" or ")),
+            );
         }
     }
     Ok(())
@@ -349,6 +406,10 @@ pub enum BodyEdit {
     },
     /// Metadata filter: stamp the tenant field on every written record.
     StampTenant(TenantField),
+    /// Weaviate: the tenant set on every object, reference and GraphQL collection.
+    Weaviate(WeaviateEdit),
+    /// Chroma: a creation body's `name` must be this.
+    NameIs { name: String },
 }
 
 /// How to filter a response body (Qdrant `GET /collections`).
@@ -434,6 +495,10 @@ pub fn route(
     tenant: &str,
     namespace: &str,
 ) -> VectorRoute {
+    if is_weaviate_grpc(&path.path) && stores.stores.iter().any(|s| s.kind() == Kind::Weaviate) {
+        // Not parsed: a gRPC request could name any tenant.
+        return VectorRoute::Deny(not_allowed("Weaviate's gRPC API"));
+    }
     if let Some(store) = stores
         .stores
         .iter()
@@ -498,8 +563,47 @@ pub fn route(
                 Dialect::Pinecone => pinecone_shared(&request, tenant),
             }
         }
+        Rule::Weaviate {
+            tenant: own,
+            collections,
+            allow,
+        } => weaviate(
+            &request,
+            &expand(own, tenant, namespace),
+            collections.as_deref(),
+            allow,
+        ),
+        Rule::Chroma {
+            tenant: own_tenant,
+            database,
+            allow,
+        } => chroma(
+            &request,
+            &expand(own_tenant, tenant, namespace),
+            &expand(database, tenant, namespace),
+            allow,
+        ),
     };
     decision.unwrap_or_else(VectorRoute::Deny)
+}
+
+/// Weaviate's gRPC services (`/weaviate.v1.Weaviate/Search`, `/BatchObjects`, ...), in any
+/// case: Envoy's route table may match paths case-insensitively.
+fn is_weaviate_grpc(path: &str) -> bool {
+    path.get(..11)
+        .is_some_and(|head| head.eq_ignore_ascii_case("/weaviate.v"))
+}
+
+impl VectorStore {
+    fn kind(&self) -> Kind {
+        match self.rule {
+            Rule::Qdrant { .. } => Kind::Qdrant,
+            Rule::Pinecone { .. } => Kind::Pinecone,
+            Rule::MetadataFilter { .. } => Kind::MetadataFilter,
+            Rule::Weaviate { .. } => Kind::Weaviate,
+            Rule::Chroma { .. } => Kind::Chroma,
+        }
+    }
 }
 
 /// A path that an Envoy route with a plain `prefix` (or `case_sensitive: false`) could send to
@@ -534,6 +638,18 @@ pub fn rewrite_body(plan: &BodyPlan, body: &[u8]) -> Result<Vec<u8>, PathRefusal
     }
     let mut value: Value =
         serde_json::from_slice(body).map_err(|e| invalid_body(format!("not JSON: {e}")))?;
+    // Weaviate's and Chroma's bodies: their own rules (some are lists).
+    match &plan.edit {
+        BodyEdit::Weaviate(edit) => {
+            weaviate::rewrite(edit, &mut value)?;
+            return serde_json::to_vec(&value).map_err(|_| invalid_body("cannot be re-encoded"));
+        }
+        BodyEdit::NameIs { name } => {
+            check_name(&value, name)?;
+            return serde_json::to_vec(&value).map_err(|_| invalid_body("cannot be re-encoded"));
+        }
+        _ => {}
+    }
     let body = value
         .as_object_mut()
         .ok_or_else(|| invalid_body("not a JSON object"))?;
@@ -558,6 +674,7 @@ pub fn rewrite_body(plan: &BodyPlan, body: &[u8]) -> Result<Vec<u8>, PathRefusal
             check_shared_namespace(body, tenant)?;
             stamp_records(body, tenant)?
         }
+        BodyEdit::Weaviate(_) | BodyEdit::NameIs { .. } => {}
     }
     serde_json::to_vec(&value).map_err(|_| invalid_body("cannot be re-encoded"))
 }

@@ -17,6 +17,21 @@ Kinds (the first item):
 - ``anthropic-sse``   ``message_start`` (``message.usage.input_tokens`` and an output count of
                       1), content deltas, ``message_delta`` with the cumulative
                       ``usage.output_tokens``, ``message_stop``
+- ``gemini-json``     Gemini ``generateContent``: ``usageMetadata.promptTokenCount`` (``in``),
+                      ``candidatesTokenCount`` (``out``), ``thoughtsTokenCount`` (``reasoning``,
+                      billed beside ``out``), ``cachedContentTokenCount`` (``cached``), and
+                      ``modelVersion``
+- ``gemini-sse``      ``streamGenerateContent?alt=sse``: one answer per event, the prompt count in
+                      each, the full ``usageMetadata`` in the last
+- ``gemini-array``    ``streamGenerateContent`` without ``alt=sse``: the same answers as one JSON
+                      array (``[{...}\r\n,{...}]``), written answer by answer
+- ``bedrock-json``    Bedrock ``Converse``: ``usage.inputTokens`` (``in``), ``outputTokens``,
+                      ``cacheReadInputTokens`` (``cached``), ``cacheWriteInputTokens``
+                      (``written``)
+- ``bedrock-stream``  ``ConverseStream``: an AWS event stream (``harness.eventstream``, CRCs
+                      computed), ``contentBlockDelta`` events, usage in the ``metadata`` event
+- ``bedrock-invoke-stream`` ``InvokeModelWithResponseStream`` of an Anthropic model: the events
+                      of ``anthropic-sse``, base64 in ``chunk`` events
 - ``error``           500 (``status=``) with an OpenAI error object, no usage
 - ``text``            200 ``text/plain``, no usage
 - ``big-json``        a chat completion padded by ``pad=`` bytes before its usage
@@ -44,20 +59,30 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from . import eventstream
+
 ANSWER_HEADER = "x-test-answer"
 
 KINDS = ("openai-json", "openai-sse", "responses-json", "responses-sse", "embeddings-json",
-         "anthropic-json", "anthropic-sse", "error", "text", "big-json", "object")
+         "anthropic-json", "anthropic-sse", "error", "text", "big-json", "object",
+         "gemini-json", "gemini-sse", "gemini-array", "bedrock-json", "bedrock-stream",
+         "bedrock-invoke-stream")
+
+# Answers written event by event (the others are one body).
+STREAMS = ("openai-sse", "responses-sse", "anthropic-sse", "gemini-sse", "gemini-array",
+           "bedrock-stream", "bedrock-invoke-stream")
 
 # The id prefixes the providers mint, by kind (``object`` takes ``prefix=``).
 ID_PREFIXES = {"openai": "chatcmpl-", "big": "chatcmpl-", "responses": "resp_",
-               "anthropic": "msg_"}
+               "anthropic": "msg_", "gemini": "", "bedrock": "msg_bdrk_"}
 
 DEFAULT_MODELS = {
     "openai": "gpt-4o",
     "responses": "gpt-4o",
     "embeddings": "text-embedding-3-small",
     "anthropic": "claude-sonnet-4",
+    "gemini": "gemini-2.0-flash-001",
+    "bedrock": "claude-3-5-haiku-20241022",
 }
 
 WORDS = ["Hello", " from", " the", " recording", " upstream", ".", " More", " words", " here"]
@@ -90,7 +115,7 @@ class AnswerSpec:
 
     @property
     def stream(self) -> bool:
-        return self.kind.endswith("-sse")
+        return self.kind in STREAMS
 
 
 _INT_OPTIONS = {"in": "input", "out": "output", "cached": "cached", "status": "status",
@@ -394,6 +419,94 @@ def _anthropic_sse(spec, model, _request):
     return 200, "text/event-stream; charset=utf-8", events
 
 
+def _gemini_answer(spec, model, text, usage, finish=None):
+    candidate = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+    if finish:
+        candidate["finishReason"] = finish
+    return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model,
+            "responseId": spec.object_id}
+
+
+def _gemini_usage(spec):
+    usage = {"promptTokenCount": spec.input, "candidatesTokenCount": spec.output,
+             "totalTokenCount": spec.input + spec.output + spec.reasoning,
+             "promptTokensDetails": [{"modality": "TEXT", "tokenCount": spec.input}]}
+    if spec.reasoning:
+        usage["thoughtsTokenCount"] = spec.reasoning
+    if spec.cached:
+        usage["cachedContentTokenCount"] = spec.cached
+    return usage
+
+
+def _gemini_json(spec, model, _request):
+    body = _gemini_answer(spec, model, "".join(_words(3)), _gemini_usage(spec), "STOP")
+    return 200, "application/json; charset=UTF-8", [
+        Event(_json(body), (spec.input, spec.output + spec.reasoning))]
+
+
+def _gemini_answers(spec, model):
+    """(answer, reported) per streamed answer: the prompt count in each, everything in the
+    last."""
+    words = _words(spec.chunks)
+    prompt = {"promptTokenCount": spec.input, "totalTokenCount": spec.input}
+    out = [(_gemini_answer(spec, model, word, prompt), (spec.input, 0)) for word in words[:-1]]
+    out.append((_gemini_answer(spec, model, words[-1] if words else "", _gemini_usage(spec),
+                               "STOP"), (spec.input, spec.output + spec.reasoning)))
+    return out
+
+
+def _gemini_sse(spec, model, _request):
+    events = [Event(b"data: " + _json(answer) + b"\r\n\r\n", reported)
+              for answer, reported in _gemini_answers(spec, model)]
+    return 200, "text/event-stream", events
+
+
+def _gemini_array(spec, model, _request):
+    answers = _gemini_answers(spec, model)
+    events = [Event((b"[" if i == 0 else b"\r\n,") + _json(answer), reported)
+              for i, (answer, reported) in enumerate(answers)]
+    events.append(Event(b"]"))
+    return 200, "application/json; charset=UTF-8", events
+
+
+def _bedrock_usage(spec):
+    return {"inputTokens": spec.input, "outputTokens": spec.output,
+            "totalTokens": spec.input + spec.output + spec.cached + spec.written,
+            "cacheReadInputTokens": spec.cached, "cacheWriteInputTokens": spec.written}
+
+
+def _bedrock_json(spec, model, _request):
+    body = {"output": {"message": {"role": "assistant",
+                                   "content": [{"text": "".join(_words(3))}]}},
+            "stopReason": "end_turn", "usage": _bedrock_usage(spec),
+            "metrics": {"latencyMs": 120}}
+    return 200, "application/json", [
+        Event(_json(body), (spec.input + spec.cached + spec.written, spec.output))]
+
+
+def _bedrock_stream(spec, model, _request):
+    events = [Event(eventstream.event("messageStart", {"role": "assistant"}))]
+    events += [Event(eventstream.event("contentBlockDelta",
+                                       {"contentBlockIndex": 0, "delta": {"text": word}}))
+               for word in _words(spec.chunks)]
+    events.append(Event(eventstream.event("contentBlockStop", {"contentBlockIndex": 0})))
+    events.append(Event(eventstream.event("messageStop", {"stopReason": "end_turn"})))
+    events.append(Event(eventstream.event("metadata", {"usage": _bedrock_usage(spec),
+                                                       "metrics": {"latencyMs": 90}}),
+                        (spec.input + spec.cached + spec.written, spec.output)))
+    return 200, "application/vnd.amazon.eventstream", events
+
+
+def _bedrock_invoke_stream(spec, model, request):
+    _, _, sse_events = _anthropic_sse(spec, model, request)
+    events = []
+    for sse_event in sse_events:
+        data = next(line[6:] for line in sse_event.data.split(b"\n")
+                    if line.startswith(b"data: "))
+        events.append(Event(eventstream.chunk(json.loads(data)), sse_event.reported))
+    return 200, "application/vnd.amazon.eventstream", events
+
+
 def _error(spec, model, _request):
     body = {"error": {"message": "The server had an error while processing your request.",
                       "type": "server_error", "param": None, "code": None}}
@@ -431,6 +544,12 @@ _BUILDERS = {
     "error": _error,
     "text": _text,
     "big-json": _big_json,
+    "gemini-json": _gemini_json,
+    "gemini-sse": _gemini_sse,
+    "gemini-array": _gemini_array,
+    "bedrock-json": _bedrock_json,
+    "bedrock-stream": _bedrock_stream,
+    "bedrock-invoke-stream": _bedrock_invoke_stream,
 }
 
 

@@ -33,7 +33,7 @@ const CHAT: &[u8] =
     br#"{"model":"gpt-4o","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#;
 
 fn read(body: &[u8]) -> Meter {
-    let mut meter = Meter::new(Demand::default(), None);
+    let mut meter = Meter::new(Demand::default(), None, None);
     meter.read_request(body, &rules(), &pricing());
     meter
 }
@@ -65,7 +65,7 @@ fn without_max_tokens_the_default_is_reserved_and_before_the_body_what_was_held(
         tokens: 7,
         micro_usd: 3,
     };
-    assert_eq!(Meter::new(held, Some(40)).demand(), held);
+    assert_eq!(Meter::new(held, Some(40), None).demand(), held);
 }
 
 #[test]
@@ -212,6 +212,7 @@ fn usage_of_an_early_answer_counts_before_the_request_body_was_read() {
             micro_usd: 9,
         },
         Some(2000),
+        None,
     );
     meter.response_started("application/json");
     meter
@@ -269,7 +270,7 @@ fn a_stream_cut_before_its_usage_is_charged_what_it_delivered() {
 
 #[test]
 fn a_stream_cut_before_its_body_was_read_takes_its_input_from_content_length() {
-    let mut meter = Meter::new(Demand::default(), Some(401));
+    let mut meter = Meter::new(Demand::default(), Some(401), None);
     meter.response_started("text/event-stream");
     meter.response_chunk(&openai_deltas(&["abc"; 2]));
     let cut = Answer {
@@ -370,5 +371,235 @@ fn provisional_demand_comes_from_content_length_and_the_default_price() {
     assert_eq!(
         provisional_demand(None, 100, &Pricing::default()).tokens,
         100
+    );
+}
+
+/// A meter for a request to `path`, its body read.
+fn read_at(path: &str, body: &[u8], pricing: &Pricing) -> Meter {
+    let mut meter = Meter::new(
+        Demand::default(),
+        None,
+        crate::policy::provider_api::from_path(path),
+    );
+    meter.read_request(body, &rules(), pricing);
+    meter
+}
+
+fn provider_pricing() -> Pricing {
+    let mut pricing = pricing();
+    for (model, input, output) in [
+        ("gemini-2.0-flash", 100_000, 400_000),
+        ("gemini-2.0-flash-001", 150_000, 600_000),
+        (
+            "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+            800_000,
+            4_000_000,
+        ),
+        ("claude-3-5-haiku-20241022", 1, 1),
+    ] {
+        pricing
+            .models
+            .insert(model.into(), Price::flat(input, output));
+    }
+    pricing
+}
+
+const CUT: Answer = Answer {
+    status: Some(200),
+    complete: false,
+};
+
+#[test]
+fn a_path_model_is_the_request_model_and_the_body_model_is_ignored() {
+    let pricing = provider_pricing();
+    let body = br#"{"model":"cheap","contents":[],"generationConfig":{"maxOutputTokens":10}}"#;
+    let meter = read_at(
+        "/v1beta/models/gemini-2.0-flash:generateContent",
+        body,
+        &pricing,
+    );
+    assert_eq!(meter.request_model(), Some("gemini-2.0-flash"));
+    let input = body.len().div_ceil(4) as u64;
+    assert_eq!(meter.demand().tokens, input + 10);
+    assert_eq!(
+        meter.demand().micro_usd,
+        (input * 100_000 + 10 * 400_000).div_ceil(1_000_000)
+    );
+    // The model is known from the path before the body is read.
+    let api = crate::policy::provider_api::from_path("/openai/deployments/gpt-4o/chat/completions");
+    assert_eq!(
+        Meter::new(Demand::default(), None, api).request_model(),
+        Some("gpt-4o")
+    );
+}
+
+#[test]
+fn gemini_streamed_array_is_read_and_priced_at_the_model_version() {
+    let pricing = provider_pricing();
+    let mut meter = read_at(
+        "/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+        br#"{"contents":[]}"#,
+        &pricing,
+    );
+    meter.response_started("application/json; charset=UTF-8");
+    let body = br#"[{"candidates":[{"content":{"parts":[{"text":"Hi"}]}}],"usageMetadata":{"promptTokenCount":8,"totalTokenCount":8},"modelVersion":"gemini-2.0-flash-001"}
+,{"candidates":[{"content":{"parts":[{"text":" there"}]}}],"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":2,"thoughtsTokenCount":3,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}]"#;
+    for chunk in body.chunks(9) {
+        meter.response_chunk(chunk);
+    }
+    let outcome = meter.outcome(&pricing, OK, meter.demand());
+    assert_eq!(outcome.source, UsageSource::Json);
+    assert_eq!(outcome.model.as_deref(), Some("gemini-2.0-flash-001"));
+    let usage = outcome.usage.unwrap();
+    assert_eq!(
+        (
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.reasoning_tokens
+        ),
+        (8, 5, 3)
+    );
+    assert_eq!(outcome.cost.unwrap().pico_usd(), 8 * 150_000 + 5 * 600_000);
+}
+
+#[test]
+fn a_gemini_array_cut_early_is_charged_what_it_delivered() {
+    let pricing = provider_pricing();
+    let mut meter = read_at(
+        "/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+        br#"{"contents":[]}"#,
+        &pricing,
+    );
+    meter.response_started("application/json");
+    let text = "y".repeat(40);
+    meter.response_chunk(
+        format!(r#"[{{"candidates":[{{"content":{{"parts":[{{"text":"{text}"}}]}}}}]}}"#)
+            .as_bytes(),
+    );
+    let outcome = meter.outcome(&pricing, CUT, meter.demand());
+    assert_eq!(outcome.source, UsageSource::Estimate);
+    assert_eq!(outcome.usage.unwrap().output_tokens, 10);
+    // Priced at the path's model: the answer named none.
+    assert_eq!(outcome.model.as_deref(), Some("gemini-2.0-flash"));
+}
+
+/// One event-stream message with JSON `payload` (CRCs computed).
+fn aws_event(event_type: &str, payload: &str) -> Vec<u8> {
+    let mut headers = Vec::new();
+    for (name, value) in [(":event-type", event_type), (":message-type", "event")] {
+        headers.push(name.len() as u8);
+        headers.extend_from_slice(name.as_bytes());
+        headers.push(7);
+        headers.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        headers.extend_from_slice(value.as_bytes());
+    }
+    let total = (16 + headers.len() + payload.len()) as u32;
+    let mut out = [total.to_be_bytes(), (headers.len() as u32).to_be_bytes()].concat();
+    let prelude_crc = crc32fast::hash(&out);
+    out.extend_from_slice(&prelude_crc.to_be_bytes());
+    out.extend_from_slice(&headers);
+    out.extend_from_slice(payload.as_bytes());
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+const CONVERSE_STREAM: &str =
+    "/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse-stream";
+
+#[test]
+fn bedrock_event_streams_are_read_and_priced_at_the_paths_model_id() {
+    let pricing = provider_pricing();
+    let mut meter = read_at(CONVERSE_STREAM, br#"{"messages":[]}"#, &pricing);
+    meter.response_started("application/vnd.amazon.eventstream");
+    let stream = [
+        aws_event("contentBlockDelta", r#"{"delta":{"text":"Hi"}}"#),
+        aws_event(
+            "metadata",
+            r#"{"usage":{"inputTokens":20,"outputTokens":4,"totalTokens":24}}"#,
+        ),
+    ]
+    .concat();
+    for chunk in stream.chunks(5) {
+        meter.response_chunk(chunk);
+    }
+    let outcome = meter.outcome(&pricing, OK, meter.demand());
+    assert_eq!(outcome.source, UsageSource::EventStream);
+    assert_eq!(
+        outcome.model.as_deref(),
+        Some("us.anthropic.claude-3-5-haiku-20241022-v1:0")
+    );
+    assert_eq!(
+        outcome.cost.unwrap().pico_usd(),
+        20 * 800_000 + 4 * 4_000_000
+    );
+    assert_eq!(outcome.charge.tokens, 24);
+}
+
+#[test]
+fn a_bedrock_stream_cut_before_its_metadata_is_charged_what_it_delivered() {
+    let pricing = provider_pricing();
+    let mut meter = read_at(CONVERSE_STREAM, br#"{"messages":[]}"#, &pricing);
+    meter.response_started("application/vnd.amazon.eventstream");
+    for _ in 0..6 {
+        meter.response_chunk(&aws_event(
+            "contentBlockDelta",
+            r#"{"delta":{"text":"ab"}}"#,
+        ));
+    }
+    let outcome = meter.outcome(&pricing, CUT, meter.demand());
+    assert_eq!(outcome.source, UsageSource::Estimate);
+    assert_eq!(outcome.usage.unwrap().output_tokens, 6);
+    assert_eq!(
+        outcome.model.as_deref(),
+        Some("us.anthropic.claude-3-5-haiku-20241022-v1:0")
+    );
+}
+
+#[test]
+fn an_aws_event_stream_is_read_only_for_bedrocks_stream_operations() {
+    let pricing = provider_pricing();
+    let stream = aws_event(
+        "metadata",
+        r#"{"usage":{"inputTokens":20,"outputTokens":4}}"#,
+    );
+    for path in ["/v1/chat/completions", "/model/m/converse"] {
+        let mut meter = read_at(path, b"{}", &pricing);
+        meter.response_started("application/vnd.amazon.eventstream");
+        meter.response_chunk(&stream);
+        assert_eq!(
+            meter.outcome(&pricing, OK, meter.demand()).source,
+            UsageSource::None
+        );
+    }
+    let mut meter = read_at("/model/m/invoke-with-response-stream", b"{}", &pricing);
+    meter.response_started("Application/Vnd.Amazon.EventStream; x=1");
+    meter.response_chunk(&stream);
+    assert_eq!(
+        meter.outcome(&pricing, OK, meter.demand()).source,
+        UsageSource::EventStream
+    );
+}
+
+#[test]
+fn bedrock_converse_json_is_priced_at_the_path_model() {
+    let pricing = provider_pricing();
+    let mut meter = read_at(
+        "/model/us.anthropic.claude-3-5-haiku-20241022-v1:0/invoke",
+        br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":20,"messages":[]}"#,
+        &pricing,
+    );
+    meter.response_started("application/json");
+    meter.response_chunk(
+        br#"{"id":"msg_1","model":"claude-3-5-haiku-20241022","usage":{"input_tokens":10,"output_tokens":2}}"#,
+    );
+    let outcome = meter.outcome(&pricing, OK, meter.demand());
+    assert_eq!(
+        outcome.model.as_deref(),
+        Some("us.anthropic.claude-3-5-haiku-20241022-v1:0")
+    );
+    assert_eq!(
+        outcome.cost.unwrap().pico_usd(),
+        10 * 800_000 + 2 * 4_000_000
     );
 }

@@ -4,6 +4,7 @@
 use super::*;
 use crate::policy::plan::Window;
 use crate::policy::quota;
+use serde_json::Value;
 #[cfg(target_family = "wasm")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -240,23 +241,116 @@ fn concurrent_requests_never_reserve_more_than_the_window() {
 #[test]
 fn apis_by_path() {
     assert_eq!(
-        Api::of("POST", "/v1/chat/completions"),
+        Api::of("POST", "/v1/chat/completions", None),
         Some(Api::ChatCompletions)
     );
     assert_eq!(
         Api::of(
             "POST",
-            "/tenants/a/openai/deployments/x/chat/completions?api-version=1"
+            "/tenants/a/openai/deployments/x/chat/completions?api-version=1",
+            Some(ProviderApi::AzureDeployment)
         ),
         Some(Api::ChatCompletions)
     );
-    assert_eq!(Api::of("POST", "/v1/completions"), Some(Api::Completions));
-    assert_eq!(Api::of("POST", "/v1/responses"), Some(Api::Responses));
-    assert_eq!(Api::of("POST", "/v1/messages"), Some(Api::Messages));
-    assert_eq!(Api::of("POST", "/v1/messages/count_tokens"), None);
-    assert_eq!(Api::of("POST", "/v1/embeddings"), None);
-    assert_eq!(Api::of("GET", "/v1/chat/completions"), None);
-    assert_eq!(Api::of("POST", "/v1/responses/resp_1/cancel"), None);
+    assert_eq!(
+        Api::of("POST", "/v1/completions", None),
+        Some(Api::Completions)
+    );
+    assert_eq!(Api::of("POST", "/v1/responses", None), Some(Api::Responses));
+    assert_eq!(Api::of("POST", "/v1/messages", None), Some(Api::Messages));
+    assert_eq!(Api::of("POST", "/v1/messages/count_tokens", None), None);
+    assert_eq!(Api::of("POST", "/v1/embeddings", None), None);
+    assert_eq!(Api::of("GET", "/v1/chat/completions", None), None);
+    assert_eq!(Api::of("POST", "/v1/responses/resp_1/cancel", None), None);
+}
+
+#[test]
+fn apis_named_in_the_path() {
+    use crate::policy::provider_api::from_path;
+    let of = |path: &str| Api::of("POST", path, from_path(path).map(|found| found.api));
+    assert_eq!(
+        of("/v1beta/models/gemini-2.0-flash:generateContent"),
+        Some(Api::GenerateContent)
+    );
+    assert_eq!(
+        of("/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"),
+        Some(Api::GenerateContent)
+    );
+    assert_eq!(of("/v1beta/models/gemini-2.0-flash:countTokens"), None);
+    assert_eq!(
+        of("/v1/projects/p/locations/l/publishers/anthropic/models/claude:rawPredict"),
+        Some(Api::PlatformMessages)
+    );
+    assert_eq!(
+        of("/model/amazon.nova-lite-v1:0/converse"),
+        Some(Api::Converse)
+    );
+    assert_eq!(
+        of("/model/amazon.nova-lite-v1:0/converse-stream"),
+        Some(Api::Converse)
+    );
+    assert_eq!(
+        of("/model/anthropic.claude-3-haiku-20240307-v1:0/invoke"),
+        Some(Api::PlatformMessages)
+    );
+    assert_eq!(
+        of("/model/m/invoke-with-response-stream"),
+        Some(Api::PlatformMessages)
+    );
+    assert_eq!(
+        Api::of(
+            "GET",
+            "/model/m/converse",
+            Some(ProviderApi::Bedrock(BedrockOperation::Converse))
+        ),
+        None
+    );
+}
+
+#[test]
+fn apply_sets_nested_limits_of_gemini_and_bedrock() {
+    let gemini = br#"{"contents":[],"generationConfig":{"temperature":1,"maxOutputTokens":8192}}"#;
+    let out = apply(gemini, Api::GenerateContent, 300).unwrap();
+    assert_eq!(
+        out,
+        br#"{"contents":[],"generationConfig":{"temperature":1,"maxOutputTokens":300}}"#
+    );
+    // No config: one is added, with the limit.
+    let out = apply(br#"{"contents":[]}"#, Api::GenerateContent, 64).unwrap();
+    let value: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(value["generationConfig"]["maxOutputTokens"], 64);
+    // Every spelling Google accepts is lowered.
+    let out = apply(
+        br#"{"generation_config":{"max_output_tokens":5000}}"#,
+        Api::GenerateContent,
+        64,
+    )
+    .unwrap();
+    assert_eq!(out, br#"{"generation_config":{"max_output_tokens":64}}"#);
+    let converse = br#"{"messages":[],"inferenceConfig":{"maxTokens":4096,"topP":0.9}}"#;
+    let out = apply(converse, Api::Converse, 100).unwrap();
+    assert_eq!(
+        out,
+        br#"{"messages":[],"inferenceConfig":{"maxTokens":100,"topP":0.9}}"#
+    );
+    let out = apply(br#"{"messages":[]}"#, Api::Converse, 100).unwrap();
+    assert_eq!(
+        out,
+        br#"{"messages":[],"inferenceConfig":{"maxTokens":100}}"#
+    );
+}
+
+#[test]
+fn apply_takes_anthropic_bodies_only_on_bedrock_and_vertex() {
+    let anthropic = br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":4096}"#;
+    let out = apply(anthropic, Api::PlatformMessages, 50).unwrap();
+    assert_eq!(
+        out,
+        br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":50}"#
+    );
+    // Titan's body puts its limit elsewhere: it cannot be capped.
+    let titan = br#"{"inputText":"hi","textGenerationConfig":{"maxTokenCount":4096}}"#;
+    assert!(apply(titan, Api::PlatformMessages, 50).is_err());
 }
 
 fn limit_of(body: &[u8]) -> Option<u64> {

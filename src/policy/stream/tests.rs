@@ -409,7 +409,7 @@ fn run(books: &mut Books, variant: Variant, steps: &[Step]) -> u64 {
         let effects = stream.on(event, &rules);
         if effects.read_body && live && before == Phase::Admitted {
             // Estimated from the body the client sent.
-            let mut meter = Meter::new(Demand::default(), None);
+            let mut meter = Meter::new(Demand::default(), None, None);
             meter.read_request(body, &usage, &pricing);
             oracle.body_estimate = Some(meter.demand().tokens);
         }

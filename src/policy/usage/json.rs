@@ -3,7 +3,7 @@
 use serde::de::IgnoredAny;
 
 use super::scanner::{AnswerIds, Scanner, Seen};
-use super::Usage;
+use super::{Delivered, Usage};
 
 /// Usage and the response's `model` from a complete JSON response body of any supported API.
 /// `None` when the body is not valid JSON or holds no usage.
@@ -29,6 +29,17 @@ impl JsonUsage {
         Self::default()
     }
 
+    /// A reader for a stream sent as one JSON array of answers (Gemini's
+    /// `streamGenerateContent` without `alt=sse`): each element is read as a whole answer, and
+    /// the generated text they deliver is counted, as [`crate::policy::usage::SseUsage`] does
+    /// for events.
+    pub fn answers_in_array() -> Self {
+        JsonUsage {
+            json: Scanner::answers_in_array(),
+            seen: Seen::default(),
+        }
+    }
+
     /// Reads one chunk of the response body.
     pub fn feed(&mut self, chunk: &[u8]) {
         self.json.scan(chunk, &mut self.seen);
@@ -47,6 +58,12 @@ impl JsonUsage {
     /// The object ids the body named.
     pub fn ids(&self) -> &AnswerIds {
         &self.seen.ids
+    }
+
+    /// Generated text the answers of an array delivered so far (nothing for other readers).
+    pub fn delivered(&self) -> Delivered {
+        let (events, bytes) = self.json.answers_delivered();
+        Delivered { events, bytes }
     }
 }
 

@@ -11,9 +11,12 @@ use super::token_count;
 pub struct RequestBody {
     /// `model`, when a string.
     pub model: Option<String>,
-    /// The largest of `max_tokens`, `max_completion_tokens` and `max_output_tokens` given.
+    /// The largest of `max_tokens`, `max_completion_tokens`, `max_output_tokens` and the
+    /// output config's limit (Gemini `generationConfig.maxOutputTokens`, Bedrock
+    /// `inferenceConfig.maxTokens`) given.
     pub max_output_tokens: Option<u64>,
-    /// Completions asked for: the larger of `n` and `best_of` (both billed), at least 1.
+    /// Completions asked for: the larger of `n`, `best_of` (both billed) and Gemini's
+    /// `generationConfig.candidateCount`, at least 1.
     pub choices: u64,
     /// `stream` is `true`.
     pub stream: bool,
@@ -21,8 +24,9 @@ pub struct RequestBody {
     pub include_usage: bool,
     /// The body names an `anthropic_version` (Anthropic on Bedrock or Vertex).
     pub anthropic_version: bool,
-    /// A member that sizes the output (an output limit, `n`, `best_of`) appears twice:
-    /// upstreams disagree on which one counts.
+    /// A member that sizes the output (an output limit, `n`, `best_of`, an output config or a
+    /// member of it) appears twice, also spelled another way the upstream accepts
+    /// (`generation_config`, `max_output_tokens`): upstreams disagree on which one counts.
     pub ambiguous: bool,
 }
 
@@ -82,9 +86,24 @@ impl<'de> Visitor<'de> for RequestVisitor {
         // max_tokens, max_completion_tokens, max_output_tokens; n, best_of.
         let mut max = [None; 3];
         let mut choices = [None; 2];
-        // Which of those five members were seen, in the same order.
-        let mut seen = [false; 5];
+        // Which of those five members were seen, in the same order, then an output config.
+        let mut seen = [false; 6];
+        let mut config = OutputConfig::default();
         while let Some(key) = map.next_key::<String>()? {
+            if OUTPUT_CONFIGS.contains(&key.as_str()) {
+                if let Some(seen) = seen.get_mut(5) {
+                    body.ambiguous |= std::mem::replace(seen, true);
+                }
+                let next = map
+                    .next_value::<Option<OutputConfig>>()?
+                    .unwrap_or_default();
+                config = OutputConfig {
+                    limit: config.limit.max(next.limit),
+                    choices: config.choices.max(next.choices),
+                    ambiguous: config.ambiguous || next.ambiguous,
+                };
+                continue;
+            }
             let (index, slot) = match key.as_str() {
                 "max_tokens" => (0, max.get_mut(0)),
                 "max_completion_tokens" => (1, max.get_mut(1)),
@@ -116,9 +135,66 @@ impl<'de> Visitor<'de> for RequestVisitor {
                 }
             }
         }
-        body.max_output_tokens = max.into_iter().flatten().max();
-        body.choices = choices.into_iter().flatten().max().unwrap_or(1).max(1);
+        body.ambiguous |= config.ambiguous;
+        body.max_output_tokens = max.into_iter().chain([config.limit]).flatten().max();
+        body.choices = choices
+            .into_iter()
+            .chain([config.choices])
+            .flatten()
+            .max()
+            .unwrap_or(1)
+            .max(1);
         Ok(body)
+    }
+}
+
+/// The members holding an output config: Gemini's `generationConfig` (also `generation_config`:
+/// Google's JSON parsers accept a field's proto name too) and Bedrock Converse's
+/// `inferenceConfig`.
+const OUTPUT_CONFIGS: [&str; 3] = ["generationConfig", "generation_config", "inferenceConfig"];
+
+/// What an output config says: its output limit (`maxOutputTokens` or `max_output_tokens`;
+/// Bedrock's `maxTokens`) and candidates (`candidateCount` or `candidate_count`).
+#[derive(Default)]
+struct OutputConfig {
+    limit: Option<u64>,
+    choices: Option<u64>,
+    ambiguous: bool,
+}
+
+impl<'de> Deserialize<'de> for OutputConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(OutputConfigVisitor)
+    }
+}
+
+struct OutputConfigVisitor;
+
+impl<'de> Visitor<'de> for OutputConfigVisitor {
+    type Value = OutputConfig;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OutputConfig, A::Error> {
+        let mut config = OutputConfig::default();
+        let (mut limit_seen, mut choices_seen) = (false, false);
+        while let Some(key) = map.next_key::<String>()? {
+            let (slot, seen) = match key.as_str() {
+                "maxOutputTokens" | "max_output_tokens" | "maxTokens" => {
+                    (&mut config.limit, &mut limit_seen)
+                }
+                "candidateCount" | "candidate_count" => (&mut config.choices, &mut choices_seen),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            config.ambiguous |= std::mem::replace(seen, true);
+            *slot = token_count(&map.next_value::<Value>()?);
+        }
+        Ok(config)
     }
 }
 

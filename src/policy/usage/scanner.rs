@@ -36,8 +36,9 @@ enum Key {
 
 fn classify(raw: &[u8]) -> Key {
     match raw {
-        b"usage" => Key::Usage,
-        b"model" => Key::Model,
+        // Gemini's answers name theirs `usageMetadata` and `modelVersion`.
+        b"usage" | b"usageMetadata" => Key::Usage,
+        b"model" | b"modelVersion" => Key::Model,
         b"message" | b"response" => Key::Envelope,
         b"file" => Key::File,
         b"id" => Key::Id,
@@ -68,6 +69,11 @@ enum Text {
 #[derive(Default)]
 pub(super) struct Scanner {
     count_text: bool,
+    /// A top-level array holds answers (Gemini's streamed JSON array): its elements are read
+    /// as top-level objects.
+    answers_in_array: bool,
+    /// 1 while inside such an array, else 0: depths are counted from the answer.
+    offset: usize,
     depth: usize,
     /// Bit `d` set: the container at depth `d + 1` is an object (up to [`TRACKED_DEPTH`]).
     objects: u64,
@@ -89,6 +95,10 @@ pub(super) struct Scanner {
     pub(super) usage: Option<Capture>,
     /// Bytes of generated text seen since the last [`Scanner::reset`].
     pub(super) text_bytes: u64,
+    /// Answers of a top-level array that carried generated text, and `text_bytes` when the
+    /// current answer began.
+    pub(super) text_answers: u64,
+    answer_mark: u64,
 }
 
 /// A `usage` object being copied, and the depth its closing brace returns to.
@@ -105,6 +115,15 @@ impl Scanner {
         }
     }
 
+    /// A scanner for a top-level array of answers that counts their generated text.
+    pub(super) fn answers_in_array() -> Scanner {
+        Scanner {
+            count_text: true,
+            answers_in_array: true,
+            ..Scanner::default()
+        }
+    }
+
     /// Back to the start of a new JSON text, keeping buffer capacity and the mode.
     pub(super) fn reset(&mut self) {
         let mut kept = std::mem::take(&mut self.kept);
@@ -112,8 +131,15 @@ impl Scanner {
         *self = Scanner {
             kept,
             count_text: self.count_text,
+            answers_in_array: self.answers_in_array,
             ..Scanner::default()
         };
+    }
+
+    /// The depth counted from the answer (from the top-level value, or from an element of a
+    /// top-level array of answers).
+    fn level(&self) -> usize {
+        self.depth.saturating_sub(self.offset)
     }
 
     pub(super) fn scan(&mut self, data: &[u8], seen: &mut Seen) {
@@ -235,7 +261,7 @@ impl Scanner {
                 _ if self.count_text && self.value_of == Key::Text => Text::Delivered,
                 _ => Text::Skip,
             }
-        } else if self.in_object() && (self.count_text || (1..=2).contains(&self.depth)) {
+        } else if self.in_object() && (self.count_text || (1..=2).contains(&self.level())) {
             self.key_len = 0;
             Text::Key
         } else {
@@ -264,8 +290,8 @@ impl Scanner {
         };
         self.value_of = key;
         self.value_pending = true;
-        let depth = self.depth;
-        if let Some(slot) = depth.checked_sub(1).and_then(|d| self.keys.get_mut(d)) {
+        let level = self.level();
+        if let Some(slot) = level.checked_sub(1).and_then(|d| self.keys.get_mut(d)) {
             *slot = key;
         }
     }
@@ -273,7 +299,7 @@ impl Scanner {
     /// The key of the value about to start, where it matters for usage.
     fn value_key(&self) -> Key {
         let [outer, inner] = self.keys;
-        match (self.depth, outer, inner) {
+        match (self.level(), outer, inner) {
             (1, key, _) => key,
             (2, Key::Envelope, key @ (Key::Usage | Key::Model)) => key,
             _ => Key::Other,
@@ -283,7 +309,7 @@ impl Scanner {
     /// The string field [`Seen`] keeps that the value about to start is, if any.
     fn value_field(&self) -> Option<Field> {
         let [outer, inner] = self.keys;
-        match (self.depth, outer, inner) {
+        match (self.level(), outer, inner) {
             (1, Key::Model, _) | (2, Key::Envelope, Key::Model) => Some(Field::Model),
             (1, Key::Id, _) => Some(Field::Id),
             (1, Key::ThreadId, _) => Some(Field::ThreadId),
@@ -314,9 +340,12 @@ impl Scanner {
                 self.objects &= !bit;
             }
         }
+        if self.depth == 0 {
+            self.offset = usize::from(self.answers_in_array && b == b'[');
+        }
         self.depth = self.depth.saturating_add(1);
-        let depth = self.depth;
-        if let Some(slot) = depth.checked_sub(1).and_then(|d| self.keys.get_mut(d)) {
+        let level = self.level();
+        if let Some(slot) = level.checked_sub(1).and_then(|d| self.keys.get_mut(d)) {
             *slot = Key::Other;
         }
     }
@@ -330,6 +359,20 @@ impl Scanner {
                 seen.add_usage(&capture.bytes);
             }
         }
+        if self.offset == 1 && self.depth == 1 {
+            // An answer of the array ended.
+            if self.text_bytes > self.answer_mark {
+                self.text_answers = self.text_answers.saturating_add(1);
+            }
+            self.answer_mark = self.text_bytes;
+        }
+    }
+
+    /// Answers of a top-level array that carried text, the current (possibly cut) one
+    /// included, and the bytes of that text.
+    pub(super) fn answers_delivered(&self) -> (u64, u64) {
+        let current = u64::from(self.text_bytes > self.answer_mark);
+        (self.text_answers.saturating_add(current), self.text_bytes)
     }
 }
 

@@ -20,6 +20,12 @@ pub(super) const ANTHROPIC: &[u8] = fixture!("anthropic_messages.json");
 pub(super) const ANTHROPIC_STREAM: &[u8] = fixture!("anthropic_messages_stream.sse");
 pub(super) const ANTHROPIC_STREAM_WEB_SEARCH: &[u8] =
     fixture!("anthropic_messages_stream_web_search.sse");
+pub(super) const GEMINI: &[u8] = fixture!("gemini_generate.json");
+pub(super) const GEMINI_STREAM: &[u8] = fixture!("gemini_stream.sse");
+pub(super) const GEMINI_STREAM_ARRAY: &[u8] = fixture!("gemini_stream_array.json");
+pub(super) const BEDROCK_CONVERSE: &[u8] = fixture!("bedrock_converse.json");
+pub(super) const BEDROCK_CONVERSE_STREAM: &[u8] = fixture!("bedrock_converse_stream.bin");
+pub(super) const BEDROCK_INVOKE_STREAM: &[u8] = fixture!("bedrock_invoke_stream.bin");
 
 pub(super) fn usage(input: u64, output: u64, cached: u64) -> Usage {
     Usage {
@@ -82,6 +88,11 @@ pub(super) fn streams() -> Vec<(&'static str, &'static [u8], Found)> {
             ANTHROPIC_STREAM_WEB_SEARCH,
             seen(10682, 510, 0, "claude-sonnet-4-20250514"),
         ),
+        (
+            "gemini alt=sse",
+            GEMINI_STREAM,
+            seen(8, 6, 0, "gemini-2.0-flash-001"),
+        ),
     ]
 }
 
@@ -119,6 +130,7 @@ fn usage_total_adds_input_and_output() {
 fn usage_source_strings_are_stable() {
     assert_eq!(UsageSource::Json.as_str(), "json");
     assert_eq!(UsageSource::Sse.as_str(), "sse");
+    assert_eq!(UsageSource::EventStream.as_str(), "event_stream");
     assert_eq!(UsageSource::None.as_str(), "none");
 }
 

@@ -186,7 +186,7 @@ pub(super) fn pinecone_shared(
     request: &Request<'_>,
     tenant: TenantField,
 ) -> Result<VectorRoute, PathRefusal> {
-    scan_query_with(request.query, |named| {
+    scan_query_with(request.query, "namespace", |named| {
         let named = if named.is_empty() { "" } else { named };
         if tenant.namespaces.iter().any(|n| n == named) {
             Ok(())

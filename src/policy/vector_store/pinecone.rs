@@ -81,7 +81,7 @@ pub(super) fn pinecone(request: &Request<'_>, own: &str) -> Result<VectorRoute, 
 /// Checks every `namespace` query parameter (absent, empty or the tenant's) and returns the
 /// other parameters, verbatim.
 fn scan_query<'a>(query: Option<&'a str>, own: &str) -> Result<Vec<&'a str>, PathRefusal> {
-    scan_query_with(query, |named| {
+    scan_query_with(query, "namespace", |named| {
         if named.is_empty() || named == own {
             Ok(())
         } else {
@@ -90,12 +90,13 @@ fn scan_query<'a>(query: Option<&'a str>, own: &str) -> Result<Vec<&'a str>, Pat
     })
 }
 
-/// Passes the decoded value of every `namespace` query parameter (however spelled) to `check`
-/// and returns the other parameters, verbatim.
-pub(super) fn scan_query_with(
-    query: Option<&str>,
+/// Passes the decoded value of every `name` query parameter (however spelled: `name` is
+/// compared folded, see [`fold_key`]) to `check` and returns the other parameters, verbatim.
+pub(super) fn scan_query_with<'a>(
+    query: Option<&'a str>,
+    name: &str,
     check: impl Fn(&str) -> Result<(), PathRefusal>,
-) -> Result<Vec<&str>, PathRefusal> {
+) -> Result<Vec<&'a str>, PathRefusal> {
     let malformed = || PathRefusal::new(Reason::InvalidPath, "malformed query string");
     let mut kept = Vec::new();
     for parameter in query.unwrap_or_default().split('&') {
@@ -103,7 +104,7 @@ pub(super) fn scan_query_with(
             continue;
         }
         let (key, value) = parameter.split_once('=').unwrap_or((parameter, ""));
-        if !is_namespace_key(&percent_decode(key, true).ok_or_else(malformed)?) {
+        if fold_key(&percent_decode(key, true).ok_or_else(malformed)?) != name {
             kept.push(parameter);
             continue;
         }
@@ -113,7 +114,7 @@ pub(super) fn scan_query_with(
 }
 
 /// Decodes `%XX` (and `+` as a space in query strings); `None` for bad escapes or non-UTF-8.
-fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
+pub(super) fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
     let mut out = Vec::with_capacity(text.len());
     let mut bytes = text.bytes();
     while let Some(b) = bytes.next() {

@@ -27,7 +27,13 @@ pub(super) fn stores() -> VectorStores {
          "collections": ["shared", "faq"]},
         {"path_prefix": "/shared-pc", "kind": "metadata_filter", "dialect": "pinecone",
          "field": "org", "value": "org-{namespace}", "max_body_bytes": 2048,
-         "namespaces": ["", "shared"]}
+         "namespaces": ["", "shared"]},
+        {"path_prefix": "/weaviate", "kind": "weaviate", "collections": ["Docs", "Authors"],
+         "allow": ["read_schema", "own_tenant"]},
+        {"path_prefix": "/wv-open", "kind": "weaviate", "tenant": "t-{tenant}"},
+        {"path_prefix": "/chroma", "kind": "chroma", "allow": ["create_database"]},
+        {"path_prefix": "/shared-chroma", "kind": "chroma", "tenant": "shared",
+         "database": "db-{tenant}", "allow": ["create_tenant"]}
     ]))
     .unwrap()
 }

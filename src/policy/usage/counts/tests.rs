@@ -1,6 +1,6 @@
 use crate::policy::usage::tests::{
-    seen, usage, with_parts, ANTHROPIC, OPENAI_CHAT, OPENAI_COMPLETIONS, OPENAI_EMBEDDINGS,
-    OPENAI_RESPONSES,
+    seen, usage, with_parts, ANTHROPIC, BEDROCK_CONVERSE, GEMINI, OPENAI_CHAT, OPENAI_COMPLETIONS,
+    OPENAI_EMBEDDINGS, OPENAI_RESPONSES,
 };
 use crate::policy::usage::{from_json, from_sse};
 #[cfg(target_family = "wasm")]
@@ -95,4 +95,41 @@ data: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":7}}\
 event: message_delta\n\
 data: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":9,\"input_tokens\":null}}\n\n";
     assert_eq!(from_sse(stream), seen(10, 9, 0, "claude"));
+}
+
+#[test]
+fn gemini_counts_thoughts_as_output_and_the_cache_as_part_of_the_prompt() {
+    // promptTokenCount includes the cached content; thoughts are billed beside candidates.
+    assert_eq!(
+        from_json(GEMINI),
+        with_parts(seen(2100, 54 + 845, 2048, "gemini-2.5-flash"), 0, 845)
+    );
+}
+
+#[test]
+fn gemini_tool_use_prompt_is_input_and_a_bare_total_is_input() {
+    let tools = br#"{"usageMetadata":{"promptTokenCount":10,"toolUsePromptTokenCount":5,
+        "candidatesTokenCount":3,"totalTokenCount":18}}"#;
+    assert_eq!(from_json(tools), Some((usage(15, 3, 0), None)));
+    let thoughts_only = br#"{"usageMetadata":{"promptTokenCount":4,"thoughtsTokenCount":7}}"#;
+    assert_eq!(
+        from_json(thoughts_only),
+        with_parts(Some((usage(4, 7, 0), None)), 0, 7)
+    );
+    let total = br#"{"usageMetadata":{"totalTokenCount":9}}"#;
+    assert_eq!(from_json(total), Some((usage(9, 0, 0), None)));
+}
+
+#[test]
+fn bedrock_converse_adds_cache_reads_and_writes_to_input() {
+    // inputTokens excludes the cache, as Anthropic's input_tokens does.
+    assert_eq!(
+        from_json(BEDROCK_CONVERSE),
+        Some((usage(2054 + 1741, 223, 1741), None))
+    );
+    let writes = br#"{"usage":{"inputTokens":4,"outputTokens":2,"cacheWriteInputTokens":100}}"#;
+    assert_eq!(
+        from_json(writes),
+        with_parts(Some((usage(104, 2, 0), None)), 100, 0)
+    );
 }

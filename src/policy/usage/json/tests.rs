@@ -1,8 +1,9 @@
 use super::*;
 use crate::policy::usage::tests::{
-    find, usage, Lcg, ANTHROPIC, OPENAI_CHAT, OPENAI_CHAT_STREAM, OPENAI_COMPLETIONS,
-    OPENAI_EMBEDDINGS, OPENAI_RESPONSES,
+    find, seen, usage, Lcg, ANTHROPIC, BEDROCK_CONVERSE, GEMINI, GEMINI_STREAM_ARRAY, OPENAI_CHAT,
+    OPENAI_CHAT_STREAM, OPENAI_COMPLETIONS, OPENAI_EMBEDDINGS, OPENAI_RESPONSES,
 };
+use crate::policy::usage::Delivered;
 use crate::policy::usage::{from_json, JsonUsage};
 #[cfg(target_family = "wasm")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -37,6 +38,8 @@ fn json_bodies_read_incrementally_match_the_buffered_reading() {
         OPENAI_RESPONSES,
         OPENAI_EMBEDDINGS,
         ANTHROPIC,
+        GEMINI,
+        BEDROCK_CONVERSE,
     ] {
         let expected = from_json(body);
         assert!(expected.is_some());
@@ -83,4 +86,68 @@ fn json_answers_do_not_count_delivered_text() {
     let mut reader = JsonUsage::new();
     reader.feed(OPENAI_CHAT);
     assert!(reader.usage().is_some());
+    assert_eq!(reader.delivered(), Delivered::default());
+}
+
+/// Feeds `body` to a fresh array reader in chunks of `size` bytes.
+fn read_array(body: &[u8], size: usize) -> JsonUsage {
+    let mut reader = JsonUsage::answers_in_array();
+    for chunk in body.chunks(size) {
+        reader.feed(chunk);
+    }
+    reader
+}
+
+#[test]
+fn gemini_streamed_array_reads_each_answer_and_counts_its_text() {
+    for size in [1, 2, 7, 64, GEMINI_STREAM_ARRAY.len()] {
+        let reader = read_array(GEMINI_STREAM_ARRAY, size);
+        let got = reader
+            .usage()
+            .map(|u| (u, reader.model().map(str::to_owned)));
+        assert_eq!(
+            got,
+            seen(8, 6, 0, "gemini-2.0-flash-001"),
+            "chunks of {size}"
+        );
+        // "The", " quick brown fox", " jumps.": three answers, 26 bytes.
+        assert_eq!(
+            reader.delivered(),
+            Delivered {
+                events: 3,
+                bytes: 26
+            }
+        );
+    }
+    // The array's elements are not top-level for the plain reader.
+    assert_eq!(from_json(GEMINI_STREAM_ARRAY), None);
+}
+
+#[test]
+fn gemini_array_cut_short_keeps_what_it_delivered() {
+    let second = find(GEMINI_STREAM_ARRAY, b"quick");
+    let reader = read_array(&GEMINI_STREAM_ARRAY[..second + 5], 5);
+    // The prompt was reported by the first answer; the second is cut inside its text.
+    assert_eq!(reader.usage(), Some(usage(8, 0, 0)));
+    assert_eq!(
+        reader.delivered(),
+        Delivered {
+            events: 2,
+            bytes: 3 + 6
+        }
+    );
+}
+
+#[test]
+fn array_reader_reads_a_single_answer_or_an_error_as_the_plain_reader() {
+    for body in [GEMINI, OPENAI_CHAT, br#"{"error":{"code":429}}"#.as_slice()] {
+        let reader = read_array(body, 3);
+        let got = reader
+            .usage()
+            .map(|u| (u, reader.model().map(str::to_owned)));
+        assert_eq!(got, from_json(body));
+    }
+    // Nested arrays are not answers.
+    let nested = br#"[[{"usageMetadata":{"promptTokenCount":5}}]]"#;
+    assert_eq!(read_array(nested, 4).usage(), None);
 }

@@ -112,3 +112,53 @@ fn a_member_that_sizes_the_output_named_twice_is_ambiguous() {
         assert!(!inspect_request(body).ambiguous);
     }
 }
+
+#[test]
+fn gemini_generation_config_sizes_the_output() {
+    let body = br#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}],
+        "generationConfig":{"temperature":0.2,"maxOutputTokens":512,"candidateCount":2}}"#;
+    let facts = inspect_request(body);
+    assert_eq!(facts.max_output_tokens, Some(512));
+    assert_eq!(facts.choices, 2);
+    assert!(!facts.ambiguous);
+    assert_eq!(facts.output_estimate(100), 1024);
+    // Google's parser takes the proto names too.
+    let snake = br#"{"generation_config":{"max_output_tokens":64,"candidate_count":3}}"#;
+    let facts = inspect_request(snake);
+    assert_eq!((facts.max_output_tokens, facts.choices), (Some(64), 3));
+    // A null config says nothing.
+    assert_eq!(
+        inspect_request(br#"{"generationConfig":null}"#),
+        RequestBody::default()
+    );
+}
+
+#[test]
+fn bedrock_inference_config_sizes_the_output() {
+    let body = br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}],
+        "inferenceConfig":{"maxTokens":300,"temperature":0.5}}"#;
+    assert_eq!(inspect_request(body).max_output_tokens, Some(300));
+    // Anthropic on Bedrock (InvokeModel): max_tokens at the top.
+    let invoke = br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":200,"messages":[]}"#;
+    let facts = inspect_request(invoke);
+    assert_eq!(facts.max_output_tokens, Some(200));
+    assert!(facts.anthropic_version);
+}
+
+#[test]
+fn an_output_config_spelled_twice_is_ambiguous_and_the_largest_limit_counts() {
+    for body in [
+        &br#"{"generationConfig":{"maxOutputTokens":10},"generation_config":{"maxOutputTokens":9000}}"#[..],
+        br#"{"generationConfig":{"maxOutputTokens":10,"max_output_tokens":9000}}"#,
+        br#"{"generationConfig":{"candidateCount":1,"candidate_count":4}}"#,
+        br#"{"inferenceConfig":{"maxTokens":1},"inferenceConfig":{"maxTokens":9000}}"#,
+    ] {
+        let facts = inspect_request(body);
+        assert!(facts.ambiguous, "{}", String::from_utf8_lossy(body));
+        assert!(
+            facts.max_output_tokens.unwrap_or(0) >= 9000 || facts.choices == 4,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+}

@@ -478,7 +478,7 @@ fn shared_stores_need_a_non_empty_allow_list_for_their_dialect() {
     // Not for the other kinds.
     assert_eq!(
         config_error(json!([{"path_prefix": "/q", "kind": "qdrant", "collections": ["a"]}])),
-        "vector_stores[0].collections: only for kind metadata_filter"
+        "vector_stores[0].collections: only for kind metadata_filter or weaviate"
     );
 }
 

@@ -1,0 +1,275 @@
+"""Gemini, AWS Bedrock and Azure OpenAI through the gateway, driven by the providers' official
+clients where they exist (google-genai, boto3's bedrock-runtime): their usage reaches the
+record with an exact cost (at the model the path names, or the answer's model version), counts
+toward the tenant's token window, and their output limits are clamped. The recording upstream
+answers in each API's own format (harness.answers: gemini-*, bedrock-*; Bedrock's event
+streams built with their CRCs, which boto3 checks)."""
+
+import http.client
+import json
+from decimal import Decimal
+
+import boto3
+import pytest
+from botocore.config import Config as BotoConfig
+from google import genai
+from google.genai import types
+
+from harness.answers import WORDS, answer
+from harness.expect import assert_denied
+from harness.h2client import H2Client
+from harness.keys import claims, mint
+from harness.plugin_config import gateway_config, tenant, windows
+from harness.client import new_request_id
+from harness.records import filter_record
+
+PRICES = {
+    "gemini-2.0-flash": (Decimal("0.1"), Decimal("0.4")),
+    "gemini-2.0-flash-001": (Decimal("0.15"), Decimal("0.6")),
+    "us.anthropic.claude-3-5-haiku-20241022-v1:0": (Decimal("0.8"), Decimal("4")),
+    "amazon.nova-lite-v1:0": (Decimal("0.06"), Decimal("0.24")),
+    "gpt-4o": (Decimal("2.5"), Decimal("10")),
+}
+PRICING = {"models": {m: {"input_per_million": float(i), "output_per_million": float(o)}
+                      for m, (i, o) in PRICES.items()}}
+MILLION = Decimal(1_000_000)
+HAIKU = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
+
+
+def cost(model, input_tokens, output_tokens) -> Decimal:
+    price_in, price_out = PRICES[model]
+    return input_tokens * price_in / MILLION + output_tokens * price_out / MILLION
+
+
+@pytest.fixture(scope="module")
+def providers_gateway(tmp_path_factory, wasm_path, upstream, jwks_server, keys):
+    from harness import bootstrap as bs
+    from harness.envoy_process import Envoy
+    config = gateway_config(keys, {"acme": tenant()}, pricing=PRICING,
+                            isolation={"prompt_cache": "off"})
+    with Envoy(tmp_path_factory.mktemp("providers-envoy"),
+               bs.gateway(upstream.port, jwks_server.port,
+                          [bs.wasm_filter(wasm_path, config)])) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def acme(keys):
+    return mint(keys.corp_rsa, claims("acme"))
+
+
+def gemini_client(port, token, spec):
+    """google-genai pointed at the gateway (the API key is the provider's; the gateway reads
+    the tenant's token from authorization)."""
+    return genai.Client(api_key="test-gemini-key", http_options=types.HttpOptions(
+        base_url=f"http://127.0.0.1:{port}", api_version="v1beta",
+        headers={"authorization": f"Bearer {token}", **spec}))
+
+
+def bedrock_client(port, token, spec):
+    """boto3's bedrock-runtime pointed at the gateway with dummy credentials. SigV4 takes the
+    authorization header: the tenant's token goes in x-api-key (a token source of the test
+    configuration)."""
+    client = boto3.client("bedrock-runtime", endpoint_url=f"http://127.0.0.1:{port}",
+                          region_name="us-east-1", aws_access_key_id="AKIDTEST",
+                          aws_secret_access_key="test-secret",
+                          config=BotoConfig(retries={"max_attempts": 1}))
+
+    def add_headers(request, **_):
+        request.headers["x-api-key"] = token
+        for name, value in spec.items():
+            request.headers[name] = value
+    client.meta.events.register("before-sign.bedrock-runtime.*", add_headers)
+    return client
+
+
+def with_id(spec):
+    """The answer's headers and an ``x-request-id`` the client sends with them, so the
+    request's record and what the upstream received can be found."""
+    request_id = new_request_id()
+    return request_id, dict(spec, **{"x-request-id": request_id})
+
+
+# === Gemini ===
+
+def test_gemini_generate_content_through_google_genai(providers_gateway, upstream, acme):
+    rid, spec = with_id(answer("gemini-json", in_=2100, out=54, reasoning=845, cached=2048))
+    client = gemini_client(providers_gateway.listener_port, acme, spec)
+    reply = client.models.generate_content(model="gemini-2.0-flash", contents="hello there")
+    assert reply.usage_metadata.prompt_token_count == 2100
+    assert reply.text
+    assert upstream.received(rid).path == "/v1beta/models/gemini-2.0-flash:generateContent"
+    record = filter_record(providers_gateway, rid)
+    assert record["decision"] == "allow", record
+    assert (record["input_tokens"], record["output_tokens"], record["cached_input_tokens"],
+            record["reasoning_tokens"], record["usage_source"]) == \
+        (2100, 54 + 845, 2048, 845, "json"), record
+    # Priced at the model version the answer names.
+    assert record["model"] == "gemini-2.0-flash-001"
+    assert Decimal(record["cost_usd"]) == cost("gemini-2.0-flash-001", 2100, 899)
+
+
+def test_gemini_stream_through_google_genai_is_metered_as_sse(providers_gateway, upstream,
+                                                              acme):
+    rid, spec = with_id(answer("gemini-sse", in_=31, out=12, chunks=4,
+                               model="gemini-2.0-flash"))
+    client = gemini_client(providers_gateway.listener_port, acme, spec)
+    text = "".join(chunk.text or "" for chunk in client.models.generate_content_stream(
+        model="gemini-2.0-flash", contents="tell me"))
+    assert text == "Hello from the recording"
+    assert upstream.received(rid).path == \
+        "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
+    record = filter_record(providers_gateway, rid)
+    assert (record["input_tokens"], record["output_tokens"], record["usage_source"],
+            record["model"]) == (31, 12, "sse", "gemini-2.0-flash"), record
+    assert Decimal(record["cost_usd"]) == cost("gemini-2.0-flash", 31, 12)
+
+
+def test_gemini_streamed_json_array_is_metered(providers_gateway, upstream, acme):
+    """Without alt=sse, streamGenerateContent answers one JSON array, written answer by
+    answer (the REST API's default)."""
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    resp = providers_gateway.client.request(
+        "POST", "/v1beta/models/gemini-2.0-flash:streamGenerateContent", body=body,
+        token=acme, headers=answer("gemini-array", in_=40, out=9, reasoning=3, chunks=3,
+                                   gap_ms=20))
+    assert resp.status == 200, resp
+    assert len(json.loads(resp.body)) == 3
+    record = filter_record(providers_gateway, resp.request_id)
+    assert (record["input_tokens"], record["output_tokens"], record["reasoning_tokens"],
+            record["usage_source"], record["model"]) == \
+        (40, 12, 3, "json", "gemini-2.0-flash-001"), record
+
+
+# === Bedrock ===
+
+def test_bedrock_converse_through_boto3_is_priced_at_the_paths_model(providers_gateway,
+                                                                     upstream, acme):
+    rid, spec = with_id(answer("bedrock-json", in_=2054, out=223, cached=1741))
+    client = bedrock_client(providers_gateway.listener_port, acme, spec)
+    reply = client.converse(modelId=HAIKU,
+                            messages=[{"role": "user", "content": [{"text": "hello"}]}],
+                            inferenceConfig={"maxTokens": 300})
+    assert reply["usage"]["inputTokens"] == 2054
+    seen, record = upstream.received(rid), filter_record(providers_gateway, rid)
+    assert seen.path == "/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
+    assert (record["input_tokens"], record["output_tokens"], record["cached_input_tokens"],
+            record["usage_source"], record["model"]) == \
+        (2054 + 1741, 223, 1741, "json", HAIKU), record
+    assert Decimal(record["cost_usd"]) == cost(HAIKU, 3795, 223)
+
+
+def test_bedrock_converse_stream_through_boto3(providers_gateway, upstream, acme):
+    rid, spec = with_id(answer("bedrock-stream", in_=12, out=9, written=1500, chunks=5,
+                               gap_ms=10))
+    client = bedrock_client(providers_gateway.listener_port, acme, spec)
+    reply = client.converse_stream(modelId="amazon.nova-lite-v1:0",
+                                   messages=[{"role": "user", "content": [{"text": "hi"}]}])
+    text, usage = "", None
+    for event in reply["stream"]:  # botocore checks every message's CRCs
+        if "contentBlockDelta" in event:
+            text += event["contentBlockDelta"]["delta"]["text"]
+        if "metadata" in event:
+            usage = event["metadata"]["usage"]
+    assert text == "Hello from the recording upstream"
+    assert usage["inputTokens"] == 12
+    record = filter_record(providers_gateway, rid)
+    assert (record["input_tokens"], record["output_tokens"], record["usage_source"],
+            record["model"]) == (1512, 9, "event_stream", "amazon.nova-lite-v1:0"), record
+    assert Decimal(record["cost_usd"]) == cost("amazon.nova-lite-v1:0", 1512, 9)
+
+
+def test_bedrock_invoke_with_response_stream_of_an_anthropic_model(providers_gateway,
+                                                                    upstream, acme):
+    rid, spec = with_id(answer("bedrock-invoke-stream", in_=25, out=15, cached=100, chunks=3))
+    client = bedrock_client(providers_gateway.listener_port, acme, spec)
+    body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 200,
+            "messages": [{"role": "user", "content": "hi"}]}
+    reply = client.invoke_model_with_response_stream(modelId=HAIKU, body=json.dumps(body))
+    kinds = [json.loads(event["chunk"]["bytes"])["type"] for event in reply["body"]]
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    record = filter_record(providers_gateway, rid)
+    assert (record["input_tokens"], record["output_tokens"], record["cached_input_tokens"],
+            record["usage_source"], record["model"]) == \
+        (125, 15, 100, "event_stream", HAIKU), record
+
+
+def test_a_bedrock_stream_cut_before_its_metadata_is_charged_what_it_delivered(
+        providers_gateway, upstream, acme):
+    rid = new_request_id()
+    # The upstream cuts its connection after five events: the client sees the stream end short.
+    with pytest.raises(http.client.IncompleteRead):
+        providers_gateway.client.request(
+            "POST", "/model/amazon.nova-lite-v1:0/converse-stream", request_id=rid,
+            body={"messages": [{"role": "user", "content": [{"text": "hi"}]}]}, token=acme,
+            headers=answer("bedrock-stream", in_=12, out=9, chunks=6, cut_after=5, gap_ms=10))
+    record = filter_record(providers_gateway, rid)
+    # messageStart then four deltas: at least a token each, and one per 4 bytes of text.
+    delivered = WORDS[:4]
+    expected = max(len(delivered), -(-sum(len(w) for w in delivered) // 4))
+    assert (record["output_tokens"], record["usage_source"]) == (expected, "estimate"), record
+
+
+def test_bedrock_stream_over_http2(providers_gateway, upstream, acme):
+    h2 = H2Client(providers_gateway.listener_port)
+    resp = h2.request("POST", "/model/amazon.nova-lite-v1:0/converse-stream",
+                      body=json.dumps({"messages": []}).encode(),
+                      headers={"x-api-key": acme, "content-type": "application/json",
+                               **answer("bedrock-stream", in_=7, out=3, chunks=2)})
+    assert resp.status == 200, resp
+    record = filter_record(providers_gateway, resp.request_id)
+    assert (record["input_tokens"], record["output_tokens"], record["usage_source"]) == \
+        (7, 3, "event_stream"), record
+
+
+# === Azure OpenAI ===
+
+@pytest.mark.parametrize("path,model", [
+    ("/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21", "gpt-4o"),
+    ("/openai/v1/chat/completions?api-version=preview", "gpt-4o"),
+])
+def test_azure_openai_paths_are_metered(providers_gateway, upstream, acme, path, model):
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    if "/v1/" in path:
+        body["model"] = model
+    resp = providers_gateway.client.request("POST", path, body=body, token=acme,
+                                            headers=answer("openai-json", in_=100, out=20,
+                                                           model=model))
+    assert resp.status == 200, resp
+    record = filter_record(providers_gateway, resp.request_id)
+    assert (record["input_tokens"], record["output_tokens"], record["model"]) == \
+        (100, 20, model), record
+    assert Decimal(record["cost_usd"]) == cost(model, 100, 20)
+
+
+# === Quotas and output caps ===
+
+def test_provider_usage_counts_toward_the_token_window_and_clamps_output(
+        gateway_factory, upstream, keys):
+    plans = {"capped": {"tokens": windows((3000, 86400)), "output_cap": "clamp",
+                        "min_output_tokens": 16}}
+    config = gateway_config(keys, {"acme": tenant("capped")}, plans=plans, pricing=PRICING,
+                            isolation={"prompt_cache": "off"})
+    proxy = gateway_factory(config)
+    token = mint(keys.corp_rsa, claims("acme"))
+    # Gemini: the limit set in generationConfig is the room left (3000 - the input estimate).
+    gemini = gemini_client(proxy.listener_port, token,
+                           answer("gemini-json", in_=100, out=900, honour=1))
+    gemini.models.generate_content(
+        model="gemini-2.0-flash", contents="hi",
+        config=types.GenerateContentConfig(max_output_tokens=8000))
+    seen = [r for r in upstream.requests if r.path.endswith(":generateContent")][-1]
+    sent = json.loads(seen.body)["generationConfig"]["maxOutputTokens"]
+    assert sent < 3000, sent
+    # Bedrock Converse: inferenceConfig.maxTokens is lowered the same way.
+    bedrock = bedrock_client(proxy.listener_port, token, answer("bedrock-json", in_=1000,
+                                                                out=1100))
+    bedrock.converse(modelId=HAIKU, messages=[{"role": "user", "content": [{"text": "x"}]}],
+                     inferenceConfig={"maxTokens": 8000})
+    seen = [r for r in upstream.requests if r.path.endswith("/converse")][-1]
+    assert json.loads(seen.body)["inferenceConfig"]["maxTokens"] < 2000
+    # 100 + 900 and 1000 + 1100 tokens used: the window is spent; the next one is refused.
+    resp = proxy.client.request("POST", "/model/amazon.nova-lite-v1:0/converse",
+                                body={"messages": []}, token=token,
+                                headers=answer("bedrock-json"))
+    assert_denied(resp, 429, "token_quota_exceeded")
