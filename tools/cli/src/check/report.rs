@@ -135,13 +135,27 @@ pub fn warnings(doc: &Value) -> Vec<String> {
     out
 }
 
-/// HOOK (issue 18): `providers.<p>.remote_jwks.max_stale_s` is being added. Once the filter
-/// knows the field (it is in schema/policy.schema.json and docs/policy.md), warn here for
-/// every remote JWKS without it:
-/// "providers.<p>.remote_jwks.max_stale_s is not set: ...". Until then there is nothing to
-/// warn about: the filter keeps the last good key set however old it is.
-fn remote_jwks_warnings(_doc: &Value) -> Vec<String> {
-    Vec::new()
+/// A withdrawn key stays trusted until the last good key set goes stale: past a day, say so.
+/// Without `max_stale_s` the filter's default (an hour, or longer for long refreshes) holds.
+fn remote_jwks_warnings(doc: &Value) -> Vec<String> {
+    const DAY_S: u64 = 86_400;
+    let empty = Map::new();
+    doc["providers"]
+        .as_object()
+        .unwrap_or(&empty)
+        .iter()
+        .filter_map(|(name, provider)| {
+            let max_stale_s = provider["remote_jwks"]["max_stale_s"].as_u64()?;
+            (max_stale_s > DAY_S).then(|| {
+                format!(
+                    "providers.{name}.remote_jwks.max_stale_s is {max_stale_s}: when the key \
+                     set cannot be fetched, a key the identity provider has withdrawn stays \
+                     trusted for up to {} hours",
+                    max_stale_s / 3600
+                )
+            })
+        })
+        .collect()
 }
 
 fn has_quotas(limits: &Value) -> bool {
@@ -268,5 +282,22 @@ mod tests {
         assert!(super::warnings(&derived)
             .iter()
             .any(|w| w.starts_with("isolation.key is not set")));
+    }
+
+    #[test]
+    fn a_key_set_trusted_for_days_after_the_last_fetch_is_named() {
+        let mut long = doc();
+        long["providers"]["idp"]["remote_jwks"]["max_stale_s"] = json!(3 * 86_400);
+        let warnings = super::warnings(&long);
+        assert!(
+            warnings.iter().any(|w| w.starts_with(
+                "providers.idp.remote_jwks.max_stale_s is 259200: when the key set cannot be \
+                 fetched, a key the identity provider has withdrawn stays trusted for up to 72 hours"
+            )),
+            "{warnings:#?}"
+        );
+        let mut day = doc();
+        day["providers"]["idp"]["remote_jwks"]["max_stale_s"] = json!(86_400);
+        assert_eq!(super::warnings(&day).len(), 3);
     }
 }
