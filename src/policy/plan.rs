@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use crate::policy::config_error::{err, ConfigError};
 use crate::policy::cost::micro_usd;
+use crate::policy::user_quota::{self, PerUser, RawPerUser};
 
 /// A plan, or a tenant's `limits` overriding its plan field by field.
 #[derive(Deserialize, Clone, Default)]
@@ -16,6 +17,8 @@ pub(crate) struct RawLimits {
     pub(crate) enforcement: Option<Enforcement>,
     pub(crate) output_cap: Option<OutputCapMode>,
     pub(crate) min_output_tokens: Option<u64>,
+    /// `per_user`: each user's own limits inside the tenant's (`policy::user_quota`).
+    pub(crate) per_user: Option<RawPerUser>,
 }
 
 /// `output_cap`: how a request's output limit is held to what its quotas still cover.
@@ -62,6 +65,8 @@ pub struct Limits {
     pub enforcement: Enforcement,
     /// `output_cap: "clamp"`; `None`: output limits are reserved as the client sent them.
     pub output_cap: Option<OutputCap>,
+    /// Each user's own limits inside these (`per_user`); `None`: users are not counted.
+    pub per_user: Option<PerUser>,
 }
 
 impl Limits {
@@ -95,6 +100,9 @@ pub(crate) fn check_limits(path: &str, limits: &RawLimits) -> Result<(), ConfigE
             message: "must be a non-negative amount of USD".into(),
         })?;
     }
+    if let Some(per_user) = &limits.per_user {
+        user_quota::check(&format!("{path}.per_user"), per_user)?;
+    }
     Ok(())
 }
 
@@ -108,6 +116,7 @@ pub(crate) fn finish_limits(raw: RawLimits) -> Limits {
         output_cap: raw.output_cap.map(|OutputCapMode::Clamp| OutputCap {
             min_output_tokens: raw.min_output_tokens.unwrap_or(DEFAULT_MIN_OUTPUT_TOKENS),
         }),
+        per_user: raw.per_user.map(user_quota::finish),
     }
 }
 
