@@ -15,7 +15,10 @@ fn plan(w: &[(u64, u64)]) -> Vec<Plan> {
         .collect()
 }
 
-fn limits(tenant: (&[(u64, u64)], &[(u64, u64)]), user: (&[(u64, u64)], &[(u64, u64)])) -> Limits {
+/// Request and token windows, as (limit, window_s) pairs.
+type Pairs<'a> = (&'a [(u64, u64)], &'a [(u64, u64)]);
+
+fn limits(tenant: Pairs<'_>, user: Pairs<'_>) -> Limits {
     Limits {
         requests: plan(tenant.0),
         tokens: plan(tenant.1),
