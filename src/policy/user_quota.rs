@@ -23,92 +23,10 @@
 //! the same user may see one request more in the user's windows than finally counts (a
 //! refusal the user could have avoided, never an admission beyond a limit).
 
-use serde::Deserialize;
-
-use crate::policy::config_error::{err, ConfigError};
-use crate::policy::cost::micro_usd;
 use crate::policy::denial::Reason;
 use crate::policy::output_cap::{self, Ask, Cap};
-use crate::policy::plan::{Limits, OutputCap, Window};
+use crate::policy::plan::{Limits, OutputCap};
 use crate::policy::quota::{self, Actual, Demand, QuotaState, Refusal, Reservation, WindowStatus};
-
-/// `per_user` as written.
-#[derive(Deserialize, Clone, Default)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawPerUser {
-    requests: Option<Vec<Window>>,
-    tokens: Option<Vec<Window>>,
-    monthly_budget_usd: Option<f64>,
-    max_users: Option<usize>,
-}
-
-/// `per_user.max_users` when the policy does not say.
-pub const DEFAULT_MAX_USERS: usize = 100;
-/// The most `per_user.max_users` may be (every user slot is a shared-data key made at load).
-pub const MAX_MAX_USERS: usize = 10_000;
-
-/// Each user's limits inside a tenant's, compiled.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PerUser {
-    /// The user's windows and budget (enforcement and output cap follow the tenant's).
-    pub limits: Box<Limits>,
-    /// At most this many users of a tenant get counters of their own.
-    pub max_users: usize,
-}
-
-/// Checks `per_user` found at `path`.
-pub(crate) fn check(path: &str, raw: &RawPerUser) -> Result<(), ConfigError> {
-    let windows = [("requests", &raw.requests), ("tokens", &raw.tokens)];
-    for (kind, list) in windows {
-        for (i, w) in list.iter().flatten().enumerate() {
-            if w.limit == 0 {
-                return err(format!("{path}.{kind}[{i}].limit"), "must be at least 1");
-            }
-            if w.window_s == 0 {
-                return err(format!("{path}.{kind}[{i}].window_s"), "must be at least 1");
-            }
-        }
-    }
-    if let Some(budget) = raw.monthly_budget_usd {
-        if micro_usd(budget).is_none() {
-            return err(
-                format!("{path}.monthly_budget_usd"),
-                "must be a non-negative amount of USD",
-            );
-        }
-    }
-    if let Some(max) = raw.max_users {
-        if max == 0 || max > MAX_MAX_USERS {
-            return err(
-                format!("{path}.max_users"),
-                format!("must be between 1 and {MAX_MAX_USERS}"),
-            );
-        }
-    }
-    let names_none = raw.requests.as_ref().is_none_or(Vec::is_empty)
-        && raw.tokens.as_ref().is_none_or(Vec::is_empty)
-        && raw.monthly_budget_usd.is_none();
-    if names_none {
-        return err(
-            path.to_string(),
-            "names no limit (give requests, tokens or monthly_budget_usd)",
-        );
-    }
-    Ok(())
-}
-
-/// The per-user limits a checked `per_user` compiles to.
-pub(crate) fn finish(raw: RawPerUser) -> PerUser {
-    PerUser {
-        limits: Box::new(Limits {
-            requests: raw.requests.unwrap_or_default(),
-            tokens: raw.tokens.unwrap_or_default(),
-            monthly_budget_micro_usd: raw.monthly_budget_usd.and_then(micro_usd),
-            ..Limits::default()
-        }),
-        max_users: raw.max_users.unwrap_or(DEFAULT_MAX_USERS),
-    }
-}
 
 /// The reason a user's own window refuses with.
 pub fn user_reason(reason: Reason) -> Reason {

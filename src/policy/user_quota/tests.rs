@@ -1,7 +1,10 @@
 use std::collections::HashMap;
 
 use super::*;
-use crate::policy::plan::Window as Plan;
+use crate::policy::plan::{
+    check_per_user as check, finish_per_user as finish, PerUser, RawPerUser, Window as Plan,
+    DEFAULT_MAX_USERS,
+};
 use crate::policy::quota::Kind;
 #[cfg(target_family = "wasm")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
