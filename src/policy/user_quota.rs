@@ -44,13 +44,14 @@ fn as_user(mut refusal: Refusal) -> Refusal {
 }
 
 /// The windows a client is shown: each of the tenant's, or the user's of the same kind and
-/// length when less is left there; then the user's windows the tenant has no match for.
+/// length when no more is left there (so a user's refusal shows the user's window); then the
+/// user's windows the tenant has no match for.
 pub fn tighter(tenant: &[WindowStatus], user: &[WindowStatus]) -> Vec<WindowStatus> {
     let same = |a: &WindowStatus, b: &WindowStatus| a.kind == b.kind && a.window_s == b.window_s;
     let mut out: Vec<WindowStatus> = tenant
         .iter()
         .map(|t| match user.iter().find(|u| same(u, t)) {
-            Some(u) if u.remaining < t.remaining => *u,
+            Some(u) if u.remaining <= t.remaining => *u,
             _ => *t,
         })
         .collect();
