@@ -18,7 +18,7 @@ import pytest
 from harness.answers import answer
 from harness.h2client import H2Client
 from harness.keys import claims, mint
-from harness.limits import LONG, assert_quota_denied, remaining
+from harness.limits import LONG, assert_quota_denied, remaining, wait_clear_of_month_edge
 from harness.plugin_config import gateway_config, tenant, windows
 from harness.records import filter_record
 from harness.wait import wait_for
@@ -272,3 +272,39 @@ def test_an_api_key_counts_as_its_user_or_its_id(gateway_factory, upstream, keys
     batch = send(key_c)
     assert batch.status == 200 and remaining(batch, "requests") == 1, batch
     assert filter_record(proxy, batch.request_id)["user"] == "batch"
+
+
+PRICEY = {"models": {"gpt-pricey": {"input_per_million": 10.0, "output_per_million": 30.0}}}
+
+
+def test_a_user_budget_set_by_the_tenant_refuses_with_user_budget_exceeded(
+        gateway_factory, upstream, keys, token_of):
+    """A tenant's own ``limits.per_user`` replaces its plan's: a user budget of $0.001 admits
+    two requests of $0.0005 and refuses the third on every worker with
+    ``user_budget_exceeded``; another user still gets in, and the tenant's budget took both."""
+    plans = plan({"requests": windows((1000, LONG)), "monthly_budget_usd": 1.0},
+                 {"requests": windows((100, LONG))})
+    acme = tenant("team", limits={"per_user": {"monthly_budget_usd": 0.001}})
+    config = gateway_config(keys, {"acme": acme}, plans=plans, pricing=PRICEY)
+    proxy = gateway_factory(config, name="user-budget")
+    wait_clear_of_month_edge()
+    body = chat_body(model="gpt-pricey", max_tokens=10)
+    for _ in range(2):
+        resp = proxy.client.chat(token=token_of("alice"), body=body,
+                                 headers=answer("openai-json", in_=20, out=10))
+        assert resp.status == 200, resp
+        assert filter_record(proxy, resp.request_id)["cost_usd"] == "0.0005"
+        # Only the tenant's request window: the tenant's per_user has none.
+        assert remaining(resp, "requests") is not None
+    send = lambda: proxy.client.chat(token=token_of("alice"), body=body)  # noqa: E731
+    denied = send()
+    assert_quota_denied(denied, "user_budget_exceeded", [("requests", 1000, LONG)],
+                        refusing=None, upstream=upstream)
+    assert "own monthly budget" in json.loads(denied.body)["error"]["message"]
+    until_every_worker(proxy, send, lambda resp: assert_quota_denied(
+        resp, "user_budget_exceeded", [("requests", 1000, LONG)], refusing=None,
+        upstream=upstream))
+    bob = proxy.client.chat(token=token_of("bob"), body=body,
+                            headers=answer("openai-json", in_=20, out=10))
+    assert bob.status == 200, bob
+    assert remaining(bob, "requests") == 1000 - 3
