@@ -308,3 +308,28 @@ def test_a_user_budget_set_by_the_tenant_refuses_with_user_budget_exceeded(
                             headers=answer("openai-json", in_=20, out=10))
     assert bob.status == 200, bob
     assert remaining(bob, "requests") == 1000 - 3
+
+
+def test_default_tenants_get_user_counters_of_their_own(gateway_factory, upstream, keys,
+                                                        token_of):
+    """Tenants admitted by ``default_tenant`` on a plan with ``per_user``: each tenant's users
+    count in slots of that tenant's own (``max_users: 1``: the first user has one, the next
+    share the tenant's shared counter), never in another tenant's."""
+    plans = plan({"requests": windows((100, LONG))},
+                 {"requests": windows((1, LONG)), "max_users": 1})
+    config = gateway_config(keys, {"acme": tenant()}, plans=plans,
+                            default_tenant={"providers": ["corp-idp"], "plan": "team"})
+    proxy = gateway_factory(config, name="default-users")
+    for tenant_id in ("hooli", "pied-piper"):
+        first = proxy.client.chat(token=token_of("alice", tenant_id))
+        assert first.status == 200 and remaining(first, "requests") == 0, first
+        assert_quota_denied(proxy.client.chat(token=token_of("alice", tenant_id)),
+                            "user_request_quota_exceeded", [("requests", 1, LONG)],
+                            refusing=LONG, upstream=upstream)
+        # Bob finds the one slot taken: the shared counter admits one request of all such.
+        bob = proxy.client.chat(token=token_of("bob", tenant_id))
+        assert bob.status == 200, bob
+        for user in ("bob", "carol"):
+            assert_quota_denied(proxy.client.chat(token=token_of(user, tenant_id)),
+                                "user_request_quota_exceeded", [("requests", 1, LONG)],
+                                refusing=LONG, upstream=upstream)
