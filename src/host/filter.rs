@@ -11,7 +11,8 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::host::abi;
 use crate::host::global;
-use crate::host::shared::{QuotaKey, UpdateError};
+use crate::host::shared::QuotaKey;
+use crate::host::user_store::RequestBooks;
 use crate::host::worker::{Probe, Worker};
 use crate::policy::audit;
 use crate::policy::decision::{self, Admission, Decision, HeaderEdit, RequestFacts};
@@ -28,6 +29,7 @@ use crate::policy::record::{Record, RequestInfo};
 use crate::policy::stream::{
     self, CacheScope, Event, Flow, HeaderMode, Point, Rules, Setup, Stream,
 };
+use crate::policy::user_quota;
 
 mod effects;
 mod leased;
@@ -116,26 +118,35 @@ impl Filter {
         }
     }
 
-    /// Admits the request against every window of its tenant's quotas, holding `demand`.
+    /// Admits the request against every window of its user's quotas (`per_user`) and its
+    /// tenant's, holding `demand` in both.
     fn admit_quota(
         &self,
         key: &QuotaKey,
+        user: Option<&str>,
         limits: &Limits,
         demand: Demand,
         now: u64,
     ) -> QuotaAdmission {
-        if limits.is_empty() {
-            return QuotaAdmission::Unlimited;
-        }
-        let outcome = self.worker.borrow_mut().quotas.update(key, |bytes| {
-            let state = quota::QuotaState::decode(bytes);
-            quota::admit(&state, limits, now, demand)
-                .map(|a| (a.state.encode(), (a.reservation, a.windows)))
-        });
+        let outcome = {
+            let mut worker = self.worker.borrow_mut();
+            let worker = &mut *worker;
+            let mut books = RequestBooks {
+                quotas: &mut worker.quotas,
+                users: &mut worker.users,
+                tenant: key,
+                user,
+                limits,
+            };
+            user_quota::admit(&mut books, limits, now, demand)
+        };
         match outcome {
-            Ok((reservation, windows)) => QuotaAdmission::Held(reservation, windows),
-            Err(UpdateError::Refused(refusal)) => QuotaAdmission::Refused(refusal),
-            Err(UpdateError::Unavailable(why)) => {
+            user_quota::Admission::Unlimited => QuotaAdmission::Unlimited,
+            user_quota::Admission::Held(reservation, windows) => {
+                QuotaAdmission::Held(reservation, windows)
+            }
+            user_quota::Admission::Refused(refusal) => QuotaAdmission::Refused(refusal),
+            user_quota::Admission::Unavailable(why) => {
                 log::error!("tenant-guard: quota state unavailable: {why}");
                 QuotaAdmission::Refused(Refusal {
                     reason: Reason::RequestQuotaExceeded,
@@ -189,18 +200,20 @@ impl Filter {
             });
             metering::provisional_demand(content_length, output, &worker.config.pricing)
         };
-        let (held, windows) = match self.admit_quota(&key, &admission.limits, demand, request.now) {
-            QuotaAdmission::Unlimited => (None, Vec::new()),
-            QuotaAdmission::Held(reservation, windows) => (Some(reservation), windows),
-            QuotaAdmission::Refused(refusal) if shadow => {
-                // Shadow mode: recorded as enforcement would refuse it, admitted off the books
-                // (as a refused request, it takes nothing from the tenant's windows).
-                let detail = format!("would refuse: retry after {}s", refusal.retry_after);
-                self.shadow_denied(&admission.tenant, refusal.reason, &detail);
-                (None, Vec::new())
-            }
-            QuotaAdmission::Refused(refusal) => return self.quota_refused(refusal),
-        };
+        let user = admission.user.as_deref();
+        let (held, windows) =
+            match self.admit_quota(&key, user, &admission.limits, demand, request.now) {
+                QuotaAdmission::Unlimited => (None, Vec::new()),
+                QuotaAdmission::Held(reservation, windows) => (Some(reservation), windows),
+                QuotaAdmission::Refused(refusal) if shadow => {
+                    // Shadow mode: recorded as enforcement would refuse it, admitted off the books
+                    // (as a refused request, it takes nothing from the tenant's windows).
+                    let detail = format!("would refuse: retry after {}s", refusal.retry_after);
+                    self.shadow_denied(&admission.tenant, refusal.reason, &detail);
+                    (None, Vec::new())
+                }
+                QuotaAdmission::Refused(refusal) => return self.quota_refused(refusal),
+            };
         let path = match &admission.path_sent {
             Some(sent) => sent.clone(),
             None => String::from_utf8_lossy(request.path).into_owned(),

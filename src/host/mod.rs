@@ -35,6 +35,7 @@ pub mod root;
 mod secrets;
 pub mod shared;
 pub mod stats;
+pub mod user_store;
 pub mod worker;
 
 /// The root context of a worker; the context of each of its HTTP streams is a

@@ -17,6 +17,7 @@ use crate::host::global;
 use crate::host::secrets;
 use crate::host::shared::{self, ObjectStore, QuotaStore};
 use crate::host::stats::Stats;
+use crate::host::user_store::UserStore;
 use crate::host::worker::{random_u64, RecordIds, Refill, Worker};
 use crate::policy::audit::{self, Chain};
 use crate::policy::config::Config;
@@ -338,6 +339,16 @@ impl RootContext for Root {
             .as_ref()
             .is_some_and(|g| g.lease.is_some());
         let quotas = QuotaStore::new(listed.iter().copied(), slots, leases);
+        let default_max_users = config
+            .tenants
+            .default_tenant()
+            .and_then(|d| d.limits.per_user.as_ref())
+            .map(|p| p.max_users);
+        let users = UserStore::new(
+            config.tenants.user_bounds().into_iter(),
+            slots,
+            default_max_users,
+        );
         let store = &config.isolation.store;
         let objects = match config.isolation.provider_objects {
             ProviderObjects::Owner => ObjectStore::new(store.buckets, store.ttl_s),
@@ -366,6 +377,7 @@ impl RootContext for Root {
             cache,
             stats,
             quotas,
+            users,
             objects,
             debits: Vec::new(),
             refills: Vec::new(),

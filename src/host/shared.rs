@@ -173,6 +173,11 @@ impl QuotaStore {
         update(&key, change)
     }
 
+    /// The slot of a default tenant (claimed now if it has none yet), for keys kept per slot.
+    pub fn default_slot<E>(&mut self, tenant: &str) -> Result<usize, UpdateError<E>> {
+        self.slot(tenant)
+    }
+
     /// A default tenant's slot: the one it claimed before, or a free one it claims now (linear
     /// probing from the hash of its id).
     fn slot<E>(&mut self, tenant: &str) -> Result<usize, UpdateError<E>> {
@@ -196,7 +201,7 @@ impl QuotaStore {
 }
 
 /// Claims the slot `key` for `tenant` if it is free; true when the slot is (now) the tenant's.
-fn claim<E>(key: &str, tenant: &str) -> Result<bool, UpdateError<E>> {
+pub(crate) fn claim<E>(key: &str, tenant: &str) -> Result<bool, UpdateError<E>> {
     for _ in 0..ATTEMPTS {
         let (value, cas) = read(key)?;
         match split_owner(&value).0 {
@@ -214,14 +219,14 @@ fn claim<E>(key: &str, tenant: &str) -> Result<bool, UpdateError<E>> {
 }
 
 /// A slot's value: the owner's id (2-byte length, then the id) and the counters after it.
-fn with_owner(owner: &str, state: &[u8]) -> Vec<u8> {
+pub(crate) fn with_owner(owner: &str, state: &[u8]) -> Vec<u8> {
     let len = u16::try_from(owner.len()).unwrap_or(u16::MAX);
     let id = owner.as_bytes().get(..usize::from(len)).unwrap_or_default();
     [&len.to_le_bytes()[..], id, state].concat()
 }
 
 /// The owner and the counters of a slot's value; no owner when the slot is free.
-fn split_owner(value: &[u8]) -> (Option<&[u8]>, &[u8]) {
+pub(crate) fn split_owner(value: &[u8]) -> (Option<&[u8]>, &[u8]) {
     let Some((len, rest)) = value.split_first_chunk::<2>() else {
         return (None, value);
     };
@@ -233,7 +238,7 @@ fn split_owner(value: &[u8]) -> (Option<&[u8]>, &[u8]) {
 }
 
 /// FNV-1a: a stable hash, so every worker probes the same slots for a tenant.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
         (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
@@ -241,7 +246,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// Creates the key with an empty value if it does not exist yet (before traffic: there is no
 /// atomic create).
-fn ensure(key: &str) {
+pub(crate) fn ensure(key: &str) {
     if let Ok((_, None)) = abi::shared_data(key) {
         let _ = abi::set_shared_data(key, &[], None);
     }
@@ -262,7 +267,7 @@ fn read<E>(key: &str) -> Result<(Vec<u8>, u32), UpdateError<E>> {
 
 /// Reads the value, applies `change`, and writes the result back only if nobody wrote in
 /// between; otherwise starts over with the fresh value.
-fn update<T, E>(
+pub(crate) fn update<T, E>(
     key: &str,
     mut change: impl FnMut(&[u8]) -> Result<(Vec<u8>, T), E>,
 ) -> Result<T, UpdateError<E>> {

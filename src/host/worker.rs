@@ -10,6 +10,7 @@ use proxy_wasm::hostcalls;
 use crate::host::abi;
 use crate::host::shared::{self, ObjectStore, QuotaKey, QuotaStore};
 use crate::host::stats::Stats;
+use crate::host::user_store::UserStore;
 use crate::policy::audit::Chain;
 use crate::policy::config::Config;
 use crate::policy::lease::Fetch;
@@ -23,6 +24,8 @@ pub struct Worker {
     pub cache: TokenCache,
     pub stats: Stats,
     pub quotas: QuotaStore,
+    /// Users' counters (`per_user`).
+    pub users: UserStore,
     /// Who created which provider-side object.
     pub objects: ObjectStore,
     /// Token debits for the rate-limit service, waiting for the root context to send them.

@@ -484,6 +484,7 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
                 enforcement: own.enforcement.or(limits.enforcement),
                 output_cap: own.output_cap.or(limits.output_cap),
                 min_output_tokens: own.min_output_tokens.or(limits.min_output_tokens),
+                per_user: own.per_user.or(limits.per_user),
             };
         }
         limits.enforcement = t.enforcement.or(limits.enforcement);

@@ -18,6 +18,12 @@ pub enum Reason {
     RequestQuotaExceeded,
     TokenQuotaExceeded,
     BudgetExceeded,
+    /// The user's own request window (`per_user`) is full.
+    UserRequestQuotaExceeded,
+    /// The user's own token window (`per_user`) is full.
+    UserTokenQuotaExceeded,
+    /// The user's own monthly budget (`per_user`) is spent.
+    UserBudgetExceeded,
     /// The global rate-limit service did not answer (or not sensibly) in time.
     RateLimitServiceUnavailable,
     /// The path cannot be normalised safely (encoded `/` or `\`, backslash, NUL, …).
@@ -59,6 +65,9 @@ impl Reason {
             Reason::RequestQuotaExceeded => "request_quota_exceeded",
             Reason::TokenQuotaExceeded => "token_quota_exceeded",
             Reason::BudgetExceeded => "budget_exceeded",
+            Reason::UserRequestQuotaExceeded => "user_request_quota_exceeded",
+            Reason::UserTokenQuotaExceeded => "user_token_quota_exceeded",
+            Reason::UserBudgetExceeded => "user_budget_exceeded",
             Reason::RateLimitServiceUnavailable => "rate_limit_service_unavailable",
             Reason::InvalidPath => "invalid_path",
             Reason::CrossTenantPath => "cross_tenant_path",
@@ -121,6 +130,21 @@ pub fn reply(reason: Reason) -> LocalReply {
             429,
             "rate_limit_error",
             "The tenant's monthly budget is exhausted.",
+        ),
+        Reason::UserRequestQuotaExceeded => (
+            429,
+            "rate_limit_error",
+            "Your own request quota within the tenant is exhausted.",
+        ),
+        Reason::UserTokenQuotaExceeded => (
+            429,
+            "rate_limit_error",
+            "Your own token quota within the tenant is exhausted.",
+        ),
+        Reason::UserBudgetExceeded => (
+            429,
+            "rate_limit_error",
+            "Your own monthly budget within the tenant is exhausted.",
         ),
         Reason::RateLimitServiceUnavailable => (
             503,

@@ -36,4 +36,5 @@ pub mod tenant;
 pub mod token_cache;
 pub mod upstream;
 pub mod usage;
+pub mod user_quota;
 pub mod vector_store;

@@ -16,6 +16,8 @@ pub(crate) struct RawLimits {
     pub(crate) enforcement: Option<Enforcement>,
     pub(crate) output_cap: Option<OutputCapMode>,
     pub(crate) min_output_tokens: Option<u64>,
+    /// `per_user`: each user's own limits inside the tenant's (`policy::user_quota`).
+    pub(crate) per_user: Option<RawPerUser>,
 }
 
 /// `output_cap`: how a request's output limit is held to what its quotas still cover.
@@ -62,6 +64,8 @@ pub struct Limits {
     pub enforcement: Enforcement,
     /// `output_cap: "clamp"`; `None`: output limits are reserved as the client sent them.
     pub output_cap: Option<OutputCap>,
+    /// Each user's own limits inside these (`per_user`); `None`: users are not counted.
+    pub per_user: Option<PerUser>,
 }
 
 impl Limits {
@@ -95,6 +99,9 @@ pub(crate) fn check_limits(path: &str, limits: &RawLimits) -> Result<(), ConfigE
             message: "must be a non-negative amount of USD".into(),
         })?;
     }
+    if let Some(per_user) = &limits.per_user {
+        check_per_user(&format!("{path}.per_user"), per_user)?;
+    }
     Ok(())
 }
 
@@ -108,6 +115,85 @@ pub(crate) fn finish_limits(raw: RawLimits) -> Limits {
         output_cap: raw.output_cap.map(|OutputCapMode::Clamp| OutputCap {
             min_output_tokens: raw.min_output_tokens.unwrap_or(DEFAULT_MIN_OUTPUT_TOKENS),
         }),
+        per_user: raw.per_user.map(finish_per_user),
+    }
+}
+
+/// `per_user` as written: each user's own limits inside a tenant's (`policy::user_quota`).
+#[derive(Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPerUser {
+    requests: Option<Vec<Window>>,
+    tokens: Option<Vec<Window>>,
+    monthly_budget_usd: Option<f64>,
+    max_users: Option<usize>,
+}
+
+/// `per_user.max_users` when the policy does not say.
+pub const DEFAULT_MAX_USERS: usize = 100;
+/// The most `per_user.max_users` may be (every user slot is a shared-data key made at load).
+pub const MAX_MAX_USERS: usize = 10_000;
+
+/// Each user's limits inside a tenant's, compiled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PerUser {
+    /// The user's windows and budget (enforcement and output cap follow the tenant's).
+    pub limits: Box<Limits>,
+    /// At most this many users of a tenant get counters of their own.
+    pub max_users: usize,
+}
+
+/// Checks `per_user` found at `path`.
+pub(crate) fn check_per_user(path: &str, raw: &RawPerUser) -> Result<(), ConfigError> {
+    let windows = [("requests", &raw.requests), ("tokens", &raw.tokens)];
+    for (kind, list) in windows {
+        for (i, w) in list.iter().flatten().enumerate() {
+            if w.limit == 0 {
+                return err(format!("{path}.{kind}[{i}].limit"), "must be at least 1");
+            }
+            if w.window_s == 0 {
+                return err(format!("{path}.{kind}[{i}].window_s"), "must be at least 1");
+            }
+        }
+    }
+    if let Some(budget) = raw.monthly_budget_usd {
+        if micro_usd(budget).is_none() {
+            return err(
+                format!("{path}.monthly_budget_usd"),
+                "must be a non-negative amount of USD",
+            );
+        }
+    }
+    if let Some(max) = raw.max_users {
+        if max == 0 || max > MAX_MAX_USERS {
+            return err(
+                format!("{path}.max_users"),
+                format!("must be between 1 and {MAX_MAX_USERS}"),
+            );
+        }
+    }
+    let names_none = raw.requests.as_ref().is_none_or(Vec::is_empty)
+        && raw.tokens.as_ref().is_none_or(Vec::is_empty)
+        && raw.monthly_budget_usd.is_none();
+    if names_none {
+        return err(
+            path.to_string(),
+            "names no limit (give requests, tokens or monthly_budget_usd)",
+        );
+    }
+    Ok(())
+}
+
+/// The per-user limits a checked `per_user` compiles to.
+pub(crate) fn finish_per_user(raw: RawPerUser) -> PerUser {
+    PerUser {
+        limits: Box::new(Limits {
+            requests: raw.requests.unwrap_or_default(),
+            tokens: raw.tokens.unwrap_or_default(),
+            monthly_budget_micro_usd: raw.monthly_budget_usd.and_then(micro_usd),
+            ..Limits::default()
+        }),
+        max_users: raw.max_users.unwrap_or(DEFAULT_MAX_USERS),
     }
 }
 

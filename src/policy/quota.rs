@@ -407,6 +407,27 @@ pub fn settle(
     QuotaState { counters }
 }
 
+/// Undoes an admission that another set of counters refused after all (a user's, then its
+/// tenant's: `policy::user_quota`): the request no longer counts in the request windows of
+/// the slot it was admitted in, and its reservation goes back.
+pub fn withdraw(
+    state: &QuotaState,
+    limits: &Limits,
+    now: u64,
+    reservation: &Reservation,
+) -> QuotaState {
+    let settled = settle(state, limits, now, reservation, Actual::default());
+    let windows = windows(limits, now);
+    let admitted_in = self::windows(limits, reservation.admitted_at);
+    let mut counters = settled.counters;
+    for ((w, then), c) in windows.iter().zip(&admitted_in).zip(&mut counters) {
+        if c.kind == Kind::Requests && then.slot == w.slot {
+            c.used = c.used.saturating_sub(1);
+        }
+    }
+    QuotaState { counters }
+}
+
 /// The IETF `RateLimit-Policy` and `RateLimit` fields (draft-ietf-httpapi-ratelimit-headers)
 /// for the request and token windows, one policy each (`"requests-60s";q=600;w=60`).
 pub fn rate_limit_headers(windows: &[WindowStatus]) -> Vec<(&'static str, String)> {

@@ -164,6 +164,17 @@ impl Tenants {
         ids
     }
 
+    /// The listed tenants whose limits have `per_user`, with its `max_users`, sorted.
+    pub fn user_bounds(&self) -> Vec<(&str, usize)> {
+        let mut out: Vec<(&str, usize)> = self
+            .listed
+            .values()
+            .filter_map(|t| Some((t.id.as_str(), t.limits.per_user.as_ref()?.max_users)))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Whether `id` is a listed tenant (not one admitted through `default_tenant`).
     pub fn is_listed(&self, id: &str) -> bool {
         self.listed.contains_key(id)

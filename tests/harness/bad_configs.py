@@ -55,6 +55,15 @@ def _key_ops_without_verify(cfg):
     cfg["providers"]["corp-idp"]["jwks"]["keys"][0]["key_ops"] = ["encrypt"]
 
 
+def _per_user_max_users_zero(cfg):
+    cfg["plans"]["free"]["per_user"] = {"requests": [{"limit": 5, "window_s": 60}],
+                                        "max_users": 0}
+
+
+def _per_user_without_limits(cfg):
+    cfg["plans"]["free"]["per_user"] = {"max_users": 5}
+
+
 # name: (mutation of main_plugin_config, how the filter's log line begins after
 # "invalid configuration: ")
 BAD_CONFIGS = {
@@ -80,6 +89,11 @@ BAD_CONFIGS = {
     "key_ops_without_verify": (_key_ops_without_verify,
                                'providers.corp-idp.jwks.keys[0].key_ops: does not include '
                                '"verify": the key may not verify signatures'),
+    "per_user_max_users_zero": (_per_user_max_users_zero,
+                                "plans.free.per_user.max_users: must be between 1 and 10000"),
+    "per_user_without_limits": (_per_user_without_limits,
+                                "plans.free.per_user: names no limit (give requests, tokens or "
+                                "monthly_budget_usd)"),
 }
 
 

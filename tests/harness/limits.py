@@ -161,7 +161,9 @@ def assert_quota_denied(resp, reason: str, windows: list, refusing: int = None,
 
     if refusing is not None and exhausted:
         refusing_kind = {"request_quota_exceeded": "requests",
-                         "token_quota_exceeded": "tokens"}[reason]
+                         "token_quota_exceeded": "tokens",
+                         "user_request_quota_exceeded": "requests",
+                         "user_token_quota_exceeded": "tokens"}[reason]
         refusing_names = [n for (kind, _, w), n in zip(windows, names)
                           if w == refusing and kind == refusing_kind]
         assert refusing_names, f"no {refusing_kind} window of {refusing}s in {windows}"

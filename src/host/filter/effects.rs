@@ -9,7 +9,7 @@ use super::{lossy, rules, write_filter_state, Call, Filter};
 use crate::host::abi;
 use crate::host::global;
 use crate::host::lease;
-use crate::host::shared::UpdateError;
+use crate::host::user_store::RequestBooks;
 use crate::policy::cost;
 use crate::policy::isolation;
 use crate::policy::isolation::objects::{self, Inserted};
@@ -17,6 +17,7 @@ use crate::policy::output_cap;
 use crate::policy::quota::{self, Demand};
 use crate::policy::ratelimit::{self, Debit, Subject};
 use crate::policy::stream::{self, Capping, Effects, Event};
+use crate::policy::user_quota;
 
 impl Filter {
     /// Executes the core's effects, in the order they must happen.
@@ -95,7 +96,8 @@ impl Filter {
         }
     }
 
-    /// Replaces the request's reservation by one for `demand` (the body's estimate).
+    /// Replaces the request's reservation by one for `demand` (the body's estimate), in its
+    /// tenant's counters and its user's.
     fn reserve(&mut self, demand: Demand) {
         let Some(admitted) = &mut self.admitted else {
             return;
@@ -104,24 +106,26 @@ impl Filter {
             return;
         };
         let now = super::super::now().unwrap_or(0);
-        let limits = &admitted.limits;
-        let reserved = self
-            .worker
-            .borrow_mut()
-            .quotas
-            .update(&admitted.key, |bytes| {
-                let state = quota::QuotaState::decode(bytes);
-                let (next, reservation) = quota::reserve(&state, limits, now, &provisional, demand);
-                Ok::<_, ()>((next.encode(), reservation))
-            });
+        let reserved = {
+            let mut worker = self.worker.borrow_mut();
+            let worker = &mut *worker;
+            let mut books = RequestBooks {
+                quotas: &mut worker.quotas,
+                users: &mut worker.users,
+                tenant: &admitted.key,
+                user: admitted.user.as_deref(),
+                limits: &admitted.limits,
+            };
+            user_quota::reserve(&mut books, &admitted.limits, now, &provisional, demand)
+        };
         match reserved {
-            Ok(reservation) => admitted.stream.reserved(reservation),
-            Err(_) => log::error!("tenant-guard: could not reserve a request's estimate"),
+            Some(reservation) => admitted.stream.reserved(reservation),
+            None => log::error!("tenant-guard: could not reserve a request's estimate"),
         }
     }
 
     /// Replaces the request's reservation by one for its output limit capped to the room left
-    /// (`output_cap`), or learns that nothing fits.
+    /// in its user's and its tenant's windows (`output_cap`), or learns that nothing fits.
     fn cap(&mut self, ask: &output_cap::Ask) -> Capping {
         let Some(admitted) = &self.admitted else {
             return Capping::Unavailable;
@@ -131,21 +135,22 @@ impl Filter {
             return Capping::Unavailable;
         };
         let now = super::super::now().unwrap_or(0);
-        let limits = &admitted.limits;
-        let capped = self
-            .worker
-            .borrow_mut()
-            .quotas
-            .update(&admitted.key, |bytes| {
-                let state = quota::QuotaState::decode(bytes);
-                let (next, reservation, cap) =
-                    output_cap::reserve(&state, limits, now, &provisional, ask, rule)?;
-                Ok((next.encode(), (reservation, cap)))
-            });
+        let capped = {
+            let mut worker = self.worker.borrow_mut();
+            let worker = &mut *worker;
+            let mut books = RequestBooks {
+                quotas: &mut worker.quotas,
+                users: &mut worker.users,
+                tenant: &admitted.key,
+                user: admitted.user.as_deref(),
+                limits: &admitted.limits,
+            };
+            user_quota::cap(&mut books, &admitted.limits, now, &provisional, ask, rule)
+        };
         match capped {
-            Ok((reservation, cap)) => Capping::Reserved(reservation, cap),
-            Err(UpdateError::Refused(refusal)) => Capping::Refused(refusal),
-            Err(UpdateError::Unavailable(why)) => {
+            user_quota::Capped::Reserved(reservation, cap) => Capping::Reserved(reservation, cap),
+            user_quota::Capped::Refused(refusal) => Capping::Refused(refusal),
+            user_quota::Capped::Unavailable(why) => {
                 log::error!("tenant-guard: could not cap a request's output: {why}");
                 Capping::Unavailable
             }
@@ -226,13 +231,17 @@ impl Filter {
             .filter(|r| r.demand != Demand::default() || charge != quota::Actual::default());
         if let Some(reservation) = reservation {
             let now = super::super::now().unwrap_or(reservation.admitted_at);
-            let limits = &admitted.limits;
-            let settled = worker.quotas.update(&admitted.key, |bytes| {
-                let state = quota::QuotaState::decode(bytes);
-                let next = quota::settle(&state, limits, now, reservation, charge);
-                Ok::<_, ()>((next.encode(), ()))
-            });
-            if let Err(UpdateError::Unavailable(why)) = settled {
+            let worker = &mut *worker;
+            let mut books = RequestBooks {
+                quotas: &mut worker.quotas,
+                users: &mut worker.users,
+                tenant: &admitted.key,
+                user: admitted.user.as_deref(),
+                limits: &admitted.limits,
+            };
+            let settled =
+                user_quota::settle(&mut books, &admitted.limits, now, reservation, charge);
+            if let Err(why) = settled {
                 log::error!("tenant-guard: could not settle a reservation: {why}");
             }
         }
