@@ -181,7 +181,7 @@ bill-bench: cli
 	cargo run -q --release $(CLI_CARGO) --example genbill -- \
 		$(BILL_BENCH_RECORDS) > $(BILL_BENCH_LOG)
 	@ls -l $(BILL_BENCH_LOG)
-	@for args in "" "--per-user --per-model" "--per-user --format csv" "--per-model --format json"; do \
+	@for args in "" "--per-user --per-model" "--per-user --format csv" "--per-user --per-model --format json"; do \
 		echo "== tenant-guard bill --month 2026-12 $$args"; \
 		/usr/bin/time -f "   %e s elapsed, %M KiB peak RSS" \
 			$(CLI_BIN) bill --month 2026-12 $$args $(BILL_BENCH_LOG) 2>&1 >/dev/null | tail -1; \

@@ -74,17 +74,24 @@ fn key_columns(key: &Key) -> Map<String, Value> {
     m
 }
 
-/// One JSON document: the month, the rows, each tenant's sums, the total, and what was read.
-pub fn json(ledger: &Ledger, month: &str) -> Result<String, String> {
-    let rows: Vec<Value> = ledger
-        .rows
-        .iter()
-        .map(|(key, totals)| {
+/// The rows, serialised one at a time (no tree of the whole document in memory).
+struct Rows<'a>(&'a Ledger);
+
+impl serde::Serialize for Rows<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.0.rows.len()))?;
+        for (key, totals) in &self.0.rows {
             let mut row = key_columns(key);
             row.extend(columns(totals));
-            Value::Object(row)
-        })
-        .collect();
+            seq.serialize_element(&row)?;
+        }
+        seq.end()
+    }
+}
+
+/// One JSON document: the month, the rows, each tenant's sums, the total, and what was read.
+pub fn json(ledger: &Ledger, month: &str) -> Result<String, String> {
     let tenants: Vec<Value> = ledger
         .tenants()?
         .into_iter()
@@ -103,15 +110,26 @@ pub fn json(ledger: &Ledger, month: &str) -> Result<String, String> {
         by.push("model");
     }
     let c = &ledger.counts;
-    let doc = json!({
-        "month": month,
-        "from": rfc3339(ledger.from_ms),
-        "until": rfc3339(ledger.until_ms),
-        "by": by,
-        "rows": rows,
-        "tenants": tenants,
-        "total": Value::Object(columns(&ledger.total()?)),
-        "read": {
+    #[derive(serde::Serialize)]
+    struct Doc<'a> {
+        month: &'a str,
+        from: String,
+        until: String,
+        by: Vec<&'a str>,
+        rows: Rows<'a>,
+        tenants: Vec<Value>,
+        total: Map<String, Value>,
+        read: Value,
+    }
+    let doc = Doc {
+        month,
+        from: rfc3339(ledger.from_ms),
+        until: rfc3339(ledger.until_ms),
+        by,
+        rows: Rows(ledger),
+        tenants,
+        total: columns(&ledger.total()?),
+        read: json!({
             "lines": c.lines,
             "records": c.records,
             "in_month": c.in_month,
@@ -123,8 +141,8 @@ pub fn json(ledger: &Ledger, month: &str) -> Result<String, String> {
             "skipped": c.skipped,
             "too_long": c.too_long,
             "folded": c.folded,
-        },
-    });
+        }),
+    };
     serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())
 }
 
