@@ -366,6 +366,49 @@ mod tests {
         }
     }
 
+    /// Not a fuzzer (tools/cli is outside fuzz/'s build): 50,000 deterministic mutations of a
+    /// real record line (bytes flipped, cut, repeated) are each classified without a panic, and
+    /// any line read as a record has a cost the filter's parser accepts.
+    #[test]
+    fn mutated_lines_never_panic() {
+        let base = format!(
+            r#"{PREFIX}{{"type":"tenant_guard.request","tenant":"acme","user":"alice","decision":"allow","reason":"ok","model":"gpt-4o","input_tokens":1000,"output_tokens":"20","cost_usd":"0.0027","usage_source":"estimate","time":"2026-12-01T00:00:00Z"}}"#
+        )
+        .into_bytes();
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        const BYTES: &[u8] = b"{}[]\":,.-0123456789eE \\\x00\xffnulltrue";
+        for _ in 0..50_000 {
+            let mut line = base.clone();
+            for _ in 0..(next() % 4 + 1) {
+                let at = (next() as usize) % line.len().max(1);
+                match next() % 4 {
+                    0 => line[at] = BYTES[(next() as usize) % BYTES.len()],
+                    1 => line.truncate(at),
+                    2 => line.insert(at, BYTES[(next() as usize) % BYTES.len()]),
+                    _ => {
+                        let end = (at + (next() as usize) % 16).min(line.len());
+                        let copy = line[at..end].to_vec();
+                        line.splice(at..at, copy);
+                    }
+                }
+                if line.is_empty() {
+                    break;
+                }
+            }
+            if let Ok(Line::Record(entry)) = classify(&line) {
+                if let Some(cost) = entry.cost {
+                    assert_eq!(Cost::from_decimal_usd(&cost.to_decimal_usd()), Some(cost));
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_prefix_time_needs_a_date_and_a_time() {
         assert_eq!(
