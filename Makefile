@@ -54,6 +54,9 @@ POLICY_SCHEMA := schema/policy.schema.json
 # `make audit-bench`: a generated log of this many records, and where it goes.
 AUDIT_BENCH_RECORDS ?= 1000000
 AUDIT_BENCH_LOG ?= target/audit-bench.log
+# `make bill-bench`: a generated Envoy log of this many request records, and where it goes.
+BILL_BENCH_RECORDS ?= 1000000
+BILL_BENCH_LOG ?= target/bill-bench.log
 # `make bench`: seconds per run, rounds (medians are reported), client connections, and more
 # options for bench/run.py (e.g. BENCH_ARGS="--only get-h1 --no-miss").
 DURATION ?= 3
@@ -77,7 +80,7 @@ SECONDS ?= 60
 CARGO_FUZZ = fuzz/shared-target.sh $(FUZZ_CACHE)/target env RUSTC_BOOTSTRAP=1 cargo fuzz
 FUZZ_FLAGS = -s none --target-dir $(FUZZ_CACHE)/target
 
-.PHONY: help wasm oci compat cli api-key audit test-cli audit-bench venv run run-global token test lint \
+.PHONY: help wasm oci compat cli api-key audit test-cli audit-bench bill-bench venv run run-global token test lint \
 	unit test-wasm validate integration global-deps ratelimit-service test-ratelimit-service \
 	bench bench-deps bench-floor bench-global fuzz-deps fuzz-build fuzz fuzz-smoke
 
@@ -92,6 +95,7 @@ help:
 	@echo "make api-key   a new API key for TENANT (default acme) and its policy entry"
 	@echo "make validate  every config in envoy/: envoy --mode validate, tenant-guard check, the policy schema"
 	@echo "make audit-bench  tenant-guard audit on a generated log of a million records"
+	@echo "make bill-bench   tenant-guard bill on a generated log of a million request records"
 	@echo "make bench     Envoy benchmark: passthrough, native, Wasm floor, tenant-guard (DURATION=3 ROUNDS=3)"
 	@echo "make bench-global  service calls per 1,000 requests and added latency, with and without leases"
 	@echo "make fuzz      run every fuzz target for SECONDS seconds (default 60)"
@@ -167,6 +171,20 @@ audit-bench: cli
 		echo "== tenant-guard audit $$cmd"; \
 		/usr/bin/time -f "   %e s elapsed, %M KiB peak RSS" \
 			$(CLI_BIN) audit $$cmd $(AUDIT_BENCH_LOG) 2>&1 >/dev/null | tail -1; \
+	done
+
+# tenant-guard bill on a generated Envoy log of BILL_BENCH_RECORDS request records (December
+# 2026), with the time and peak memory each form took (GNU time).
+bill-bench: cli
+	@command -v /usr/bin/time >/dev/null || (apt-get update -q && apt-get install -y -q time)
+	@mkdir -p $(dir $(BILL_BENCH_LOG))
+	cargo run -q --release $(CLI_CARGO) --example genbill -- \
+		$(BILL_BENCH_RECORDS) > $(BILL_BENCH_LOG)
+	@ls -l $(BILL_BENCH_LOG)
+	@for args in "" "--per-user --per-model" "--per-user --format csv" "--per-user --per-model --format json"; do \
+		echo "== tenant-guard bill --month 2026-12 $$args"; \
+		/usr/bin/time -f "   %e s elapsed, %M KiB peak RSS" \
+			$(CLI_BIN) bill --month 2026-12 $$args $(BILL_BENCH_LOG) 2>&1 >/dev/null | tail -1; \
 	done
 
 token: venv

@@ -11,10 +11,15 @@ ACCESS_LOG_FORMAT = {
     "model": "%FILTER_STATE(wasm.model:PLAIN)%",
     "input_tokens": "%FILTER_STATE(wasm.input_tokens:PLAIN)%",
     "output_tokens": "%FILTER_STATE(wasm.output_tokens:PLAIN)%",
+    "cached_input_tokens": "%FILTER_STATE(wasm.cached_input_tokens:PLAIN)%",
+    "cache_write_tokens": "%FILTER_STATE(wasm.cache_write_tokens:PLAIN)%",
+    "reasoning_tokens": "%FILTER_STATE(wasm.reasoning_tokens:PLAIN)%",
     "cost_usd": "%FILTER_STATE(wasm.cost_usd:PLAIN)%",
     "usage_source": "%FILTER_STATE(wasm.usage_source:PLAIN)%",
     "credential": "%FILTER_STATE(wasm.credential:PLAIN)%",
     "status": "%RESPONSE_CODE%",
+    # When the request started (RFC 3339, UTC): `tenant-guard bill` reads the month from it.
+    "start_time": "%START_TIME%",
     "path": "%REQ(:PATH)%",
     "x_request_id": "%REQ(X-REQUEST-ID)%",
     # Why Envoy answered itself when it did (UF, UC, URX...: the upstream's part in a 503).

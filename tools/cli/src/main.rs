@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use tenant_guard_cli::{api_key, audit, check};
+use tenant_guard_cli::{api_key, audit, bill, check};
 
 const USAGE: &str = "\
 tenant-guard: the operators' and auditors' command for the tenant-guard Envoy filter
@@ -10,6 +10,7 @@ tenant-guard: the operators' and auditors' command for the tenant-guard Envoy fi
 USAGE:
   tenant-guard check [--print-policy] FILE...   compile policies with the filter's own code
   tenant-guard audit verify|query|summary ...   verify, query and summarise audit logs
+  tenant-guard bill --month YYYY-MM ...         the month's bill per tenant, user, model
   tenant-guard api-key --tenant T ...           a new tenant API key, and its policy entry
   tenant-guard help [COMMAND]                   this text, or a command's
 
@@ -26,16 +27,19 @@ fn main() -> ExitCode {
         "check" if wants_help => help(check::USAGE),
         "check" => check::main(rest),
         "audit" => audit::command::main("tenant-guard audit", rest),
+        "bill" => bill::command::main(rest),
         "api-key" if wants_help => help(api_key::USAGE),
         "api-key" => api_key::main(rest),
         "help" | "--help" | "-h" => match rest.first().map(String::as_str) {
             Some("check") => help(check::USAGE),
             Some("audit") => help(audit::command::USAGE),
+            Some("bill") => help(bill::command::USAGE),
             Some("api-key") => help(api_key::USAGE),
             _ => help(&format!(
-                "{USAGE}{}\n{}\n{}",
+                "{USAGE}{}\n{}\n{}\n{}",
                 check::USAGE,
                 audit::command::USAGE,
+                bill::command::USAGE,
                 api_key::USAGE
             )),
         },
