@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use crate::policy::alerts::compile_thresholds;
 use crate::policy::config_error::{err, ConfigError};
 use crate::policy::cost::micro_usd;
 
@@ -16,6 +17,8 @@ pub(crate) struct RawLimits {
     pub(crate) enforcement: Option<Enforcement>,
     pub(crate) output_cap: Option<OutputCapMode>,
     pub(crate) min_output_tokens: Option<u64>,
+    /// Alert thresholds, fractions of each token window and of the budget (`policy::alerts`).
+    pub(crate) alerts: Option<Vec<f64>>,
 }
 
 /// `output_cap`: how a request's output limit is held to what its quotas still cover.
@@ -62,6 +65,8 @@ pub struct Limits {
     pub enforcement: Enforcement,
     /// `output_cap: "clamp"`; `None`: output limits are reserved as the client sent them.
     pub output_cap: Option<OutputCap>,
+    /// `alerts`: thresholds in permille, ascending (empty: no alerts).
+    pub alerts: Vec<u16>,
 }
 
 impl Limits {
@@ -89,6 +94,9 @@ pub(crate) fn check_limits(path: &str, limits: &RawLimits) -> Result<(), ConfigE
     if limits.min_output_tokens == Some(0) {
         return err(format!("{path}.min_output_tokens"), "must be at least 1");
     }
+    if let Some(alerts) = &limits.alerts {
+        compile_thresholds(&format!("{path}.alerts"), alerts)?;
+    }
     if let Some(budget) = limits.monthly_budget_usd {
         micro_usd(budget).ok_or_else(|| ConfigError {
             path: format!("{path}.monthly_budget_usd"),
@@ -108,6 +116,12 @@ pub(crate) fn finish_limits(raw: RawLimits) -> Limits {
         output_cap: raw.output_cap.map(|OutputCapMode::Clamp| OutputCap {
             min_output_tokens: raw.min_output_tokens.unwrap_or(DEFAULT_MIN_OUTPUT_TOKENS),
         }),
+        // Checked by `check_limits`.
+        alerts: raw
+            .alerts
+            .as_deref()
+            .and_then(|a| compile_thresholds("", a).ok())
+            .unwrap_or_default(),
     }
 }
 
