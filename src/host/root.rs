@@ -18,6 +18,7 @@ use crate::host::secrets;
 use crate::host::shared::{self, ObjectStore, QuotaStore};
 use crate::host::stats::Stats;
 use crate::host::worker::{random_u64, RecordIds, Refill, Worker};
+use crate::policy::alerts::{Delivery, Outbox};
 use crate::policy::audit::{self, Chain};
 use crate::policy::config::Config;
 use crate::policy::identity::RemoteKeys;
@@ -27,6 +28,7 @@ use crate::policy::ratelimit::{Debit, Debits};
 use crate::policy::stream::HeaderMode;
 use crate::policy::token_cache::TokenCache;
 
+mod alerts;
 mod service;
 
 /// Refresh state of one `remote_jwks` entry.
@@ -67,6 +69,8 @@ pub struct Root {
     cluster_checked: bool,
     /// The callout of that check.
     cluster_probe: Option<u32>,
+    /// Callout token → the alert webhook delivery it carries.
+    alerts_in_flight: HashMap<u32, Delivery>,
 }
 
 impl Context for Root {
@@ -102,6 +106,10 @@ impl Context for Root {
     }
 
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
+        if let Some(delivery) = self.alerts_in_flight.remove(&token) {
+            self.alert_answered(delivery);
+            return;
+        }
         let Some(index) = self.pending.remove(&token) else {
             return;
         };
@@ -338,6 +346,7 @@ impl RootContext for Root {
             .as_ref()
             .is_some_and(|g| g.lease.is_some());
         let quotas = QuotaStore::new(listed.iter().copied(), slots, leases);
+        shared::ensure_alert_keys(listed.iter().copied(), slots);
         let store = &config.isolation.store;
         let objects = match config.isolation.provider_objects {
             ProviderObjects::Owner => ObjectStore::new(store.buckets, store.ttl_s),
@@ -369,6 +378,7 @@ impl RootContext for Root {
             objects,
             debits: Vec::new(),
             refills: Vec::new(),
+            alerts: Outbox::default(),
             wake,
             wake_pending: false,
             record_ids: RecordIds::new(),
@@ -393,11 +403,13 @@ impl RootContext for Root {
             while let Ok(Some(_)) = abi::dequeue_shared_queue(queue_id) {}
         }
         self.send_queued();
+        self.send_alerts();
     }
 
     fn on_tick(&mut self) {
         self.check_rate_limit_cluster();
         self.send_queued();
+        self.send_alerts();
         let Some(worker) = &self.worker else {
             return;
         };

@@ -230,10 +230,37 @@ impl Filter {
             let settled = worker.quotas.update(&admitted.key, |bytes| {
                 let state = quota::QuotaState::decode(bytes);
                 let next = quota::settle(&state, limits, now, reservation, charge);
-                Ok::<_, ()>((next.encode(), ()))
+                Ok::<_, ()>((next.encode(), next))
             });
-            if let Err(UpdateError::Unavailable(why)) = settled {
-                log::error!("tenant-guard: could not settle a reservation: {why}");
+            match settled {
+                Ok(state) => {
+                    let request_id = self.record.as_ref().map(|r| r.request_id.as_str());
+                    let lines = crate::host::alerts::settled(
+                        &mut worker,
+                        &admitted.key,
+                        &admitted.tenant,
+                        limits,
+                        &state,
+                        now,
+                        request_id.unwrap_or_default(),
+                    );
+                    if !lines.is_empty() {
+                        // Filter state for the audit access log; on_log adds its own line.
+                        let mut text = worker.audit_start.take().unwrap_or_default();
+                        for line in lines {
+                            if !text.is_empty() {
+                                text.push('\n');
+                            }
+                            text.push_str(&line);
+                        }
+                        let _ = abi::set_filter_state("audit", text.as_bytes());
+                        self.alert_audit = Some(text);
+                    }
+                }
+                Err(UpdateError::Unavailable(why)) => {
+                    log::error!("tenant-guard: could not settle a reservation: {why}");
+                }
+                Err(UpdateError::Refused(())) => {}
             }
         }
         if worker
