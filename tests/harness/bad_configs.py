@@ -57,6 +57,14 @@ def _key_ops_without_verify(cfg):
 
 # name: (mutation of main_plugin_config, how the filter's log line begins after
 # "invalid configuration: ")
+def _alerts_unsorted(cfg):
+    cfg["plans"]["pro"]["alerts"] = [0.8, 0.5]
+
+
+def _alerts_webhook_retries(cfg):
+    cfg["alerts"] = {"webhook": {"cluster": "hooks", "path": "/alerts", "retries": 50}}
+
+
 BAD_CONFIGS = {
     "unknown_top_level_field": (_unknown_top_level_field, "tennants: unknown field `tennants`"),
     "unknown_plan": (_unknown_plan, 'tenants.acme.plan: unknown plan "gold"'),
@@ -80,6 +88,10 @@ BAD_CONFIGS = {
     "key_ops_without_verify": (_key_ops_without_verify,
                                'providers.corp-idp.jwks.keys[0].key_ops: does not include '
                                '"verify": the key may not verify signatures'),
+    "alerts_unsorted": (_alerts_unsorted,
+                        "plans.pro.alerts[1]: thresholds must be sorted ascending, each once"),
+    "alerts_webhook_retries": (_alerts_webhook_retries,
+                               "alerts.webhook.retries: must be at most 5"),
 }
 
 
