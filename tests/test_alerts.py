@@ -10,10 +10,13 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import jsonschema
 import pytest
 
 from harness import bootstrap as bs
+from harness import cli
 from harness.answers import answer
 from harness.audit import audit_lines, verify
 from harness.keys import claims, mint
@@ -21,6 +24,8 @@ from harness.limits import LONG, wait_clear_of_month_edge
 from harness.plugin_config import gateway_config, tenant, windows
 from harness.servers import _Handler, _Server
 from harness.wait import wait_for
+
+REPO = Path(__file__).resolve().parent.parent
 
 THRESHOLDS = [0.5, 0.8, 1.0]
 PRICING = {"models": {"gpt-4o": {"input_per_million": 2.5, "output_per_million": 10.0}}}
@@ -76,8 +81,23 @@ def test_parallel_crossing_on_two_workers_writes_one_event_per_threshold(gateway
         start = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() // LONG * LONG))
         assert line["period_start"] == start, line
         assert len(line["request_id"]) == 32
-    # Every worker's chain still verifies with the new lines in it.
+    # Every worker's chain still verifies with the new lines in it, and the lines are as the
+    # audit line's schema says.
     verify(audit_lines(proxy.read_log()))
+    schema = json.loads((REPO / "schema" / "audit-line.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    for line in crossings(proxy):
+        validator.validate(line)
+    wrong = dict(crossings(proxy)[0], decision="deny")
+    assert not validator.is_valid(wrong), "a threshold line has no request members"
+    # The auditors' command verifies the chains and finds the lines by their event.
+    verified = cli.run("audit", "verify", proxy.log_path)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    found = cli.run("audit", "query", "--event", "budget_threshold", proxy.log_path)
+    assert found.returncode == 0, found.stderr
+    queried = [json.loads(text) for text in found.stdout.splitlines() if text.startswith("{")]
+    assert sorted(q["threshold"] for q in queried) == [0.5, 0.8]
     # Two more rounds of the same, from both workers again: nothing new below 1.0.
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda _: chat(proxy, token, 100, 0).status, range(16)))
