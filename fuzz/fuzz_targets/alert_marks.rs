@@ -9,7 +9,9 @@ use tenant_guard::policy::alerts::{self, Marks, Meter, Usage};
 fuzz_target!(|data: &[u8]| {
     let marks = Marks::decode(data);
     assert_eq!(Marks::decode(&marks.encode()), marks);
-    let used = data.iter().fold(0u64, |n, b| n.wrapping_mul(31).wrapping_add(u64::from(*b)));
+    let used = data
+        .iter()
+        .fold(0u64, |n, b| n.wrapping_mul(31).wrapping_add(u64::from(*b)));
     let usages = [
         Usage {
             meter: Meter::Tokens(60),
