@@ -18,6 +18,7 @@ import pytest
 from harness import bootstrap as bs
 from harness import cli
 from harness.answers import answer
+from harness.h2client import H2Client
 from harness.audit import audit_lines, verify
 from harness.keys import claims, mint
 from harness.limits import LONG, wait_clear_of_month_edge
@@ -56,16 +57,28 @@ def chat(proxy, token, in_, out):
 
 # === One event per threshold, whatever the concurrency ===
 
-def test_parallel_crossing_on_two_workers_writes_one_event_per_threshold(gateway_factory, keys):
+def h2_chat(proxy, token, in_, out):
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
+    return H2Client(proxy.listener_port).request(
+        body=body, token=token, headers=answer("openai-json", in_=in_, out=out))
+
+
+@pytest.mark.parametrize("protocol,hold_headers", [("h1", True), ("h2", False)])
+def test_parallel_crossing_on_two_workers_writes_one_event_per_threshold(gateway_factory, keys,
+                                                                         protocol,
+                                                                         hold_headers):
     """40 requests of 2,250 tokens each, 8 at a time on new connections over both workers,
-    fill 90 % of a 100,000-token window: 0.5 and 0.8 are announced once each, 1.0 never."""
+    fill 90 % of a 100,000-token window: 0.5 and 0.8 are announced once each, 1.0 never.
+    Over HTTP/1.1 with held headers, and over HTTP/2 with headers forwarded before the body."""
     config = gateway_config(keys, {"acme": tenant("team")}, plans={
         "team": {"tokens": windows((100_000, LONG)), "alerts": THRESHOLDS}}, usage=USAGE)
-    proxy = gateway_factory(config, name="alerts-parallel", concurrency=2)
+    proxy = gateway_factory(config, name=f"alerts-parallel-{protocol}", concurrency=2,
+                            hold_headers=hold_headers)
     token = mint(keys.corp_rsa, claims("acme"))
+    send = chat if protocol == "h1" else h2_chat
     before = proxy.worker_connections()
     with ThreadPoolExecutor(max_workers=8) as pool:
-        statuses = list(pool.map(lambda _: chat(proxy, token, 2000, 250).status, range(40)))
+        statuses = list(pool.map(lambda _: send(proxy, token, 2000, 250).status, range(40)))
     assert statuses == [200] * 40, statuses
     after = proxy.worker_connections()
     served = {w for w in after if after[w] > before.get(w, 0)}
@@ -100,7 +113,7 @@ def test_parallel_crossing_on_two_workers_writes_one_event_per_threshold(gateway
     assert sorted(q["threshold"] for q in queried) == [0.5, 0.8]
     # Two more rounds of the same, from both workers again: nothing new below 1.0.
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(lambda _: chat(proxy, token, 100, 0).status, range(16)))
+        assert set(pool.map(lambda _: send(proxy, token, 100, 0).status, range(16))) == {200}
     settled(proxy, 56)
     assert announced(proxy, WINDOW) == [0.5, 0.8]
     assert proxy.stat("wasmcustom.tenant_guard.alerts.budget_threshold") == 2
