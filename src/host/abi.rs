@@ -113,6 +113,7 @@ extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_register_shared_queue(
         name_data: *const u8,
         name_size: usize,
@@ -362,6 +363,12 @@ pub fn define_gauge(name: &str) -> Result<u32, HostError> {
 pub fn increment_counter(id: u32, by: i64) -> Result<(), HostError> {
     // SAFETY: no pointers.
     check(unsafe { proxy_increment_metric(id, by) })
+}
+
+/// Sets a gauge to `value`.
+pub fn record_metric(id: u32, value: u64) -> Result<(), HostError> {
+    // SAFETY: no pointers.
+    check(unsafe { proxy_record_metric(id, value) })
 }
 
 /// Registers a shared queue of this root context (its `on_queue_ready` gets the queue's news,

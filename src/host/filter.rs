@@ -50,6 +50,9 @@ pub struct Filter {
     response_body_len: usize,
     /// The client's `identity.tenant_header`, for the audit line.
     tenant_header: Option<Vec<u8>>,
+    /// Audit lines of the thresholds this request's settlement crossed (`host::alerts`),
+    /// already in the `audit` filter state: `on_log` keeps them before its own.
+    alert_audit: Option<String>,
 }
 
 /// What the filter read from the request headers, for the admission.
@@ -99,6 +102,7 @@ impl Filter {
             request_body_len: 0,
             response_body_len: 0,
             tenant_header: None,
+            alert_audit: None,
         }
     }
 
@@ -637,6 +641,10 @@ impl HttpContext for Filter {
             let state = match worker.audit_start.take() {
                 Some(start) => format!("{start}\n{line}"),
                 None => line,
+            };
+            let state = match self.alert_audit.take() {
+                Some(alerts) => format!("{alerts}\n{state}"),
+                None => state,
             };
             let _ = abi::set_filter_state("audit", state.as_bytes());
         }

@@ -28,6 +28,7 @@
 //! other.
 
 pub mod abi;
+pub mod alerts;
 pub mod filter;
 pub mod global;
 pub mod lease;
@@ -52,7 +53,7 @@ fn request_total_size() -> u64 {
 }
 
 /// Milliseconds since the Unix epoch, from the host's clock.
-fn now_ms() -> Option<u64> {
+pub(crate) fn now_ms() -> Option<u64> {
     proxy_wasm::hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())

@@ -19,6 +19,7 @@ use crate::host::shared::{self, ObjectStore, QuotaStore};
 use crate::host::stats::Stats;
 use crate::host::user_store::UserStore;
 use crate::host::worker::{random_u64, RecordIds, Refill, Worker};
+use crate::policy::alerts::{Delivery, Outbox};
 use crate::policy::audit::{self, Chain};
 use crate::policy::config::Config;
 use crate::policy::identity::RemoteKeys;
@@ -28,6 +29,7 @@ use crate::policy::ratelimit::{Debit, Debits};
 use crate::policy::stream::HeaderMode;
 use crate::policy::token_cache::TokenCache;
 
+mod alerts;
 mod service;
 
 /// Refresh state of one `remote_jwks` entry.
@@ -68,6 +70,8 @@ pub struct Root {
     cluster_checked: bool,
     /// The callout of that check.
     cluster_probe: Option<u32>,
+    /// Callout token → the alert webhook delivery it carries.
+    alerts_in_flight: HashMap<u32, Delivery>,
 }
 
 impl Context for Root {
@@ -103,6 +107,10 @@ impl Context for Root {
     }
 
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
+        if let Some(delivery) = self.alerts_in_flight.remove(&token) {
+            self.alert_answered(delivery);
+            return;
+        }
         let Some(index) = self.pending.remove(&token) else {
             return;
         };
@@ -349,6 +357,7 @@ impl RootContext for Root {
             slots,
             default_max_users,
         );
+        shared::ensure_alert_keys(listed.iter().copied(), slots);
         let store = &config.isolation.store;
         let objects = match config.isolation.provider_objects {
             ProviderObjects::Owner => ObjectStore::new(store.buckets, store.ttl_s),
@@ -381,6 +390,7 @@ impl RootContext for Root {
             objects,
             debits: Vec::new(),
             refills: Vec::new(),
+            alerts: Outbox::default(),
             wake,
             wake_pending: false,
             record_ids: RecordIds::new(),
@@ -405,11 +415,13 @@ impl RootContext for Root {
             while let Ok(Some(_)) = abi::dequeue_shared_queue(queue_id) {}
         }
         self.send_queued();
+        self.send_alerts();
     }
 
     fn on_tick(&mut self) {
         self.check_rate_limit_cluster();
         self.send_queued();
+        self.send_alerts();
         let Some(worker) = &self.worker else {
             return;
         };

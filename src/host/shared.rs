@@ -285,6 +285,46 @@ pub(crate) fn update<T, E>(
     )))
 }
 
+// === Alert marks ===
+
+/// The shared-data key of a listed tenant's alert marks (`policy::alerts::Marks`).
+fn alert_key(tenant: &str) -> String {
+    format!("tenant-guard/alerts/{tenant}")
+}
+
+/// The alert marks of the default tenant holding slot `slot`.
+fn slot_alert_key(slot: usize) -> String {
+    format!("tenant-guard/default-alerts/{slot}")
+}
+
+/// Creates the alert-mark keys of the listed tenants and of `slots` default-tenant slots, if
+/// missing (before traffic, as the counters' keys).
+pub fn ensure_alert_keys<'a>(listed: impl Iterator<Item = &'a str>, slots: usize) {
+    for tenant in listed {
+        ensure(&alert_key(tenant));
+    }
+    for slot in 0..slots {
+        ensure(&slot_alert_key(slot));
+    }
+}
+
+impl QuotaStore {
+    /// Reads the tenant's alert marks, applies `change`, and writes the result back only if
+    /// nobody wrote in between; otherwise starts over with the fresh value.
+    pub fn update_alert_marks<T, E>(
+        &mut self,
+        key: &QuotaKey,
+        change: impl FnMut(&[u8]) -> Result<(Vec<u8>, T), E>,
+    ) -> Result<T, UpdateError<E>> {
+        let key = match key {
+            QuotaKey::Listed(tenant) => alert_key(tenant),
+            // Slots are never given up, so the slot's marks are the tenant's for good.
+            QuotaKey::Default(tenant) => slot_alert_key(self.slot(tenant)?),
+        };
+        update(&key, change)
+    }
+}
+
 // === The ownership store of provider-side objects ===
 
 /// Who created which provider-side object (`policy::isolation::objects`): a fixed number of

@@ -9,6 +9,12 @@
 //! `.tokens` (units the service granted to this Envoy's leases)
 //! `tenant_guard.tenant.<tenant>.requests_denied.reason.<reason>`
 //! `tenant_guard.tenant.<tenant>.input_tokens` / `output_tokens` / `cost_micro_usd`
+//! `tenant_guard.tenant.<tenant>.used_permille.<window>`: a gauge, the fraction of a token
+//! window (`tokens_<window_s>s`) or of the monthly budget (`budget`) used, in permille, as of
+//! the tenant's last settled request (tenants with series of their own only; see
+//! `host::alerts`)
+//! `tenant_guard.alerts.budget_threshold` (crossings announced), `alerts.webhook_delivered` /
+//! `.webhook_failed` (attempts) / `.webhook_dropped` (deliveries given up or pushed out)
 //! `tenant_guard.provider.<provider>.jwks_stale`: a gauge, the filter's VMs (one per worker and
 //! one on Envoy's main thread, each fetching) whose remote keys of that provider are stale (no
 //! good fetch for `remote_jwks.max_stale_s`; 0 when all is well)
@@ -121,6 +127,28 @@ impl Stats {
             }
         };
         let _ = abi::increment_counter(id, by);
+    }
+}
+
+impl Stats {
+    /// Sets the gauge `tenant_guard.tenant.<tenant>.<metric>` of a tenant with series of its
+    /// own; others have none (a shared `_other` gauge would mean nothing).
+    pub fn set_tenant_gauge(&mut self, tenant: &str, metric: &str, value: u64) {
+        if !self.named.contains(tenant) {
+            return;
+        }
+        let name = format!("tenant.{}.{metric}", tenant.replace('.', "_"));
+        let id = match self.gauges.get(&name) {
+            Some(id) => *id,
+            None => {
+                let Ok(id) = abi::define_gauge(&format!("tenant_guard.{name}")) else {
+                    return;
+                };
+                self.gauges.insert(name, id);
+                id
+            }
+        };
+        let _ = abi::record_metric(id, value);
     }
 }
 

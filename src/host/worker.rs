@@ -11,6 +11,7 @@ use crate::host::abi;
 use crate::host::shared::{self, ObjectStore, QuotaKey, QuotaStore};
 use crate::host::stats::Stats;
 use crate::host::user_store::UserStore;
+use crate::policy::alerts::Outbox;
 use crate::policy::audit::Chain;
 use crate::policy::config::Config;
 use crate::policy::lease::Fetch;
@@ -32,6 +33,8 @@ pub struct Worker {
     pub debits: Vec<Debit>,
     /// Blocks of leased credit for the root context to fetch ahead of need.
     pub refills: Vec<Refill>,
+    /// Alert webhook bodies waiting for the root context to send them (bounded).
+    pub alerts: Outbox,
     /// This worker's wake-up queue: its root context sends what streams left for it as soon
     /// as an item arrives (see [`Worker::wake_root`]).
     pub wake: Option<u32>,

@@ -187,11 +187,11 @@ struct Start<'a> {
 }
 
 #[derive(Serialize)]
-struct Line<'a> {
+struct Line<'a, E: Serialize> {
     #[serde(flatten)]
     head: Head<'a>,
     #[serde(flatten)]
-    event: &'a Event,
+    event: &'a E,
 }
 
 impl Chain {
@@ -219,8 +219,9 @@ impl Chain {
         self.link(text)
     }
 
-    /// The next line of the chain, about `event`.
-    pub fn line(&mut self, event: &Event) -> String {
+    /// The next line of the chain, about `event`: a request's [`Event`], or another kind
+    /// such as a threshold crossing (`policy::alerts::Event`).
+    pub fn line<E: Serialize>(&mut self, event: &E) -> String {
         let head = self.head();
         let text = serde_json::to_string(&Line { head, event }).unwrap_or_default();
         self.link(text)

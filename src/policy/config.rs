@@ -17,6 +17,7 @@ use std::rc::Rc;
 
 use serde::Deserialize;
 
+use crate::policy::alerts::{compile_alerts, RawAlerts, Webhook};
 use crate::policy::api_key::{ApiKeys, RawApiKey};
 use crate::policy::config_error::{err, header_name, ConfigError};
 use crate::policy::cost::{compile_pricing, Pricing, RawPricing};
@@ -68,6 +69,7 @@ struct RawConfig {
     #[serde(default)]
     default_credentials: BTreeMap<String, RawCredential>,
     audit: Option<RawAudit>,
+    alerts: Option<RawAlerts>,
 }
 
 /// `audit`: the audit stream's options.
@@ -304,6 +306,8 @@ pub struct Config {
     pub api_keys: ApiKeys,
     /// `audit.key_env`: the audit chain's HMAC key.
     pub audit_key: Option<Named>,
+    /// `alerts.webhook`: where threshold crossings are POSTed (best effort).
+    pub alerts_webhook: Option<Webhook>,
 }
 
 impl Config {
@@ -485,6 +489,7 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
                 output_cap: own.output_cap.or(limits.output_cap),
                 min_output_tokens: own.min_output_tokens.or(limits.min_output_tokens),
                 per_user: own.per_user.or(limits.per_user),
+                alerts: own.alerts.or(limits.alerts),
             };
         }
         limits.enforcement = t.enforcement.or(limits.enforcement);
@@ -567,6 +572,7 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
         .and_then(|a| a.key_env)
         .map(|env| Named::new("audit.key_env", env, MIN_AUDIT_KEY_BYTES))
         .transpose()?;
+    let alerts_webhook = raw.alerts.map(compile_alerts).transpose()?.flatten();
     let upstreams = upstream::compile(
         raw.upstreams,
         raw.default_credentials,
@@ -596,6 +602,7 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
         upstreams,
         api_keys,
         audit_key,
+        alerts_webhook,
     })
 }
 

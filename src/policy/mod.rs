@@ -4,6 +4,7 @@
 //! the request's facts in, and get decisions back as data. That keeps the rules testable
 //! natively and on wasm32 in microseconds, and keeps the host shell (`crate::host`) boring.
 
+pub mod alerts;
 pub mod api_key;
 pub mod audit;
 pub mod config;

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use crate::policy::alerts::compile_thresholds;
 use crate::policy::config_error::{err, ConfigError};
 use crate::policy::cost::micro_usd;
 
@@ -18,6 +19,8 @@ pub(crate) struct RawLimits {
     pub(crate) min_output_tokens: Option<u64>,
     /// `per_user`: each user's own limits inside the tenant's (`policy::user_quota`).
     pub(crate) per_user: Option<RawPerUser>,
+    /// Alert thresholds, fractions of each token window and of the budget (`policy::alerts`).
+    pub(crate) alerts: Option<Vec<f64>>,
 }
 
 /// `output_cap`: how a request's output limit is held to what its quotas still cover.
@@ -66,6 +69,8 @@ pub struct Limits {
     pub output_cap: Option<OutputCap>,
     /// Each user's own limits inside these (`per_user`); `None`: users are not counted.
     pub per_user: Option<PerUser>,
+    /// `alerts`: thresholds in permille, ascending (empty: no alerts).
+    pub alerts: Vec<u16>,
 }
 
 impl Limits {
@@ -93,6 +98,9 @@ pub(crate) fn check_limits(path: &str, limits: &RawLimits) -> Result<(), ConfigE
     if limits.min_output_tokens == Some(0) {
         return err(format!("{path}.min_output_tokens"), "must be at least 1");
     }
+    if let Some(alerts) = &limits.alerts {
+        compile_thresholds(&format!("{path}.alerts"), alerts)?;
+    }
     if let Some(budget) = limits.monthly_budget_usd {
         micro_usd(budget).ok_or_else(|| ConfigError {
             path: format!("{path}.monthly_budget_usd"),
@@ -116,6 +124,12 @@ pub(crate) fn finish_limits(raw: RawLimits) -> Limits {
             min_output_tokens: raw.min_output_tokens.unwrap_or(DEFAULT_MIN_OUTPUT_TOKENS),
         }),
         per_user: raw.per_user.map(finish_per_user),
+        // Checked by `check_limits`.
+        alerts: raw
+            .alerts
+            .as_deref()
+            .and_then(|a| compile_thresholds("", a).ok())
+            .unwrap_or_default(),
     }
 }
 

@@ -14,6 +14,7 @@
 //! Concurrent traffic can overshoot a token window by at most the real usage of the requests
 //! that were admitted while it was open, beyond their estimates.
 
+use crate::policy::alerts::{Meter, Usage};
 use crate::policy::denial::Reason;
 use crate::policy::plan::Limits;
 
@@ -426,6 +427,34 @@ pub fn withdraw(
         }
     }
     QuotaState { counters }
+}
+
+/// The token windows and the budget of `limits` as they stand in `state` at `now`: real usage
+/// only (for alerts and gauges).
+pub fn usage(state: &QuotaState, limits: &Limits, now: u64) -> Vec<Usage> {
+    let windows = windows(limits, now);
+    let counters = state.current(&windows);
+    windows
+        .iter()
+        .zip(&counters)
+        .filter_map(|(w, c)| {
+            let (meter, period_start) = match w.kind {
+                Kind::Requests => return None,
+                Kind::Tokens => (Meter::Tokens(w.window_s), w.slot.saturating_mul(w.window_s)),
+                Kind::Budget => (
+                    Meter::Budget,
+                    days_from_civil(w.slot / 12, w.slot % 12 + 1).saturating_mul(86_400),
+                ),
+            };
+            Some(Usage {
+                meter,
+                slot: w.slot,
+                period_start,
+                limit: w.limit,
+                used: c.used,
+            })
+        })
+        .collect()
 }
 
 /// The IETF `RateLimit-Policy` and `RateLimit` fields (draft-ietf-httpapi-ratelimit-headers)

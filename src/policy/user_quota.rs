@@ -326,19 +326,22 @@ pub fn settle(
     now: u64,
     reservation: &Reservation,
     actual: Actual,
-) -> Result<(), String> {
+) -> Result<Option<QuotaState>, String> {
     let mut failed = Vec::new();
+    let mut tenant = None;
     for (books, limits) in books_of(limits) {
         let settled = ledger.update(books, |bytes| {
             let next = quota::settle(&QuotaState::decode(bytes), limits, now, reservation, actual);
-            Ok::<_, ()>((next.encode(), ()))
+            Ok::<_, ()>((next.encode(), next))
         });
-        if let Err(StoreError::Unavailable(why)) = settled {
-            failed.push(format!("{books:?}: {why}"));
+        match settled {
+            Ok(state) if books == Books::Tenant => tenant = Some(state),
+            Ok(_) | Err(StoreError::Refused(())) => {}
+            Err(StoreError::Unavailable(why)) => failed.push(format!("{books:?}: {why}")),
         }
     }
     if failed.is_empty() {
-        Ok(())
+        Ok(tenant)
     } else {
         Err(failed.join("; "))
     }

@@ -64,6 +64,14 @@ def _per_user_without_limits(cfg):
     cfg["plans"]["free"]["per_user"] = {"max_users": 5}
 
 
+def _alerts_unsorted(cfg):
+    cfg["plans"]["pro"]["alerts"] = [0.8, 0.5]
+
+
+def _alerts_webhook_retries(cfg):
+    cfg["alerts"] = {"webhook": {"cluster": "hooks", "path": "/alerts", "retries": 50}}
+
+
 # name: (mutation of main_plugin_config, how the filter's log line begins after
 # "invalid configuration: ")
 BAD_CONFIGS = {
@@ -94,6 +102,10 @@ BAD_CONFIGS = {
     "per_user_without_limits": (_per_user_without_limits,
                                 "plans.free.per_user: names no limit (give requests, tokens or "
                                 "monthly_budget_usd)"),
+    "alerts_unsorted": (_alerts_unsorted,
+                        "plans.pro.alerts[1]: thresholds must be sorted ascending, each once"),
+    "alerts_webhook_retries": (_alerts_webhook_retries,
+                               "alerts.webhook.retries: must be at most 5"),
 }
 
 

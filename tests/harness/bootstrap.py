@@ -113,6 +113,8 @@ TENANT_STATS_TAGS = [
     {"tag_name": "tenant", "regex": r"^wasmcustom\.tenant_guard\.tenant\.(([^.]+)\.)"},
     {"tag_name": "reason",
      "regex": r"^wasmcustom\.tenant_guard\.tenant\.[^.]+\.requests_(?:shadow_)?denied(\.reason\.([^.]+))$"},
+    {"tag_name": "window",
+     "regex": r"^wasmcustom\.tenant_guard\.tenant\.[^.]+\.used_permille(\.([^.]+))$"},
 ]
 
 

@@ -241,8 +241,35 @@ impl Filter {
             };
             let settled =
                 user_quota::settle(&mut books, &admitted.limits, now, reservation, charge);
-            if let Err(why) = settled {
-                log::error!("tenant-guard: could not settle a reservation: {why}");
+            match settled {
+                Ok(Some(state)) => {
+                    let request_id = self.record.as_ref().map(|r| r.request_id.as_str());
+                    let lines = crate::host::alerts::settled(
+                        worker,
+                        &admitted.key,
+                        &admitted.tenant,
+                        &admitted.limits,
+                        &state,
+                        now,
+                        request_id.unwrap_or_default(),
+                    );
+                    if !lines.is_empty() {
+                        // Filter state for the audit access log; on_log adds its own line.
+                        let mut text = worker.audit_start.take().unwrap_or_default();
+                        for line in lines {
+                            if !text.is_empty() {
+                                text.push('\n');
+                            }
+                            text.push_str(&line);
+                        }
+                        let _ = abi::set_filter_state("audit", text.as_bytes());
+                        self.alert_audit = Some(text);
+                    }
+                }
+                Ok(None) => {}
+                Err(why) => {
+                    log::error!("tenant-guard: could not settle a reservation: {why}");
+                }
             }
         }
         if worker

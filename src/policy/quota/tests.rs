@@ -18,7 +18,7 @@ fn limits(requests: &[(u64, u64)], tokens: &[(u64, u64)], budget: Option<u64>) -
         monthly_budget_micro_usd: budget,
         enforcement: Default::default(),
         output_cap: None,
-        per_user: None,
+        ..Limits::default()
     }
 }
 
@@ -306,4 +306,42 @@ fn the_body_estimate_replaces_the_provisional_reservation_until_settled() {
     let settled = settle(&state, &l, NOW, &reservation, actual);
     let after = admit(&settled, &l, NOW, Demand::default()).unwrap();
     assert_eq!(after.windows[1].remaining, 990);
+}
+
+#[test]
+fn usage_for_alerts_is_real_usage_with_each_period_start() {
+    use crate::policy::alerts::Meter;
+    let l = limits(&[(10, 60)], &[(1000, 3600)], Some(5_000_000));
+    let a = admit(
+        &QuotaState::default(),
+        &l,
+        NOW,
+        Demand {
+            tokens: 500,
+            micro_usd: 2_000_000,
+        },
+    )
+    .unwrap();
+    // Reserved only: nothing used yet, and request windows have no alerts.
+    let held = usage(&a.state, &l, NOW);
+    assert_eq!(held.len(), 2);
+    assert!(held.iter().all(|u| u.used == 0));
+    let actual = Actual {
+        tokens: 800,
+        micro_usd: 4_000_000,
+    };
+    let settled = settle(&a.state, &l, NOW, &a.reservation, actual);
+    let used = usage(&settled, &l, NOW);
+    assert_eq!(used[0].meter, Meter::Tokens(3600));
+    assert_eq!((used[0].used, used[0].limit), (800, 1000));
+    assert_eq!(used[0].period_start, NOW / 3600 * 3600);
+    assert_eq!(used[0].permille(), 800);
+    assert_eq!(used[1].meter, Meter::Budget);
+    assert_eq!((used[1].used, used[1].limit), (4_000_000, 5_000_000));
+    // 2023-11-01T00:00:00Z.
+    assert_eq!(used[1].period_start, 1_698_796_800);
+    // The next window's period starts empty.
+    let later = usage(&settled, &l, NOW + 3600);
+    assert_eq!(later[0].used, 0);
+    assert_eq!(later[0].period_start, NOW / 3600 * 3600 + 3600);
 }

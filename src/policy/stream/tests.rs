@@ -93,7 +93,7 @@ fn limits() -> Limits {
         monthly_budget_micro_usd: Some(1_000_000_000),
         enforcement: Default::default(),
         output_cap: None,
-        per_user: None,
+        ..Limits::default()
     }
 }
 
