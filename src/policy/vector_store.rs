@@ -75,11 +75,11 @@ use metadata_filter::{
 };
 use pinecone::{compile_pinecone, pinecone, set_namespace};
 use qdrant::{compile_qdrant, qdrant, wrap_collections, CollectionTemplate};
-use weaviate::{compile_weaviate, weaviate, WeaviateAllow};
+use weaviate::{compile_weaviate, weaviate, WeaviateAllow, WeaviateCollections};
 
 pub use metadata_filter::{Dialect, TenantField};
 pub use qdrant::{filter_response, CollectionNaming, ListCollections};
-pub use weaviate::{WeaviateBody, WeaviateEdit};
+pub use weaviate::{ClassNaming, Collections, WeaviateBody, WeaviateEdit};
 
 const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 const LARGEST_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
@@ -165,7 +165,14 @@ impl VectorStores {
                         (format!("{path}.namespace"), namespace.as_str())
                     }
                     Rule::MetadataFilter { value, .. } => (format!("{path}.value"), value.as_str()),
-                    Rule::Weaviate { tenant, .. } => (format!("{path}.tenant"), tenant.as_str()),
+                    Rule::Weaviate {
+                        collections: WeaviateCollections::Own(template),
+                        ..
+                    } => (format!("{path}.collection"), template.template()),
+                    Rule::Weaviate { tenant, .. } => (
+                        format!("{path}.tenant"),
+                        tenant.as_deref().unwrap_or_default(),
+                    ),
                     Rule::Chroma {
                         tenant, database, ..
                     } => {
@@ -210,9 +217,9 @@ enum Rule {
         shared: Vec<String>,
     },
     Weaviate {
-        /// The tenant's Weaviate tenant (a template).
-        tenant: String,
-        collections: Option<Vec<String>>,
+        /// The tenant's Weaviate tenant (a template); `None` with a collection per tenant.
+        tenant: Option<String>,
+        collections: WeaviateCollections,
         allow: Vec<WeaviateAllow>,
     },
     Chroma {
@@ -278,7 +285,7 @@ fn compile_store(
 fn check_kind_fields(path: &str, raw: &RawVectorStore) -> Result<(), ConfigError> {
     use Kind::{Chroma, MetadataFilter, Pinecone, Qdrant, Weaviate};
     let owned: [(&str, bool, &[Kind]); 11] = [
-        ("collection", raw.collection.is_some(), &[Qdrant]),
+        ("collection", raw.collection.is_some(), &[Qdrant, Weaviate]),
         (
             "list_collections",
             raw.list_collections.is_some(),
@@ -569,8 +576,10 @@ pub fn route(
             allow,
         } => weaviate(
             &request,
-            &expand(own, tenant, namespace),
-            collections.as_deref(),
+            own.as_deref()
+                .map(|own| expand(own, tenant, namespace))
+                .as_deref(),
+            &collections.for_tenant(tenant, namespace),
             allow,
         ),
         Rule::Chroma {
