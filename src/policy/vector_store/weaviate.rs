@@ -13,7 +13,9 @@
 //!   body's `tenant` is set (its `class` must be a shared collection);
 //! - `POST /batch/objects`: every object's `tenant` set; `DELETE /batch/objects`: the query's
 //!   `tenant` set, the body's `match.class` checked; `POST /batch/references`: every
-//!   reference's `tenant` set, the `from` beacon's collection checked;
+//!   reference's `tenant` set, the `from` and `to` beacons' collections checked;
+//!   `POST|PUT|DELETE /objects/C/{id}/references/{property}`: the body's beacons checked, as
+//!   are the beacons of an object's reference properties;
 //! - `POST /graphql`: `Get` and `Aggregate` queries, every collection given the tenant (see
 //!   `graphql.rs` for what is refused);
 //! - `GET /meta`, `GET /.well-known/{ready,live,openid-configuration}`: passed (clients ask at
@@ -22,6 +24,13 @@
 //!   `allow: ["own_tenant"]`: `POST|PUT|DELETE /schema/C/tenants` whose body names only the
 //!   tenant's own Weaviate tenant, `GET|HEAD /schema/C/tenants/{own}` (creating, updating and
 //!   removing its own tenant; never listing tenants, which names everybody's).
+//!
+//! **With `collection`** (a collection per tenant, like `qdrant`): no Weaviate tenant is set (a
+//! `tenant` the client sends is left: the collection is its own) and every collection named,
+//! in paths, bodies, beacons and GraphQL (`Get`, `Aggregate`, `... on C`, `nearObject`
+//! beacons), must be one of the tenant's (403 `cross_tenant_namespace`): the template expanded,
+//! compared as Weaviate reads names (first letter upper-cased; so the template starts with an
+//! upper-case letter or `{name}`). `GET /schema` and tenant management are refused.
 //!
 //! Refused (403 `vector_operation_not_allowed`): everything else: schema changes, tenant
 //! listing, `/objects/{id}` without a class, `/graphql/batch`, `/nodes`, `/cluster`,
