@@ -1,7 +1,8 @@
 //! Request paths: normalisation, and placement in the tenant's namespace (contract: `routing`).
 //!
 //! [`normalize`] turns the raw `:path` into one canonical form, refusing (400 `invalid_path`)
-//! whatever it would otherwise have to guess about: encoded `/`, `\`, `%` or control bytes,
+//! whatever it would otherwise have to guess about: encoded `/` (but for a Bedrock model ARN's,
+//! see `bedrock_arn`), `\`, `%` or control bytes,
 //! literal backslashes, malformed escapes, fragments. Every decision about the path is then
 //! taken on that form, and the upstream receives exactly that form, so the filter and the
 //! upstream cannot disagree about where a request goes.
