@@ -563,15 +563,13 @@ pub(super) fn rewrite(edit: &WeaviateEdit, body: &mut Value) -> Result<(), PathR
         WeaviateBody::BatchReferences => match body {
             Value::Array(references) => references.iter_mut().try_for_each(|r| {
                 let reference = object(r)?;
-                for end in ["from", "to"] {
-                    match reference.get(end) {
-                        Some(Value::String(beacon)) => {
-                            collections.check(beacon_collection(beacon)?)?
-                        }
-                        _ => {
-                            return Err(invalid_body(format!("a reference needs a `{end}` beacon")))
-                        }
-                    }
+                match reference.get("from") {
+                    Some(Value::String(beacon)) => collections.check(beacon_collection(beacon)?)?,
+                    _ => return Err(invalid_body("a reference needs a `from` beacon")),
+                }
+                match reference.get("to") {
+                    Some(Value::String(beacon)) => check_beacon(collections, beacon)?,
+                    _ => return Err(invalid_body("a reference needs a `to` beacon")),
                 }
                 set_tenant(reference, edit, false)
             }),
@@ -586,7 +584,7 @@ pub(super) fn rewrite(edit: &WeaviateEdit, body: &mut Value) -> Result<(), PathR
             references.into_iter().try_for_each(|r| {
                 let reference = object(r)?;
                 match reference.get("beacon") {
-                    Some(Value::String(beacon)) => collections.check(beacon_collection(beacon)?),
+                    Some(Value::String(beacon)) => check_beacon(collections, beacon),
                     _ => Err(invalid_body("a reference needs a `beacon`")),
                 }
             })
@@ -681,6 +679,15 @@ fn check_beacons(properties: &Value, collections: &Collections) -> Result<(), Pa
         }
     }
     Ok(())
+}
+
+/// A beacon a reference points to: with collections to confine, it must name one of them (a
+/// beacon without its collection is refused); with any collection, it goes as sent.
+fn check_beacon(collections: &Collections, beacon: &str) -> Result<(), PathRefusal> {
+    match collections {
+        Collections::Any => Ok(()),
+        _ => collections.check(beacon_collection(beacon)?),
+    }
 }
 
 /// The collection of a beacon `weaviate://localhost/C/{id}[/property]` (a beacon without its

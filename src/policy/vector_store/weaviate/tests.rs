@@ -617,3 +617,22 @@ fn a_name_first_template_confines_by_its_suffix() {
         );
     }
 }
+
+#[test]
+fn without_collections_to_confine_reference_targets_go_as_sent() {
+    // Native multi-tenancy, any collection: the target resolves in the same tenant.
+    let one = json!({"beacon": "weaviate://localhost/8e3a"});
+    assert_eq!(
+        rewritten(
+            "POST",
+            "/wv-open/objects/Anything/1/references/p",
+            one.clone()
+        )
+        .unwrap(),
+        one
+    );
+    let batch = json!([{"from": "weaviate://localhost/Anything/1/p",
+                        "to": "weaviate://localhost/8e3a"}]);
+    let out = rewritten("POST", "/wv-open/batch/references", batch).unwrap();
+    assert_eq!(out[0]["tenant"], "t-acme");
+}
