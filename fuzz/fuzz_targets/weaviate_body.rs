@@ -4,7 +4,9 @@
 //!
 //! Never panics; every object, batch object and reference that goes on carries the tenant's
 //! Weaviate tenant; a confined GraphQL query is confined again unchanged (every collection
-//! already carries the tenant) and never names another tenant.
+//! already carries the tenant) and never names another tenant. On a store with a collection
+//! per tenant (`/wv-coll`), every object and reference that goes on names the tenant's own
+//! collections only.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -21,6 +23,7 @@ fn config() -> &'static Config {
                 "jwks": {"keys": [{"kty": "oct", "k": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}]}}},
               "vector_stores": [
                 {"path_prefix": "/weaviate", "kind": "weaviate", "allow": ["own_tenant"]},
+                {"path_prefix": "/wv-coll", "kind": "weaviate", "collection": "T_{tenant}_{name}"},
                 {"path_prefix": "/chroma", "kind": "chroma",
                  "allow": ["create_tenant", "create_database"]}
               ]
@@ -31,7 +34,7 @@ fn config() -> &'static Config {
     CONFIG.with(|c| *c)
 }
 
-const REQUESTS: [(&str, &str); 8] = [
+const REQUESTS: [(&str, &str); 13] = [
     ("POST", "/weaviate/v1/objects"),
     ("PUT", "/weaviate/v1/objects/Docs/1"),
     ("POST", "/weaviate/v1/batch/objects"),
@@ -40,9 +43,33 @@ const REQUESTS: [(&str, &str); 8] = [
     ("POST", "/weaviate/v1/graphql"),
     ("POST", "/weaviate/v1/schema/Docs/tenants"),
     ("POST", "/chroma/api/v2/tenants"),
+    ("POST", "/weaviate/v1/objects/Docs/1/references/cites"),
+    ("POST", "/wv-coll/v1/objects"),
+    ("POST", "/wv-coll/v1/batch/objects"),
+    ("POST", "/wv-coll/v1/batch/references"),
+    ("POST", "/wv-coll/v1/graphql"),
 ];
 
 const OWN: &str = "acme-ns";
+/// The tenant's collections on `/wv-coll`, as Weaviate reads names (first letter upper-cased).
+const OWN_PREFIX: &str = "T_acme_";
+
+fn own_collection(name: &Value) -> bool {
+    let name = name.as_str().expect("a collection name");
+    let mut chars = name.chars();
+    let read: String = chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default();
+    read.strip_prefix(OWN_PREFIX)
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains('_'))
+}
+
+/// The collection of a beacon `weaviate://host/C/...`.
+fn beacon_collection(beacon: &Value) -> Value {
+    let beacon = beacon.as_str().expect("a beacon");
+    Value::String(beacon.split('/').nth(3).expect("a collection").to_string())
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
@@ -75,14 +102,36 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(reference["tenant"], OWN, "{out}");
             }
         }
-        "/weaviate/v1/graphql" => {
+        "/weaviate/v1/graphql" | "/wv-coll/v1/graphql" => {
             let query = out["query"].as_str().expect("query");
             let again = serde_json::json!({"query": query}).to_string();
             let twice = vector_store::rewrite_body(&plan, again.as_bytes())
                 .expect("a confined query is confined again");
             let twice: Value = serde_json::from_slice(&twice).expect("JSON");
             assert_eq!(twice["query"], query, "confining is not idempotent");
-            assert_eq!(edit.tenant, OWN);
+            let tenant = path.starts_with("/weaviate").then(|| OWN.to_string());
+            assert_eq!(edit.tenant, tenant);
+        }
+        "/wv-coll/v1/objects" => {
+            assert!(own_collection(&out["class"]), "{out}");
+            assert_eq!(out, serde_json::from_slice::<Value>(body).expect("JSON"));
+        }
+        "/wv-coll/v1/batch/objects" => {
+            for object in out["objects"].as_array().expect("objects") {
+                assert!(own_collection(&object["class"]), "{out}");
+            }
+        }
+        "/wv-coll/v1/batch/references" => {
+            for reference in out.as_array().expect("references") {
+                assert!(
+                    own_collection(&beacon_collection(&reference["from"])),
+                    "{out}"
+                );
+                assert!(
+                    own_collection(&beacon_collection(&reference["to"])),
+                    "{out}"
+                );
+            }
         }
         _ => {}
     }

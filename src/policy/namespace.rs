@@ -1,7 +1,8 @@
 //! Request paths: normalisation, and placement in the tenant's namespace (contract: `routing`).
 //!
 //! [`normalize`] turns the raw `:path` into one canonical form, refusing (400 `invalid_path`)
-//! whatever it would otherwise have to guess about: encoded `/`, `\`, `%` or control bytes,
+//! whatever it would otherwise have to guess about: encoded `/` (but for a Bedrock model ARN's,
+//! see `bedrock_arn`), `\`, `%` or control bytes,
 //! literal backslashes, malformed escapes, fragments. Every decision about the path is then
 //! taken on that form, and the upstream receives exactly that form, so the filter and the
 //! upstream cannot disagree about where a request goes.
@@ -132,7 +133,48 @@ pub fn normalize(raw: &[u8]) -> Result<RequestPath, PathRefusal> {
 
 /// The general pass over a path without its query: escapes, then dot segments and slashes.
 fn normal_form(path: &str) -> Result<String, PathRefusal> {
-    resolve_segments(&decode_escapes(path)?)
+    resolve_segments(&decode_escapes(path, bedrock_arn(path))?)
+}
+
+/// The byte range of a Bedrock runtime model id that is an ARN, `.../model/{id}/{operation}`
+/// at the end of the path: AWS's clients escape its `:` and `/` (`arn%3Aaws%3Abedrock%3A...
+/// %3Ainference-profile%2Fus.anthropic...`), and that encoded `/` is the one kept (as `%2F`)
+/// rather than refused. Only when every piece between the decoded `/`s is a plain name (not
+/// empty, `.` or `..`; no `%`, `\`, `;` or control byte), so a server that decodes it anyway
+/// cannot read a dot segment or another path out of it.
+fn bedrock_arn(path: &str) -> Option<std::ops::Range<usize>> {
+    let mut segments = path.rsplitn(4, '/');
+    let operation = segments.next()?;
+    let id = segments.next()?;
+    let keyword = segments.next()?;
+    let ops = [
+        "converse",
+        "converse-stream",
+        "invoke",
+        "invoke-with-response-stream",
+    ];
+    if keyword != "model" || !ops.contains(&operation) || !id.contains("%2F") {
+        return None;
+    }
+    let mut decoded = Vec::with_capacity(id.len());
+    let mut bytes = id.bytes();
+    while let Some(b) = bytes.next() {
+        decoded.push(if b == b'%' {
+            hex(bytes.next()?)? << 4 | hex(bytes.next()?)?
+        } else {
+            b
+        });
+    }
+    let decoded = String::from_utf8(decoded).ok()?;
+    let plain = decoded.starts_with("arn:")
+        && decoded.split('/').all(|piece| {
+            !matches!(piece, "" | "." | "..")
+                && piece
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !matches!(b, b'%' | b'\\' | b';'))
+        });
+    let end = path.len() - operation.len() - 1;
+    plain.then(|| end - id.len()..end)
 }
 
 /// True when `normal_form(path)` is `path` itself, decided in one cheap pass: only literal
@@ -169,19 +211,24 @@ fn is_path_char(b: u8) -> bool {
 
 /// Decodes escapes of unreserved characters, upper-cases the others, escapes characters that
 /// may not appear literally, and refuses escapes that would change the path's structure.
-fn decode_escapes(path: &str) -> Result<String, PathRefusal> {
+/// `arn`: the range of a Bedrock model ARN (see [`bedrock_arn`]), whose encoded `/` is kept.
+fn decode_escapes(path: &str, arn: Option<std::ops::Range<usize>>) -> Result<String, PathRefusal> {
     let mut out = String::with_capacity(path.len());
-    let mut bytes = path.bytes();
-    while let Some(b) = bytes.next() {
+    let mut bytes = path.bytes().enumerate();
+    while let Some((at, b)) = bytes.next() {
         if b != b'%' {
             push_path_byte(&mut out, b);
             continue;
         }
-        let value = match (bytes.next().and_then(hex), bytes.next().and_then(hex)) {
+        let value = match (
+            bytes.next().and_then(|(_, b)| hex(b)),
+            bytes.next().and_then(|(_, b)| hex(b)),
+        ) {
             (Some(high), Some(low)) => high << 4 | low,
             _ => return Err(invalid("malformed percent escape in path")),
         };
         match value {
+            b'/' if arn.as_ref().is_some_and(|r| r.contains(&at)) => out.push_str("%2F"),
             b'/' => return Err(invalid("encoded '/' in path")),
             b'\\' => return Err(invalid("encoded '\\' in path")),
             b'%' => return Err(invalid("encoded '%' in path")),

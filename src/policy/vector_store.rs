@@ -33,7 +33,7 @@
 //! | `path_prefix` | all | required | Normalised path prefix (`/` then segments, no trailing `/`). |
 //! | `kind` | all | required | `qdrant` (collection per tenant), `pinecone` (namespace per tenant), `metadata_filter` (one shared collection, records tagged with the tenant), `weaviate` (native multi-tenancy), `chroma` (tenant and database per tenant). |
 //! | `max_body_bytes` | all | `1048576` | Largest request body the filter buffers to rewrite (1 to 16777216); a larger one is refused with 413 `body_too_large`. Also caps a buffered `GET /collections` response. |
-//! | `collection` | `qdrant` | `{namespace}~{name}` | The tenant's collection for the client's `{name}`: `{name}` once, `{tenant}` or `{namespace}` once, a non-empty separator between them, literals of `A-Z a-z 0-9 . _ - ~`. |
+//! | `collection` | `qdrant`, `weaviate` | `{namespace}~{name}` (`qdrant`), none (`weaviate`) | The tenant's collection for the client's `{name}`: `{name}` once, `{tenant}` or `{namespace}` once, a non-empty separator between them, literals of `A-Z a-z 0-9 . _ - ~`. Weaviate: a collection per tenant instead of native multi-tenancy; `{name}` at most once, literals of `A-Z a-z 0-9 _`, starting with an upper-case letter or `{name}`. |
 //! | `list_collections` | `qdrant` | `filter` | `GET /collections`: `filter` (only the tenant's collections, under the client's names) or `deny`. |
 //! | `namespace` | `pinecone` | `{namespace}` | The tenant's Pinecone namespace: `{tenant}` or `{namespace}` once, printable ASCII. |
 //! | `dialect` | `metadata_filter` | required | `qdrant` or `pinecone`: the store's API. |
@@ -41,7 +41,7 @@
 //! | `value` | `metadata_filter` | `{tenant}` | The value of `field` for the tenant: `{tenant}` or `{namespace}` once, printable ASCII. |
 //! | `collections` | `metadata_filter`, dialect `qdrant` | required | The shared collections (1-255 of `A-Z a-z 0-9 - . _ ~`, non-empty list): any other collection is refused (403 `cross_tenant_namespace`). |
 //! | `namespaces` | `metadata_filter`, dialect `pinecone` | required | The shared namespaces (printable ASCII without spaces, `""` for the default namespace; non-empty list): a body `namespace` (absent or `null` is `""`) or `namespace` query parameter naming another is refused (403 `cross_tenant_namespace`). |
-//! | `tenant` | `weaviate`, `chroma` | `{namespace}` | The tenant's Weaviate tenant (`{tenant}` or `{namespace}` once) or Chroma tenant (at most one placeholder). |
+//! | `tenant` | `weaviate` (without `collection`), `chroma` | `{namespace}` | The tenant's Weaviate tenant (`{tenant}` or `{namespace}` once) or Chroma tenant (at most one placeholder). |
 //! | `database` | `chroma` | `default_database` | The tenant's Chroma database; `tenant` or `database` holds a placeholder. |
 //! | `allow` | `weaviate`, `chroma` | none | Weaviate: `read_schema`, `own_tenant`; Chroma: `create_tenant`, `create_database` (own names only). |
 //!
@@ -75,11 +75,11 @@ use metadata_filter::{
 };
 use pinecone::{compile_pinecone, pinecone, set_namespace};
 use qdrant::{compile_qdrant, qdrant, wrap_collections, CollectionTemplate};
-use weaviate::{compile_weaviate, weaviate, WeaviateAllow};
+use weaviate::{compile_weaviate, weaviate, WeaviateAllow, WeaviateCollections};
 
 pub use metadata_filter::{Dialect, TenantField};
 pub use qdrant::{filter_response, CollectionNaming, ListCollections};
-pub use weaviate::{WeaviateBody, WeaviateEdit};
+pub use weaviate::{ClassNaming, Collections, WeaviateBody, WeaviateEdit};
 
 const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 const LARGEST_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
@@ -165,7 +165,14 @@ impl VectorStores {
                         (format!("{path}.namespace"), namespace.as_str())
                     }
                     Rule::MetadataFilter { value, .. } => (format!("{path}.value"), value.as_str()),
-                    Rule::Weaviate { tenant, .. } => (format!("{path}.tenant"), tenant.as_str()),
+                    Rule::Weaviate {
+                        collections: WeaviateCollections::Own(template),
+                        ..
+                    } => (format!("{path}.collection"), template.template()),
+                    Rule::Weaviate { tenant, .. } => (
+                        format!("{path}.tenant"),
+                        tenant.as_deref().unwrap_or_default(),
+                    ),
                     Rule::Chroma {
                         tenant, database, ..
                     } => {
@@ -210,9 +217,9 @@ enum Rule {
         shared: Vec<String>,
     },
     Weaviate {
-        /// The tenant's Weaviate tenant (a template).
-        tenant: String,
-        collections: Option<Vec<String>>,
+        /// The tenant's Weaviate tenant (a template); `None` with a collection per tenant.
+        tenant: Option<String>,
+        collections: WeaviateCollections,
         allow: Vec<WeaviateAllow>,
     },
     Chroma {
@@ -278,7 +285,7 @@ fn compile_store(
 fn check_kind_fields(path: &str, raw: &RawVectorStore) -> Result<(), ConfigError> {
     use Kind::{Chroma, MetadataFilter, Pinecone, Qdrant, Weaviate};
     let owned: [(&str, bool, &[Kind]); 11] = [
-        ("collection", raw.collection.is_some(), &[Qdrant]),
+        ("collection", raw.collection.is_some(), &[Qdrant, Weaviate]),
         (
             "list_collections",
             raw.list_collections.is_some(),
@@ -569,8 +576,10 @@ pub fn route(
             allow,
         } => weaviate(
             &request,
-            &expand(own, tenant, namespace),
-            collections.as_deref(),
+            own.as_deref()
+                .map(|own| expand(own, tenant, namespace))
+                .as_deref(),
+            &collections.for_tenant(tenant, namespace),
             allow,
         ),
         Rule::Chroma {

@@ -417,3 +417,49 @@ fn template_shape_needs_every_placeholder_to_hold_a_character() {
     assert!(fits("lit", "lit"));
     assert!(!fits("lit", "lit2"));
 }
+
+#[test]
+fn a_bedrock_model_arn_keeps_its_encoded_slash() {
+    // boto3 escapes a model id's ':' and '/' (botocore's percent_encode of a URI label).
+    let arn = "arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.anthropic.claude-3-5-haiku-20241022-v1%3A0";
+    for operation in [
+        "converse",
+        "converse-stream",
+        "invoke",
+        "invoke-with-response-stream",
+    ] {
+        let raw = format!("/model/{arn}/{operation}");
+        assert_eq!(norm(&raw), raw, "{raw}");
+        let raw = format!("/bedrock/./x/../model/{arn}/{operation}?a=1");
+        let p = normalize(raw.as_bytes()).unwrap();
+        assert_eq!(p.path, format!("/bedrock/model/{arn}/{operation}"));
+    }
+    let provisioned =
+        "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Aprovisioned-model%2Fabc%2Fdef/invoke";
+    assert_eq!(norm(provisioned), provisioned);
+}
+
+#[test]
+fn an_encoded_slash_elsewhere_or_in_a_dubious_arn_is_refused() {
+    for raw in [
+        // Not a Bedrock model path, or not at its end.
+        "/model/arn%3Aaws%2Fx/other",
+        "/models/arn%3Aaws%2Fx/converse",
+        "/model/arn%3Aaws%2Fx/converse/",
+        "/model/arn%3Aaws%2Fx/converse/more",
+        "/x%2Fy/model/arn%3Aaws%2Fx/converse",
+        // Not an ARN.
+        "/model/us.anthropic%2Fx/converse",
+        // Pieces a decoding server would read as dot segments or escapes.
+        "/model/arn%3Aaws%2F..%2F..%2Fadmin/converse",
+        "/model/arn%3Aaws%2F.%2Fx/converse",
+        "/model/arn%3Aaws%2F%2Fx/converse",
+        "/model/arn%3Aaws%2F/converse",
+        "/model/arn%3Aaws%2Fx%25/converse",
+        "/model/arn%3Aaws%2Fx%5C/converse",
+        "/model/arn%3Aaws%2Fx%3B/converse",
+        "/model/arn%3Aaws%2Fx%2/converse",
+    ] {
+        assert_eq!(refused(raw.as_bytes()).reason, Reason::InvalidPath, "{raw}");
+    }
+}

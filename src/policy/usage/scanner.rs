@@ -74,6 +74,9 @@ pub(super) struct Scanner {
     answers_in_array: bool,
     /// 1 while inside such an array, else 0: depths are counted from the answer.
     offset: usize,
+    /// The body's first byte (not white space) was read: it alone decides whether the body is
+    /// an array of answers.
+    top_level_seen: bool,
     depth: usize,
     /// Bit `d` set: the container at depth `d + 1` is an object (up to [`TRACKED_DEPTH`]).
     objects: u64,
@@ -194,6 +197,12 @@ impl Scanner {
         if self.in_string {
             self.string_byte(b, seen);
             return;
+        }
+        if !self.top_level_seen && !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            // The body's first byte decides whether it is an array of answers; a later `[`
+            // at the top (after a malformed or second top-level value) does not.
+            self.top_level_seen = true;
+            self.offset = usize::from(self.answers_in_array && b == b'[');
         }
         match b {
             b'"' => self.open_string(),
@@ -340,9 +349,7 @@ impl Scanner {
                 self.objects &= !bit;
             }
         }
-        if self.depth == 0 {
-            self.offset = usize::from(self.answers_in_array && b == b'[');
-        }
+
         self.depth = self.depth.saturating_add(1);
         let level = self.level();
         if let Some(slot) = level.checked_sub(1).and_then(|d| self.keys.get_mut(d)) {

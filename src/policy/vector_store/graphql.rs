@@ -13,7 +13,8 @@
 //! argument `tenant` that is not a plain string, or is given twice. Queries are bounded: at most
 //! 64 KiB, 20,000 tokens and 64 levels of nesting.
 
-use super::{cross_tenant, invalid_body, not_shared};
+use super::weaviate::{beacon_collection, Collections};
+use super::{cross_tenant, invalid_body};
 use crate::policy::namespace::PathRefusal;
 
 const MAX_QUERY_BYTES: usize = 64 << 10;
@@ -41,12 +42,13 @@ struct Token {
     end: usize,
 }
 
-/// The query with every collection of `Get` and `Aggregate` confined to `tenant`; `shared`: the
-/// collections tenants may read (`None`: any).
+/// The query with every collection of `Get` and `Aggregate` confined to `tenant` (`None`: a
+/// collection per tenant, the query's tenants kept); `collections`: the collections the tenant
+/// may read, in `Get`, `Aggregate`, inline fragments (`... on C`) and `beacon` arguments.
 pub(super) fn confine(
     query: &str,
-    tenant: &str,
-    shared: Option<&[String]>,
+    tenant: Option<&str>,
+    collections: &Collections,
 ) -> Result<String, PathRefusal> {
     if query.len() > MAX_QUERY_BYTES {
         return Err(invalid_body("GraphQL query over 64 KiB"));
@@ -58,10 +60,11 @@ pub(super) fn confine(
         at: 0,
         inserts: Vec::new(),
         tenant,
-        shared,
+        collections,
     };
     parser.document()?;
-    let mut out = String::with_capacity(query.len() + parser.inserts.len() * (tenant.len() + 12));
+    let extra = tenant.map_or(0, str::len) + 12;
+    let mut out = String::with_capacity(query.len() + parser.inserts.len() * extra);
     let mut from = 0;
     for (at, text) in &parser.inserts {
         out.push_str(query.get(from..*at).unwrap_or_default());
@@ -181,8 +184,8 @@ struct Parser<'a> {
     at: usize,
     /// (byte offset, text) to insert, in order.
     inserts: Vec<(usize, String)>,
-    tenant: &'a str,
-    shared: Option<&'a [String]>,
+    tenant: Option<&'a str>,
+    collections: &'a Collections,
 }
 
 impl Parser<'_> {
@@ -297,19 +300,15 @@ impl Parser<'_> {
             self.at += 1;
             name = self.name()?;
         }
-        let collection = self.text(name).to_string();
-        if let Some(shared) = self.shared {
-            if !shared.contains(&collection) {
-                return Err(not_shared("collection", &collection));
-            }
-        }
-        let own = format!("tenant:{}", json_string(self.tenant));
+        self.collections.check(self.text(name))?;
+        let own = self.tenant.map(|t| format!("tenant:{}", json_string(t)));
         if self.peek().is_some_and(|t| t.kind == Kind::Punct(b'(')) {
             let open = self.next().map_or(0, |t| t.end);
-            if !self.arguments()? {
+            let tenant_seen = self.arguments()?;
+            if let Some(own) = own.filter(|_| !tenant_seen) {
                 self.inserts.push((open, format!("{own} ")));
             }
-        } else {
+        } else if let Some(own) = own {
             self.inserts.push((name.end, format!("({own})")));
         }
         match self.peek().map(|t| t.kind) {
@@ -331,7 +330,7 @@ impl Parser<'_> {
                 Kind::Name => {}
                 _ => return Err(invalid_body("GraphQL: expected an argument")),
             }
-            let is_tenant = self.text(token) == "tenant";
+            let is_tenant = self.text(token) == "tenant" && self.tenant.is_some();
             self.expect(b':')?;
             if is_tenant {
                 if std::mem::replace(&mut tenant_seen, true) {
@@ -345,7 +344,7 @@ impl Parser<'_> {
                     _ => None,
                 };
                 match named {
-                    Some(named) if named == self.tenant => {}
+                    Some(named) if Some(named.as_str()) == self.tenant => {}
                     Some(named) => return Err(cross_tenant("Weaviate tenant", &named)),
                     None => return Err(invalid_body("GraphQL: `tenant` must be a plain string")),
                 }
@@ -379,6 +378,12 @@ impl Parser<'_> {
                     .ok_or_else(|| invalid_body("GraphQL: unterminated object"))?;
                 match key.kind {
                     Kind::Punct(b'}') => return Ok(()),
+                    Kind::Name if self.text(key) == "beacon" => {
+                        // `nearObject: {beacon: ...}`: the object searched by must be in a
+                        // collection the tenant may read.
+                        self.expect(b':')?;
+                        self.beacon()?;
+                    }
                     Kind::Name => {
                         self.expect(b':')?;
                         self.value(depth + 1)?;
@@ -387,6 +392,20 @@ impl Parser<'_> {
                 }
             },
             _ => Err(invalid_body("GraphQL: expected a value")),
+        }
+    }
+
+    /// A `beacon` argument: a plain string naming a collection the tenant may read.
+    fn beacon(&mut self) -> Result<(), PathRefusal> {
+        let named = match self.next() {
+            Some(t) if t.kind == (Kind::Str { block: false }) => {
+                serde_json::from_str::<String>(self.text(t)).ok()
+            }
+            _ => None,
+        };
+        match named {
+            Some(beacon) => self.collections.check(beacon_collection(&beacon)?),
+            None => Err(invalid_body("GraphQL: `beacon` must be a plain string")),
         }
     }
 
@@ -413,7 +432,11 @@ impl Parser<'_> {
                     // Only inline fragments on a collection (`... on Author`): the form
                     // cross-references are read in. A named spread needs a definition.
                     match self.peek() {
-                        Some(t) if t.kind == Kind::Name && self.text(t) == "on" => {}
+                        Some(t) if t.kind == Kind::Name && self.text(t) == "on" => {
+                            self.at += 1;
+                            let collection = self.name()?;
+                            self.collections.check(self.text(collection))?;
+                        }
                         _ => return Err(unsupported("a fragment spread")),
                     }
                 }

@@ -31,6 +31,9 @@ pub(super) fn stores() -> VectorStores {
         {"path_prefix": "/weaviate", "kind": "weaviate", "collections": ["Docs", "Authors"],
          "allow": ["read_schema", "own_tenant"]},
         {"path_prefix": "/wv-open", "kind": "weaviate", "tenant": "t-{tenant}"},
+        {"path_prefix": "/wv-coll", "kind": "weaviate", "collection": "T_{tenant}_{name}",
+         "allow": ["read_schema"]},
+        {"path_prefix": "/wv-one", "kind": "weaviate", "collection": "Docs_{tenant}"},
         {"path_prefix": "/chroma", "kind": "chroma", "allow": ["create_database"]},
         {"path_prefix": "/shared-chroma", "kind": "chroma", "tenant": "shared",
          "database": "db-{tenant}", "allow": ["create_tenant"]}
@@ -156,7 +159,7 @@ fn fields_of_another_kind_are_refused_with_their_path() {
             {"path_prefix": "/q", "kind": "qdrant"},
             {"path_prefix": "/p", "kind": "pinecone", "collection": "{namespace}~{name}"}
         ])),
-        "vector_stores[1].collection: only for kind qdrant"
+        "vector_stores[1].collection: only for kind qdrant or weaviate"
     );
     assert_eq!(
         config_error(json!([{"path_prefix": "/q", "kind": "qdrant", "field": "t"}])),

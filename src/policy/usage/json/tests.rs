@@ -151,3 +151,22 @@ fn array_reader_reads_a_single_answer_or_an_error_as_the_plain_reader() {
     let nested = br#"[[{"usageMetadata":{"promptTokenCount":5}}]]"#;
     assert_eq!(read_array(nested, 4).usage(), None);
 }
+
+#[test]
+fn only_the_first_byte_makes_a_body_an_array_of_answers() {
+    // Found by the answer_array fuzz target: an object, then an array at the top.
+    for body in [
+        &br#"{"a": 1} [{"usageMetadata": {"promptTokenCount": 8}}]"#[..],
+        br#"7 [{"usageMetadata": {"promptTokenCount": 8}}]"#,
+    ] {
+        let mut array = JsonUsage::answers_in_array();
+        array.feed(body);
+        let mut plain = JsonUsage::new();
+        plain.feed(body);
+        assert_eq!(array.usage(), plain.usage());
+        assert_eq!(array.usage(), None);
+    }
+    let mut array = JsonUsage::answers_in_array();
+    array.feed(br#" [{"usageMetadata": {"promptTokenCount": 8}}]"#);
+    assert_eq!(array.usage().map(|u| u.input_tokens), Some(8));
+}

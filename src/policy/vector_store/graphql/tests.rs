@@ -7,14 +7,14 @@ use crate::policy::denial::Reason;
 const OWN: &str = "acme";
 
 fn confined(query: &str) -> String {
-    confine(query, OWN, None).unwrap_or_else(|e| panic!("{query}: {e:?}"))
+    confine(query, Some(OWN), &Collections::Any).unwrap_or_else(|e| panic!("{query}: {e:?}"))
 }
 
 fn refused(query: &str) -> Reason {
     match confine(
         query,
-        OWN,
-        Some(&["Docs".to_string(), "Authors".to_string()]),
+        Some(OWN),
+        &Collections::Listed(vec!["Docs".to_string(), "Authors".to_string()]),
     ) {
         Ok(out) => panic!("{query}: accepted as {out}"),
         Err(refusal) => refusal.reason,
@@ -42,7 +42,7 @@ fn every_collection_of_get_and_aggregate_gets_the_tenant() {
     );
     // A tenant needing escapes is written as a JSON string, which GraphQL reads the same.
     assert_eq!(
-        confine("{Get{Docs{x}}}", "a\"b", None).unwrap(),
+        confine("{Get{Docs{x}}}", Some("a\"b"), &Collections::Any).unwrap(),
         r#"{Get{Docs(tenant:"a\"b"){x}}}"#
     );
 }
@@ -59,7 +59,12 @@ fn another_tenant_or_collection_is_refused() {
         assert_eq!(refused(query), Reason::CrossTenantNamespace, "{query}");
     }
     // An escaped spelling of the own tenant is the own tenant.
-    assert!(confine(r#"{ Get { Docs(tenant: "\u0061cme") { t } } }"#, OWN, None).is_ok());
+    assert!(confine(
+        r#"{ Get { Docs(tenant: "\u0061cme") { t } } }"#,
+        Some(OWN),
+        &Collections::Any
+    )
+    .is_ok());
 }
 
 #[test]

@@ -3,8 +3,10 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use crate::policy::denial::Reason;
 use crate::policy::vector_store::tests::{
-    config_error, denied, forwarded, planned, refused_body, rewritten, NAMESPACE,
+    compiled, config_error, denied, forwarded, planned, refused_body, rewritten, route_of,
+    NAMESPACE,
 };
+use crate::policy::vector_store::VectorRoute;
 use serde_json::json;
 
 #[test]
@@ -29,11 +31,6 @@ fn object_requests_get_the_tenant_query_parameter() {
             "GET",
             "/weaviate/v1/objects?class=Docs&limit=5",
             "/weaviate/v1/objects?class=Docs&limit=5&tenant=acme-ns",
-        ),
-        (
-            "POST",
-            "/weaviate/v1/objects/Docs/7a5f/references/author",
-            "/weaviate/v1/objects/Docs/7a5f/references/author?tenant=acme-ns",
         ),
         (
             "GET",
@@ -337,4 +334,305 @@ fn weaviate_configuration_is_checked() {
         let error = config_error(json!([entry]));
         assert!(error.contains(expected), "{error}");
     }
+}
+
+// === Collection per tenant (`collection`) ===
+
+#[test]
+fn a_collection_per_tenant_confines_paths_to_the_tenants_collections() {
+    for (method, raw) in [
+        ("GET", "/wv-coll/v1/objects/T_acme_Docs/1"),
+        (
+            "DELETE",
+            "/wv-coll/v1/objects/T_acme_Faq/1?consistency_level=ALL",
+        ),
+        // Weaviate upper-cases a collection's first letter, so does the check.
+        ("GET", "/wv-coll/v1/objects/t_acme_Docs/1"),
+        // The collection is the tenant's own: a tenant inside it is the tenant's business.
+        ("GET", "/wv-coll/v1/objects/T_acme_Docs/1?tenant=team1"),
+        ("GET", "/wv-coll/v1/objects?class=T_acme_Docs&limit=2"),
+        ("GET", "/wv-one/objects/Docs_acme/1"),
+        ("GET", "/wv-coll/v1/schema/T_acme_Docs"),
+    ] {
+        assert_eq!(forwarded(method, raw), raw, "{method} {raw}");
+    }
+    for (method, raw) in [
+        ("GET", "/wv-coll/v1/objects/T_globex_Docs/1"),
+        // Tenant acme_a's collection Docs: names may not hold the separator.
+        ("GET", "/wv-coll/v1/objects/T_acme_a_Docs/1"),
+        ("GET", "/wv-coll/v1/objects/T_acme_/1"),
+        ("GET", "/wv-coll/v1/objects/Docs/1"),
+        ("GET", "/wv-coll/v1/objects?class=T_globex_Docs"),
+        ("HEAD", "/wv-one/objects/Docs_globex/1"),
+        ("GET", "/wv-one/objects/Docs_acme2/1"),
+        ("GET", "/wv-coll/v1/schema/T_globex_Docs"),
+    ] {
+        assert_eq!(
+            denied(method, raw),
+            Reason::CrossTenantNamespace,
+            "{method} {raw}"
+        );
+    }
+    for (method, raw) in [
+        // The whole schema and tenant management name other tenants' collections.
+        ("GET", "/wv-coll/v1/schema"),
+        ("GET", "/wv-coll/v1/schema/T_acme_Docs/tenants/acme"),
+        ("POST", "/wv-coll/v1/schema/T_acme_Docs/tenants"),
+        ("POST", "/wv-coll/v1/schema"),
+        ("GET", "/wv-coll/v1/objects"),
+    ] {
+        assert_eq!(
+            denied(method, raw),
+            Reason::VectorOperationNotAllowed,
+            "{method} {raw}"
+        );
+    }
+}
+
+#[test]
+fn a_collection_per_tenant_confines_collections_in_bodies() {
+    let own = json!({"class": "T_acme_Docs", "tenant": "team1", "properties": {"title": "x",
+        "cites": [{"beacon": "weaviate://localhost/T_acme_Docs/2"}]}});
+    assert_eq!(
+        rewritten("POST", "/wv-coll/v1/objects", own.clone()).unwrap(),
+        own,
+        "the body goes unchanged: no Weaviate tenant is set"
+    );
+    let batch = json!({"objects": [{"class": "T_acme_Docs", "properties": {}},
+                                   {"class": "t_acme_Faq", "properties": {}}]});
+    assert_eq!(
+        rewritten("POST", "/wv-coll/v1/batch/objects", batch.clone()).unwrap(),
+        batch
+    );
+    let references = json!([{"from": "weaviate://localhost/T_acme_Docs/1/cites",
+                             "to": "weaviate://localhost/T_acme_Docs/2"}]);
+    assert_eq!(
+        rewritten("POST", "/wv-coll/v1/batch/references", references.clone()).unwrap(),
+        references
+    );
+    let graphql = json!({"query": "{ Get { T_acme_Docs(limit: 1, nearObject: {beacon: \"weaviate://localhost/T_acme_Docs/1\"}) { cites { ... on T_acme_Docs { title } } } } Aggregate { T_acme_Faq(tenant: \"team1\") { meta { count } } } }"});
+    assert_eq!(
+        rewritten("POST", "/wv-coll/v1/graphql", graphql.clone()).unwrap(),
+        graphql,
+        "the query goes unchanged"
+    );
+    for (method, raw, body) in [
+        (
+            "POST",
+            "/wv-coll/v1/objects",
+            json!({"class": "T_globex_Docs"}),
+        ),
+        (
+            "PUT",
+            "/wv-coll/v1/objects/T_acme_Docs/1",
+            json!({"class": "T_globex_Docs"}),
+        ),
+        (
+            "POST",
+            "/wv-coll/v1/objects",
+            json!({"class": "T_acme_Docs", "properties": {
+                "cites": [{"beacon": "weaviate://localhost/T_globex_Docs/2"}]}}),
+        ),
+        (
+            "POST",
+            "/wv-coll/v1/batch/objects",
+            json!({"objects": [{"class": "T_acme_Docs"}, {"class": "T_globex_Docs"}]}),
+        ),
+        (
+            "DELETE",
+            "/wv-coll/v1/batch/objects",
+            json!({"match": {"class": "T_globex_Docs", "where": {}}}),
+        ),
+        (
+            "POST",
+            "/wv-coll/v1/batch/references",
+            json!([{"from": "weaviate://localhost/T_globex_Docs/1/cites",
+                    "to": "weaviate://localhost/T_acme_Docs/2"}]),
+        ),
+        (
+            "POST",
+            "/wv-coll/v1/batch/references",
+            json!([{"from": "weaviate://localhost/T_acme_Docs/1/cites",
+                    "to": "weaviate://localhost/T_globex_Docs/2"}]),
+        ),
+        (
+            "POST",
+            "/wv-coll/v1/objects/T_acme_Docs/1/references/cites",
+            json!({"beacon": "weaviate://localhost/T_globex_Docs/2"}),
+        ),
+        (
+            "PUT",
+            "/wv-coll/v1/objects/T_acme_Docs/1/references/cites",
+            json!([{"beacon": "weaviate://localhost/T_acme_Docs/2"},
+                   {"beacon": "weaviate://localhost/T_globex_Docs/3"}]),
+        ),
+        (
+            "POST",
+            "/wv-coll/v1/graphql",
+            json!({"query": "{ Get { T_globex_Docs { title } } }"}),
+        ),
+        (
+            "POST",
+            "/wv-coll/v1/graphql",
+            json!({"query": "{ Aggregate { T_globex_Docs { meta { count } } } }"}),
+        ),
+        (
+            "POST",
+            "/wv-coll/v1/graphql",
+            json!({"query": "{ Get { mine: T_globex_Docs { title } } }"}),
+        ),
+        (
+            "POST",
+            "/wv-coll/v1/graphql",
+            json!({"query": "{ Get { T_acme_Docs { cites { ... on T_globex_Docs { title } } } } }"}),
+        ),
+        (
+            "POST",
+            "/wv-coll/v1/graphql",
+            json!({"query": "{ Get { T_acme_Docs(nearObject: {beacon: \"weaviate://localhost/T_globex_Docs/1\"}) { title } } }"}),
+        ),
+    ] {
+        assert_eq!(
+            refused_body(method, raw, body.clone()),
+            Reason::CrossTenantNamespace,
+            "{method} {raw} {body}"
+        );
+    }
+    for body in [
+        // A beacon without its collection (Weaviate's older form) could reach any.
+        json!({"beacon": "weaviate://localhost/8e3a"}),
+        json!({"Beacon": "weaviate://localhost/T_globex_Docs/2", "beacon": "weaviate://localhost/T_acme_Docs/2"}),
+    ] {
+        assert_eq!(
+            refused_body(
+                "POST",
+                "/wv-coll/v1/objects/T_acme_Docs/1/references/cites",
+                body
+            ),
+            Reason::InvalidBody
+        );
+    }
+}
+
+#[test]
+fn shared_collections_also_confine_references_and_fragments() {
+    for (raw, body) in [
+        (
+            "/weaviate/v1/batch/references",
+            json!([{"from": "weaviate://localhost/Docs/1/author",
+                    "to": "weaviate://localhost/Secrets/2"}]),
+        ),
+        (
+            "/weaviate/v1/objects/Docs/1/references/author",
+            json!({"beacon": "weaviate://localhost/Secrets/2"}),
+        ),
+        (
+            "/weaviate/v1/graphql",
+            json!({"query": "{ Get { Docs { author { ... on Secrets { x } } } } }"}),
+        ),
+    ] {
+        assert_eq!(
+            refused_body("POST", raw, body.clone()),
+            Reason::CrossTenantNamespace,
+            "{raw} {body}"
+        );
+    }
+    let (path, _) = planned("POST", "/weaviate/v1/objects/Docs/1/references/author");
+    assert_eq!(
+        path,
+        "/weaviate/v1/objects/Docs/1/references/author?tenant=acme-ns"
+    );
+}
+
+#[test]
+fn collection_templates_are_checked() {
+    for (entry, expected) in [
+        (
+            json!({"collection": "{namespace}_Docs"}),
+            "vector_stores[0].collection: must start with an upper-case letter or {name}",
+        ),
+        (
+            json!({"collection": "T_{tenant}{name}"}),
+            "vector_stores[0].collection: needs a separator",
+        ),
+        (
+            json!({"collection": "T-{tenant}_{name}"}),
+            "vector_stores[0].collection: besides its placeholders",
+        ),
+        (
+            json!({"collection": "T_{name}_{name}_{tenant}"}),
+            "vector_stores[0].collection: may contain {name} at most once",
+        ),
+        (
+            json!({"collection": "T_{tenant}_{namespace}"}),
+            "vector_stores[0].collection: must contain exactly one of",
+        ),
+        (
+            json!({"collection": "T_Docs"}),
+            "vector_stores[0].collection: must contain exactly one of",
+        ),
+        (
+            json!({"collection": "T_{tenant}", "tenant": "{tenant}"}),
+            "vector_stores[0].tenant: not with collection",
+        ),
+        (
+            json!({"collection": "T_{tenant}", "collections": ["Docs"]}),
+            "vector_stores[0].collections: not with collection",
+        ),
+        (
+            json!({"collection": "T_{tenant}", "allow": ["read_schema", "own_tenant"]}),
+            "vector_stores[0].allow[1]: own_tenant is for native multi-tenancy",
+        ),
+    ] {
+        let mut entry = entry;
+        entry["path_prefix"] = json!("/w");
+        entry["kind"] = json!("weaviate");
+        let error = config_error(json!([entry]));
+        assert!(error.starts_with(expected), "{error}");
+    }
+    for template in ["{name}_{namespace}", "Docs{tenant}", "T_{tenant}_{name}_V2"] {
+        let entry = json!([{"path_prefix": "/w", "kind": "weaviate", "collection": template}]);
+        assert!(compiled(entry).is_ok(), "{template}");
+    }
+}
+
+#[test]
+fn a_name_first_template_confines_by_its_suffix() {
+    let stores = compiled(json!([
+        {"path_prefix": "/w", "kind": "weaviate", "collection": "{name}_{namespace}"}
+    ]))
+    .unwrap();
+    for (raw, own) in [
+        ("/w/objects/Docs_acme-ns/1", true),
+        ("/w/objects/docs_acme-ns/1", true),
+        ("/w/objects/Docs_x_acme-ns/1", false),
+        ("/w/objects/Docs_globex/1", false),
+        ("/w/objects/_acme-ns/1", false),
+    ] {
+        let route = route_of(&stores, "GET", raw);
+        assert_eq!(
+            matches!(route, VectorRoute::Forward { .. }),
+            own,
+            "{raw}: {route:?}"
+        );
+    }
+}
+
+#[test]
+fn without_collections_to_confine_reference_targets_go_as_sent() {
+    // Native multi-tenancy, any collection: the target resolves in the same tenant.
+    let one = json!({"beacon": "weaviate://localhost/8e3a"});
+    assert_eq!(
+        rewritten(
+            "POST",
+            "/wv-open/objects/Anything/1/references/p",
+            one.clone()
+        )
+        .unwrap(),
+        one
+    );
+    let batch = json!([{"from": "weaviate://localhost/Anything/1/p",
+                        "to": "weaviate://localhost/8e3a"}]);
+    let out = rewritten("POST", "/wv-open/batch/references", batch).unwrap();
+    assert_eq!(out[0]["tenant"], "t-acme");
 }
