@@ -27,6 +27,7 @@ use crate::policy::identity::{
 use crate::policy::isolation::{compile_isolation, IsolationRules, RawIsolation};
 use crate::policy::jwks::KeySet;
 use crate::policy::metering::UsageRules;
+use crate::policy::models;
 use crate::policy::namespace::{compile_routing, RawRouting, Routing};
 use crate::policy::plan::{check_limits, finish_limits, Enforcement, Limits, RawLimits};
 use crate::policy::secret::Named;
@@ -203,6 +204,8 @@ struct RawTenant {
     limits: Option<RawLimits>,
     /// Overrides the plan's `enforcement`.
     enforcement: Option<Enforcement>,
+    /// Replaces the plan's `models`.
+    models: Option<Vec<String>>,
     /// Ids of provider objects the tenant may use though the gateway never saw them created.
     #[serde(default)]
     object_prefixes: Vec<String>,
@@ -442,7 +445,7 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
                 headers: t.upstream_headers,
             });
         }
-        let as_planned = t.limits.is_none() && t.enforcement.is_none();
+        let as_planned = t.limits.is_none() && t.enforcement.is_none() && t.models.is_none();
         let path = format!("tenants.{id}");
         let known_by_keys = !t.api_keys.is_empty();
         if known_by_keys && !api_keys.enabled() {
@@ -477,6 +480,12 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
         let mut limits = plan_limits(&format!("{path}.plan"), &t.plan)?;
         if let Some(own) = t.limits {
             check_limits(&format!("{path}.limits"), &own)?;
+            if own.models.is_some() {
+                return err(
+                    format!("{path}.limits.models"),
+                    format!("a tenant's own models are {path}.models"),
+                );
+            }
             limits = RawLimits {
                 requests: own.requests.or(limits.requests),
                 tokens: own.tokens.or(limits.tokens),
@@ -484,12 +493,19 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
                 enforcement: own.enforcement.or(limits.enforcement),
                 output_cap: own.output_cap.or(limits.output_cap),
                 min_output_tokens: own.min_output_tokens.or(limits.min_output_tokens),
+                models: limits.models,
             };
         }
         limits.enforcement = t.enforcement.or(limits.enforcement);
+        if let Some(own) = &t.models {
+            models::check(&format!("{path}.models"), own)?;
+        }
         let limits = match t.plan.as_deref().and_then(|p| shared.get(p)) {
             Some(shared) if as_planned => Rc::clone(shared),
-            _ => Rc::new(finish_limits(limits)),
+            _ => Rc::new(models::with_tenant_list(
+                finish_limits(limits),
+                t.models.as_deref(),
+            )),
         };
         let providers = if t.providers.is_empty() && known_by_keys {
             Vec::new()

@@ -5,6 +5,8 @@ use serde::Deserialize;
 
 use crate::policy::config_error::{err, ConfigError};
 use crate::policy::cost::micro_usd;
+use crate::policy::models::{self, ModelList};
+use std::rc::Rc;
 
 /// A plan, or a tenant's `limits` overriding its plan field by field.
 #[derive(Deserialize, Clone, Default)]
@@ -16,6 +18,8 @@ pub(crate) struct RawLimits {
     pub(crate) enforcement: Option<Enforcement>,
     pub(crate) output_cap: Option<OutputCapMode>,
     pub(crate) min_output_tokens: Option<u64>,
+    /// The models the plan's tenants may use (`crate::policy::models`).
+    pub(crate) models: Option<Vec<String>>,
 }
 
 /// `output_cap`: how a request's output limit is held to what its quotas still cover.
@@ -62,6 +66,8 @@ pub struct Limits {
     pub enforcement: Enforcement,
     /// `output_cap: "clamp"`; `None`: output limits are reserved as the client sent them.
     pub output_cap: Option<OutputCap>,
+    /// The models the tenant may use; `None`: every model.
+    pub models: Option<Rc<ModelList>>,
 }
 
 impl Limits {
@@ -86,6 +92,9 @@ pub(crate) fn check_limits(path: &str, limits: &RawLimits) -> Result<(), ConfigE
             }
         }
     }
+    if let Some(list) = &limits.models {
+        models::check(&format!("{path}.models"), list)?;
+    }
     if limits.min_output_tokens == Some(0) {
         return err(format!("{path}.min_output_tokens"), "must be at least 1");
     }
@@ -108,6 +117,7 @@ pub(crate) fn finish_limits(raw: RawLimits) -> Limits {
         output_cap: raw.output_cap.map(|OutputCapMode::Clamp| OutputCap {
             min_output_tokens: raw.min_output_tokens.unwrap_or(DEFAULT_MIN_OUTPUT_TOKENS),
         }),
+        models: raw.models.as_deref().map(models::compile),
     }
 }
 

@@ -18,6 +18,7 @@ fn limits(requests: &[(u64, u64)], tokens: &[(u64, u64)], budget: Option<u64>) -
         monthly_budget_micro_usd: budget,
         enforcement: Default::default(),
         output_cap: None,
+        models: None,
     }
 }
 
