@@ -523,8 +523,6 @@ impl Stream {
             return self.request_body_allowed(body, rules);
         };
         if !self.shadow {
-            // Read for the record's model: the refusal names what was asked for.
-            self.meter.read_request(body, rules.usage, rules.pricing);
             return self.refuse(refusal, rules);
         }
         let mut effects = self.request_body_allowed(body, rules);

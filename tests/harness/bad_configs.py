@@ -55,6 +55,18 @@ def _key_ops_without_verify(cfg):
     cfg["providers"]["corp-idp"]["jwks"]["keys"][0]["key_ops"] = ["encrypt"]
 
 
+def _model_star_inside(cfg):
+    cfg["plans"]["free"]["models"] = ["gpt-4o-mini", "claude-*-haiku"]
+
+
+def _empty_model(cfg):
+    cfg["tenants"]["acme"]["models"] = [""]
+
+
+def _models_in_tenant_limits(cfg):
+    cfg["tenants"]["acme"]["limits"] = {"models": ["gpt-4o"]}
+
+
 # name: (mutation of main_plugin_config, how the filter's log line begins after
 # "invalid configuration: ")
 BAD_CONFIGS = {
@@ -80,6 +92,13 @@ BAD_CONFIGS = {
     "key_ops_without_verify": (_key_ops_without_verify,
                                'providers.corp-idp.jwks.keys[0].key_ops: does not include '
                                '"verify": the key may not verify signatures'),
+    "model_star_inside": (_model_star_inside,
+                          "plans.free.models[1]: \"claude-*-haiku\": '*' may only end a "
+                          "pattern (a prefix such as \"claude-3-5-haiku-*\")"),
+    "empty_model": (_empty_model, "tenants.acme.models[0]: must not be empty"),
+    "models_in_tenant_limits": (_models_in_tenant_limits,
+                                "tenants.acme.limits.models: a tenant's own models are "
+                                "tenants.acme.models"),
 }
 
 
