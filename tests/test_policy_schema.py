@@ -221,7 +221,8 @@ def test_the_tests_policies_are_accepted_and_valid(tmp_path, name):
 # The bad documents the schema can describe (the others break rules between fields or in key
 # material, which its description names).
 SCHEMA_REFUSES = {"unknown_top_level_field", "empty_providers", "unknown_nested_field",
-                  "bad_status", "token_type_not_jwt", "empty", "array", "wrong_type"}
+                  "bad_status", "token_type_not_jwt", "empty", "array", "wrong_type",
+                  "model_star_inside", "empty_model", "models_in_tenant_limits"}
 
 
 @pytest.mark.parametrize("case", list(BAD_CONFIGS))

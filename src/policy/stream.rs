@@ -530,9 +530,11 @@ impl Stream {
         effects
     }
 
-    /// The body's models must be on the tenant's list (`models`).
+    /// The body's models must be on the tenant's list (`models`). A form was decided at
+    /// admission.
     fn check_body_models(&self, body: &[u8]) -> Result<(), Refusal> {
-        let Some((rule, endpoint)) = &self.models else {
+        let Some((rule, endpoint)) = self.models.as_ref().filter(|(_, e)| *e != Endpoint::Form)
+        else {
             return Ok(());
         };
         rule.check_body(*endpoint, body).map_err(|refused| Refusal {

@@ -1628,3 +1628,30 @@ fn a_list_holding_a_star_reads_nothing() {
     let effects = stream.on(Event::RequestBody(b"{}"), &rules);
     assert!(effects.refuse.is_none());
 }
+
+#[test]
+fn in_shadow_mode_a_refused_path_or_form_is_noted_once_at_admission() {
+    let (usage, pricing) = rules_without_global();
+    let rules = local_rules(&usage, &pricing);
+    for path in [
+        "/v1/audio/transcriptions",
+        "/openai/deployments/gpt-4o/chat/completions",
+    ] {
+        let (mut stream, effects) = Stream::admit(
+            Setup {
+                path,
+                shadow: true,
+                models: Some(model_rule(&["gpt-4o-mini"])),
+                ..setup(true, true)
+            },
+            &rules,
+        );
+        assert!(effects.refuse.is_none(), "{path}");
+        assert_eq!(effects.shadowed.unwrap().0, Reason::ModelNotAllowed);
+        let effects = stream.on(Event::RequestBody(b"{}"), &rules);
+        assert!(
+            effects.refuse.is_none() && effects.shadowed.is_none(),
+            "{path}"
+        );
+    }
+}
