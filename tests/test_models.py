@@ -7,8 +7,10 @@ official ``openai`` SDK, a tenant's own list, and no list at all."""
 
 import json
 import uuid
+from pathlib import Path
 
 import httpx2
+import jsonschema
 import openai
 import pytest
 
@@ -20,6 +22,9 @@ from harness.h2client import H2Client
 from harness.keys import claims, mint
 from harness.plugin_config import gateway_config, tenant, windows
 from harness.records import filter_record
+
+AUDIT_SCHEMA = json.loads(
+    (Path(__file__).resolve().parent.parent / "schema" / "audit-line.schema.json").read_text())
 
 FREE_MODELS = ["gpt-4o-mini", "claude-3-5-haiku-*", "text-embedding-3-small",
                "gemini-1.5-flash*", "anthropic.claude-3-5-haiku-*"]
@@ -99,6 +104,7 @@ def assert_refused(gateway, upstream, resp, reason, model=None, owner="plan 'fre
         (tenant_id, "deny", reason), record
     event = audit_event(gateway, resp.request_id)
     assert (event["event"], event["tenant"], event["reason"]) == ("deny", tenant_id, reason)
+    jsonschema.validate(event, AUDIT_SCHEMA)
     if model is not None:
         assert event["claimed"] == {"model": model}, event
     return error
