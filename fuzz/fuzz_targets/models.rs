@@ -23,7 +23,10 @@ fn rule() -> ModelRule {
         }));
     }
     let config = CONFIG.with(|config| *config);
-    let bound = config.tenants.bind_key_owner("acme").expect("fixture tenant");
+    let bound = config
+        .tenants
+        .bind_key_owner("acme")
+        .expect("fixture tenant");
     ModelRule {
         list: bound.limits.models.clone().expect("fixture list"),
         plan: Some("free".into()),
