@@ -29,7 +29,9 @@ use crate::policy::jwks::KeySet;
 use crate::policy::metering::UsageRules;
 use crate::policy::models;
 use crate::policy::namespace::{compile_routing, RawRouting, Routing};
-use crate::policy::plan::{check_limits, finish_limits, Enforcement, Limits, RawLimits};
+use crate::policy::plan::{
+    check_limits, finish_limits, with_tenant_models, Enforcement, Limits, RawLimits,
+};
 use crate::policy::secret::Named;
 use crate::policy::tenant::{
     check_default_namespaces, check_listed_namespaces, is_valid_tenant_id,
@@ -502,7 +504,7 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
         }
         let limits = match t.plan.as_deref().and_then(|p| shared.get(p)) {
             Some(shared) if as_planned => Rc::clone(shared),
-            _ => Rc::new(models::with_tenant_list(
+            _ => Rc::new(with_tenant_models(
                 finish_limits(limits),
                 t.models.as_deref(),
             )),

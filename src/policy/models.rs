@@ -25,9 +25,7 @@ use serde_json::Value;
 
 use crate::policy::config_error::{err, ConfigError};
 use crate::policy::denial::{self, LocalReply, Reason};
-use crate::policy::plan::Limits;
 use crate::policy::provider_api::{PathApi, ProviderApi};
-use crate::policy::record::printable;
 
 /// Longest pattern (and longest model name quoted in a refusal).
 const MAX_NAME_BYTES: usize = 256;
@@ -109,17 +107,6 @@ pub(crate) fn compile(list: &[String]) -> Rc<ModelList> {
             .collect(),
         by_tenant: false,
     })
-}
-
-/// A tenant's limits with its own list (`tenants.<id>.models`, already checked) in place of
-/// its plan's.
-pub(crate) fn with_tenant_list(mut limits: Limits, own: Option<&[String]>) -> Limits {
-    if let Some(own) = own {
-        let mut list = compile(own);
-        Rc::make_mut(&mut list).by_tenant = true;
-        limits.models = Some(list);
-    }
-    limits
 }
 
 /// What an endpoint says about the body's model.
@@ -225,6 +212,20 @@ impl<'de> Visitor<'de> for ModelsVisitor {
     }
 }
 
+/// A client's model name fit to quote: at most 256 bytes, printable ASCII without `"`, other
+/// bytes as `%XX`.
+fn quotable(model: &str) -> String {
+    let mut out = String::with_capacity(model.len().min(MAX_NAME_BYTES));
+    for b in model.bytes().take(MAX_NAME_BYTES) {
+        if (b == b' ' || b.is_ascii_graphic()) && b != b'"' && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Whose list a request is held to, for the refusal's message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelRule {
@@ -294,7 +295,7 @@ impl ModelRule {
         let owner = self.owner();
         let (detail, message) = match model {
             Some(model) => {
-                let model = printable(model.as_bytes(), MAX_NAME_BYTES).replace('"', "%22");
+                let model = quotable(model);
                 (
                     format!("model \"{model}\" (in the {place}) is not one of {owner}'s models"),
                     format!("The model '{model}' is not available on {owner}."),

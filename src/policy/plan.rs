@@ -121,5 +121,16 @@ pub(crate) fn finish_limits(raw: RawLimits) -> Limits {
     }
 }
 
+/// A tenant's limits with its own model list (`tenants.<id>.models`, already checked) in place
+/// of its plan's.
+pub(crate) fn with_tenant_models(mut limits: Limits, own: Option<&[String]>) -> Limits {
+    if let Some(own) = own {
+        let mut list = models::compile(own);
+        Rc::make_mut(&mut list).by_tenant = true;
+        limits.models = Some(list);
+    }
+    limits
+}
+
 /// `min_output_tokens` when a plan with `output_cap` does not say.
 pub const DEFAULT_MIN_OUTPUT_TOKENS: u64 = 16;
