@@ -113,7 +113,8 @@ pub(crate) fn compile(list: &[String]) -> Rc<ModelList> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     /// The body must name the model (OpenAI chat completions, completions, embeddings,
-    /// responses, audio speech, image generations; Anthropic messages and token counts).
+    /// responses, audio speech, image generations, fine-tuning jobs; Anthropic messages and
+    /// token counts).
     Required,
     /// The path names the model; a body `model` is checked too when it has one.
     InPath,
@@ -141,7 +142,8 @@ pub fn endpoint(method: &str, path: &str, path_api: Option<ProviderApi>) -> Endp
         | (Some("messages"), Some("v1"))
         | (Some("count_tokens"), Some("messages"))
         | (Some("speech"), Some("audio"))
-        | (Some("generations"), Some("images")) => Endpoint::Required,
+        | (Some("generations"), Some("images"))
+        | (Some("jobs"), Some("fine_tuning")) => Endpoint::Required,
         (Some("transcriptions" | "translations"), Some("audio"))
         | (Some("edits" | "variations"), Some("images")) => Endpoint::Form,
         _ => Endpoint::None,

@@ -97,6 +97,7 @@ fn endpoints_that_take_a_model_in_the_body() {
         "/v1/messages/count_tokens",
         "/v1/audio/speech",
         "/v1/images/generations",
+        "/v1/fine_tuning/jobs",
         "/openai/v1/chat/completions?api-version=preview",
         "/tenants/acme/v1/chat/completions/",
     ] {
