@@ -71,7 +71,7 @@ FLOOR_TARGET := target/bench-floor
 # code, and release builds keep debug assertions and overflow checks (cargo-fuzz's default).
 # Builds and corpora live outside the clone so later runs on this machine reuse them.
 FUZZ_TARGETS := config token jwks usage path vector_body rls_answer rfc3339 api_key \
-	event_stream answer_array weaviate_body alert_marks
+	event_stream answer_array weaviate_body alert_marks models
 FUZZ_CACHE ?= $(HOME)/.cache/tenant-guard/fuzz
 FUZZ_SMOKE_SECONDS ?= 4
 SECONDS ?= 60

@@ -223,7 +223,8 @@ def test_the_tests_policies_are_accepted_and_valid(tmp_path, name):
 SCHEMA_REFUSES = {"unknown_top_level_field", "empty_providers", "unknown_nested_field",
                   "bad_status", "token_type_not_jwt", "empty", "array", "wrong_type",
                   "per_user_max_users_zero", "per_user_without_limits",
-                  "alerts_webhook_retries"}
+                  "alerts_webhook_retries", "model_star_inside", "empty_model",
+                  "models_in_tenant_limits"}
 
 
 @pytest.mark.parametrize("case", list(BAD_CONFIGS))

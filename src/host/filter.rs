@@ -22,6 +22,7 @@ use crate::policy::isolation;
 use crate::policy::isolation::objects::Owners;
 use crate::policy::lease::Fetch;
 use crate::policy::metering;
+use crate::policy::models::ModelRule;
 use crate::policy::plan::{Enforcement, Limits};
 use crate::policy::quota::{self, Demand, Refusal, Reservation, WindowStatus};
 use crate::policy::ratelimit;
@@ -255,6 +256,11 @@ impl Filter {
                     json_body,
                     shadow,
                     output_cap,
+                    models: admission.limits.models.clone().map(|list| ModelRule {
+                        list,
+                        plan: admission.plan.clone(),
+                        tenant: admission.tenant.clone(),
+                    }),
                 },
                 &rules,
             )

@@ -38,6 +38,9 @@ pub struct Claimed {
     /// The provider-side object a request named.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub object: Option<String>,
+    /// A model the tenant's list does not allow (`model_not_allowed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 impl Claimed {
@@ -92,6 +95,7 @@ pub fn of<'a>(record: &Record, facts: impl FnOnce() -> Facts<'a>) -> Option<Even
         "cross_tenant_path" => claimed.path_namespace = quoted,
         "cross_tenant_namespace" | "tenant_namespace_conflict" => claimed.namespace = quoted,
         "provider_object_not_found" => claimed.object = quoted,
+        "model_not_allowed" => claimed.model = quoted,
         _ => {}
     }
     Some(Event {

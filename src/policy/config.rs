@@ -28,8 +28,11 @@ use crate::policy::identity::{
 use crate::policy::isolation::{compile_isolation, IsolationRules, RawIsolation};
 use crate::policy::jwks::KeySet;
 use crate::policy::metering::UsageRules;
+use crate::policy::models;
 use crate::policy::namespace::{compile_routing, RawRouting, Routing};
-use crate::policy::plan::{check_limits, finish_limits, Enforcement, Limits, RawLimits};
+use crate::policy::plan::{
+    check_limits, finish_limits, with_tenant_models, Enforcement, Limits, RawLimits,
+};
 use crate::policy::secret::Named;
 use crate::policy::tenant::{
     check_default_namespaces, check_listed_namespaces, is_valid_tenant_id,
@@ -205,6 +208,8 @@ struct RawTenant {
     limits: Option<RawLimits>,
     /// Overrides the plan's `enforcement`.
     enforcement: Option<Enforcement>,
+    /// Replaces the plan's `models`.
+    models: Option<Vec<String>>,
     /// Ids of provider objects the tenant may use though the gateway never saw them created.
     #[serde(default)]
     object_prefixes: Vec<String>,
@@ -446,7 +451,7 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
                 headers: t.upstream_headers,
             });
         }
-        let as_planned = t.limits.is_none() && t.enforcement.is_none();
+        let as_planned = t.limits.is_none() && t.enforcement.is_none() && t.models.is_none();
         let path = format!("tenants.{id}");
         let known_by_keys = !t.api_keys.is_empty();
         if known_by_keys && !api_keys.enabled() {
@@ -481,6 +486,12 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
         let mut limits = plan_limits(&format!("{path}.plan"), &t.plan)?;
         if let Some(own) = t.limits {
             check_limits(&format!("{path}.limits"), &own)?;
+            if own.models.is_some() {
+                return err(
+                    format!("{path}.limits.models"),
+                    format!("a tenant's own models are {path}.models"),
+                );
+            }
             limits = RawLimits {
                 requests: own.requests.or(limits.requests),
                 tokens: own.tokens.or(limits.tokens),
@@ -490,12 +501,19 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
                 min_output_tokens: own.min_output_tokens.or(limits.min_output_tokens),
                 per_user: own.per_user.or(limits.per_user),
                 alerts: own.alerts.or(limits.alerts),
+                models: limits.models,
             };
         }
         limits.enforcement = t.enforcement.or(limits.enforcement);
+        if let Some(own) = &t.models {
+            models::check(&format!("{path}.models"), own)?;
+        }
         let limits = match t.plan.as_deref().and_then(|p| shared.get(p)) {
             Some(shared) if as_planned => Rc::clone(shared),
-            _ => Rc::new(finish_limits(limits)),
+            _ => Rc::new(with_tenant_models(
+                finish_limits(limits),
+                t.models.as_deref(),
+            )),
         };
         let providers = if t.providers.is_empty() && known_by_keys {
             Vec::new()

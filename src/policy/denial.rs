@@ -49,6 +49,10 @@ pub enum Reason {
     /// The request goes to an upstream that needs a credential, and neither the tenant nor the
     /// platform has one for it.
     NoUpstreamCredential,
+    /// The request names a model its tenant's list (`models`) does not allow.
+    ModelNotAllowed,
+    /// A model list applies and the body names no model, or not as a string.
+    ModelRequired,
 }
 
 impl Reason {
@@ -80,6 +84,8 @@ impl Reason {
             Reason::ApiKeyRevoked => "api_key_revoked",
             Reason::ApiKeyExpired => "api_key_expired",
             Reason::NoUpstreamCredential => "no_upstream_credential",
+            Reason::ModelNotAllowed => "model_not_allowed",
+            Reason::ModelRequired => "model_required",
         }
     }
 }
@@ -190,6 +196,16 @@ pub fn reply(reason: Reason) -> LocalReply {
             "permission_error",
             "The tenant has no credential for this upstream.",
         ),
+        Reason::ModelNotAllowed => (
+            403,
+            "permission_error",
+            "The model is not available on the tenant's plan.",
+        ),
+        Reason::ModelRequired => (
+            400,
+            "invalid_request_error",
+            "The request must name its model.",
+        ),
     };
     let mut headers = vec![("content-type", "application/json".to_string())];
     match reason {
@@ -215,6 +231,18 @@ pub fn reply(reason: Reason) -> LocalReply {
         headers,
         body,
     }
+}
+
+/// [`reply`] with a message of its own (one naming what the client sent, such as the model).
+pub fn reply_saying(reason: Reason, message: &str) -> LocalReply {
+    let mut reply = reply(reason);
+    if let Ok(mut body) = serde_json::from_str::<serde_json::Value>(&reply.body) {
+        if let Some(error) = body.get_mut("error").and_then(|e| e.as_object_mut()) {
+            error.insert("message".into(), message.into());
+            reply.body = body.to_string();
+        }
+    }
+    reply
 }
 
 #[cfg(test)]

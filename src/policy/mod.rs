@@ -21,6 +21,7 @@ pub mod json_edit;
 pub mod jwks;
 pub mod lease;
 pub mod metering;
+pub mod models;
 pub mod namespace;
 pub mod output_cap;
 pub mod plan;

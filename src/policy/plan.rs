@@ -6,6 +6,8 @@ use serde::Deserialize;
 use crate::policy::alerts::compile_thresholds;
 use crate::policy::config_error::{err, ConfigError};
 use crate::policy::cost::micro_usd;
+use crate::policy::models::{self, ModelList};
+use std::rc::Rc;
 
 /// A plan, or a tenant's `limits` overriding its plan field by field.
 #[derive(Deserialize, Clone, Default)]
@@ -21,6 +23,8 @@ pub(crate) struct RawLimits {
     pub(crate) per_user: Option<RawPerUser>,
     /// Alert thresholds, fractions of each token window and of the budget (`policy::alerts`).
     pub(crate) alerts: Option<Vec<f64>>,
+    /// The models the plan's tenants may use (`crate::policy::models`).
+    pub(crate) models: Option<Vec<String>>,
 }
 
 /// `output_cap`: how a request's output limit is held to what its quotas still cover.
@@ -71,6 +75,8 @@ pub struct Limits {
     pub per_user: Option<PerUser>,
     /// `alerts`: thresholds in permille, ascending (empty: no alerts).
     pub alerts: Vec<u16>,
+    /// The models the tenant may use; `None`: every model.
+    pub models: Option<Rc<ModelList>>,
 }
 
 impl Limits {
@@ -94,6 +100,9 @@ pub(crate) fn check_limits(path: &str, limits: &RawLimits) -> Result<(), ConfigE
                 return err(format!("{path}.{kind}[{i}].window_s"), "must be at least 1");
             }
         }
+    }
+    if let Some(list) = &limits.models {
+        models::check(&format!("{path}.models"), list)?;
     }
     if limits.min_output_tokens == Some(0) {
         return err(format!("{path}.min_output_tokens"), "must be at least 1");
@@ -130,6 +139,7 @@ pub(crate) fn finish_limits(raw: RawLimits) -> Limits {
             .as_deref()
             .and_then(|a| compile_thresholds("", a).ok())
             .unwrap_or_default(),
+        models: raw.models.as_deref().map(models::compile),
     }
 }
 
@@ -209,6 +219,17 @@ pub(crate) fn finish_per_user(raw: RawPerUser) -> PerUser {
         }),
         max_users: raw.max_users.unwrap_or(DEFAULT_MAX_USERS),
     }
+}
+
+/// A tenant's limits with its own model list (`tenants.<id>.models`, already checked) in place
+/// of its plan's.
+pub(crate) fn with_tenant_models(mut limits: Limits, own: Option<&[String]>) -> Limits {
+    if let Some(own) = own {
+        let mut list = models::compile(own);
+        Rc::make_mut(&mut list).by_tenant = true;
+        limits.models = Some(list);
+    }
+    limits
 }
 
 /// `min_output_tokens` when a plan with `output_cap` does not say.

@@ -41,6 +41,7 @@ use crate::policy::isolation::objects::{self, IdField, ObjectPlan, Owners};
 use crate::policy::isolation::prompt_cache::{self, Api};
 use crate::policy::isolation::IsolationRules;
 use crate::policy::metering::{self, Answer, Meter, UsageRules};
+use crate::policy::models::{self, Endpoint, ModelRule};
 use crate::policy::namespace::PathRefusal;
 use crate::policy::output_cap;
 use crate::policy::plan::OutputCap;
@@ -130,6 +131,8 @@ pub struct Setup<'a> {
     pub shadow: bool,
     /// The tenant's plan caps output limits (never in shadow mode).
     pub output_cap: Option<OutputCap>,
+    /// The models the tenant may use (`None`: every model).
+    pub models: Option<ModelRule>,
 }
 
 /// A body read while its capped reservation is made.
@@ -201,6 +204,8 @@ pub struct Stream {
     pending: Option<Pending>,
     /// The output limit the filter set in the body.
     output_cap: Option<u64>,
+    /// The tenant's model list, and what the endpoint says of the body's model.
+    models: Option<(ModelRule, Endpoint)>,
     path: String,
     /// The token check at the rate-limit service waits for the body's model.
     token_check_waits: bool,
@@ -232,6 +237,23 @@ impl Stream {
             .output_cap
             .filter(|_| setup.held.is_some() && setup.body_follows)
             .and_then(|rule| Some((output_cap::Api::of(setup.method, setup.path, api)?, rule)));
+        // A list holding `*` reads nothing.
+        let model_rule = setup.models.filter(|rule| !rule.list.allows_all());
+        let models = model_rule.map(|rule| (rule, models::endpoint(setup.method, setup.path, api)));
+        // What the path says is decided now: its model, or a form the filter does not read.
+        let path_model = models.as_ref().and_then(|(rule, endpoint)| {
+            let form = match endpoint {
+                Endpoint::Form => rule.check_body(Endpoint::Form, b""),
+                _ => Ok(()),
+            };
+            rule.check_path(path_api.as_ref()).and(form).err()
+        });
+        // The body's model is decided before the upstream sees it (in shadow mode it is only
+        // noted when the body is read anyway).
+        let reads_model = !setup.shadow
+            && models.as_ref().is_some_and(|(_, endpoint)| {
+                matches!(endpoint, Endpoint::Required | Endpoint::InPath)
+            });
         let body_may_change = setup.body_plan.is_some()
             || add_stream_usage
             || setup.cache_scope.is_some()
@@ -245,6 +267,7 @@ impl Stream {
         // A JSON body may name objects: it is decided before the upstream sees it.
         // A capped request must be read whole: its limit cannot be set otherwise.
         let must_read = clamp.is_some()
+            || reads_model
             || (setup.json_body && (setup.objects.is_some() || setup.cache_scope.is_some()));
         let wants_held = body_may_change || token_check_waits || must_read;
         let headers_held = setup.body_follows
@@ -284,6 +307,7 @@ impl Stream {
             clamp,
             pending: None,
             output_cap: None,
+            models,
             path: setup.path.to_string(),
             token_check_waits,
             calls: 0,
@@ -302,9 +326,30 @@ impl Stream {
             drop_content_length: setup.body_follows && body_may_change && !headers_held,
             ..Effects::default()
         };
+        if let Some(refused) = path_model {
+            let refusal = Refusal {
+                reason: refused.reason,
+                detail: refused.detail,
+                reply: refused.reply,
+            };
+            if !stream.shadow {
+                // Nothing of it goes on: its headers are not held for a body either.
+                stream.headers_held = false;
+                let effects = stream.refuse(refusal, rules);
+                return (stream, effects);
+            }
+            effects.shadowed = Some((refusal.reason, refusal.detail));
+        }
         if !setup.body_follows {
             stream.body = Body::Done;
             stream.phase = Phase::EstimateKnown;
+            if let Err(refusal) = stream.check_body_models(b"") {
+                if !stream.shadow {
+                    effects = stream.refuse(refusal, rules);
+                    return (stream, effects);
+                }
+                effects.shadowed = Some((refusal.reason, refusal.detail));
+            }
             if let Some(plan) = &stream.body_plan {
                 // A vector-store operation that needs a body got none.
                 if let Err(refusal) = vector_store::rewrite_body(plan, b"") {
@@ -474,6 +519,33 @@ impl Stream {
         if self.body == Body::Done || self.refused {
             return Effects::default();
         }
+        let Err(refusal) = self.check_body_models(body) else {
+            return self.request_body_allowed(body, rules);
+        };
+        if !self.shadow {
+            return self.refuse(refusal, rules);
+        }
+        let mut effects = self.request_body_allowed(body, rules);
+        effects.shadowed = effects.shadowed.or(Some((refusal.reason, refusal.detail)));
+        effects
+    }
+
+    /// The body's models must be on the tenant's list (`models`). A form was decided at
+    /// admission.
+    fn check_body_models(&self, body: &[u8]) -> Result<(), Refusal> {
+        let Some((rule, endpoint)) = self.models.as_ref().filter(|(_, e)| *e != Endpoint::Form)
+        else {
+            return Ok(());
+        };
+        rule.check_body(*endpoint, body).map_err(|refused| Refusal {
+            reason: refused.reason,
+            detail: refused.detail,
+            reply: refused.reply,
+        })
+    }
+
+    /// The request body, once its models are allowed.
+    fn request_body_allowed(&mut self, body: &[u8], rules: &Rules<'_>) -> Effects {
         let mut rewritten = None;
         if let Some(plan) = &self.body_plan {
             match vector_store::rewrite_body(plan, body) {

@@ -72,6 +72,18 @@ def _alerts_webhook_retries(cfg):
     cfg["alerts"] = {"webhook": {"cluster": "hooks", "path": "/alerts", "retries": 50}}
 
 
+def _model_star_inside(cfg):
+    cfg["plans"]["free"]["models"] = ["gpt-4o-mini", "claude-*-haiku"]
+
+
+def _empty_model(cfg):
+    cfg["tenants"]["acme"]["models"] = [""]
+
+
+def _models_in_tenant_limits(cfg):
+    cfg["tenants"]["acme"]["limits"] = {"models": ["gpt-4o"]}
+
+
 # name: (mutation of main_plugin_config, how the filter's log line begins after
 # "invalid configuration: ")
 BAD_CONFIGS = {
@@ -106,6 +118,13 @@ BAD_CONFIGS = {
                         "plans.pro.alerts[1]: thresholds must be sorted ascending, each once"),
     "alerts_webhook_retries": (_alerts_webhook_retries,
                                "alerts.webhook.retries: must be at most 5"),
+    "model_star_inside": (_model_star_inside,
+                          "plans.free.models[1]: \"claude-*-haiku\": '*' may only end a "
+                          "pattern (a prefix such as \"claude-3-5-haiku-*\")"),
+    "empty_model": (_empty_model, "tenants.acme.models[0]: must not be empty"),
+    "models_in_tenant_limits": (_models_in_tenant_limits,
+                                "tenants.acme.limits.models: a tenant's own models are "
+                                "tenants.acme.models"),
 }
 
 

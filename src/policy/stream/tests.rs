@@ -325,6 +325,7 @@ fn run(books: &mut Books, variant: Variant, steps: &[Step]) -> u64 {
             json_body: true,
             shadow: false,
             output_cap: variant.capped.then_some(CLAMP),
+            models: None,
         },
         &rules,
     );
@@ -569,6 +570,7 @@ fn interleaved_streams_share_one_set_of_counters_exactly() {
                         json_body: true,
                         shadow: false,
                         output_cap: (rng.below(2) == 0).then_some(CLAMP),
+                        models: None,
                     },
                     &rules,
                 );
@@ -662,6 +664,7 @@ fn setup(body_follows: bool, headers_can_wait: bool) -> Setup<'static> {
         json_body: true,
         shadow: false,
         output_cap: None,
+        models: None,
     }
 }
 
@@ -1453,4 +1456,202 @@ fn counters_out_of_reach_leave_the_request_uncapped() {
     // It reserves its estimate as an uncapped request does.
     assert!(effects.reserve.is_some());
     assert_eq!(stream.output_cap(), None);
+}
+
+// === Models per plan ===
+
+fn model_rule(entries: &[&str]) -> crate::policy::models::ModelRule {
+    let entries: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
+    crate::policy::models::ModelRule {
+        list: crate::policy::models::compile(&entries),
+        plan: Some("free".into()),
+        tenant: "acme".into(),
+    }
+}
+
+fn embeddings(body_follows: bool, can_wait: bool, shadow: bool) -> Setup<'static> {
+    Setup {
+        path: "/v1/embeddings",
+        shadow,
+        models: Some(model_rule(&["text-embedding-3-small"])),
+        ..setup(body_follows, can_wait)
+    }
+}
+
+#[test]
+fn a_model_list_holds_the_headers_until_the_body_names_an_allowed_model() {
+    let (usage, pricing) = rules_without_global();
+    let rules = local_rules(&usage, &pricing);
+    // Without a list, nothing holds an embeddings request's headers.
+    let (open, _) = Stream::admit(
+        Setup {
+            path: "/v1/embeddings",
+            ..setup(true, true)
+        },
+        &rules,
+    );
+    assert!(!open.headers_held());
+    for (model, allowed) in [
+        ("text-embedding-3-small", true),
+        ("text-embedding-3-large", false),
+    ] {
+        let (mut stream, effects) = Stream::admit(embeddings(true, true, false), &rules);
+        assert!(stream.headers_held(), "the upstream sees nothing yet");
+        assert!(effects.refuse.is_none());
+        assert_eq!(stream.request_flow(Point::Headers), Flow::Pause);
+        let body = format!(r#"{{"model":"{model}","input":"x"}}"#);
+        let effects = stream.on(Event::RequestBody(body.as_bytes()), &rules);
+        if allowed {
+            assert!(effects.refuse.is_none());
+            assert_eq!(stream.request_flow(Point::Body), Flow::Continue);
+        } else {
+            let refusal = effects.refuse.unwrap();
+            assert_eq!(refusal.reason, Reason::ModelNotAllowed);
+            assert_eq!(refusal.reply.status, 403);
+            assert!(refusal.reply.body.contains("text-embedding-3-large"));
+            assert_eq!(effects.settle.unwrap().phase, Phase::Refused);
+            assert!(stream.refused());
+            assert_eq!(stream.request_flow(Point::Body), Flow::Pause);
+        }
+    }
+}
+
+#[test]
+fn without_held_headers_a_refused_body_never_continues() {
+    let (usage, pricing) = rules_without_global();
+    let rules = local_rules(&usage, &pricing);
+    let (mut stream, _) = Stream::admit(embeddings(true, false, false), &rules);
+    assert!(!stream.headers_held());
+    assert_eq!(stream.request_flow(Point::Headers), Flow::Continue);
+    // The body is read whole, however large it is up to the cap.
+    let read = stream.on(
+        Event::RequestData {
+            size: 10,
+            end: false,
+        },
+        &rules,
+    );
+    assert!(!read.read_body);
+    assert_eq!(stream.request_flow(Point::Body), Flow::Pause);
+    let effects = stream.on(
+        Event::RequestBody(br#"{"model":"gpt-4o","input":"x"}"#),
+        &rules,
+    );
+    assert_eq!(effects.refuse.unwrap().reason, Reason::ModelNotAllowed);
+    assert_eq!(stream.request_flow(Point::Body), Flow::Pause);
+    // A body over the cap cannot be read: refused, never passed on unread.
+    let (mut large, _) = Stream::admit(embeddings(true, false, false), &rules);
+    let too_large = usage.max_body_bytes + 1;
+    let effects = large.on(
+        Event::RequestData {
+            size: too_large,
+            end: false,
+        },
+        &rules,
+    );
+    assert_eq!(effects.refuse.unwrap().reason, Reason::BodyTooLarge);
+}
+
+#[test]
+fn a_path_model_outside_the_list_is_refused_at_admission() {
+    let (usage, pricing) = rules_without_global();
+    let global = global(FailureMode::Deny, false);
+    let mut rules = local_rules(&usage, &pricing);
+    rules.global = Some(&global);
+    let (stream, effects) = Stream::admit(
+        Setup {
+            path: "/openai/deployments/gpt-4o/chat/completions?api-version=1",
+            models: Some(model_rule(&["gpt-4o-mini"])),
+            ..setup(true, true)
+        },
+        &rules,
+    );
+    let refusal = effects.refuse.unwrap();
+    assert_eq!(refusal.reason, Reason::ModelNotAllowed);
+    assert!(refusal.detail.starts_with("model \"gpt-4o\" (in the path)"));
+    assert_eq!(effects.ask, Ask::default(), "nothing asked of the service");
+    assert!(!stream.headers_held());
+    assert_eq!(stream.phase(), Phase::Refused);
+    // The same deployment with an allowed body model is still refused; an allowed
+    // deployment with a refused body model too.
+    let (mut stream, effects) = Stream::admit(
+        Setup {
+            path: "/openai/deployments/gpt-4o-mini/chat/completions",
+            models: Some(model_rule(&["gpt-4o-mini"])),
+            ..setup(true, true)
+        },
+        &rules,
+    );
+    assert!(effects.refuse.is_none() && stream.headers_held());
+    let effects = stream.on(Event::RequestBody(br#"{"model":"gpt-4o"}"#), &rules);
+    assert_eq!(effects.refuse.unwrap().reason, Reason::ModelNotAllowed);
+}
+
+#[test]
+fn a_request_without_a_body_on_a_model_endpoint_is_refused() {
+    let (usage, pricing) = rules_without_global();
+    let rules = local_rules(&usage, &pricing);
+    let (stream, effects) = Stream::admit(embeddings(false, true, false), &rules);
+    assert_eq!(effects.refuse.unwrap().reason, Reason::ModelRequired);
+    assert_eq!(stream.phase(), Phase::Refused);
+}
+
+#[test]
+fn in_shadow_mode_a_refused_model_is_only_noted() {
+    let (usage, pricing) = rules_without_global();
+    let rules = local_rules(&usage, &pricing);
+    let (mut stream, effects) = Stream::admit(embeddings(true, true, true), &rules);
+    assert!(effects.refuse.is_none());
+    assert!(
+        !stream.headers_held(),
+        "shadow mode holds nothing for the model"
+    );
+    let effects = stream.on(Event::RequestBody(br#"{"model":"gpt-4o"}"#), &rules);
+    assert!(effects.refuse.is_none());
+    assert_eq!(effects.shadowed.unwrap().0, Reason::ModelNotAllowed);
+    assert!(!stream.refused());
+}
+
+#[test]
+fn a_list_holding_a_star_reads_nothing() {
+    let (usage, pricing) = rules_without_global();
+    let rules = local_rules(&usage, &pricing);
+    let (mut stream, effects) = Stream::admit(
+        Setup {
+            path: "/v1/embeddings",
+            models: Some(model_rule(&["*"])),
+            ..setup(true, true)
+        },
+        &rules,
+    );
+    assert!(effects.refuse.is_none() && !stream.headers_held());
+    let effects = stream.on(Event::RequestBody(b"{}"), &rules);
+    assert!(effects.refuse.is_none());
+}
+
+#[test]
+fn in_shadow_mode_a_refused_path_or_form_is_noted_once_at_admission() {
+    let (usage, pricing) = rules_without_global();
+    let rules = local_rules(&usage, &pricing);
+    for path in [
+        "/v1/audio/transcriptions",
+        "/openai/deployments/gpt-4o/chat/completions",
+    ] {
+        let (mut stream, effects) = Stream::admit(
+            Setup {
+                path,
+                shadow: true,
+                models: Some(model_rule(&["gpt-4o-mini"])),
+                ..setup(true, true)
+            },
+            &rules,
+        );
+        assert!(effects.refuse.is_none(), "{path}");
+        assert_eq!(effects.shadowed.unwrap().0, Reason::ModelNotAllowed);
+        let effects = stream.on(Event::RequestBody(b"{}"), &rules);
+        assert!(
+            effects.refuse.is_none() && effects.shadowed.is_none(),
+            "{path}"
+        );
+    }
 }

@@ -115,6 +115,7 @@ pub fn event(record: &Value) -> Option<Value> {
             ("tenant_namespace", "path_namespace"),
             ("store_namespace", "namespace"),
             ("provider_object", "object"),
+            ("model", "model"),
         ] {
             if let Some(uid) = c.get(key).and_then(Value::as_str) {
                 resources.push(json!({"type": kind, "uid": uid}));
