@@ -15,13 +15,15 @@ from botocore.config import Config as BotoConfig
 from google import genai
 from google.genai import types
 
-from harness.answers import WORDS, answer
+from harness.answers import WORDS, answer, delivered_tokens
 from harness.expect import assert_denied
 from harness.h2client import H2Client
 from harness.keys import claims, mint
+from harness.limits import remaining
 from harness.plugin_config import gateway_config, tenant, windows
 from harness.client import new_request_id
 from harness.records import filter_record
+from harness.wait import wait_for
 
 PRICES = {
     "gemini-2.0-flash": (Decimal("0.1"), Decimal("0.4")),
@@ -318,3 +320,252 @@ def test_provider_usage_counts_toward_the_token_window_and_clamps_output(
                                 body={"messages": []}, token=token,
                                 headers=answer("bedrock-json"))
     assert_denied(resp, 429, "token_quota_exceeded")
+
+
+# === Both header modes, both protocols, the stream-lifecycle rules ===
+
+DECADE = 10 * 365 * 86400
+MODES = [pytest.param(True, id="headers-held"), pytest.param(False, id="headers-forwarded")]
+NOVA = "amazon.nova-lite-v1:0"
+GEMINI_BODY = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+BEDROCK_BODY = {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}
+
+
+@pytest.fixture(scope="module", params=MODES)
+def moded_gateway(request, tmp_path_factory, wasm_path, upstream, jwks_server, keys):
+    """(proxy, hold_headers): acme on windows longer than any test, with prices, in one of
+    Envoy's header modes (the mode learnt by every worker before the tests run)."""
+    from harness import bootstrap as bs
+    from harness.envoy_process import Envoy
+    hold_headers = request.param
+    config = gateway_config(keys, {"acme": tenant(limits={
+        "requests": windows((1_000_000, DECADE)), "tokens": windows((10_000_000, DECADE))})},
+        pricing=PRICING, isolation={"prompt_cache": "off"})
+    mode = "held" if hold_headers else "forwarded"
+    with Envoy(tmp_path_factory.mktemp(f"providers-{mode}-envoy"),
+               bs.gateway(upstream.port, jwks_server.port,
+                          [bs.wasm_filter(wasm_path, config,
+                                          hold_headers=hold_headers)])) as proxy:
+        proxy.learn_header_mode(mint(keys.corp_rsa, claims("acme")), mode)
+        yield proxy, hold_headers
+
+
+def tokens_left(proxy, token) -> int:
+    """The tenant's tokens left, from a probe that is itself charged nothing."""
+    resp = proxy.client.chat(token=token, body={"model": "gpt-4o", "max_tokens": 1,
+                                                "messages": []},
+                             headers=answer("openai-json", in_=0, out=0))
+    assert resp.status == 200, resp
+    return remaining(resp, "tokens")
+
+
+def send(proxy, protocol, path, body, token, headers, request_id=None):
+    """One request over HTTP/1.1 or HTTP/2 (h2c): (status, body, request id)."""
+    if protocol == "h2":
+        resp = H2Client(proxy.listener_port).request(
+            "POST", path, body=body, token=token, request_id=request_id,
+            headers={"content-type": "application/json", **headers})
+        assert not resp.reset, resp
+    else:
+        resp = proxy.client.request("POST", path, body=body, token=token,
+                                    headers={"content-type": "application/json", **headers},
+                                    request_id=request_id)
+    return resp.status, resp.body, resp.request_id
+
+
+# (path, answer kind, body, expected (input, output, usage_source, model))
+METERED = {
+    "gemini-sse": ("/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+                   answer("gemini-sse", in_=31, out=12, reasoning=5, chunks=4, gap_ms=5,
+                          model="gemini-2.0-flash"),
+                   GEMINI_BODY, (31, 17, "sse", "gemini-2.0-flash")),
+    "gemini-array": ("/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+                     answer("gemini-array", in_=40, out=9, reasoning=3, chunks=3, gap_ms=5,
+                            model="gemini-2.0-flash"),
+                     GEMINI_BODY, (40, 12, "json", "gemini-2.0-flash")),
+    "bedrock-converse": (f"/model/{NOVA}/converse",
+                         answer("bedrock-json", in_=120, out=30, cached=50),
+                         BEDROCK_BODY, (170, 30, "json", NOVA)),
+    "bedrock-converse-stream": (f"/model/{NOVA}/converse-stream",
+                                answer("bedrock-stream", in_=12, out=9, written=100,
+                                       chunks=5, gap_ms=5),
+                                BEDROCK_BODY, (112, 9, "event_stream", NOVA)),
+}
+
+
+@pytest.mark.parametrize("protocol", ["http1", "h2"])
+@pytest.mark.parametrize("endpoint", list(METERED))
+def test_provider_streams_are_metered_exactly_in_both_header_modes_and_protocols(
+        moded_gateway, upstream, acme, endpoint, protocol):
+    proxy, _ = moded_gateway
+    path, spec, body, (inp, out, source, model) = METERED[endpoint]
+    before = tokens_left(proxy, acme)
+    status, data, rid = send(proxy, protocol, path, body, acme, spec)
+    assert status == 200, data
+    assert upstream.received(rid).path == path
+    if endpoint == "gemini-array":
+        assert len(json.loads(data)) == 3
+    record = filter_record(proxy, rid)
+    assert (record["decision"], record["input_tokens"], record["output_tokens"],
+            record["usage_source"], record["model"]) == \
+        ("allow", inp, out, source, model), record
+    assert Decimal(record["cost_usd"]) == cost(model, inp, out)
+    assert before - tokens_left(proxy, acme) == inp + out
+
+
+# The errors each API answers a bad request with: Gemini's google.rpc.Status, Bedrock's
+# ValidationException (its type in a header, the message in the body).
+GEMINI_ERROR = {"error": {"code": 400, "message": "Invalid JSON payload received.",
+                          "status": "INVALID_ARGUMENT"}}
+BEDROCK_ERROR = {"message": "The model returned the following errors: Malformed input "
+                            "request, please reformat your input and try again."}
+BEDROCK_ERROR_TYPE = ("x-amzn-errortype",
+                      "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/")
+EARLY = {
+    "gemini-generate": ("/v1beta/models/gemini-2.0-flash:generateContent", GEMINI_BODY,
+                        GEMINI_ERROR, ()),
+    "gemini-sse": ("/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+                   GEMINI_BODY, GEMINI_ERROR, ()),
+    "bedrock-converse": (f"/model/{NOVA}/converse", BEDROCK_BODY, BEDROCK_ERROR,
+                         (BEDROCK_ERROR_TYPE,)),
+    "bedrock-converse-stream": (f"/model/{NOVA}/converse-stream", BEDROCK_BODY,
+                                BEDROCK_ERROR, (BEDROCK_ERROR_TYPE,)),
+}
+
+
+@pytest.mark.parametrize("endpoint", list(EARLY))
+def test_an_early_provider_error_costs_no_tokens(moded_gateway, upstream, acme, endpoint):
+    """The upstream answers 400 in the provider's own shape before reading the body (with
+    headers forwarded, the client holds its body back until that answer is in): no usage, so
+    nothing is charged; the request is recorded with its status."""
+    proxy, hold_headers = moded_gateway
+    path, body, error, extra = EARLY[endpoint]
+    before = tokens_left(proxy, acme)
+    rid = new_request_id()
+    upstream.reply_for(rid, error, status=400, headers=extra)
+    early = answer("error", status=400, early=1)
+    padded = dict(body, padding="x" * 2000)
+    if hold_headers:
+        resp = proxy.client.request("POST", path, body=padded, token=acme, headers=early,
+                                    request_id=rid)
+    else:
+        pending = proxy.client.begin(path=path, body=padded, token=acme, headers=early,
+                                     request_id=rid)
+        wait_for(pending.answered, timeout=10, message="the upstream's early answer")
+        resp = pending.finish()
+    assert resp.status == 400, resp
+    assert json.loads(resp.body) == error
+    assert before == tokens_left(proxy, acme), "an early error answer cost tokens"
+    record = filter_record(proxy, rid)
+    assert (record["status"], record["usage_source"], record["output_tokens"]) == \
+        (400, "none", 0), record
+
+
+def bedrock_delivered(body: bytes) -> int:
+    """The filter's lower estimate of a Bedrock event stream's output: at least a token per
+    contentBlockDelta with text, and one per 4 bytes of that text."""
+    import botocore.eventstream
+    buffer = botocore.eventstream.EventStreamBuffer()
+    buffer.add_data(body)
+    texts = []
+    for message in buffer:
+        if message.headers.get(":event-type") == "contentBlockDelta":
+            text = json.loads(message.payload)["delta"].get("text", "")
+            if text:
+                texts.append(len(json.dumps(text)) - 2)
+    return max(len(texts), -(-sum(texts) // 4))
+
+
+ABORTED = {
+    "gemini-sse": ("/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+                   GEMINI_BODY, answer("gemini-sse", in_=31, out=40, chunks=10, hold_after=4,
+                                       model="gemini-2.0-flash"), delivered_tokens),
+    "bedrock-converse-stream": (f"/model/{NOVA}/converse-stream", BEDROCK_BODY,
+                                answer("bedrock-stream", in_=12, out=40, chunks=10,
+                                       hold_after=4), bedrock_delivered),
+}
+
+
+@pytest.mark.parametrize("protocol", ["http1", "h2"])
+@pytest.mark.parametrize("endpoint", list(ABORTED))
+def test_a_client_leaving_a_provider_stream_is_charged_what_was_delivered(
+        moded_gateway, upstream, acme, endpoint, protocol):
+    """The client leaves after four events, before the usage: the record has the output
+    delivered so far, marked `estimate`, and the window is charged the record's tokens."""
+    proxy, _ = moded_gateway
+    path, body, spec, estimate = ABORTED[endpoint]
+    before = tokens_left(proxy, acme)
+    rid = new_request_id()
+
+    def held():
+        found = upstream.find(rid)
+        return found[0].answer if found and found[0].answer and found[0].answer.holding \
+            else None
+    try:
+        if protocol == "h2":
+            def arrived(data):
+                answered = held()
+                return answered is not None and data == bytes(answered.body)
+            resp = H2Client(proxy.listener_port).request(
+                "POST", path, body=body, token=acme, request_id=rid, reset_when=arrived,
+                headers={"content-type": "application/json", **spec})
+            assert resp.status == 200 and resp.reset, resp
+        else:
+            stream = proxy.client.open_stream(path=path, token=acme, body=body, headers=spec,
+                                              request_id=rid)
+            answered = wait_for(held, message="the stream held after 4 events")
+            stream.read_until(lambda data: data == bytes(answered.body))
+            stream.close()
+        answered = upstream.wait_finished(rid)
+    finally:
+        upstream.release(rid)
+    delivered = estimate(bytes(answered.body))
+    assert delivered > 0
+    record = filter_record(proxy, rid)
+    assert (record["usage_source"], record["output_tokens"]) == ("estimate", delivered), \
+        record
+    assert before - tokens_left(proxy, acme) == record["input_tokens"] + delivered
+
+
+CLAMPED = [
+    ("/v1beta/models/gemini-2.0-flash:generateContent", answer("gemini-json", in_=10, out=10),
+     dict(GEMINI_BODY, generationConfig={"maxOutputTokens": 8000}),
+     lambda body: body["generationConfig"]["maxOutputTokens"]),
+    ("/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+     answer("gemini-sse", in_=10, out=10, chunks=2),
+     dict(GEMINI_BODY, generationConfig={"maxOutputTokens": 8000}),
+     lambda body: body["generationConfig"]["maxOutputTokens"]),
+    (f"/model/{NOVA}/converse", answer("bedrock-json", in_=10, out=10),
+     dict(BEDROCK_BODY, inferenceConfig={"maxTokens": 8000}),
+     lambda body: body["inferenceConfig"]["maxTokens"]),
+    (f"/model/{NOVA}/converse-stream", answer("bedrock-stream", in_=10, out=10, chunks=2),
+     dict(BEDROCK_BODY, inferenceConfig={"maxTokens": 8000}),
+     lambda body: body["inferenceConfig"]["maxTokens"]),
+]
+
+
+@pytest.mark.parametrize("protocol", ["http1", "h2"])
+def test_provider_output_limits_are_clamped_with_headers_forwarded(gateway_factory, upstream,
+                                                                   keys, protocol):
+    """Without allow_on_headers_stop_iteration the filter still rewrites the body (it goes on
+    without content-length, docs/operations.md): Gemini's maxOutputTokens and Bedrock's
+    inferenceConfig.maxTokens become the room left in the window after the input estimate."""
+    plans = {"capped": {"tokens": windows((3000, DECADE)), "output_cap": "clamp",
+                        "min_output_tokens": 16}}
+    config = gateway_config(keys, {"acme": tenant("capped")}, plans=plans, pricing=PRICING,
+                            isolation={"prompt_cache": "off"})
+    proxy = gateway_factory(config, hold_headers=False, name=f"clamp-fwd-{protocol}")
+    token = mint(keys.corp_rsa, claims("acme"))
+    proxy.learn_header_mode(token, "forwarded")
+    for path, spec, body, limit in CLAMPED:
+        left = tokens_left(proxy, token)
+        data = json.dumps(body).encode()
+        status, reply, rid = send(proxy, protocol, path, data, token, spec)
+        assert status == 200, reply
+        seen = upstream.received(rid)
+        sent = limit(json.loads(seen.body))
+        assert sent == left - -(-len(data) // 4), (path, sent, left)
+        assert seen.header("content-length") in (None, str(len(seen.body))), seen.headers
+        record = filter_record(proxy, rid)
+        assert record["output_cap"] == sent, record
+        assert (record["input_tokens"], record["output_tokens"]) == (10, 10), record

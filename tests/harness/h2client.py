@@ -41,7 +41,8 @@ class H2Client:
 
     def request(self, method="POST", path="/v1/chat/completions", *, headers=(), body=None,
                 token=None, trailers=None, pieces=1, request_id=None,
-                abort_after=None, authority=None, content_length=False) -> H2Response:
+                abort_after=None, authority=None, content_length=False,
+                reset_when=None) -> H2Response:
         """Sends one request on a new connection. ``headers``: (name, value) pairs or a dict;
         ``authority``: the ``:authority`` the client claims [the proxy's address];
         ``content_length``: send the body's length as a header too; ``body``: bytes, str or
@@ -49,7 +50,9 @@ class H2Client:
         ``trailers``: (name, value) pairs ending the request (then the body's last DATA frame
         does not end the stream); ``pieces``: DATA frames the body is cut into;
         ``abort_after``: reset the stream after that many DATA frames (a client that leaves
-        mid-upload) and return at once."""
+        mid-upload) and return at once; ``reset_when``: a test of the response body read so
+        far: once it holds, reset the stream (a client that leaves mid-response) and return
+        what was read."""
         headers = list(headers.items()) if isinstance(headers, dict) else list(headers or ())
         given = [v for k, v in headers if k.lower() == "x-request-id"]
         request_id = request_id or (given[0] if given else f"tg-test-{uuid.uuid4()}")
@@ -93,7 +96,7 @@ class H2Client:
                 conn.send_headers(stream, [(k.lower(), v) for k, v in trailers],
                                   end_stream=True)
                 sock.sendall(conn.data_to_send())
-            return self._read(conn, sock, stream, request_id)
+            return self._read(conn, sock, stream, request_id, reset_when)
 
     def _send_data(self, conn, sock, stream, data, end):
         """DATA frames within the flow-control window, waiting for window updates."""
@@ -117,7 +120,7 @@ class H2Client:
         sock.sendall(conn.data_to_send())
         return events
 
-    def _read(self, conn, sock, stream, request_id) -> H2Response:
+    def _read(self, conn, sock, stream, request_id, reset_when=None) -> H2Response:
         resp = H2Response(0, [], b"", request_id=request_id)
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
@@ -137,6 +140,11 @@ class H2Client:
                     resp.body += event.data
                     conn.acknowledge_received_data(event.flow_controlled_length, stream)
                     sock.sendall(conn.data_to_send())
+                    if reset_when is not None and reset_when(resp.body):
+                        conn.reset_stream(stream, error_code=8)  # CANCEL
+                        sock.sendall(conn.data_to_send())
+                        resp.reset = True
+                        return resp
                 elif isinstance(event, h2.events.TrailersReceived):
                     resp.trailers = [(k, v) for k, v in event.headers]
                 elif isinstance(event, h2.events.StreamReset):
