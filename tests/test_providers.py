@@ -433,11 +433,13 @@ EARLY = {
 }
 
 
+@pytest.mark.parametrize("protocol", ["http1", "h2"])
 @pytest.mark.parametrize("endpoint", list(EARLY))
-def test_an_early_provider_error_costs_no_tokens(moded_gateway, upstream, acme, endpoint):
-    """The upstream answers 400 in the provider's own shape before reading the body (with
-    headers forwarded, the client holds its body back until that answer is in): no usage, so
-    nothing is charged; the request is recorded with its status."""
+def test_an_early_provider_error_costs_no_tokens(moded_gateway, upstream, acme, endpoint,
+                                                 protocol):
+    """The upstream answers 400 in the provider's own shape before reading the body (over
+    HTTP/1.1 with headers forwarded, the client holds its body back until that answer is in):
+    no usage, so nothing is charged; the request is recorded with its status."""
     proxy, hold_headers = moded_gateway
     path, body, error, extra = EARLY[endpoint]
     before = tokens_left(proxy, acme)
@@ -445,7 +447,10 @@ def test_an_early_provider_error_costs_no_tokens(moded_gateway, upstream, acme, 
     upstream.reply_for(rid, error, status=400, headers=extra)
     early = answer("error", status=400, early=1)
     padded = dict(body, padding="x" * 2000)
-    if hold_headers:
+    if protocol == "h2":
+        resp = H2Client(proxy.listener_port).request("POST", path, body=padded, token=acme,
+                                                     headers=early, request_id=rid)
+    elif hold_headers:
         resp = proxy.client.request("POST", path, body=padded, token=acme, headers=early,
                                     request_id=rid)
     else:
@@ -479,10 +484,12 @@ def bedrock_delivered(body: bytes) -> int:
 ABORTED = {
     "gemini-sse": ("/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
                    GEMINI_BODY, answer("gemini-sse", in_=31, out=40, chunks=10, hold_after=4,
-                                       model="gemini-2.0-flash"), delivered_tokens),
+                                       model="gemini-2.0-flash"), delivered_tokens,
+                   lambda body: 31),
     "bedrock-converse-stream": (f"/model/{NOVA}/converse-stream", BEDROCK_BODY,
                                 answer("bedrock-stream", in_=12, out=40, chunks=10,
-                                       hold_after=4), bedrock_delivered),
+                                       hold_after=4), bedrock_delivered,
+                                lambda body: -(-len(json.dumps(body)) // 4)),
 }
 
 
@@ -491,9 +498,11 @@ ABORTED = {
 def test_a_client_leaving_a_provider_stream_is_charged_what_was_delivered(
         moded_gateway, upstream, acme, endpoint, protocol):
     """The client leaves after four events, before the usage: the record has the output
-    delivered so far, marked `estimate`, and the window is charged the record's tokens."""
+    delivered so far, marked `estimate`, and the input Gemini's streamed answers each report
+    (promptTokenCount) or, for Bedrock (whose usage comes only at the end), the body's input
+    estimate (bytes / 4); the window is charged exactly that."""
     proxy, _ = moded_gateway
-    path, body, spec, estimate = ABORTED[endpoint]
+    path, body, spec, estimate, charged_input = ABORTED[endpoint]
     before = tokens_left(proxy, acme)
     rid = new_request_id()
 
@@ -524,7 +533,8 @@ def test_a_client_leaving_a_provider_stream_is_charged_what_was_delivered(
     record = filter_record(proxy, rid)
     assert (record["usage_source"], record["output_tokens"]) == ("estimate", delivered), \
         record
-    assert before - tokens_left(proxy, acme) == record["input_tokens"] + delivered
+    assert record["input_tokens"] == charged_input(body), record
+    assert before - tokens_left(proxy, acme) == charged_input(body) + delivered
 
 
 CLAMPED = [
