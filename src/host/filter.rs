@@ -12,7 +12,6 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use crate::host::abi;
 use crate::host::global;
 use crate::host::shared::QuotaKey;
-use crate::host::user_store::RequestBooks;
 use crate::host::worker::{Probe, Worker};
 use crate::policy::audit;
 use crate::policy::decision::{self, Admission, Decision, HeaderEdit, RequestFacts};
@@ -135,14 +134,7 @@ impl Filter {
     ) -> QuotaAdmission {
         let outcome = {
             let mut worker = self.worker.borrow_mut();
-            let worker = &mut *worker;
-            let mut books = RequestBooks {
-                quotas: &mut worker.quotas,
-                users: &mut worker.users,
-                tenant: key,
-                user,
-                limits,
-            };
+            let mut books = worker.books(key, user, limits);
             user_quota::admit(&mut books, limits, now, demand)
         };
         match outcome {

@@ -10,11 +10,12 @@ use proxy_wasm::hostcalls;
 use crate::host::abi;
 use crate::host::shared::{self, ObjectStore, QuotaKey, QuotaStore};
 use crate::host::stats::Stats;
-use crate::host::user_store::UserStore;
+use crate::host::user_store::{RequestBooks, UserStore};
 use crate::policy::alerts::Outbox;
 use crate::policy::audit::Chain;
 use crate::policy::config::Config;
 use crate::policy::lease::Fetch;
+use crate::policy::plan::Limits;
 use crate::policy::ratelimit::Debit;
 use crate::policy::stream::HeaderMode;
 use crate::policy::token_cache::TokenCache;
@@ -113,6 +114,22 @@ impl RecordIds {
 }
 
 impl Worker {
+    /// The books of a request of `tenant` (and `user`) in this worker's stores.
+    pub fn books<'a>(
+        &'a mut self,
+        tenant: &'a QuotaKey,
+        user: Option<&'a str>,
+        limits: &'a Limits,
+    ) -> RequestBooks<'a> {
+        RequestBooks {
+            quotas: &mut self.quotas,
+            users: &mut self.users,
+            tenant,
+            user,
+            limits,
+        }
+    }
+
     /// Has the root context send what streams left for it (token debits, refills) now rather than at
     /// its next tick. A stream cannot send them itself and see the answer: the SDK routes an
     /// answer to the context that made the call, and the stream is gone by then. An item on

@@ -88,10 +88,13 @@ impl Limits {
     }
 }
 
-/// Checks a plan, or a tenant's own `limits`, found at `path`.
-pub(crate) fn check_limits(path: &str, limits: &RawLimits) -> Result<(), ConfigError> {
-    let windows = [("requests", &limits.requests), ("tokens", &limits.tokens)];
-    for (kind, list) in windows {
+/// Checks the request and token windows of the limits found at `path`.
+fn check_windows(
+    path: &str,
+    requests: &Option<Vec<Window>>,
+    tokens: &Option<Vec<Window>>,
+) -> Result<(), ConfigError> {
+    for (kind, list) in [("requests", requests), ("tokens", tokens)] {
         for (i, w) in list.iter().flatten().enumerate() {
             if w.limit == 0 {
                 return err(format!("{path}.{kind}[{i}].limit"), "must be at least 1");
@@ -101,6 +104,12 @@ pub(crate) fn check_limits(path: &str, limits: &RawLimits) -> Result<(), ConfigE
             }
         }
     }
+    Ok(())
+}
+
+/// Checks a plan, or a tenant's own `limits`, found at `path`.
+pub(crate) fn check_limits(path: &str, limits: &RawLimits) -> Result<(), ConfigError> {
+    check_windows(path, &limits.requests, &limits.tokens)?;
     if let Some(list) = &limits.models {
         models::check(&format!("{path}.models"), list)?;
     }
@@ -169,17 +178,7 @@ pub struct PerUser {
 
 /// Checks `per_user` found at `path`.
 pub(crate) fn check_per_user(path: &str, raw: &RawPerUser) -> Result<(), ConfigError> {
-    let windows = [("requests", &raw.requests), ("tokens", &raw.tokens)];
-    for (kind, list) in windows {
-        for (i, w) in list.iter().flatten().enumerate() {
-            if w.limit == 0 {
-                return err(format!("{path}.{kind}[{i}].limit"), "must be at least 1");
-            }
-            if w.window_s == 0 {
-                return err(format!("{path}.{kind}[{i}].window_s"), "must be at least 1");
-            }
-        }
-    }
+    check_windows(path, &raw.requests, &raw.tokens)?;
     if let Some(budget) = raw.monthly_budget_usd {
         if micro_usd(budget).is_none() {
             return err(

@@ -9,7 +9,6 @@ use super::{lossy, rules, write_filter_state, Call, Filter};
 use crate::host::abi;
 use crate::host::global;
 use crate::host::lease;
-use crate::host::user_store::RequestBooks;
 use crate::policy::cost;
 use crate::policy::isolation;
 use crate::policy::isolation::objects::{self, Inserted};
@@ -108,14 +107,7 @@ impl Filter {
         let now = super::super::now().unwrap_or(0);
         let reserved = {
             let mut worker = self.worker.borrow_mut();
-            let worker = &mut *worker;
-            let mut books = RequestBooks {
-                quotas: &mut worker.quotas,
-                users: &mut worker.users,
-                tenant: &admitted.key,
-                user: admitted.user.as_deref(),
-                limits: &admitted.limits,
-            };
+            let mut books = worker.books(&admitted.key, admitted.user.as_deref(), &admitted.limits);
             user_quota::reserve(&mut books, &admitted.limits, now, &provisional, demand)
         };
         match reserved {
@@ -137,14 +129,7 @@ impl Filter {
         let now = super::super::now().unwrap_or(0);
         let capped = {
             let mut worker = self.worker.borrow_mut();
-            let worker = &mut *worker;
-            let mut books = RequestBooks {
-                quotas: &mut worker.quotas,
-                users: &mut worker.users,
-                tenant: &admitted.key,
-                user: admitted.user.as_deref(),
-                limits: &admitted.limits,
-            };
+            let mut books = worker.books(&admitted.key, admitted.user.as_deref(), &admitted.limits);
             user_quota::cap(&mut books, &admitted.limits, now, &provisional, ask, rule)
         };
         match capped {
@@ -231,21 +216,14 @@ impl Filter {
             .filter(|r| r.demand != Demand::default() || charge != quota::Actual::default());
         if let Some(reservation) = reservation {
             let now = super::super::now().unwrap_or(reservation.admitted_at);
-            let worker = &mut *worker;
-            let mut books = RequestBooks {
-                quotas: &mut worker.quotas,
-                users: &mut worker.users,
-                tenant: &admitted.key,
-                user: admitted.user.as_deref(),
-                limits: &admitted.limits,
-            };
+            let mut books = worker.books(&admitted.key, admitted.user.as_deref(), &admitted.limits);
             let settled =
                 user_quota::settle(&mut books, &admitted.limits, now, reservation, charge);
             match settled {
                 Ok(Some(state)) => {
                     let request_id = self.record.as_ref().map(|r| r.request_id.as_str());
                     let lines = crate::host::alerts::settled(
-                        worker,
+                        &mut worker,
                         &admitted.key,
                         &admitted.tenant,
                         &admitted.limits,
