@@ -22,12 +22,19 @@ pub fn settled(
     now: u64,
     request_id: &str,
 ) -> Vec<String> {
+    let gauges = worker.stats.has_tenant(tenant);
+    if !gauges && limits.alerts.is_empty() {
+        // Neither gauges nor alerts: nothing to compute for this request.
+        return Vec::new();
+    }
     let usages = quota::usage(state, limits, now);
-    for usage in &usages {
-        let metric = format!("used_permille.{}", usage.meter.name());
-        worker
-            .stats
-            .set_tenant_gauge(tenant, &metric, usage.permille());
+    if gauges {
+        for usage in &usages {
+            let metric = format!("used_permille.{}", usage.meter.name());
+            worker
+                .stats
+                .set_tenant_gauge(tenant, &metric, usage.permille());
+        }
     }
     if limits.alerts.is_empty() || usages.is_empty() {
         return Vec::new();

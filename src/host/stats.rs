@@ -131,6 +131,11 @@ impl Stats {
 }
 
 impl Stats {
+    /// Whether `tenant` has stats of its own (`stats.tenants`).
+    pub fn has_tenant(&self, tenant: &str) -> bool {
+        self.named.contains(tenant)
+    }
+
     /// Sets the gauge `tenant_guard.tenant.<tenant>.<metric>` of a tenant with series of its
     /// own; others have none (a shared `_other` gauge would mean nothing).
     pub fn set_tenant_gauge(&mut self, tenant: &str, metric: &str, value: u64) {
