@@ -41,10 +41,13 @@ def gateway(tmp_path_factory, wasm_path, upstream, jwks_server, keys):
     with Envoy(tmp_path_factory.mktemp("envoy-audit-key"),
                bs.gateway(upstream.port, jwks_server.port, filters),
                env={"TG_AUDIT_KEY": AUDIT_KEY}) as proxy:
-        until_every_worker(proxy, lambda: proxy.client.get("/v1/models"),
-                           lambda resp: assert_denied(resp, 401, "missing_token"))
+        served = until_every_worker(proxy, lambda: proxy.client.get("/v1/models"),
+                                    lambda resp: assert_denied(resp, 401, "missing_token"))
+        # Every refusal is audited: audit_file waits for exactly these.
+        proxy.audited_denials = sum(len(answers) for answers in served.values())
         for tenant_id in ("initech", "hooli"):
-            proxy.client.get("/v1/models", token=mint(keys.corp_rsa, claims(tenant_id)))
+            resp = proxy.client.get("/v1/models", token=mint(keys.corp_rsa, claims(tenant_id)))
+            proxy.audited_denials += resp.status >= 400
         yield proxy
 
 
@@ -54,7 +57,9 @@ def audit_file(proxy):
         lines = audit_lines(proxy.audit_log_path.read_text()) \
             if proxy.audit_log_path.exists() else []
         starts = [line for _, line in lines if line["event"] == "start"]
-        return lines if len(starts) >= proxy.concurrency and len(lines) >= 6 else None
+        denials = [line for _, line in lines if line["event"] == "deny"]
+        done = len(starts) >= proxy.concurrency and len(denials) >= proxy.audited_denials
+        return lines if done else None
     wait_for(complete, message="every worker's chain in the audit log")
     return proxy.audit_log_path
 

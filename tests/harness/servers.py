@@ -171,6 +171,9 @@ class _UpstreamHandler(_Handler):
             return
         if canned is not None:
             status, content_type, payload, trailers, extra = canned
+            if self.close_connection:
+                # An early answer ends the connection and says so, so the proxy never reuses it.
+                extra = tuple(extra) + (("connection", "close"),)
             record.answer = answers.Answered("canned", status, "", False)
             record.answer.body += payload
             record.answer.completed = record.answer.finished = True
