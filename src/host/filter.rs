@@ -27,7 +27,7 @@ use crate::policy::quota::{self, Demand, Refusal, Reservation, WindowStatus};
 use crate::policy::ratelimit;
 use crate::policy::record::{Record, RequestInfo};
 use crate::policy::stream::{
-    self, CacheScope, Event, Flow, HeaderMode, Point, Rules, Setup, Stream,
+    self, CacheScope, Event, Flow, HeaderMode, Point, Rules, Setup, Stream, UserQuotas,
 };
 use crate::policy::user_quota;
 
@@ -87,7 +87,7 @@ struct Admitted {
 #[derive(Debug, Clone, Copy)]
 enum Call {
     /// The per-request check of a quota kind.
-    Check(ratelimit::Usage),
+    Check(ratelimit::Quota),
     /// A fetch of leased credit the request waits for.
     Lease(Fetch),
 }
@@ -253,6 +253,7 @@ impl Filter {
                         plan: admission.plan.clone(),
                         tenant: admission.tenant.clone(),
                     }),
+                    user_quotas: UserQuotas::of(admission.limits.per_user.as_ref()),
                 },
                 &rules,
             )
@@ -414,8 +415,8 @@ impl Context for Filter {
         let (_, call) = admitted.calls.swap_remove(index);
         let answer = global::answer(status_code);
         match call {
-            Call::Check(usage) => self.event(Event::CallAnswered {
-                usage,
+            Call::Check(quota) => self.event(Event::CallAnswered {
+                quota,
                 answer: answer.as_ref(),
             }),
             Call::Lease(fetch) => self.fetch_answered(fetch, answer.as_ref()),

@@ -8,16 +8,16 @@ use crate::host::abi;
 use proxy_wasm::types::{BufferType, Status};
 
 use crate::policy::global_rate_limit::GlobalRateLimit;
-use crate::policy::ratelimit::{self, Answer, Subject, Usage};
+use crate::policy::ratelimit::{self, Answer, Quota, Subject};
 
 /// Dispatches one `ShouldRateLimit` call; its answer reaches the context that is current now.
 pub fn call(
     rules: &GlobalRateLimit,
-    usage: Usage,
+    quota: Quota,
     subject: &Subject<'_>,
     hits: u64,
 ) -> Result<u32, Status> {
-    let entries = ratelimit::entries(&rules.extra_entries, usage, subject);
+    let entries = ratelimit::entries(&rules.extra_entries, quota, subject);
     let message = ratelimit::request(&rules.domain, &entries, hits);
     dispatch(rules, &message)
 }

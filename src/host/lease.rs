@@ -9,7 +9,7 @@ use crate::host::shared::{QuotaKey, UpdateError};
 use crate::host::worker::{Holder, Worker};
 use crate::policy::global_rate_limit::GlobalRateLimit;
 use crate::policy::lease::{self, Fetch, LeaseRules, LeaseState, Step, Take};
-use crate::policy::ratelimit::{Answer, Subject, Usage, Verdict};
+use crate::policy::ratelimit::{Answer, Quota, Subject, Usage, Verdict};
 
 fn unavailable<E>(e: UpdateError<E>) -> String {
     match e {
@@ -99,5 +99,5 @@ pub fn send(
         model: None,
     };
     worker.stats.count("global.calls");
-    global::call(rules, fetch.usage, &subject, fetch.hits())
+    global::call(rules, Quota::tenant(fetch.usage), &subject, fetch.hits())
 }

@@ -5,7 +5,10 @@
 //!
 //! Each quota kind is the only descriptor of its own call, with entries in the contract's order:
 //! `usage` (`requests` or `tokens`), `plan`, `tenant_id`, then the optional `extra_entries`, so
-//! services that address descriptors by index (Limitador) see it as `descriptors[0]`.
+//! services that address descriptors by index (Limitador) see it as `descriptors[0]`. A user's
+//! own quota (`per_user`) is a call of its own too: `usage` `user_requests` or `user_tokens`,
+//! `plan`, `tenant_id`, `user_id`, then the extra entries but `user_id`. Its own `usage` value
+//! keeps it out of every tenant limit, whatever a service matches on.
 
 use std::collections::HashMap;
 
@@ -40,6 +43,34 @@ impl Usage {
     }
 }
 
+/// Whose counter a call is about: the tenant's, or one of its users' inside it (`per_user`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub usage: Usage,
+    /// The user's counter (`user_requests`, `user_tokens`), else the tenant's.
+    pub user: bool,
+}
+
+impl Quota {
+    pub const fn tenant(usage: Usage) -> Quota {
+        Quota { usage, user: false }
+    }
+
+    pub const fn user(usage: Usage) -> Quota {
+        Quota { usage, user: true }
+    }
+
+    /// The descriptor's `usage` entry.
+    pub fn as_str(self) -> &'static str {
+        match (self.usage, self.user) {
+            (Usage::Requests, false) => "requests",
+            (Usage::Tokens, false) => "tokens",
+            (Usage::Requests, true) => "user_requests",
+            (Usage::Tokens, true) => "user_tokens",
+        }
+    }
+}
+
 /// Who a call is about.
 pub struct Subject<'a> {
     pub plan: Option<&'a str>,
@@ -52,19 +83,24 @@ pub struct Subject<'a> {
 /// `none` and a missing user or model as `unknown`, so the entry count never changes.
 pub fn entries<'a>(
     extra_entries: &[ExtraEntry],
-    usage: Usage,
+    quota: Quota,
     subject: &Subject<'a>,
 ) -> Vec<(&'static str, &'a str)> {
+    let user = ("user_id", subject.user.unwrap_or("unknown"));
     let mut out = vec![
-        ("usage", usage.as_str()),
+        ("usage", quota.as_str()),
         ("plan", subject.plan.unwrap_or("none")),
         ("tenant_id", subject.tenant),
     ];
+    if quota.user {
+        out.push(user);
+    }
     for extra in extra_entries {
-        out.push(match extra {
-            ExtraEntry::UserId => ("user_id", subject.user.unwrap_or("unknown")),
-            ExtraEntry::Model => ("model", subject.model.unwrap_or("unknown")),
-        });
+        match extra {
+            ExtraEntry::UserId if !quota.user => out.push(user),
+            ExtraEntry::UserId => {}
+            ExtraEntry::Model => out.push(("model", subject.model.unwrap_or("unknown"))),
+        }
     }
     out
 }
@@ -205,6 +241,8 @@ pub fn answer(bytes: &[u8]) -> Option<Answer> {
 /// a few times.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Debit {
+    /// The tenant's `tokens` counter, or the user's `user_tokens`.
+    pub quota: Quota,
     pub tenant: String,
     pub plan: Option<String>,
     pub user: Option<String>,
@@ -221,6 +259,7 @@ const DEBIT_FAILURES: u32 = 3;
 
 impl Debit {
     pub fn new(
+        quota: Quota,
         tenant: String,
         plan: Option<String>,
         user: Option<String>,
@@ -228,6 +267,7 @@ impl Debit {
         tokens: u64,
     ) -> Debit {
         Debit {
+            quota,
             tenant,
             plan,
             user,

@@ -54,7 +54,7 @@ use crate::policy::vector_store::{self, BodyPlan, ResponsePlan};
 mod effects;
 mod refusal;
 
-pub use effects::{Ask, Capping, Effects, Event, Flow, Point, Settlement};
+pub use effects::{Ask, Capping, Effects, Event, Flow, Point, Settlement, UserQuotas};
 use refusal::{over_limit, refusal_of};
 pub use refusal::{quota_refusal, Refusal};
 
@@ -133,6 +133,8 @@ pub struct Setup<'a> {
     pub output_cap: Option<OutputCap>,
     /// The models the tenant may use (`None`: every model).
     pub models: Option<ModelRule>,
+    /// The user's own quotas the plan has windows for.
+    pub user_quotas: UserQuotas,
 }
 
 /// A body read while its capped reservation is made.
@@ -209,6 +211,9 @@ pub struct Stream {
     path: String,
     /// The token check at the rate-limit service waits for the body's model.
     token_check_waits: bool,
+    /// The user's own quotas the rate-limit service is asked about (none with leased credit,
+    /// which is the tenant's).
+    users: UserQuotas,
     /// Rate-limit calls in flight.
     calls: u32,
     /// Where the request waits: the last request callback answered `Pause` there and nothing
@@ -270,6 +275,10 @@ impl Stream {
             || reads_model
             || (setup.json_body && (setup.objects.is_some() || setup.cache_scope.is_some()));
         let wants_held = body_may_change || token_check_waits || must_read;
+        let users = match rules.global {
+            Some(global) if global.lease.is_none() => setup.user_quotas,
+            _ => UserQuotas::default(),
+        };
         let headers_held = setup.body_follows
             && wants_held
             && match setup.header_mode {
@@ -310,6 +319,7 @@ impl Stream {
             models,
             path: setup.path.to_string(),
             token_check_waits,
+            users,
             calls: 0,
             paused_at: None,
             released: false,
@@ -320,8 +330,11 @@ impl Stream {
         };
         let mut effects = Effects {
             ask: Ask {
-                requests: rules.global.is_some(),
+                // The tenant's request counter waits for the user's (see `verdict`).
+                requests: rules.global.is_some() && !users.requests,
                 tokens: rules.global.is_some() && !token_check_waits,
+                user_requests: users.requests,
+                user_tokens: users.tokens && !token_check_waits,
             },
             drop_content_length: setup.body_follows && body_may_change && !headers_held,
             ..Effects::default()
@@ -469,7 +482,7 @@ impl Stream {
                 self.calls = self.calls.saturating_add(1);
                 Effects::default()
             }
-            Event::CallAnswered { usage, answer } => self.call_answered(usage, answer, rules),
+            Event::CallAnswered { quota, answer } => self.call_answered(quota, answer, rules),
             Event::HeadersReleased => self.headers_released(),
             Event::ResponseHeaders {
                 status,
@@ -698,17 +711,18 @@ impl Stream {
             }
         }
         effects.ask.tokens = self.token_check_waits && rules.global.is_some();
+        effects.ask.user_tokens = self.token_check_waits && self.users.tokens;
         effects
     }
 
     fn call_answered(
         &mut self,
-        usage: ratelimit::Usage,
+        quota: ratelimit::Quota,
         answer: Option<&ratelimit::Answer>,
         rules: &Rules<'_>,
     ) -> Effects {
         self.calls = self.calls.saturating_sub(1);
-        self.verdict(usage, answer, rules)
+        self.verdict(quota, answer, rules)
     }
 
     /// A rate-limit answer known before the request callback that asked returns (leased
@@ -720,15 +734,15 @@ impl Stream {
         answer: Option<&ratelimit::Answer>,
         rules: &Rules<'_>,
     ) -> Effects {
-        let mut effects = self.verdict(usage, answer, rules);
+        let mut effects = self.verdict(ratelimit::Quota::tenant(usage), answer, rules);
         effects.resume = false;
         effects
     }
 
-    /// What the service's answer about `usage` means for the request.
+    /// What the service's answer about `quota` means for the request.
     fn verdict(
         &mut self,
-        usage: ratelimit::Usage,
+        quota: ratelimit::Quota,
         answer: Option<&ratelimit::Answer>,
         rules: &Rules<'_>,
     ) -> Effects {
@@ -737,26 +751,32 @@ impl Stream {
         }
         let verdict = answer.map(|a| &a.verdict);
         match (verdict, answer) {
-            (Some(Verdict::Ok), _) => self.resume_if_free(Effects::default()),
+            (Some(Verdict::Ok), _) => self.go_on(quota, Effects::default()),
             (Some(Verdict::OverLimit), Some(answer)) if self.shadow => {
-                let refusal = over_limit(usage, answer);
-                self.resume_if_free(Effects {
-                    shadowed: Some((refusal.reason, refusal.detail)),
-                    ..Effects::default()
-                })
+                let refusal = over_limit(quota, answer);
+                self.go_on(
+                    quota,
+                    Effects {
+                        shadowed: Some((refusal.reason, refusal.detail)),
+                        ..Effects::default()
+                    },
+                )
             }
             (Some(Verdict::OverLimit), Some(answer)) => {
-                self.refuse(over_limit(usage, answer), rules)
+                self.refuse(over_limit(quota, answer), rules)
             }
             _ => {
                 let fail_open = rules
                     .global
                     .is_some_and(|g| g.failure_mode == FailureMode::Allow);
                 if fail_open {
-                    self.resume_if_free(Effects {
-                        admitted_despite: Some(Reason::RateLimitServiceUnavailable),
-                        ..Effects::default()
-                    })
+                    self.go_on(
+                        quota,
+                        Effects {
+                            admitted_despite: Some(Reason::RateLimitServiceUnavailable),
+                            ..Effects::default()
+                        },
+                    )
                 } else {
                     let mut refusal = refusal_of(
                         Reason::RateLimitServiceUnavailable,
@@ -767,6 +787,18 @@ impl Stream {
                 }
             }
         }
+    }
+
+    /// The request may go on as far as `quota` is concerned. A user's request counter is
+    /// asked before the tenant's, which is asked only then: a user over their own limit never
+    /// spends the tenant's requests (a request the tenant's counter refuses still counts in
+    /// the user's, the user's own loss).
+    fn go_on(&mut self, quota: ratelimit::Quota, mut effects: Effects) -> Effects {
+        if quota == ratelimit::Quota::user(ratelimit::Usage::Requests) {
+            effects.ask.requests = true;
+            return effects;
+        }
+        self.resume_if_free(effects)
     }
 
     fn response_headers(&mut self, status: u32, content_type: &str) -> Effects {
@@ -882,6 +914,7 @@ impl Stream {
             outcome,
             created,
             debit_tokens,
+            debit_user: self.users.tokens && debit_tokens > 0,
             phase: end,
         })
     }

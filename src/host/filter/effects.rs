@@ -14,7 +14,7 @@ use crate::policy::isolation;
 use crate::policy::isolation::objects::{self, Inserted};
 use crate::policy::output_cap;
 use crate::policy::quota::{self, Demand};
-use crate::policy::ratelimit::{self, Debit, Subject};
+use crate::policy::ratelimit::{self, Debit, Quota, Subject, Usage};
 use crate::policy::stream::{self, Capping, Effects, Event};
 use crate::policy::user_quota;
 
@@ -87,8 +87,8 @@ impl Filter {
         if effects.reset_response {
             let _ = abi::reset_response();
         }
-        for usage in effects.ask.kinds() {
-            self.ask(usage);
+        for quota in effects.ask.quotas() {
+            self.ask(quota);
         }
         if effects.resume {
             let _ = abi::resume_request();
@@ -144,7 +144,7 @@ impl Filter {
 
     /// Sends one rate-limit call about the admitted request, and tells its stream; with a
     /// lease, takes leased credit instead.
-    fn ask(&mut self, usage: ratelimit::Usage) {
+    fn ask(&mut self, quota: ratelimit::Quota) {
         let lease = {
             let worker = self.worker.borrow();
             worker
@@ -154,7 +154,10 @@ impl Filter {
                 .and_then(|g| g.lease)
         };
         if let Some(rules) = lease {
-            self.take_credit(usage, &rules);
+            // Leased credit is the tenant's: a stream never asks about a user's with a lease.
+            if !quota.user {
+                self.take_credit(quota.usage, &rules);
+            }
             return;
         }
         let sent = {
@@ -176,11 +179,11 @@ impl Filter {
                     .map(|m| cost::known_model(pricing, m)),
             };
             // Requests count one; tokens are only checked (0) and debited after the response.
-            let hits = match usage {
+            let hits = match quota.usage {
                 ratelimit::Usage::Requests => 1,
                 ratelimit::Usage::Tokens => 0,
             };
-            let sent = global::call(rules, usage, &subject, hits);
+            let sent = global::call(rules, quota, &subject, hits);
             drop(worker);
             self.worker.borrow_mut().stats.count("global.calls");
             sent
@@ -188,14 +191,14 @@ impl Filter {
         match sent {
             Ok(token) => {
                 if let Some(admitted) = &mut self.admitted {
-                    admitted.calls.push((token, Call::Check(usage)));
+                    admitted.calls.push((token, Call::Check(quota)));
                 }
                 self.event(Event::CallSent);
             }
             Err(status) => {
                 log::warn!("tenant-guard: rate-limit service call not sent: {status:?}");
                 self.event(Event::CallAnswered {
-                    usage,
+                    quota,
                     answer: None,
                 });
             }
@@ -282,14 +285,20 @@ impl Filter {
                 .stream
                 .request_model()
                 .map(|m| cost::known_model(&worker.config.pricing, m).to_string());
-            let debit = Debit::new(
-                admitted.tenant.clone(),
-                admitted.plan.clone(),
-                admitted.user.clone(),
-                model,
-                settlement.debit_tokens,
-            );
-            worker.debits.push(debit);
+            let debit = |quota| {
+                Debit::new(
+                    quota,
+                    admitted.tenant.clone(),
+                    admitted.plan.clone(),
+                    admitted.user.clone(),
+                    model.clone(),
+                    settlement.debit_tokens,
+                )
+            };
+            worker.debits.push(debit(Quota::tenant(Usage::Tokens)));
+            if settlement.debit_user {
+                worker.debits.push(debit(Quota::user(Usage::Tokens)));
+            }
             worker.wake_root();
         }
         if let Some(id) = &settlement.created {

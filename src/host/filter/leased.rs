@@ -5,7 +5,7 @@
 use crate::host::lease;
 use crate::host::worker::{Holder, Refill};
 use crate::policy::lease::{Ended, Fetch, LeaseRules, Step, Take};
-use crate::policy::ratelimit::{Answer, Usage, Verdict};
+use crate::policy::ratelimit::{Answer, Quota, Usage, Verdict};
 use crate::policy::stream::Event;
 
 use super::{rules, Call, Filter};
@@ -200,7 +200,7 @@ impl Filter {
             }
         };
         self.event(Event::CallAnswered {
-            usage,
+            quota: Quota::tenant(usage),
             answer: outcome.as_ref(),
         });
     }

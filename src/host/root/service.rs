@@ -8,7 +8,7 @@ use crate::host::lease;
 use crate::host::shared;
 use crate::host::worker::Refill;
 use crate::policy::lease::{Ended, Step};
-use crate::policy::ratelimit::{self, Answer, Debit, Subject};
+use crate::policy::ratelimit::{Answer, Debit, Subject};
 
 impl Root {
     /// On the first tick: can the rate-limit service's cluster be called at all? A missing or
@@ -141,7 +141,7 @@ impl Root {
             user: debit.user.as_deref(),
             model: debit.model.as_deref(),
         };
-        match global::call(rules, ratelimit::Usage::Tokens, &subject, debit.hits()) {
+        match global::call(rules, debit.quota, &subject, debit.hits()) {
             Ok(token) => {
                 self.debits_in_flight.insert(token, debit);
             }

@@ -25,7 +25,7 @@ fn subject() -> Subject<'static> {
 #[test]
 fn entries_follow_the_contract_order_with_optional_extras() {
     assert_eq!(
-        entries(&[], Usage::Requests, &subject()),
+        entries(&[], Quota::tenant(Usage::Requests), &subject()),
         vec![
             ("usage", "requests"),
             ("plan", "pro"),
@@ -34,7 +34,7 @@ fn entries_follow_the_contract_order_with_optional_extras() {
     );
     let with_extras = [ExtraEntry::UserId, ExtraEntry::Model];
     assert_eq!(
-        entries(&with_extras, Usage::Tokens, &subject()),
+        entries(&with_extras, Quota::tenant(Usage::Tokens), &subject()),
         vec![
             ("usage", "tokens"),
             ("plan", "pro"),
@@ -43,6 +43,59 @@ fn entries_follow_the_contract_order_with_optional_extras() {
             ("model", "unknown")
         ]
     );
+}
+
+#[test]
+fn a_users_quota_is_a_descriptor_of_its_own_with_the_user_after_the_tenant() {
+    let user_requests = Quota::user(Usage::Requests);
+    assert_eq!(
+        entries(&[], user_requests, &subject()),
+        vec![
+            ("usage", "user_requests"),
+            ("plan", "pro"),
+            ("tenant_id", "acme"),
+            ("user_id", "alice")
+        ]
+    );
+    // `user_id` among the extra entries is not sent twice; `model` follows.
+    let with_extras = [ExtraEntry::UserId, ExtraEntry::Model];
+    let anonymous = Subject {
+        user: None,
+        model: Some("gpt-4o"),
+        ..subject()
+    };
+    assert_eq!(
+        entries(&with_extras, Quota::user(Usage::Tokens), &anonymous),
+        vec![
+            ("usage", "user_tokens"),
+            ("plan", "pro"),
+            ("tenant_id", "acme"),
+            ("user_id", "unknown"),
+            ("model", "gpt-4o")
+        ]
+    );
+}
+
+#[test]
+fn a_users_refused_debit_is_split_into_pieces_of_the_users_counter() {
+    let mut debits = Debits::default();
+    let debit = Debit::new(
+        Quota::user(Usage::Tokens),
+        "acme".into(),
+        Some("pro".into()),
+        Some("alice".into()),
+        None,
+        8,
+    );
+    let next = debits.answered(debit, Some(&answered(Verdict::OverLimit, None)));
+    assert_eq!(
+        next.send.iter().map(Debit::hits).collect::<Vec<_>>(),
+        [4, 2, 1]
+    );
+    for piece in &next.send {
+        assert_eq!(piece.quota, Quota::user(Usage::Tokens));
+        assert_eq!(piece.user.as_deref(), Some("alice"));
+    }
 }
 
 #[test]
@@ -150,7 +203,14 @@ fn answered(verdict: Verdict, limit_remaining: Option<u64>) -> Answer {
 }
 
 fn debit(tokens: u64) -> Debit {
-    Debit::new("acme".into(), Some("pro".into()), None, None, tokens)
+    Debit::new(
+        Quota::tenant(Usage::Tokens),
+        "acme".into(),
+        Some("pro".into()),
+        None,
+        None,
+        tokens,
+    )
 }
 
 /// The order in which a Limitador-like counter takes calls sent side by side.

@@ -6,6 +6,7 @@ use super::Phase;
 use crate::policy::denial::Reason;
 use crate::policy::metering::Outcome;
 use crate::policy::output_cap::{self, Cap};
+use crate::policy::plan::PerUser;
 use crate::policy::quota::{self, Actual, Demand, Reservation};
 use crate::policy::ratelimit;
 
@@ -23,10 +24,10 @@ pub enum Event<'a> {
     RequestBody(&'a [u8]),
     /// A rate-limit call left; its answer will follow.
     CallSent,
-    /// A rate-limit call about `usage` ended: the service's answer, or `None` when the call
+    /// A rate-limit call about `quota` ended: the service's answer, or `None` when the call
     /// failed (not sent, timed out, not OK, unreadable).
     CallAnswered {
-        usage: ratelimit::Usage,
+        quota: ratelimit::Quota,
         answer: Option<&'a ratelimit::Answer>,
     },
     /// The held headers went on before the body came (the shell found Envoy does not hold
@@ -53,18 +54,43 @@ pub enum Event<'a> {
     Log,
 }
 
-/// Which rate-limit calls to send now.
+/// Which rate-limit calls to send now: the tenant's quotas, and its user's (`per_user`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ask {
     pub requests: bool,
     pub tokens: bool,
+    pub user_requests: bool,
+    pub user_tokens: bool,
 }
 
 impl Ask {
-    pub fn kinds(self) -> impl Iterator<Item = ratelimit::Usage> {
-        let requests = self.requests.then_some(ratelimit::Usage::Requests);
-        let tokens = self.tokens.then_some(ratelimit::Usage::Tokens);
-        requests.into_iter().chain(tokens)
+    pub fn quotas(self) -> impl Iterator<Item = ratelimit::Quota> {
+        use ratelimit::{Quota, Usage};
+        [
+            (self.requests, Quota::tenant(Usage::Requests)),
+            (self.user_requests, Quota::user(Usage::Requests)),
+            (self.tokens, Quota::tenant(Usage::Tokens)),
+            (self.user_tokens, Quota::user(Usage::Tokens)),
+        ]
+        .into_iter()
+        .filter_map(|(ask, quota)| ask.then_some(quota))
+    }
+}
+
+/// Which of a user's own quotas (`per_user`) the rate-limit service holds as well: those the
+/// plan gives windows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserQuotas {
+    pub requests: bool,
+    pub tokens: bool,
+}
+
+impl UserQuotas {
+    pub fn of(per_user: Option<&PerUser>) -> UserQuotas {
+        per_user.map_or(UserQuotas::default(), |p| UserQuotas {
+            requests: !p.limits.requests.is_empty(),
+            tokens: !p.limits.tokens.is_empty(),
+        })
     }
 }
 
@@ -94,6 +120,8 @@ pub struct Settlement {
     pub created: Option<String>,
     /// The tokens to debit at the rate-limit service (0: none).
     pub debit_tokens: u64,
+    /// Debit them from the user's `user_tokens` counter too.
+    pub debit_user: bool,
     /// `Ended`, `Aborted` or `Refused`.
     pub phase: Phase,
 }

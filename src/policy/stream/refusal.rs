@@ -49,10 +49,12 @@ const SERVICE_HEADERS: [&str; 5] = [
 ];
 
 /// The 429 for an OVER_LIMIT answer about `usage`.
-pub(super) fn over_limit(usage: ratelimit::Usage, answer: &ratelimit::Answer) -> Refusal {
-    let reason = match usage {
-        ratelimit::Usage::Requests => Reason::RequestQuotaExceeded,
-        ratelimit::Usage::Tokens => Reason::TokenQuotaExceeded,
+pub(super) fn over_limit(quota: ratelimit::Quota, answer: &ratelimit::Answer) -> Refusal {
+    let reason = match (quota.usage, quota.user) {
+        (ratelimit::Usage::Requests, false) => Reason::RequestQuotaExceeded,
+        (ratelimit::Usage::Tokens, false) => Reason::TokenQuotaExceeded,
+        (ratelimit::Usage::Requests, true) => Reason::UserRequestQuotaExceeded,
+        (ratelimit::Usage::Tokens, true) => Reason::UserTokenQuotaExceeded,
     };
     let retry_after = answer.reset_after.unwrap_or(1).max(1);
     let mut reply = denial::reply(reason);
@@ -68,7 +70,7 @@ pub(super) fn over_limit(usage: ratelimit::Usage, answer: &ratelimit::Answer) ->
     }
     Refusal {
         reason,
-        detail: format!("rate-limit service: {} over limit", usage.as_str()),
+        detail: format!("rate-limit service: {} over limit", quota.as_str()),
         reply,
     }
 }

@@ -80,6 +80,17 @@ fn global(failure_mode: FailureMode, model_entry: bool) -> GlobalRateLimit {
     }
 }
 
+fn lease_rules() -> crate::policy::lease::LeaseRules {
+    crate::policy::lease::LeaseRules {
+        window_ms: 60_000,
+        block_ms: 5_000,
+        low_water_permille: 500,
+        requests: crate::policy::lease::Blocks { min: 1, max: 10 },
+        tokens: crate::policy::lease::Blocks { min: 1, max: 10 },
+        stale_ms: 1_100,
+    }
+}
+
 fn limits() -> Limits {
     Limits {
         requests: vec![Window {
@@ -156,7 +167,7 @@ impl Books {
             self.state = state;
             stream.reserved(reservation);
         }
-        for _ in effects.ask.kinds() {
+        for _ in effects.ask.quotas() {
             let more = stream.on(Event::CallSent, rules);
             assert_eq!(more, Effects::default());
         }
@@ -326,6 +337,7 @@ fn run(books: &mut Books, variant: Variant, steps: &[Step]) -> u64 {
             shadow: false,
             output_cap: variant.capped.then_some(CLAMP),
             models: None,
+            user_quotas: UserQuotas::default(),
         },
         &rules,
     );
@@ -382,7 +394,7 @@ fn run(books: &mut Books, variant: Variant, steps: &[Step]) -> u64 {
                 let answer = (step != Step::ServiceFailed).then_some(answer);
                 let effects = stream.on(
                     Event::CallAnswered {
-                        usage: ratelimit::Usage::Requests,
+                        quota: ratelimit::Quota::tenant(ratelimit::Usage::Requests),
                         answer: answer.as_ref(),
                     },
                     &rules,
@@ -571,6 +583,7 @@ fn interleaved_streams_share_one_set_of_counters_exactly() {
                         shadow: false,
                         output_cap: (rng.below(2) == 0).then_some(CLAMP),
                         models: None,
+                        user_quotas: UserQuotas::default(),
                     },
                     &rules,
                 );
@@ -665,6 +678,7 @@ fn setup(body_follows: bool, headers_can_wait: bool) -> Setup<'static> {
         shadow: false,
         output_cap: None,
         models: None,
+        user_quotas: UserQuotas::default(),
     }
 }
 
@@ -783,7 +797,8 @@ fn a_refused_request_is_settled_with_nothing_and_ignores_its_own_reply() {
         effects.ask,
         Ask {
             requests: true,
-            tokens: true
+            tokens: true,
+            ..Ask::default()
         }
     );
     let _ = stream.on(Event::CallSent, &rules);
@@ -791,7 +806,7 @@ fn a_refused_request_is_settled_with_nothing_and_ignores_its_own_reply() {
     assert_eq!(stream.request_flow(Point::Headers), Flow::Pause);
     let effects = stream.on(
         Event::CallAnswered {
-            usage: ratelimit::Usage::Requests,
+            quota: ratelimit::Quota::tenant(ratelimit::Usage::Requests),
             answer: None,
         },
         &rules,
@@ -816,7 +831,7 @@ fn a_refused_request_is_settled_with_nothing_and_ignores_its_own_reply() {
     // The other call's answer changes nothing.
     let late = stream.on(
         Event::CallAnswered {
-            usage: ratelimit::Usage::Tokens,
+            quota: ratelimit::Quota::tenant(ratelimit::Usage::Tokens),
             answer: None,
         },
         &rules,
@@ -849,7 +864,7 @@ fn the_services_answer_resumes_the_request_once_nothing_else_holds_it() {
     for usage in [ratelimit::Usage::Requests, ratelimit::Usage::Tokens] {
         let effects = stream.on(
             Event::CallAnswered {
-                usage,
+                quota: ratelimit::Quota::tenant(usage),
                 answer: Some(&ok),
             },
             &rules,
@@ -865,7 +880,7 @@ fn the_services_answer_resumes_the_request_once_nothing_else_holds_it() {
     assert_eq!(stream.request_flow(Point::Headers), Flow::Pause);
     let effects = stream.on(
         Event::CallAnswered {
-            usage: ratelimit::Usage::Requests,
+            quota: ratelimit::Quota::tenant(ratelimit::Usage::Requests),
             answer: Some(&ok),
         },
         &rules,
@@ -897,7 +912,7 @@ fn over_limit_answers_become_429s_with_the_services_reset_and_known_headers() {
     };
     let effects = stream.on(
         Event::CallAnswered {
-            usage: ratelimit::Usage::Tokens,
+            quota: ratelimit::Quota::tenant(ratelimit::Usage::Tokens),
             answer: Some(&answer),
         },
         &rules,
@@ -926,7 +941,7 @@ fn a_failing_service_with_failure_mode_allow_lets_the_request_on_and_says_so() {
     assert_eq!(stream.request_flow(Point::Headers), Flow::Pause);
     let effects = stream.on(
         Event::CallAnswered {
-            usage: ratelimit::Usage::Requests,
+            quota: ratelimit::Quota::tenant(ratelimit::Usage::Requests),
             answer: None,
         },
         &rules,
@@ -955,7 +970,8 @@ fn the_models_token_check_waits_for_the_body_that_names_it() {
         effects.ask,
         Ask {
             requests: true,
-            tokens: false
+            tokens: false,
+            ..Ask::default()
         }
     );
     assert!(
@@ -971,14 +987,7 @@ fn the_models_token_check_waits_for_the_body_that_names_it() {
 fn with_leased_credit_tokens_are_asked_for_with_the_bodys_estimate() {
     let (usage, pricing) = rules_without_global();
     let mut global = global(FailureMode::Deny, false);
-    global.lease = Some(crate::policy::lease::LeaseRules {
-        window_ms: 60_000,
-        block_ms: 5_000,
-        low_water_permille: 500,
-        requests: crate::policy::lease::Blocks { min: 1, max: 10 },
-        tokens: crate::policy::lease::Blocks { min: 1, max: 10 },
-        stale_ms: 1_100,
-    });
+    global.lease = Some(lease_rules());
     let rules = Rules {
         usage: &usage,
         pricing: &pricing,
@@ -991,7 +1000,8 @@ fn with_leased_credit_tokens_are_asked_for_with_the_bodys_estimate() {
         effects.ask,
         Ask {
             requests: true,
-            tokens: false
+            tokens: false,
+            ..Ask::default()
         }
     );
     let provisional = stream.demand().tokens;
@@ -1654,4 +1664,204 @@ fn in_shadow_mode_a_refused_path_or_form_is_noted_once_at_admission() {
             "{path}"
         );
     }
+}
+
+/// A stream of a tenant whose plan gives users windows of both kinds (`per_user`).
+fn with_user_quotas(body_follows: bool) -> Setup<'static> {
+    Setup {
+        user_quotas: UserQuotas {
+            requests: true,
+            tokens: true,
+        },
+        ..setup(body_follows, true)
+    }
+}
+
+#[test]
+fn users_quotas_are_asked_beside_the_tenants_and_their_refusals_name_the_user() {
+    let (usage, pricing) = rules_without_global();
+    let global = global(FailureMode::Deny, false);
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: Some(&global),
+        isolation: &ISOLATION,
+        owners: &Nobody,
+    };
+    // The tenant's request counter is asked once the user's said yes: a user over their own
+    // limit never spends the tenant's requests.
+    let (mut stream, effects) = Stream::admit(with_user_quotas(false), &rules);
+    let asked: Vec<&str> = effects.ask.quotas().map(|q| q.as_str()).collect();
+    assert_eq!(asked, ["user_requests", "tokens", "user_tokens"]);
+    for _ in 0..3 {
+        let _ = stream.on(Event::CallSent, &rules);
+    }
+    assert_eq!(stream.request_flow(Point::Headers), Flow::Pause);
+    let ok = ServiceAnswer {
+        verdict: Verdict::Ok,
+        reset_after: None,
+        limit_remaining: None,
+        response_headers: vec![],
+    };
+    let effects = stream.on(
+        Event::CallAnswered {
+            quota: ratelimit::Quota::user(ratelimit::Usage::Requests),
+            answer: Some(&ok),
+        },
+        &rules,
+    );
+    assert_eq!(
+        effects.ask,
+        Ask {
+            requests: true,
+            ..Ask::default()
+        }
+    );
+    assert!(!effects.resume);
+    let _ = stream.on(Event::CallSent, &rules);
+    for quota in [
+        ratelimit::Quota::tenant(ratelimit::Usage::Tokens),
+        ratelimit::Quota::user(ratelimit::Usage::Tokens),
+    ] {
+        let effects = stream.on(
+            Event::CallAnswered {
+                quota,
+                answer: Some(&ok),
+            },
+            &rules,
+        );
+        assert!(
+            !effects.resume,
+            "the tenant's request counter is still asked"
+        );
+    }
+    let effects = stream.on(
+        Event::CallAnswered {
+            quota: ratelimit::Quota::tenant(ratelimit::Usage::Requests),
+            answer: Some(&ok),
+        },
+        &rules,
+    );
+    assert!(effects.resume);
+
+    let (mut stream, _) = Stream::admit(with_user_quotas(false), &rules);
+    for _ in 0..3 {
+        let _ = stream.on(Event::CallSent, &rules);
+    }
+    let over = ServiceAnswer {
+        verdict: Verdict::OverLimit,
+        reset_after: Some(7),
+        limit_remaining: None,
+        response_headers: vec![],
+    };
+    let effects = stream.on(
+        Event::CallAnswered {
+            quota: ratelimit::Quota::user(ratelimit::Usage::Tokens),
+            answer: Some(&over),
+        },
+        &rules,
+    );
+    let refusal = effects.refuse.unwrap();
+    assert_eq!(refusal.reason, Reason::UserTokenQuotaExceeded);
+    assert_eq!(refusal.reply.status, 429);
+    assert!(refusal.reply.headers.contains(&("retry-after", "7".into())));
+    assert_eq!(refusal.detail, "rate-limit service: user_tokens over limit");
+
+    let (mut stream, _) = Stream::admit(with_user_quotas(false), &rules);
+    let effects = stream.on(
+        Event::CallAnswered {
+            quota: ratelimit::Quota::user(ratelimit::Usage::Requests),
+            answer: Some(&over),
+        },
+        &rules,
+    );
+    assert!(!effects.ask.requests, "the tenant's counter is not asked");
+    assert_eq!(
+        effects.refuse.unwrap().reason,
+        Reason::UserRequestQuotaExceeded
+    );
+}
+
+#[test]
+fn a_users_token_check_waits_with_the_tenants_and_the_debit_goes_to_both() {
+    let (usage, pricing) = rules_without_global();
+    let global = global(FailureMode::Deny, true);
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: Some(&global),
+        isolation: &ISOLATION,
+        owners: &Nobody,
+    };
+    // The model entry makes the token checks wait for the body that names the model.
+    let (mut stream, effects) = Stream::admit(with_user_quotas(true), &rules);
+    assert_eq!(
+        effects.ask,
+        Ask {
+            user_requests: true,
+            ..Ask::default()
+        }
+    );
+    let effects = stream.on(Event::RequestBody(CHAT), &rules);
+    assert!(effects.ask.tokens && effects.ask.user_tokens);
+    assert!(!effects.ask.requests && !effects.ask.user_requests);
+    let _ = stream.on(
+        Event::ResponseHeaders {
+            status: 200,
+            content_type: "application/json",
+        },
+        &rules,
+    );
+    let answer = br#"{"model":"gpt-4o","usage":{"prompt_tokens":10,"completion_tokens":5}}"#;
+    let effects = stream.on(
+        Event::ResponseData {
+            chunk: Some(answer),
+            size: answer.len(),
+            end: true,
+        },
+        &rules,
+    );
+    let settlement = effects.settle.unwrap();
+    assert_eq!(settlement.debit_tokens, 15);
+    assert!(settlement.debit_user);
+
+    // A plan without user token windows debits the tenant only.
+    let (mut stream, _) = Stream::admit(
+        Setup {
+            user_quotas: UserQuotas {
+                requests: true,
+                tokens: false,
+            },
+            ..setup(false, true)
+        },
+        &rules,
+    );
+    let effects = stream.on(Event::Log, &rules);
+    assert!(!effects.settle.unwrap().debit_user);
+}
+
+#[test]
+fn leased_credit_is_the_tenants_and_never_asks_about_users() {
+    let (usage, pricing) = rules_without_global();
+    let mut global = global(FailureMode::Deny, false);
+    global.lease = Some(lease_rules());
+    let rules = Rules {
+        usage: &usage,
+        pricing: &pricing,
+        global: Some(&global),
+        isolation: &ISOLATION,
+        owners: &Nobody,
+    };
+    let (mut stream, effects) = Stream::admit(with_user_quotas(false), &rules);
+    assert!(!effects.ask.user_requests && !effects.ask.user_tokens);
+    assert!(effects.ask.requests);
+    assert!(!stream.on(Event::Log, &rules).settle.unwrap().debit_user);
+
+    // Without a global service nothing is asked at all.
+    let rules = Rules {
+        global: None,
+        ..rules
+    };
+    let (_, effects) = Stream::admit(with_user_quotas(false), &rules);
+    assert_eq!(effects.ask, Ask::default());
 }
