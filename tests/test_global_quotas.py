@@ -8,17 +8,20 @@ counters in memory; the extra-entry tests add an Envoy of their own in front of 
 service. Local plans are generous: only the global limits bite. The service logs every call it answers, which is how the tests read its counters without
 moving them (``RateLimitService.counter``)."""
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from harness.answers import answer
 from harness.expect import assert_denied
+from harness.h2client import H2Client
 from harness.keys import claims, mint
-from harness.plugin_config import tenant
+from harness.limits import LONG
+from harness.plugin_config import tenant, windows
 from harness.ratelimit import RateLimitService, Redis, limit
 from harness.records import filter_record
-from harness.replicas import global_config, replica, start_all
+from harness.replicas import GENEROUS, global_config, replica, start_all
 from harness.wait import wait_for
 
 LIMITS = [
@@ -29,6 +32,13 @@ LIMITS = [
           variables=("tenant_id", "user_id")),
     limit("model-tokens", usage="tokens", plan="permodel", max_value=1000,
           variables=("tenant_id", "model")),
+    # Plans team and teamtok: users' own counters (per_user) beside the tenant's.
+    limit("team-requests", usage="requests", plan="team", max_value=100),
+    limit("team-user-requests", usage="user_requests", plan="team", max_value=3,
+          variables=("tenant_id", "user_id")),
+    limit("teamtok-tokens", usage="tokens", plan="teamtok", max_value=100_000),
+    limit("teamtok-user-tokens", usage="user_tokens", plan="teamtok", max_value=1000,
+          variables=("tenant_id", "user_id")),
 ]
 
 TENANTS = {
@@ -40,8 +50,14 @@ TENANTS = {
     "header-co": tenant("req2"),
     "user-co": tenant("peruser"),
     "model-co": tenant("permodel"),
+    "team-requests-co": tenant("team"),
+    "team-tokens-co": tenant("teamtok"),
 }
-PLANS = {"req20": None, "tok1000": None, "req2": None, "peruser": None, "permodel": None}
+# Plans team's and teamtok's local per_user windows are generous: only the service's limits bite.
+TEAM = dict(GENEROUS, per_user={"requests": windows((1_000_000, LONG)),
+                                "tokens": windows((1_000_000_000, LONG))})
+PLANS = {"req20": None, "tok1000": None, "req2": None, "peruser": None, "permodel": None,
+         "team": TEAM, "teamtok": TEAM}
 PRICING = {"default": {"input_per_million": 1.0, "output_per_million": 3.0}}
 
 
@@ -210,6 +226,72 @@ def test_per_user_request_limit_with_the_user_id_entry(tmp_path, cluster, wasm_p
         assert cluster.service.counter("user-co", "requests", user_id="bob") == 1
     finally:
         proxy.stop()
+
+
+def test_a_users_own_request_limit_holds_across_replicas(cluster, upstream):
+    """``per_user`` with a global service: a request also asks about its user's own counter, a
+    descriptor of its own (``usage: user_requests``, plan, tenant, ``user_id``), and the
+    tenant's counter only once the user's said yes. Alice's 3 requests, alternating replicas,
+    are admitted; her next ones are refused on either replica and over HTTP/2 with
+    ``user_request_quota_exceeded``, never reaching the upstream, while Bob, in the same
+    tenant, still gets in. Her refusals cost the tenant nothing: its counter holds the 4
+    admitted requests only."""
+    service = cluster.service
+    alice = cluster.token("team-requests-co", "alice")
+    bob = cluster.token("team-requests-co", "bob")
+    for i in range(3):
+        resp = cluster.replicas[i % 2].client.chat(token=alice, body=chat_body())
+        assert resp.status == 200, (i, resp)
+    for proxy in cluster.replicas:
+        refused = proxy.client.chat(token=alice, body=chat_body())
+        assert_globally_refused(refused, "user_request_quota_exceeded", upstream)
+        record = filter_record(proxy, refused.request_id)
+        assert (record["decision"], record["reason"], record["tenant"], record["user"]) == \
+            ("deny", "user_request_quota_exceeded", "team-requests-co", "alice")
+    h2 = H2Client(cluster.b.listener_port).request(
+        body=chat_body(), token=alice, trailers=[("x-trailer", "1")], pieces=3)
+    assert h2.status == 429, h2
+    assert json.loads(h2.body)["error"]["code"] == "user_request_quota_exceeded"
+    assert upstream.find(h2.request_id) == []
+    assert cluster.a.client.chat(token=bob, body=chat_body()).status == 200
+
+    assert service.counter("team-requests-co", "user_requests", user_id="alice") == 3
+    assert service.counter("team-requests-co", "user_requests", user_id="bob") == 1
+    assert service.counter("team-requests-co", "requests") == 4
+    user_calls = service.calls_for("team-requests-co", "user_requests")
+    assert {c.entries["plan"] for c in user_calls} == {"team"}
+    assert list(user_calls[0].entries) == ["usage", "plan", "tenant_id", "user_id"]
+    # The tenant's own calls never name a user: its limits stay the tenant's.
+    assert all("user_id" not in c.entries
+               for c in service.calls_for("team-requests-co", "requests"))
+
+
+def test_a_users_own_token_limit_follows_the_debits_to_both_counters(cluster, upstream):
+    """Alice's tokens are debited to her own counter (``user_tokens``) and to the tenant's:
+    each request really uses 300 tokens, her limit is 1000 (the check at admission adds 1, as
+    Limitador counts 0 as 1). Her 4th request is admitted at 904 and its refused debit is sent
+    again as pieces until her counter is full; her 5th is refused on the other replica with
+    ``user_token_quota_exceeded``, and Bob's requests still go. The tenant's counter got every
+    debit whole: 4 × 300 of Alice's and Bob's 300, plus one per check."""
+    service = cluster.service
+    alice = cluster.token("team-tokens-co", "alice")
+    bob = cluster.token("team-tokens-co", "bob")
+    usage = answer("openai-json", in_=200, out=100)
+    for i, counter in enumerate([301, 602, 903, 1000]):
+        resp = cluster.replicas[i % 2].client.chat(token=alice, body=chat_body(),
+                                                   headers=usage)
+        assert resp.status == 200, (i, resp)
+        service.wait_counter("team-tokens-co", "user_tokens", counter, timeout=30,
+                             at_least=counter == 1000, user_id="alice")
+    refused = cluster.a.client.chat(token=alice, body=chat_body(), headers=usage)
+    assert_globally_refused(refused, "user_token_quota_exceeded", upstream)
+    assert json.loads(refused.body)["error"]["code"] == "user_token_quota_exceeded"
+    resp = cluster.b.client.chat(token=bob, body=chat_body(), headers=usage)
+    assert resp.status == 200, resp
+    service.wait_counter("team-tokens-co", "user_tokens", 301, user_id="bob")
+    # Alice's 4 admitted + 1 refused checks and Bob's 1, each 1; 5 debits of 300.
+    service.wait_counter("team-tokens-co", "tokens", 6 + 5 * 300)
+    assert service.counter("team-tokens-co", "user_tokens", user_id="alice") <= 4 * 300 + 4
 
 
 # === Tokens ===

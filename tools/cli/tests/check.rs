@@ -271,3 +271,34 @@ fn istio_and_envoy_gateway_environments_are_read() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("PLATFORM_OPENAI_KEY is not set in the Wasm VM"));
 }
+
+#[test]
+fn users_limits_beside_leased_credit_are_named_per_process() {
+    let policy = r#"{"providers": {"idp": {"issuer": "https://idp", "audiences": "any",
+        "jwks": {"keys": [KEY]}}},
+      "tenants": {"acme": {"plan": "team", "providers": ["idp"]}},
+      "plans": {"team": {"requests": [{"limit": 100, "window_s": 60}],
+                         "per_user": {"requests": [{"limit": 10, "window_s": 60}]}}},
+      "global_rate_limit": {"cluster": "ratelimit", "domain": "tenant-guard",
+                            "lease": {"window_s": 60}}}"#
+        .replace("KEY", KEY);
+    let file = TempFile::new("json", &policy);
+    let out = check(&[file.path()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "warning: plans.team.per_user: with global_rate_limit.lease, users' limits are \
+             not leased and hold per Envoy process only"
+        ),
+        "{stdout}"
+    );
+    // Asked for every request, the service holds them: no warning.
+    let file = TempFile::new(
+        "json",
+        &policy.replace(r#""lease": {"window_s": 60}"#, r#""timeout_ms": 50"#),
+    );
+    let out = check(&[file.path()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("not leased"));
+}

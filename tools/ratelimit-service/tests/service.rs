@@ -436,7 +436,7 @@ async fn shipped_limitador_limits_are_valid_and_hold() {
     let (code, out, err, _) =
         run_to_exit(&["--limits", path.to_str().unwrap(), "--validate"], HANG);
     assert_eq!(code, Some(0), "{out} {err}");
-    assert!(out.contains("4 limits, valid"), "{out}");
+    assert!(out.contains("6 limits, valid"), "{out}");
 
     let svc = Service::start(&path, &["--storage", "memory"]);
     let ch = svc.channel().await;
@@ -479,6 +479,41 @@ async fn shipped_limitador_limits_are_valid_and_hold() {
     // An unknown plan has no limit.
     assert_eq!(
         code_of(&ch, plan("requests", "gold", "acme", 10_000)).await,
+        Code::Ok
+    );
+    // pro's users: 20 requests / 60 s and 25000 tokens / day each, apart from the tenant's.
+    let user = |usage: &str, name: &str, hits: u32| -> RateLimitRequest {
+        let entries = [
+            ("usage", usage),
+            ("plan", "pro"),
+            ("tenant_id", "initech"),
+            ("user_id", name),
+        ];
+        request(vec![RateLimitDescriptor::from_pairs(entries)], hits)
+    };
+    assert_eq!(
+        code_of(&ch, user("user_requests", "alice", 20)).await,
+        Code::Ok
+    );
+    assert_eq!(
+        code_of(&ch, user("user_requests", "alice", 1)).await,
+        Code::OverLimit
+    );
+    assert_eq!(
+        code_of(&ch, user("user_requests", "bob", 20)).await,
+        Code::Ok
+    );
+    assert_eq!(
+        code_of(&ch, user("user_tokens", "alice", 25_000)).await,
+        Code::Ok
+    );
+    assert_eq!(
+        code_of(&ch, user("user_tokens", "alice", 1)).await,
+        Code::OverLimit
+    );
+    // The users' calls left the tenant's own counter untouched.
+    assert_eq!(
+        code_of(&ch, plan("requests", "pro", "initech", 60)).await,
         Code::Ok
     );
 }

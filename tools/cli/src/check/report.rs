@@ -132,7 +132,34 @@ pub fn warnings(doc: &Value) -> Vec<String> {
         );
     }
     out.extend(remote_jwks_warnings(doc));
+    out.extend(leased_user_warnings(doc));
     out
+}
+
+/// Leased credit is the tenant's: users' limits then hold per Envoy process only.
+fn leased_user_warnings(doc: &Value) -> Vec<String> {
+    if doc["global_rate_limit"]["lease"].is_null() {
+        return Vec::new();
+    }
+    let empty = Map::new();
+    let plans = doc["plans"].as_object().unwrap_or(&empty).iter();
+    let tenants = doc["tenants"].as_object().unwrap_or(&empty).iter();
+    let with_users = plans
+        .filter(|(_, plan)| !plan["per_user"].is_null())
+        .map(|(name, _)| format!("plans.{name}.per_user"))
+        .chain(
+            tenants
+                .filter(|(_, tenant)| !tenant["limits"]["per_user"].is_null())
+                .map(|(id, _)| format!("tenants.{id}.limits.per_user")),
+        );
+    with_users
+        .map(|path| {
+            format!(
+                "{path}: with global_rate_limit.lease, users' limits are not leased and hold \
+                 per Envoy process only (leased credit is the tenant's)"
+            )
+        })
+        .collect()
 }
 
 /// A withdrawn key stays trusted until the last good key set goes stale: past a day, say so.
