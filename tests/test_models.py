@@ -22,6 +22,7 @@ from harness.h2client import H2Client
 from harness.keys import claims, mint
 from harness.plugin_config import gateway_config, tenant, windows
 from harness.records import filter_record
+from harness.workers import until_every_worker
 
 AUDIT_SCHEMA = json.loads(
     (Path(__file__).resolve().parent.parent / "schema" / "audit-line.schema.json").read_text())
@@ -274,3 +275,44 @@ def test_the_openai_sdk_gets_its_typed_403_naming_the_model_and_plan(gateway, up
         client.embeddings.create(model="text-embedding-3-large", input="x",
                                  extra_headers={"x-request-id": request_id()})
     assert refused.value.code == "model_not_allowed"
+
+
+def test_a_body_in_pieces_ended_by_trailers_is_read_whole_before_its_model_is_decided(
+        gateway, upstream, keys):
+    """HTTP/2, the body in three DATA frames and request trailers: the model is read from the
+    whole body; the allowed one reaches the upstream whole, the other never does."""
+    acme = token(keys, "acme")
+    client = H2Client(gateway.listener_port)
+
+    def send_in_pieces(model):
+        return client.request(body=chat(model), token=acme, pieces=3,
+                              trailers=[("x-trailer", "1")],
+                              headers=[("x-test-answer", "openai-json")])
+    assert_reached(send_in_pieces("gpt-4o-mini"), upstream, "gpt-4o-mini")
+    assert_refused(gateway, upstream, send_in_pieces("gpt-4o"), "model_not_allowed",
+                   model="gpt-4o")
+
+
+def test_every_worker_refuses_a_model_outside_the_list(gateway, upstream, keys):
+    """The list is each worker's: a refusal on one is a refusal on every one."""
+    acme = token(keys, "acme")
+    until_every_worker(gateway, lambda: send(gateway, "h1", acme, CHAT, chat("gpt-4o")),
+                       lambda resp: assert_denied(resp, 403, "model_not_allowed",
+                                                  upstream=upstream))
+
+
+def test_a_client_leaving_mid_upload_gets_nothing_upstream(gateway, upstream, keys):
+    """Headers and half a body naming a model outside the list, then a reset: the upstream
+    never gets the body (with held headers, never the request), the request leaves one record
+    of its tenant, and the worker refuses the next such request as before."""
+    acme = token(keys, "acme")
+    client = H2Client(gateway.listener_port)
+    left = client.request(body=chat("gpt-4o"), token=acme, pieces=4, abort_after=2,
+                          headers=[("x-test-answer", "openai-json")])
+    record = filter_record(gateway, left.request_id)
+    assert record["tenant"] == "acme", record
+    assert upstream.find(left.request_id) == [], "a cut body reached the upstream whole"
+    if gateway.mode == "held":
+        assert upstream.started(left.request_id) == [], "the upstream saw a held request"
+    resp = send(gateway, "h2", acme, CHAT, chat("gpt-4o"))
+    assert_refused(gateway, upstream, resp, "model_not_allowed", model="gpt-4o")
