@@ -549,7 +549,7 @@ def main():
     over = budget_check(results, json.loads(args.budget.read_text()))
     status = finish(results, invalid, OUT)
     if status == 0 and over and not args.budget_report_only:
-        print(f"\nOVER BUDGET: {', '.join(over)} (bench/budget.json; --budget-report-only to "
+        print(f"\nOVER BUDGET: {', '.join(over)} ({args.budget}; --budget-report-only to "
               f"report without failing)")
         return 3
     return status
