@@ -244,7 +244,9 @@ integration: wasm oci cli venv ratelimit-service
 compat:
 	$(MAKE) integration ENVOY_VERSION=$(COMPAT_ENVOY_VERSION) PYTEST_TARGETS="$(COMPAT_TESTS)"
 
-# Benchmarks report, they never assert; not part of `make test`. A few minutes with the defaults.
+# Benchmarks report; `make bench` also fails when the module's CPU per request is over the
+# budget of bench/budget.json (BENCH_ARGS=--budget-report-only: report only). Not part of
+# `make test`. A few minutes with the defaults.
 bench: wasm venv bench-deps bench-floor
 	$(PYTHON) bench/run.py --duration $(DURATION) --rounds $(ROUNDS) --connections $(CONNECTIONS) $(BENCH_ARGS)
 

@@ -10,8 +10,11 @@ single non-2xx answer is invalid and makes the benchmark fail.
 
     bench/run.py --duration 3 --rounds 3 [--connections 16] [--only get-h1,post-h1]
 
-Reports, it does not assert: no throughput is "too low" here. Output: a plain-text report on
-stdout and the raw numbers in target/bench/results.json.
+Throughput is reported, not judged. One thing is checked: the CPU per request the module adds
+to passthrough, as a multiple of what the minimal Wasm filter (the floor) adds in the same run,
+against the budget in bench/budget.json; a multiple over its budget makes the run fail (exit 3)
+unless ``--budget-report-only``. Output: a plain-text report on stdout and the raw numbers in
+target/bench/results.json.
 """
 
 import argparse
@@ -36,6 +39,7 @@ from harness.envoy_process import Envoy  # noqa: E402
 OUT = REPO / "target" / "bench"
 TG_WASM = REPO / "target" / "tenant_guard.wasm"  # what `make wasm` ships
 FLOOR_WASM = REPO / "target" / "bench-floor" / "wasm32-wasip1" / "release" / "bench_floor.wasm"
+BUDGET = REPO / "bench" / "budget.json"
 USAGE_FIXTURES = REPO / "src" / "policy" / "testdata" / "usage"
 STAT_PREFIX = "bench"
 
@@ -146,11 +150,12 @@ def native_filters(jwks):
     ]
 
 
-def tenant_guard_config(jwks, tenants=3, token_cache_size=None, api_key=None):
+def tenant_guard_config(jwks, tenants=3, token_cache_size=None, api_key=None, log_line=None):
     """The demo gateway's configuration (tenant header, forwarded claim, namespace routing,
     plans with request, token and budget windows, prices), with limits no benchmark reaches.
     ``tenants`` > 3 adds tenants t00003... on the same plan; ``api_key``: keys are read from
-    ``authorization: Bearer`` too, and this one is acme's."""
+    ``authorization: Bearer`` too, and this one is acme's; ``log_line``: sets
+    ``records.log_line`` (the policy's default when None)."""
     big = 10 ** 12
     doc = {
         "providers": {"corp": {"issuer": K.CORP_ISSUER, "audiences": [K.AUDIENCE],
@@ -180,6 +185,8 @@ def tenant_guard_config(jwks, tenants=3, token_cache_size=None, api_key=None):
         doc["tenants"][f"t{i:05d}"] = {"status": "active", "providers": ["corp"], "plan": "pro"}
     if token_cache_size is not None:
         doc["identity"]["token_cache_size"] = token_cache_size
+    if log_line is not None:
+        doc["records"] = {"log_line": log_line}
     if api_key is not None:
         doc["identity"]["api_key_sources"] = [{"header": "authorization", "prefix": "Bearer "}]
         doc["tenants"]["acme"]["api_keys"] = [
@@ -402,12 +409,17 @@ def main():
                         help="comma-separated workloads to run (default: all), e.g. get-h1")
     parser.add_argument("--no-miss", action="store_true", help="skip the cache-miss runs")
     parser.add_argument("--no-tenants", action="store_true", help="skip the 10,000-tenant case")
-    parser.add_argument("--quiet-twin", action="store_true",
-                        help="also measure tenant-guard with Envoy's `wasm` logger at warning "
-                             "(no per-request record line in the Envoy log)")
+    parser.add_argument("--log-line-twins", action="store_true",
+                        help="also measure tenant-guard with records.log_line set to true and "
+                             "to false (the per-request record line in the Envoy log or not)")
     parser.add_argument("--api-key", action="store_true",
                         help="also a gateway that reads tenant API keys: GETs with a cached "
                              "token and with an API key, on it")
+    parser.add_argument("--budget", type=Path, default=BUDGET,
+                        help="the allowed multiples of the floor's added CPU per request "
+                             "(default: bench/budget.json)")
+    parser.add_argument("--budget-report-only", action="store_true",
+                        help="print the budget check but do not fail when a multiple is over")
     parser.add_argument("--baseline-wasm", type=Path,
                         help="another tenant_guard.wasm (e.g. before a change) measured "
                              "alternately with the current one, in every workload")
@@ -445,10 +457,14 @@ def main():
         setups["keys"] = Setup("keys", "tenant-guard reading API keys",
                                [wasm_filter("tenant_guard", TG_WASM,
                                             tenant_guard_config(jwks, api_key=api_key))])
-    if args.quiet_twin:
-        setups["quiet"] = Setup("quiet", "tenant-guard, record line not logged",
-                                [wasm_filter("tenant_guard", TG_WASM,
-                                             tenant_guard_config(jwks))])
+    twins = []
+    if args.log_line_twins:
+        for on in (True, False):
+            name = f"log-line-{'on' if on else 'off'}"
+            setups[name] = Setup(name, f"tenant-guard, records.log_line {str(on).lower()}",
+                                 [wasm_filter("tenant_guard", TG_WASM,
+                                              tenant_guard_config(jwks, log_line=on))])
+            twins.append(name)
     if not args.no_tenants:
         setups["tenant-guard-10k"] = Setup(
             "tenant-guard-10k", "tenant-guard, 10,000 tenants",
@@ -456,7 +472,7 @@ def main():
 
     get, post, sse = ("GET", GET_PATH, None), ("POST", CHAT_PATH, CHAT_BODY), \
         ("POST", STREAM_PATH, STREAM_BODY)
-    extra = (["baseline"] if args.baseline_wasm else []) + (["quiet"] if args.quiet_twin else [])
+    extra = (["baseline"] if args.baseline_wasm else []) + twins
     all_four = ["passthrough", "native", "floor", "tenant-guard"] + extra
     bodies = ["passthrough", "floor", "tenant-guard"] + extra
     plan = [
@@ -491,10 +507,6 @@ def main():
     try:
         for setup in setups.values():
             setup.start()
-            if setup.name == "quiet":
-                urllib.request.urlopen(urllib.request.Request(
-                    f"http://127.0.0.1:{setup.envoy.admin_port}/logging?wasm=warning",
-                    method="POST"), timeout=5).read()
             print(f"  started {setup.label}: ready after {setup.startup_s:.2f} s, "
                   f"RSS {setup.rss_kib() / 1024:.1f} MiB", flush=True)
         results["startup_s"] = {n: s.startup_s for n, s in setups.items()}
@@ -534,7 +546,47 @@ def main():
     results["runs"] = {f"{w}/{n}": v for (w, n), v in runs.items()}
     results["miss"] = miss
     results["memory"] = memory
-    return finish(results, invalid, OUT)
+    over = budget_check(results, json.loads(args.budget.read_text()))
+    status = finish(results, invalid, OUT)
+    if status == 0 and over and not args.budget_report_only:
+        print(f"\nOVER BUDGET: {', '.join(over)} ({args.budget}; --budget-report-only to "
+              f"report without failing)")
+        return 3
+    return status
+
+
+def budget_check(results, budget):
+    """The module's added CPU per request (over passthrough) as a multiple of the floor's, per
+    workload of ``budget`` (``{"multiples": {"get-h1": 2.5, ...}}``), from the run's medians.
+    Prints the table, stores it in ``results["budget"]`` and returns the workloads that are
+    over their budget or could not be checked (the floor added nothing measurable)."""
+    medians = results["medians"]
+    rows, over, checked = [], [], {}
+    for workload, allowed in budget["multiples"].items():
+        cpu = {name: medians.get(f"{workload}/{name}", {}).get("cpu_us")
+               for name in ("passthrough", "floor", "tenant-guard")}
+        if None in cpu.values():
+            rows.append([workload, "-", "-", "-", f"{allowed}x", "not measured in this run"])
+            continue
+        module = cpu["tenant-guard"] - cpu["passthrough"]
+        floor = cpu["floor"] - cpu["passthrough"]
+        multiple = module / floor if floor > 0 else None
+        if multiple is None:
+            verdict = "cannot check: the floor added nothing measurable"
+        else:
+            verdict = "within" if multiple <= allowed else "OVER"
+        if verdict != "within":
+            over.append(workload)
+        checked[workload] = {"module_added_us": module, "floor_added_us": floor,
+                             "multiple": multiple, "budget": allowed, "verdict": verdict}
+        rows.append([workload, f"{module:+.1f} µs", f"{floor:+.1f} µs",
+                     "-" if multiple is None else f"{multiple:.1f}x", f"{allowed}x", verdict])
+    results["budget"] = checked
+    print("\nBudget: CPU per request tenant-guard adds to passthrough, as a multiple of what the "
+          "floor adds (same run, medians)")
+    print(table(["workload", "tenant-guard adds", "floor adds", "multiple", "budget", "verdict"],
+                rows))
+    return over
 
 
 def finish(results, invalid, out):
@@ -651,6 +703,12 @@ def report(plan, runs, setups, miss, memory, results, args):
             x, y = med.get((w.name, "tenant-guard")), med.get((w.name, "baseline"))
             if x and y:
                 summary.append([f"{w.name}: tenant-guard / baseline module; CPU per request",
+                                f"{x['rps'] / y['rps']:.2f}; {x['cpu_us'] - y['cpu_us']:+.1f} µs"])
+    if "log-line-on" in setups:
+        for w, _ in plan:
+            x, y = med.get((w.name, "log-line-on")), med.get((w.name, "log-line-off"))
+            if x and y:
+                summary.append([f"{w.name}: records.log_line true / false; CPU per request",
                                 f"{x['rps'] / y['rps']:.2f}; {x['cpu_us'] - y['cpu_us']:+.1f} µs"])
     print(table(["ratio of medians: req/s (and the inverse ratio of Envoy CPU per request)",
                  "value"], summary))

@@ -622,7 +622,9 @@ impl HttpContext for Filter {
             };
             worker.stats.add(record.tenant.as_deref(), &metric, 1);
         }
-        log::info!("{}", record.to_json());
+        if worker.config.records.log_line {
+            log::info!("{}", record.to_json());
+        }
         // Only an audited request needs the time and the client's address.
         let facts = || audit::Facts {
             time: audit::rfc3339_millis(super::now_ms().unwrap_or(0)),

@@ -66,6 +66,8 @@ struct RawConfig {
     #[serde(default)]
     stats: StatsRules,
     #[serde(default)]
+    records: RecordRules,
+    #[serde(default)]
     isolation: RawIsolation,
     #[serde(default)]
     upstreams: BTreeMap<String, RawUpstream>,
@@ -282,6 +284,21 @@ impl Default for StatsRules {
     }
 }
 
+/// `records`: where the filter writes its per-request records besides Envoy's filter state.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordRules {
+    /// `records.log_line`: each record as one JSON line in the Envoy log too. Audit lines are
+    /// written whatever it says.
+    pub log_line: bool,
+}
+
+impl Default for RecordRules {
+    fn default() -> Self {
+        RecordRules { log_line: true }
+    }
+}
+
 /// The validated configuration of one filter instance.
 pub struct Config {
     /// SHA-256 of the document (of its canonical JSON text when it came as a Struct, whose
@@ -302,6 +319,8 @@ pub struct Config {
     pub vector_stores: VectorStores,
     pub usage: UsageRules,
     pub stats: StatsRules,
+    /// `records`: whether the record goes to the Envoy log as well as to filter state.
+    pub records: RecordRules,
     pub isolation: IsolationRules,
     /// `tenants.<id>.object_prefixes`, for the tenants that have some.
     pub object_prefixes: HashMap<String, Vec<String>>,
@@ -615,6 +634,7 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
         vector_stores,
         usage: raw.usage,
         stats: raw.stats,
+        records: raw.records,
         isolation,
         object_prefixes,
         upstreams,

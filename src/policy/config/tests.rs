@@ -704,3 +704,29 @@ fn the_audit_key_is_named_by_its_environment_variable_only() {
     assert!(e.message.contains("unknown field `key`"), "{e}");
     assert!(parse(&contract_example()).unwrap().audit_key.is_none());
 }
+
+#[test]
+fn records_log_line_is_a_bool_on_by_default() {
+    assert!(parse(&contract_example()).unwrap().records.log_line);
+    for on in [true, false] {
+        let mut doc = contract_example();
+        doc["records"] = json!({"log_line": on});
+        assert_eq!(parse(&doc).unwrap().records, RecordRules { log_line: on });
+    }
+    let mut doc = contract_example();
+    doc["records"] = json!({});
+    assert!(parse(&doc).unwrap().records.log_line);
+}
+
+#[test]
+fn records_options_are_refused_with_their_path() {
+    let e = refused(|d| d["records"] = json!({"log_line": "no"}));
+    assert_eq!(e.path, "records.log_line");
+    let e = refused(|d| d["records"] = json!({"log_line": null}));
+    assert_eq!(e.path, "records.log_line");
+    let e = refused(|d| d["records"] = json!({"log_lines": false}));
+    assert_eq!(e.path, "records.log_lines");
+    assert!(e.message.starts_with("unknown field `log_lines`"), "{e}");
+    let e = refused(|d| d["records"] = json!(false));
+    assert_eq!(e.path, "records");
+}

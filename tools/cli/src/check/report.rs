@@ -131,6 +131,15 @@ pub fn warnings(doc: &Value) -> Vec<String> {
                 .to_string(),
         );
     }
+    if doc["records"]["log_line"] == false {
+        out.push(
+            "records.log_line is false: records reach logs only through an Envoy access log \
+             whose format names %FILTER_STATE(wasm.<key>:PLAIN)% (docs/records.md, Without the \
+             log line); the provider, plan, path as received and output cap of admitted \
+             requests are in no filter state"
+                .to_string(),
+        );
+    }
     out.extend(remote_jwks_warnings(doc));
     out.extend(leased_user_warnings(doc));
     out
@@ -309,6 +318,18 @@ mod tests {
         assert!(super::warnings(&derived)
             .iter()
             .any(|w| w.starts_with("isolation.key is not set")));
+    }
+
+    #[test]
+    fn records_kept_out_of_the_envoy_log_are_named() {
+        let mut off = doc();
+        off["records"] = json!({"log_line": false});
+        let warnings = super::warnings(&off);
+        assert_eq!(warnings.len(), 4, "{warnings:#?}");
+        assert!(warnings[3].starts_with("records.log_line is false: records reach logs only"));
+        let mut on = doc();
+        on["records"] = json!({"log_line": true});
+        assert_eq!(super::warnings(&on).len(), 3);
     }
 
     #[test]
