@@ -17,10 +17,11 @@ import pytest
 from harness.answers import answer
 from harness.expect import assert_denied
 from harness.keys import claims, mint
-from harness.plugin_config import tenant
+from harness.limits import LONG
+from harness.plugin_config import tenant, windows
 from harness.ratelimit import RateLimitService, Redis, limit
 from harness.records import filter_record
-from harness.replicas import global_config, replica, start_all
+from harness.replicas import GENEROUS, global_config, replica, start_all
 from harness.wait import wait_for
 
 REQUEST_LIMIT = 200
@@ -34,8 +35,11 @@ TENANTS = {
     "lease-tok": tenant("ltok"),
     # No limit at the service: only the number of calls matters.
     "lease-busy": tenant("lbusy"),
+    "lease-users": tenant("lusers"),
 }
-PLANS = {"lreq": None, "ltok": None, "lbusy": None}
+# Plan lusers: each user 2 requests of their own (per_user), held per replica with a lease.
+PLANS = {"lreq": None, "ltok": None, "lbusy": None,
+         "lusers": dict(GENEROUS, per_user={"requests": windows((2, LONG))})}
 MAX_REQUEST_BLOCK = 40
 MAX_TOKEN_BLOCK = 5000
 # The lease's window: far longer than a test (credit never lapses mid-test) unless the test is
@@ -327,3 +331,21 @@ def test_credit_ends_with_the_window_and_a_new_window_admits_again(
         for proxy in proxies:
             proxy.stop()
         service.stop()
+
+
+def test_users_limits_beside_a_lease_hold_per_replica(cluster, upstream):
+    """Leased credit is the tenant's: users' own limits (``per_user``) are not leased and are
+    held by each replica alone, the service never asked about a user. Alice's 2 requests on
+    each replica are admitted, her third on each refused with
+    ``user_request_quota_exceeded``."""
+    alice = mint(cluster._keys.corp_rsa, claims("lease-users", sub="alice"))
+    for proxy in cluster.replicas:
+        for _ in range(2):
+            resp = proxy.client.chat(token=alice, body=chat_body(), headers=USAGE)
+            assert resp.status == 200, resp
+        refused = proxy.client.chat(token=alice, body=chat_body(), headers=USAGE)
+        assert_denied(refused, 429, "user_request_quota_exceeded", upstream=upstream)
+    assert cluster.service.calls_for("lease-users", "user_requests") == []
+    assert cluster.service.calls_for("lease-users", "user_tokens") == []
+    assert cluster.service.calls_for("lease-users", "requests") != []
+
