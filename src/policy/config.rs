@@ -814,6 +814,7 @@ fn compile_identity(raw: &RawIdentity) -> Result<CompiledIdentity, ConfigError> 
 }
 
 mod document;
+mod objects_only;
 mod position;
 
 #[cfg(test)]

@@ -130,6 +130,20 @@ fn unknown_field_is_refused_with_its_path() {
 }
 
 #[test]
+fn an_object_written_as_a_list_is_refused() {
+    // serde's structs also take their fields as an array, in order; the contract never did.
+    let e = refused(|d| d["identity"] = json!([[], "tenant_id"]));
+    assert_eq!(e.path, "identity");
+    assert!(
+        e.message
+            .starts_with("invalid type: sequence, expected struct RawIdentity"),
+        "{e}"
+    );
+    let e = refused(|d| d["tenants"]["acme"]["limits"] = json!([]));
+    assert_eq!(e.path, "tenants.acme.limits");
+}
+
+#[test]
 fn unknown_plan_is_refused() {
     let e = refused(|d| d["tenants"]["acme"]["plan"] = json!("gold"));
     assert_eq!(e.to_string(), "tenants.acme.plan: unknown plan \"gold\"");
