@@ -40,3 +40,4 @@ pub mod upstream;
 pub mod usage;
 pub mod user_quota;
 pub mod vector_store;
+pub mod word;

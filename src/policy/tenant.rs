@@ -5,19 +5,19 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
-use serde::Deserialize;
-
 use crate::policy::config_error::{err, ConfigError};
 use crate::policy::denial::Reason;
 use crate::policy::plan::Limits;
+use crate::policy::word::words;
 
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Status {
     #[default]
     Active,
     Suspended,
 }
+
+words!(Status: "enum Status", Active = "active", Suspended = "suspended");
 
 /// A tenant listed in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -58,6 +58,7 @@ use serde_json::Value;
 use crate::policy::config_error::{err, ConfigError};
 use crate::policy::denial::Reason;
 use crate::policy::namespace::{expand, is_unreserved, quoted, PathRefusal, RequestPath};
+use crate::policy::word::words;
 
 mod body;
 mod chroma;
@@ -86,8 +87,7 @@ const LARGEST_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
 // === The contract ===
 
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Qdrant,
     Pinecone,
@@ -95,6 +95,8 @@ pub enum Kind {
     Weaviate,
     Chroma,
 }
+
+words!(Kind: "enum Kind", Qdrant = "qdrant", Pinecone = "pinecone", MetadataFilter = "metadata_filter", Weaviate = "weaviate", Chroma = "chroma");
 
 impl Kind {
     fn as_str(self) -> &'static str {
