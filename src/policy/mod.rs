@@ -32,6 +32,7 @@ pub mod ratelimit;
 pub mod record;
 pub mod rfc3339;
 pub mod secret;
+pub mod sorted;
 pub mod stream;
 pub mod structpb;
 pub mod tenant;

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use crate::policy::config_error::{err, ConfigError};
 use crate::policy::denial::Reason;
 use crate::policy::plan::Limits;
+use crate::policy::sorted;
 use crate::policy::word::words;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -160,7 +161,7 @@ impl Tenants {
     /// The listed tenants' ids, sorted (a stable order for every worker).
     pub fn listed_ids(&self) -> Vec<&str> {
         let mut ids: Vec<&str> = self.listed.keys().map(String::as_str).collect();
-        ids.sort_unstable();
+        sorted::sort_by(&mut ids, |id| (0, id));
         ids
     }
 
@@ -171,7 +172,7 @@ impl Tenants {
             .values()
             .filter_map(|t| Some((t.id.as_str(), t.limits.per_user.as_ref()?.max_users)))
             .collect();
-        out.sort_unstable();
+        sorted::sort_by(&mut out, |(id, _)| (0, id));
         out
     }
 

@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use crate::policy::config_error::{err, header_name, ConfigError};
 use crate::policy::secret::{self, Secret};
+use crate::policy::sorted;
 use crate::policy::tenant::is_valid_tenant_id;
 
 /// Headers LLM providers read keys from (OpenAI and most: `authorization`; Anthropic:
@@ -494,7 +495,7 @@ impl Upstreams {
             .all()
             .map(|c| (c.path.as_str(), c.env.as_str()))
             .collect();
-        out.sort_unstable();
+        sorted::sort_by(&mut out, |(path, _)| (0, path));
         out
     }
 
@@ -519,7 +520,7 @@ impl Upstreams {
             .chain(self.tenants.values_mut().flatten())
             .flatten()
             .collect();
-        credentials.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        sorted::sort_by(&mut credentials, |c| (0, &c.path));
         // Full digest of each value → (owner, path).
         let mut seen: HashMap<[u8; 32], (String, String)> = HashMap::new();
         for c in credentials {
@@ -561,7 +562,7 @@ impl Upstreams {
             .filter_map(|c| c.loaded.as_ref())
             .map(|l| l.fingerprint.as_str())
             .collect();
-        out.sort_unstable();
+        sorted::sort_by(&mut out, |fingerprint| (0, fingerprint));
         out
     }
 }

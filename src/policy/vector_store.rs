@@ -58,6 +58,7 @@ use serde_json::Value;
 use crate::policy::config_error::{err, ConfigError};
 use crate::policy::denial::Reason;
 use crate::policy::namespace::{expand, is_unreserved, quoted, PathRefusal, RequestPath};
+use crate::policy::sorted;
 use crate::policy::word::words;
 
 mod body;
@@ -187,7 +188,7 @@ impl VectorStores {
                 }
             })
             .collect();
-        out.sort();
+        sorted::sort_by(&mut out, |(path, _)| (0, path));
         out
     }
 }
@@ -250,7 +251,13 @@ pub fn compile(raw: Vec<RawVectorStore>) -> Result<VectorStores, ConfigError> {
         }
         stores.push(store);
     }
-    stores.sort_by_key(|s| std::cmp::Reverse(s.path_prefix.len()));
+    // Longest prefix first.
+    sorted::sort_by(&mut stores, |s| {
+        (
+            u64::MAX - u64::try_from(s.path_prefix.len()).unwrap_or(u64::MAX),
+            "",
+        )
+    });
     Ok(VectorStores { stores })
 }
 
