@@ -814,7 +814,6 @@ fn compile_identity(raw: &RawIdentity) -> Result<CompiledIdentity, ConfigError> 
 }
 
 mod document;
-mod objects_only;
 mod position;
 
 #[cfg(test)]

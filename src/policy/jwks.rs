@@ -268,7 +268,7 @@ impl KeySet {
     /// Several keys may share a `kid` (a token naming it tries each, as Envoy's `jwt_authn`
     /// does). Err only if the body is not a JWK Set or no usable key remains.
     pub fn from_remote(body: &[u8]) -> Result<(KeySet, Vec<JwksError>), JwksError> {
-        let doc: Value = serde_json::from_slice(body)
+        let doc: Value = crate::policy::json::from_slice(body)
             .map_err(|e| JwksError::new("", format!("not valid JSON: {e}")))?;
         let entries = key_entries(&doc)?;
         let mut keys = Vec::new();

@@ -17,6 +17,7 @@ pub mod global_rate_limit;
 pub mod header_map;
 pub mod identity;
 pub mod isolation;
+pub mod json;
 pub mod json_edit;
 pub mod jwks;
 pub mod lease;

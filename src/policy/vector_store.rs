@@ -654,8 +654,8 @@ pub fn rewrite_body(plan: &BodyPlan, body: &[u8]) -> Result<Vec<u8>, PathRefusal
             format!("body of {} bytes, cap {}", body.len(), plan.max_bytes),
         ));
     }
-    let mut value: Value =
-        serde_json::from_slice(body).map_err(|e| invalid_body(format!("not JSON: {e}")))?;
+    let mut value: Value = crate::policy::json::from_slice(body)
+        .map_err(|e| invalid_body(format!("not JSON: {e}")))?;
     // Weaviate's and Chroma's bodies: their own rules (some are lists).
     match &plan.edit {
         BodyEdit::Weaviate(edit) => {

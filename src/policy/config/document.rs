@@ -2,13 +2,12 @@
 //! `google.protobuf.Struct` (policies written as YAML), into the contract's serde types; a
 //! document serde refuses gets an error naming the field at fault (`position.rs`).
 
-use serde::Deserialize;
 use serde_json::error::Category;
 
-use super::objects_only::ObjectsOnly;
 use super::position;
 use super::{compile, Config, RawConfig};
 use crate::policy::config_error::ConfigError;
+use crate::policy::json;
 use crate::policy::structpb;
 
 impl Config {
@@ -114,12 +113,9 @@ const STRUCT_DECIMALS: [&[&str]; 8] = [
     &["pricing", "models", "*", "*"],
 ];
 
-/// The document's serde types, their structs read from JSON objects only ([`ObjectsOnly`]).
+/// The document's serde types, their structs read from JSON objects only ([`json`]).
 fn raw_document(text: &[u8]) -> Result<RawConfig, DocumentError<'_>> {
-    let mut reader = serde_json::Deserializer::from_slice(text);
-    RawConfig::deserialize(ObjectsOnly(&mut reader))
-        .and_then(|raw| reader.end().map(|()| raw))
-        .map_err(|error| DocumentError { error, text })
+    json::from_slice(text).map_err(|error| DocumentError { error, text })
 }
 
 /// A document serde_json refused, with the text it read, to name the field at fault.

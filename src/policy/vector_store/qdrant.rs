@@ -302,7 +302,7 @@ pub fn filter_response(plan: &ResponsePlan, body: &[u8]) -> Option<Vec<u8>> {
     if body.len() > plan.max_bytes {
         return None;
     }
-    let mut value: Value = serde_json::from_slice(body).ok()?;
+    let mut value: Value = crate::policy::json::from_slice(body).ok()?;
     let collections = value
         .get_mut("result")?
         .get_mut("collections")?

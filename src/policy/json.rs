@@ -1,21 +1,32 @@
-//! The document's structs read from JSON objects only. serde's derived structs also take an
-//! array (the fields in declaration order), a form the contract never had: [`ObjectsOnly`]
-//! hands every struct of the document to the reader's map path, so arrays are refused as the
+//! JSON text read into serde types, the policy document and request and response bodies
+//! alike, with their structs read from JSON objects only. serde's derived structs also take
+//! an array (the fields in declaration order), a form no document or body of ours has:
+//! [`ObjectsOnly`] hands every struct to the reader's map path, so arrays are refused as the
 //! wrong type ("invalid type: sequence, expected struct ...") and the module carries one
-//! reader per struct instead of two.
+//! reader per struct instead of two. Every reading goes through here, so each type's reader
+//! is in the module once.
 //!
 //! Everything else is passed through unchanged, and the rule goes down to every value inside
 //! (map values, list items, options, enum contents). Map keys are read as before: they are
-//! names, never structs.
+//! names, never structs. A leaf: it imports nothing of the domain.
 
 use std::fmt;
 
 use serde::de::{
-    DeserializeSeed, Deserializer, EnumAccess, Error, MapAccess, SeqAccess, VariantAccess, Visitor,
+    DeserializeOwned, DeserializeSeed, Deserializer, EnumAccess, Error, MapAccess, SeqAccess,
+    VariantAccess, Visitor,
 };
 
+/// `serde_json::from_slice`, with structs read from JSON objects only.
+pub fn from_slice<T: DeserializeOwned>(text: &[u8]) -> serde_json::Result<T> {
+    let mut reader = serde_json::Deserializer::from_slice(text);
+    let value = T::deserialize(ObjectsOnly(&mut reader))?;
+    reader.end()?;
+    Ok(value)
+}
+
 /// A deserializer that reads structs from maps only, and values inside likewise.
-pub(super) struct ObjectsOnly<D>(pub(super) D);
+struct ObjectsOnly<D>(D);
 
 macro_rules! forward_deserialize {
     ($($method:ident)*) => {$(
