@@ -24,6 +24,7 @@ pub mod lease;
 pub mod metering;
 pub mod models;
 pub mod namespace;
+pub mod object_map;
 pub mod output_cap;
 pub mod plan;
 pub mod protobuf;

@@ -13,11 +13,12 @@
 //! credential (or else the platform's) is set. A tenant without one, where some credential for
 //! the upstream exists, is refused: a request never borrows another tenant's key.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde::Deserialize;
 
 use crate::policy::config_error::{err, header_name, ConfigError};
+use crate::policy::object_map::ObjectMap;
 use crate::policy::secret::{self, Secret};
 use crate::policy::sorted;
 use crate::policy::tenant::is_valid_tenant_id;
@@ -65,8 +66,8 @@ pub struct RawCredential {
 /// One tenant's part: `credentials` and `upstream_headers`.
 pub struct RawTenantUpstream {
     pub tenant: String,
-    pub credentials: BTreeMap<String, RawCredential>,
-    pub headers: BTreeMap<String, String>,
+    pub credentials: ObjectMap<RawCredential>,
+    pub headers: ObjectMap<String>,
 }
 
 /// An upstream of the policy.
@@ -137,8 +138,8 @@ pub struct Plan<'a> {
 /// headers the filter sets itself (tenant header, forwarded claims, namespace header), which
 /// neither a credential nor an upstream header may take.
 pub fn compile(
-    raw: BTreeMap<String, RawUpstream>,
-    default: BTreeMap<String, RawCredential>,
+    raw: ObjectMap<RawUpstream>,
+    default: ObjectMap<RawCredential>,
     tenants: Vec<RawTenantUpstream>,
     reserved: &[&str],
 ) -> Result<Upstreams, ConfigError> {
