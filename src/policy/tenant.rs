@@ -301,19 +301,23 @@ pub fn is_valid_tenant_id(id: &str) -> bool {
 
 /// Every listed tenant has a namespace of its own, and no namespace is another tenant's id.
 pub(crate) fn check_listed_namespaces(tenants: &[Tenant]) -> Result<(), ConfigError> {
-    let mut owners: HashMap<&str, &str> = HashMap::new();
-    for t in tenants {
-        if let Some(other) = owners.insert(&t.namespace, &t.id) {
+    let namespaces: Vec<Option<&str>> = tenants.iter().map(|t| Some(&*t.namespace)).collect();
+    if let Some((i, first)) = sorted::first_repeat(&namespaces) {
+        if let (Some(t), Some(other)) = (tenants.get(i), tenants.get(first)) {
             return err(
                 format!("tenants.{}.namespace", t.id),
-                format!("namespace \"{}\" is also tenant {other}'s", t.namespace),
+                format!(
+                    "namespace \"{}\" is also tenant {}'s",
+                    t.namespace, other.id
+                ),
             );
         }
     }
-    let ids: HashSet<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
+    let mut ids: Vec<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
+    sorted::sort_by(&mut ids, |id| (0, id));
     match tenants
         .iter()
-        .find(|t| t.namespace != t.id && ids.contains(t.namespace.as_str()))
+        .find(|t| t.namespace != t.id && sorted::contains(&ids, &t.namespace))
     {
         Some(t) => err(
             format!("tenants.{}.namespace", t.id),
