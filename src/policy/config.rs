@@ -12,7 +12,7 @@
 //! together, and `config/document.rs` reads the document (JSON or a Struct). Arrows run one
 //! way: `config` → domain modules → `config_error`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use serde::Deserialize;
@@ -305,7 +305,7 @@ pub struct Config {
     pub stats: StatsRules,
     pub isolation: IsolationRules,
     /// `tenants.<id>.object_prefixes`, for the tenants that have some.
-    pub object_prefixes: HashMap<String, Vec<String>>,
+    pub object_prefixes: ObjectMap<Vec<String>>,
     /// `upstreams`, the credentials for them and the tenants' upstream headers.
     pub upstreams: Upstreams,
     /// `identity.api_key_sources` and the tenants' `api_keys`.
@@ -441,7 +441,7 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
         .map(|(name, plan)| (name.clone(), Rc::new(finish_limits(plan.clone()))))
         .collect();
     let mut tenants = Vec::with_capacity(raw.tenants.len());
-    let mut object_prefixes = HashMap::new();
+    let mut object_prefixes = ObjectMap::default();
     let mut tenant_upstreams = Vec::new();
     for (id, t) in raw.tenants {
         if !t.credentials.is_empty() || !t.upstream_headers.is_empty() {

@@ -1,8 +1,10 @@
 //! A JSON object of the policy whose member names are the operator's (`providers`, `tenants`,
 //! `plans`, `upstreams`, credentials, headers, prices): its members sorted by name, the last of
-//! a repeated name winning, as serde's `BTreeMap` gave them, but kept in a list. A `BTreeMap`
-//! is several KB of the module per value type; these objects are read once, then walked in
-//! order or searched. A leaf: it imports nothing of the domain.
+//! a repeated name winning, as serde's `BTreeMap` gave them, but kept in a list; also the
+//! tables compiled from them and keyed by those names (tenants, their credentials, headers and
+//! object prefixes). A `BTreeMap` or `HashMap` is several KB of the module per value type;
+//! these are built once, then walked in order or searched (binary search). A leaf: it imports
+//! nothing of the domain.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -50,6 +52,35 @@ impl<V> ObjectMap<V> {
             .ok()
             .and_then(|index| self.0.get(index))
             .map(|(_, value)| value)
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Adds or replaces the member `name` (at the end, without moving the others, when the
+    /// names come in order).
+    pub fn insert(&mut self, name: String, value: V) {
+        match self.0.binary_search_by(|(key, _)| key.as_str().cmp(&name)) {
+            Ok(index) => {
+                if let Some(member) = self.0.get_mut(index) {
+                    member.1 = value;
+                }
+            }
+            Err(index) => self.0.insert(index, (name, value)),
+        }
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.0.iter().map(|(_, value)| value)
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.0.iter_mut().map(|(_, value)| value)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(name, _)| name)
     }
 
     /// The members in name order.
@@ -128,6 +159,12 @@ mod tests {
         assert_eq!(map.get("d"), None);
         let names: Vec<String> = map.into_iter().map(|(name, _)| name).collect();
         assert_eq!(names, ["a", "b", "c"]);
+        let mut map: ObjectMap<u32> = ObjectMap::default();
+        map.insert("b".into(), 1);
+        map.insert("a".into(), 2);
+        map.insert("b".into(), 3);
+        assert!(map.contains_key("a") && !map.contains_key("c"));
+        assert_eq!(map.values().copied().collect::<Vec<_>>(), [2, 3]);
         let e = crate::policy::json::from_slice::<ObjectMap<u32>>(b"[1]").unwrap_err();
         assert!(
             e.to_string()

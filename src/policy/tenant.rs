@@ -2,11 +2,12 @@
 //! provider that signed the token?
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use crate::policy::config_error::{err, ConfigError};
 use crate::policy::denial::Reason;
+use crate::policy::object_map::ObjectMap;
 use crate::policy::plan::Limits;
 use crate::policy::sorted;
 use crate::policy::word::words;
@@ -138,7 +139,7 @@ fn unbound(reason: Reason, detail: &'static str) -> Unbound {
 }
 
 pub struct Tenants {
-    listed: HashMap<String, Tenant>,
+    listed: ObjectMap<Tenant>,
     /// The listed tenants' namespaces that are not their own ids (see
     /// [`Tenants::is_listed_namespace`]).
     other_namespaces: HashSet<String>,

@@ -111,11 +111,11 @@ struct Loaded {
 pub struct Upstreams {
     upstreams: Vec<Upstream>,
     /// A listed tenant's credentials, by upstream index.
-    tenants: HashMap<String, Vec<Option<Credential>>>,
+    tenants: ObjectMap<Vec<Option<Credential>>>,
     /// The platform's credentials, by upstream index.
     default: Vec<Option<Credential>>,
     /// `tenants.<id>.upstream_headers`.
-    headers: HashMap<String, Vec<(String, String)>>,
+    headers: ObjectMap<Vec<(String, String)>>,
     /// Every header some tenant's `upstream_headers` set: the client's copies are removed from
     /// every admitted request.
     header_names: Vec<String>,
