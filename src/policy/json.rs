@@ -1,10 +1,11 @@
 //! JSON text read into serde types, the policy document and request and response bodies
-//! alike, with their structs read from JSON objects only. serde's derived structs also take
-//! an array (the fields in declaration order), a form no document or body of ours has:
-//! [`ObjectsOnly`] hands every struct to the reader's map path, so arrays are refused as the
-//! wrong type ("invalid type: sequence, expected struct ...") and the module carries one
-//! reader per struct instead of two. Every reading goes through here, so each type's reader
-//! is in the module once.
+//! alike, with the structs inside them read from JSON objects only. serde's derived structs
+//! also take an array (the fields in declaration order), a form no document or body of ours
+//! has inside it: [`ObjectsOnly`] hands every struct below the outermost value to the reader's
+//! map path, so an array there is refused as the wrong type ("invalid type: sequence,
+//! expected struct ...") and the module carries one reader per struct instead of two. The
+//! outermost value is read as serde_json reads it (a document that is an array gets serde's
+//! own answer). Every reading goes through here, so each type's reader is in the module once.
 //!
 //! Everything else is passed through unchanged, and the rule goes down to every value inside
 //! (map values, list items, options, enum contents). Map keys are read as before: they are
@@ -20,13 +21,14 @@ use serde::de::{
 /// `serde_json::from_slice`, with structs read from JSON objects only.
 pub fn from_slice<T: DeserializeOwned>(text: &[u8]) -> serde_json::Result<T> {
     let mut reader = serde_json::Deserializer::from_slice(text);
-    let value = T::deserialize(ObjectsOnly(&mut reader))?;
+    let value = T::deserialize(ObjectsOnly::<_, true>(&mut reader))?;
     reader.end()?;
     Ok(value)
 }
 
-/// A deserializer that reads structs from maps only, and values inside likewise.
-struct ObjectsOnly<D>(D);
+/// A deserializer that reads the values inside it with structs from maps only; itself too
+/// unless `OUTERMOST`.
+struct ObjectsOnly<D, const OUTERMOST: bool>(D);
 
 macro_rules! forward_deserialize {
     ($($method:ident)*) => {$(
@@ -36,7 +38,9 @@ macro_rules! forward_deserialize {
     )*};
 }
 
-impl<'de, D: Deserializer<'de>> Deserializer<'de> for ObjectsOnly<D> {
+impl<'de, D: Deserializer<'de>, const OUTERMOST: bool> Deserializer<'de>
+    for ObjectsOnly<D, OUTERMOST>
+{
     type Error = D::Error;
 
     forward_deserialize! {
@@ -81,14 +85,18 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for ObjectsOnly<D> {
         self.0.deserialize_tuple_struct(name, len, Inside(visitor))
     }
 
-    /// The point of the wrapper: a struct is a map.
+    /// The point of the wrapper: a struct inside is a map.
     fn deserialize_struct<V: Visitor<'de>>(
         self,
-        _name: &'static str,
-        _fields: &'static [&'static str],
+        name: &'static str,
+        fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.0.deserialize_map(Inside(visitor))
+        if OUTERMOST {
+            self.0.deserialize_struct(name, fields, Inside(visitor))
+        } else {
+            self.0.deserialize_map(Inside(visitor))
+        }
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -140,14 +148,15 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Inside<V> {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        self.0.visit_some(ObjectsOnly(deserializer))
+        self.0.visit_some(ObjectsOnly::<_, false>(deserializer))
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(
         self,
         deserializer: D,
     ) -> Result<Self::Value, D::Error> {
-        self.0.visit_newtype_struct(ObjectsOnly(deserializer))
+        self.0
+            .visit_newtype_struct(ObjectsOnly::<_, false>(deserializer))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
@@ -167,7 +176,7 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Inside<S> {
     type Value = S::Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<S::Value, D::Error> {
-        self.0.deserialize(ObjectsOnly(deserializer))
+        self.0.deserialize(ObjectsOnly::<_, false>(deserializer))
     }
 }
 
