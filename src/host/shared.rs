@@ -130,30 +130,16 @@ impl QuotaStore {
 
     /// Reads the tenant's counters, applies `change`, and writes the result back only if
     /// nobody wrote in between; otherwise starts over with the fresh value.
-    pub fn update<T, E>(
+    pub(crate) fn update(
         &mut self,
         key: &QuotaKey,
-        mut change: impl FnMut(&[u8]) -> Result<(Vec<u8>, T), E>,
-    ) -> Result<T, UpdateError<E>> {
+        change: &mut Change<'_>,
+    ) -> Result<(), UpdateError<()>> {
         match key {
-            QuotaKey::Listed(tenant) => update(&listed_key(tenant), |value| change(value)),
+            QuotaKey::Listed(tenant) => update_erased(&listed_key(tenant), change),
             QuotaKey::Default(tenant) => {
                 let slot = slot_key(self.slot(tenant)?);
-                update(&slot, |value| {
-                    let (owner, state) = split_owner(value);
-                    if owner != Some(tenant.as_bytes()) {
-                        return Err(Err(()));
-                    }
-                    let (next, out) = change(state).map_err(Ok)?;
-                    Ok((with_owner(tenant, &next), out))
-                })
-                .map_err(|e| match e {
-                    UpdateError::Refused(Ok(refusal)) => UpdateError::Refused(refusal),
-                    UpdateError::Refused(Err(())) => {
-                        UpdateError::Unavailable(format!("slot {slot} changed owner"))
-                    }
-                    UpdateError::Unavailable(why) => UpdateError::Unavailable(why),
-                })
+                update_owned(&slot, tenant, change, "slot ")
             }
         }
     }
@@ -165,12 +151,14 @@ impl QuotaStore {
         key: &QuotaKey,
         change: impl FnMut(&[u8]) -> Result<(Vec<u8>, T), E>,
     ) -> Result<T, UpdateError<E>> {
-        let key = match key {
-            QuotaKey::Listed(tenant) => lease_key(tenant),
-            // Slots are never given up, so the slot's lease key is the tenant's for good.
-            QuotaKey::Default(tenant) => slot_lease_key(self.slot(tenant)?),
-        };
-        update(&key, change)
+        erased(change, |change| {
+            let key = match key {
+                QuotaKey::Listed(tenant) => lease_key(tenant),
+                // Slots are never given up, so the slot's lease key is the tenant's for good.
+                QuotaKey::Default(tenant) => slot_lease_key(self.slot(tenant)?),
+            };
+            update_erased(&key, change)
+        })
     }
 
     /// The slot of a default tenant (claimed now if it has none yet), for keys kept per slot.
@@ -265,17 +253,54 @@ fn read<E>(key: &str) -> Result<(Vec<u8>, u32), UpdateError<E>> {
     Err(UpdateError::Unavailable(format!("{key} cannot be created")))
 }
 
+/// A change of a shared-data value as the update loop runs it: the next value, or `None` when
+/// the change refused. Every update goes through this one form ([`erased`]), so the retry
+/// loop and the stores' key and slot logic are compiled once, not once per kind of change.
+pub(crate) type Change<'a> = dyn FnMut(&[u8]) -> Option<Vec<u8>> + 'a;
+
+/// Runs `change` as a [`Change`] through `run` (an update of that form) and gives back what
+/// the last run of `change` returned: its result when the value was written, its refusal.
+pub(crate) fn erased<T, E>(
+    mut change: impl FnMut(&[u8]) -> Result<(Vec<u8>, T), E>,
+    run: impl FnOnce(&mut Change<'_>) -> Result<(), UpdateError<()>>,
+) -> Result<T, UpdateError<E>> {
+    let mut last = None;
+    let result = run(&mut |value| match change(value) {
+        Ok((next, out)) => {
+            last = Some(Ok(out));
+            Some(next)
+        }
+        Err(refusal) => {
+            last = Some(Err(refusal));
+            None
+        }
+    });
+    match (result, last) {
+        (Ok(()), Some(Ok(out))) => Ok(out),
+        (Err(UpdateError::Refused(())), Some(Err(refusal))) => Err(UpdateError::Refused(refusal)),
+        (Err(UpdateError::Unavailable(why)), _) => Err(UpdateError::Unavailable(why)),
+        _ => Err(UpdateError::Unavailable(
+            "the update lost the change's outcome".into(),
+        )),
+    }
+}
+
 /// Reads the value, applies `change`, and writes the result back only if nobody wrote in
 /// between; otherwise starts over with the fresh value.
 pub(crate) fn update<T, E>(
     key: &str,
-    mut change: impl FnMut(&[u8]) -> Result<(Vec<u8>, T), E>,
+    change: impl FnMut(&[u8]) -> Result<(Vec<u8>, T), E>,
 ) -> Result<T, UpdateError<E>> {
+    erased(change, |change| update_erased(key, change))
+}
+
+/// [`update`] of a [`Change`].
+pub(crate) fn update_erased(key: &str, change: &mut Change<'_>) -> Result<(), UpdateError<()>> {
     for _ in 0..ATTEMPTS {
         let (value, cas) = read(key)?;
-        let (next, out) = change(&value).map_err(UpdateError::Refused)?;
+        let next = change(&value).ok_or(UpdateError::Refused(()))?;
         match abi::set_shared_data(key, &next, Some(cas)) {
-            Ok(Write::Done) => return Ok(out),
+            Ok(Write::Done) => return Ok(()),
             Ok(Write::CasMismatch) => continue,
             Err(e) => return Err(UpdateError::Unavailable(format!("{e:?}"))),
         }
@@ -283,6 +308,31 @@ pub(crate) fn update<T, E>(
     Err(UpdateError::Unavailable(format!(
         "{ATTEMPTS} attempts lost the race"
     )))
+}
+
+/// [`update_erased`] of the counters after the owner's id in a slot's value ([`with_owner`]):
+/// unavailable ("`<what><key>` changed owner") once the slot is no longer `owner`'s.
+pub(crate) fn update_owned(
+    key: &str,
+    owner: &str,
+    change: &mut Change<'_>,
+    what: &str,
+) -> Result<(), UpdateError<()>> {
+    let mut lost = false;
+    let result = update_erased(key, &mut |value| {
+        let (holder, state) = split_owner(value);
+        lost = holder != Some(owner.as_bytes());
+        if lost {
+            return None;
+        }
+        change(state).map(|next| with_owner(owner, &next))
+    });
+    match result {
+        Err(UpdateError::Refused(())) if lost => Err(UpdateError::Unavailable(format!(
+            "{what}{key} changed owner"
+        ))),
+        result => result,
+    }
 }
 
 // === Alert marks ===
@@ -316,12 +366,14 @@ impl QuotaStore {
         key: &QuotaKey,
         change: impl FnMut(&[u8]) -> Result<(Vec<u8>, T), E>,
     ) -> Result<T, UpdateError<E>> {
-        let key = match key {
-            QuotaKey::Listed(tenant) => alert_key(tenant),
-            // Slots are never given up, so the slot's marks are the tenant's for good.
-            QuotaKey::Default(tenant) => slot_alert_key(self.slot(tenant)?),
-        };
-        update(&key, change)
+        erased(change, |change| {
+            let key = match key {
+                QuotaKey::Listed(tenant) => alert_key(tenant),
+                // Slots are never given up, so the slot's marks are the tenant's for good.
+                QuotaKey::Default(tenant) => slot_alert_key(self.slot(tenant)?),
+            };
+            update_erased(&key, change)
+        })
     }
 }
 

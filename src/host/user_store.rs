@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use crate::host::shared::{self, QuotaKey, QuotaStore, UpdateError};
+use crate::host::shared::{self, Change, QuotaKey, QuotaStore, UpdateError};
 use crate::policy::plan::Limits;
 use crate::policy::user_quota::{Books, Ledger, StoreError};
 
@@ -69,14 +69,14 @@ impl UserStore {
     /// Reads the counters of `user` of `tenant` (the shared counter without a user, or when
     /// every slot is taken), applies `change`, and writes the result back only if nobody wrote
     /// in between.
-    pub fn update<T, E>(
+    fn update(
         &mut self,
         quotas: &mut QuotaStore,
         tenant: &QuotaKey,
         user: Option<&str>,
         max_users: usize,
-        mut change: impl FnMut(&[u8]) -> Result<(Vec<u8>, T), E>,
-    ) -> Result<T, UpdateError<E>> {
+        change: &mut Change<'_>,
+    ) -> Result<(), UpdateError<()>> {
         let base = match tenant {
             QuotaKey::Listed(tenant) => listed_base(tenant),
             QuotaKey::Default(tenant) => slot_base(quotas.default_slot(tenant)?),
@@ -85,25 +85,12 @@ impl UserStore {
             Some(user) => self.slot(&base, user, max_users)?,
             None => None,
         };
-        let (Some(slot), Some(user)) = (slot, user) else {
-            return shared::update(&shared_key(&base), change);
-        };
-        let key = format!("{base}/{slot}");
-        shared::update(&key, |value| {
-            let (owner, state) = shared::split_owner(value);
-            if owner != Some(user.as_bytes()) {
-                return Err(Err(()));
+        match (slot, user) {
+            (Some(slot), Some(user)) => {
+                shared::update_owned(&format!("{base}/{slot}"), user, change, "")
             }
-            let (next, out) = change(state).map_err(Ok)?;
-            Ok((shared::with_owner(user, &next), out))
-        })
-        .map_err(|e| match e {
-            UpdateError::Refused(Ok(refusal)) => UpdateError::Refused(refusal),
-            UpdateError::Refused(Err(())) => {
-                UpdateError::Unavailable(format!("{key} changed owner"))
-            }
-            UpdateError::Unavailable(why) => UpdateError::Unavailable(why),
-        })
+            _ => shared::update_erased(&shared_key(&base), change),
+        }
     }
 
     /// The user's slot: the one found before, or a free one claimed now (linear probing from
@@ -158,14 +145,14 @@ impl Ledger for RequestBooks<'_> {
         books: Books,
         change: impl FnMut(&[u8]) -> Result<(Vec<u8>, T), E>,
     ) -> Result<T, StoreError<E>> {
-        let result = match books {
+        let result = shared::erased(change, |change| match books {
             Books::Tenant => self.quotas.update(self.tenant, change),
             Books::User => {
                 let max_users = self.limits.per_user.as_ref().map_or(1, |p| p.max_users);
                 self.users
                     .update(self.quotas, self.tenant, self.user, max_users, change)
             }
-        };
+        });
         result.map_err(|e| match e {
             UpdateError::Refused(e) => StoreError::Refused(e),
             UpdateError::Unavailable(why) => StoreError::Unavailable(why),

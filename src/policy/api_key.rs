@@ -15,6 +15,7 @@ use crate::policy::config_error::{err, ConfigError};
 use crate::policy::denial::Reason;
 use crate::policy::digest::hex;
 use crate::policy::rfc3339;
+use crate::policy::word::words;
 
 /// Longest key id and user kept (they go into records).
 const MAX_TEXT: usize = 128;
@@ -31,13 +32,14 @@ pub struct RawApiKey {
     status: KeyStatus,
 }
 
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum KeyStatus {
     #[default]
     Active,
     Revoked,
 }
+
+words!(KeyStatus: "enum KeyStatus", Active = "active", Revoked = "revoked");
 
 /// A key of the policy.
 #[derive(Debug, Clone, PartialEq, Eq)]

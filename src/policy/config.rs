@@ -12,7 +12,7 @@
 //! together, and `config/document.rs` reads the document (JSON or a Struct). Arrows run one
 //! way: `config` → domain modules → `config_error`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use serde::Deserialize;
@@ -30,6 +30,7 @@ use crate::policy::jwks::KeySet;
 use crate::policy::metering::UsageRules;
 use crate::policy::models;
 use crate::policy::namespace::{compile_routing, RawRouting, Routing};
+use crate::policy::object_map::ObjectMap;
 use crate::policy::plan::{
     check_limits, finish_limits, with_tenant_models, Enforcement, Limits, RawLimits,
 };
@@ -46,14 +47,14 @@ use crate::policy::vector_store::{self, RawVectorStore, VectorStores};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    providers: BTreeMap<String, RawProvider>,
+    providers: ObjectMap<RawProvider>,
     #[serde(default)]
     identity: RawIdentity,
     #[serde(default)]
-    tenants: BTreeMap<String, RawTenant>,
+    tenants: ObjectMap<RawTenant>,
     default_tenant: Option<RawDefaultTenant>,
     #[serde(default)]
-    plans: BTreeMap<String, RawLimits>,
+    plans: ObjectMap<RawLimits>,
     global_rate_limit: Option<RawGlobalRateLimit>,
     routing: Option<RawRouting>,
     pricing: Option<RawPricing>,
@@ -70,9 +71,9 @@ struct RawConfig {
     #[serde(default)]
     isolation: RawIsolation,
     #[serde(default)]
-    upstreams: BTreeMap<String, RawUpstream>,
+    upstreams: ObjectMap<RawUpstream>,
     #[serde(default)]
-    default_credentials: BTreeMap<String, RawCredential>,
+    default_credentials: ObjectMap<RawCredential>,
     audit: Option<RawAudit>,
     alerts: Option<RawAlerts>,
 }
@@ -142,7 +143,7 @@ struct RawIdentity {
     clock_skew_s: u64,
     tenant_header: Option<String>,
     #[serde(default)]
-    forward_claims: BTreeMap<String, String>,
+    forward_claims: ObjectMap<String>,
     #[serde(default)]
     strip_token: bool,
     #[serde(default = "default_max_token_bytes")]
@@ -162,7 +163,7 @@ impl Default for RawIdentity {
             user_claim: None,
             clock_skew_s: default_clock_skew_s(),
             tenant_header: None,
-            forward_claims: BTreeMap::new(),
+            forward_claims: ObjectMap::default(),
             strip_token: false,
             max_token_bytes: default_max_token_bytes(),
             token_cache_size: default_token_cache_size(),
@@ -217,10 +218,10 @@ struct RawTenant {
     object_prefixes: Vec<String>,
     /// The tenant's own credential per upstream (`upstreams`), from the environment.
     #[serde(default)]
-    credentials: BTreeMap<String, RawCredential>,
+    credentials: ObjectMap<RawCredential>,
     /// Static, not secret headers for the upstream; the client's copies are removed.
     #[serde(default)]
-    upstream_headers: BTreeMap<String, String>,
+    upstream_headers: ObjectMap<String>,
     /// The digests of the tenant's API keys.
     #[serde(default)]
     api_keys: Vec<RawApiKey>,
@@ -323,7 +324,7 @@ pub struct Config {
     pub records: RecordRules,
     pub isolation: IsolationRules,
     /// `tenants.<id>.object_prefixes`, for the tenants that have some.
-    pub object_prefixes: HashMap<String, Vec<String>>,
+    pub object_prefixes: ObjectMap<Vec<String>>,
     /// `upstreams`, the credentials for them and the tenants' upstream headers.
     pub upstreams: Upstreams,
     /// `identity.api_key_sources` and the tenants' `api_keys`.
@@ -426,10 +427,9 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
     let (rules, token_sources, tenant_header, key_sources) = compile_identity(&identity)?;
     let mut api_keys = ApiKeys::new(key_sources);
 
-    let mut plans = BTreeMap::new();
-    for (name, plan) in &raw.plans {
+    let plans = &raw.plans;
+    for (name, plan) in plans {
         check_limits(&format!("plans.{name}"), plan)?;
-        plans.insert(name.clone(), plan.clone());
     }
     let provider_index = |path: &str, names: &[String]| -> Result<Vec<usize>, ConfigError> {
         if names.is_empty() {
@@ -455,12 +455,12 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
     };
 
     // One copy of each plan's limits, for the tenants that take them as they are.
-    let shared: BTreeMap<&str, Rc<Limits>> = plans
+    let shared: ObjectMap<Rc<Limits>> = plans
         .iter()
-        .map(|(name, plan)| (name.as_str(), Rc::new(finish_limits(plan.clone()))))
+        .map(|(name, plan)| (name.clone(), Rc::new(finish_limits(plan.clone()))))
         .collect();
     let mut tenants = Vec::with_capacity(raw.tenants.len());
-    let mut object_prefixes = HashMap::new();
+    let mut object_prefixes = ObjectMap::default();
     let mut tenant_upstreams = Vec::new();
     for (id, t) in raw.tenants {
         if !t.credentials.is_empty() || !t.upstream_headers.is_empty() {

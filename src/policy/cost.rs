@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::policy::config_error::ConfigError;
+use crate::policy::object_map::ObjectMap;
 use crate::policy::usage::Usage;
 
 /// Price of a model in micro-USD per million tokens (= USD per token × 10^12).
@@ -212,7 +213,7 @@ pub fn estimate(price: &Price, input_tokens: u64, output_tokens: u64) -> Cost {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPricing {
     #[serde(default)]
-    models: BTreeMap<String, RawPrice>,
+    models: ObjectMap<RawPrice>,
     default: Option<RawPrice>,
 }
 

@@ -236,7 +236,9 @@ pub fn reply(reason: Reason) -> LocalReply {
 /// [`reply`] with a message of its own (one naming what the client sent, such as the model).
 pub fn reply_saying(reason: Reason, message: &str) -> LocalReply {
     let mut reply = reply(reason);
-    if let Ok(mut body) = serde_json::from_str::<serde_json::Value>(&reply.body) {
+    if let Ok(mut body) =
+        crate::policy::json::from_slice::<serde_json::Value>(reply.body.as_bytes())
+    {
         if let Some(error) = body.get_mut("error").and_then(|e| e.as_object_mut()) {
             error.insert("message".into(), message.into());
             reply.body = body.to_string();

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use crate::policy::config_error::{err, ConfigError};
 use crate::policy::lease::{self, LeaseRules, RawLease};
 use crate::policy::ratelimit::ExtraEntry;
+use crate::policy::word::words;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,8 +26,7 @@ fn default_rls_timeout_ms() -> u64 {
     50
 }
 
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum FailureMode {
     /// Fail closed: refuse the request when the rate-limit service cannot decide.
     #[default]
@@ -34,6 +34,8 @@ pub enum FailureMode {
     /// Fail open.
     Allow,
 }
+
+words!(FailureMode: "enum FailureMode", Deny = "deny", Allow = "allow");
 
 impl FailureMode {
     pub fn as_str(self) -> &'static str {

@@ -12,11 +12,11 @@ pub mod prompt_cache;
 use serde::Deserialize;
 
 use crate::policy::config_error::{err, ConfigError};
+use crate::policy::word::words;
 use objects::BUCKET_ENTRIES;
 
 /// `isolation.provider_objects`.
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ProviderObjects {
     /// Objects are usable by the tenant that created them only.
     #[default]
@@ -24,15 +24,18 @@ pub enum ProviderObjects {
     Off,
 }
 
+words!(ProviderObjects: "enum ProviderObjects", Owner = "owner", Off = "off");
+
 /// `isolation.prompt_cache`.
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum PromptCache {
     /// Cache keys and user identifiers scoped to the tenant.
     #[default]
     Tenant,
     Off,
 }
+
+words!(PromptCache: "enum PromptCache", Tenant = "tenant", Off = "off");
 
 /// The compiled `isolation` section.
 #[derive(Debug, Clone, PartialEq, Eq)]

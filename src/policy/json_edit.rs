@@ -72,7 +72,7 @@ fn key_is(body: &[u8], (start, end): (usize, usize), name: &str) -> bool {
     let quoted = body
         .get(start.saturating_sub(1)..end.saturating_add(1))
         .unwrap_or_default();
-    serde_json::from_slice::<String>(quoted).is_ok_and(|key| key == name)
+    crate::policy::json::from_slice::<String>(quoted).is_ok_and(|key| key == name)
 }
 
 /// Byte span `[start, end)` of a key (without quotes) and of its value.

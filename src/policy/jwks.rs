@@ -6,7 +6,6 @@
 //! oct → the HS* its length allows), narrowed to exactly one when the JWK carries `alg`: that is
 //! what makes algorithm-confusion attacks impossible.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use ct_codecs::{Base64UrlSafe, Base64UrlSafeNoPadding, Decoder};
@@ -17,6 +16,8 @@ use jwt_simple::prelude::{
     RS512PublicKey, RSAPublicKeyLike, VerificationOptions,
 };
 use serde_json::{Map, Value};
+
+use crate::policy::sorted;
 
 /// RSA moduli below this are refused (RFC 7518 §3.3 asks for at least 2048 bits).
 const MIN_RSA_BITS: usize = 2048;
@@ -268,7 +269,7 @@ impl KeySet {
     /// Several keys may share a `kid` (a token naming it tries each, as Envoy's `jwt_authn`
     /// does). Err only if the body is not a JWK Set or no usable key remains.
     pub fn from_remote(body: &[u8]) -> Result<(KeySet, Vec<JwksError>), JwksError> {
-        let doc: Value = serde_json::from_slice(body)
+        let doc: Value = crate::policy::json::from_slice(body)
             .map_err(|e| JwksError::new("", format!("not valid JSON: {e}")))?;
         let entries = key_entries(&doc)?;
         let mut keys = Vec::new();
@@ -325,21 +326,17 @@ fn key_entries(doc: &Value) -> Result<&Vec<Value>, JwksError> {
 
 /// An inline set names each key once: a duplicate `kid` is a configuration mistake.
 fn check_unique_kids(keys: &[Key]) -> Result<(), JwksError> {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (i, key) in keys.iter().enumerate() {
-        if let Some(kid) = key.kid() {
-            if let Some(first) = seen.insert(kid, i) {
-                return Err(JwksError::new(
-                    format!("keys[{i}].kid"),
-                    format!(
-                        "duplicate kid \"{}\" (also keys[{first}])",
-                        printable(kid, 64)
-                    ),
-                ));
-            }
-        }
+    let kids: Vec<Option<&str>> = keys.iter().map(Key::kid).collect();
+    match sorted::first_repeat(&kids) {
+        Some((i, first)) => Err(JwksError::new(
+            format!("keys[{i}].kid"),
+            format!(
+                "duplicate kid \"{}\" (also keys[{first}])",
+                printable(kids.get(i).copied().flatten().unwrap_or_default(), 64)
+            ),
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Decoded public key material of one JWK, before jwt-simple objects are built.

@@ -165,7 +165,7 @@ pub enum BodyModel {
 
 /// Reads the models a request body names (nothing else is materialised).
 pub fn body_model(body: &[u8]) -> BodyModel {
-    match serde_json::from_slice::<Models>(body) {
+    match crate::policy::json::from_slice::<Models>(body) {
         Ok(Models {
             not_string: true, ..
         }) => BodyModel::NotString,

@@ -249,8 +249,8 @@ pub fn reserve(
 /// asks for more is lowered, and the API's own member is added when the body names none.
 /// Refused (as the body would be ambiguous) when a member appears twice.
 pub fn apply(body: &[u8], api: Api, per_choice: u64) -> Result<Vec<u8>, EditError> {
-    let members =
-        serde_json::from_slice::<Map<String, Value>>(body).map_err(|_| EditError::NotAnObject)?;
+    let members = crate::policy::json::from_slice::<Map<String, Value>>(body)
+        .map_err(|_| EditError::NotAnObject)?;
     if api == Api::PlatformMessages && !members.contains_key("anthropic_version") {
         // Not an Anthropic body: its model reads its limit elsewhere.
         return Err(EditError::NotAnObject);

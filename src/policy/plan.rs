@@ -7,6 +7,7 @@ use crate::policy::alerts::compile_thresholds;
 use crate::policy::config_error::{err, ConfigError};
 use crate::policy::cost::micro_usd;
 use crate::policy::models::{self, ModelList};
+use crate::policy::word::words;
 use std::rc::Rc;
 
 /// A plan, or a tenant's `limits` overriding its plan field by field.
@@ -28,13 +29,14 @@ pub(crate) struct RawLimits {
 }
 
 /// `output_cap`: how a request's output limit is held to what its quotas still cover.
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OutputCapMode {
     /// Lower (or set) the body's output limit to what the tightest token window and the
     /// budget still cover.
     Clamp,
 }
+
+words!(OutputCapMode: "enum OutputCapMode", Clamp = "clamp");
 
 /// A plan's `output_cap: "clamp"`, compiled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,13 +47,14 @@ pub struct OutputCap {
 
 /// Whether a plan's or a tenant's limits refuse requests (`enforce`) or only record what they
 /// would have refused (`shadow`, for rolling out new limits).
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Enforcement {
     #[default]
     Enforce,
     Shadow,
 }
+
+words!(Enforcement: "enum Enforcement", Enforce = "enforce", Shadow = "shadow");
 
 /// One quota window: at most `limit` per `window_s` seconds.
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,16 +12,16 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
-
 use crate::policy::protobuf::{put_bytes, put_varint_field, Fields, Wire};
+use crate::policy::word::words;
 
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExtraEntry {
     UserId,
     Model,
 }
+
+words!(ExtraEntry: "enum ExtraEntry", UserId = "user_id", Model = "model");
 
 /// The gRPC service and method the filter calls.
 pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";

@@ -2,22 +2,24 @@
 //! provider that signed the token?
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::rc::Rc;
-
-use serde::Deserialize;
 
 use crate::policy::config_error::{err, ConfigError};
 use crate::policy::denial::Reason;
+use crate::policy::object_map::ObjectMap;
 use crate::policy::plan::Limits;
+use crate::policy::sorted;
+use crate::policy::word::words;
 
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Status {
     #[default]
     Active,
     Suspended,
 }
+
+words!(Status: "enum Status", Active = "active", Suspended = "suspended");
 
 /// A tenant listed in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +139,7 @@ fn unbound(reason: Reason, detail: &'static str) -> Unbound {
 }
 
 pub struct Tenants {
-    listed: HashMap<String, Tenant>,
+    listed: ObjectMap<Tenant>,
     /// The listed tenants' namespaces that are not their own ids (see
     /// [`Tenants::is_listed_namespace`]).
     other_namespaces: HashSet<String>,
@@ -160,7 +162,7 @@ impl Tenants {
     /// The listed tenants' ids, sorted (a stable order for every worker).
     pub fn listed_ids(&self) -> Vec<&str> {
         let mut ids: Vec<&str> = self.listed.keys().map(String::as_str).collect();
-        ids.sort_unstable();
+        sorted::sort_by(&mut ids, |id| (0, id));
         ids
     }
 
@@ -171,7 +173,7 @@ impl Tenants {
             .values()
             .filter_map(|t| Some((t.id.as_str(), t.limits.per_user.as_ref()?.max_users)))
             .collect();
-        out.sort_unstable();
+        sorted::sort_by(&mut out, |(id, _)| (0, id));
         out
     }
 
@@ -300,19 +302,23 @@ pub fn is_valid_tenant_id(id: &str) -> bool {
 
 /// Every listed tenant has a namespace of its own, and no namespace is another tenant's id.
 pub(crate) fn check_listed_namespaces(tenants: &[Tenant]) -> Result<(), ConfigError> {
-    let mut owners: HashMap<&str, &str> = HashMap::new();
-    for t in tenants {
-        if let Some(other) = owners.insert(&t.namespace, &t.id) {
+    let namespaces: Vec<Option<&str>> = tenants.iter().map(|t| Some(&*t.namespace)).collect();
+    if let Some((i, first)) = sorted::first_repeat(&namespaces) {
+        if let (Some(t), Some(other)) = (tenants.get(i), tenants.get(first)) {
             return err(
                 format!("tenants.{}.namespace", t.id),
-                format!("namespace \"{}\" is also tenant {other}'s", t.namespace),
+                format!(
+                    "namespace \"{}\" is also tenant {}'s",
+                    t.namespace, other.id
+                ),
             );
         }
     }
-    let ids: HashSet<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
+    let mut ids: Vec<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
+    sorted::sort_by(&mut ids, |id| (0, id));
     match tenants
         .iter()
-        .find(|t| t.namespace != t.id && ids.contains(t.namespace.as_str()))
+        .find(|t| t.namespace != t.id && sorted::contains(&ids, &t.namespace))
     {
         Some(t) => err(
             format!("tenants.{}.namespace", t.id),

@@ -13,12 +13,14 @@
 //! credential (or else the platform's) is set. A tenant without one, where some credential for
 //! the upstream exists, is refused: a request never borrows another tenant's key.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde::Deserialize;
 
 use crate::policy::config_error::{err, header_name, ConfigError};
+use crate::policy::object_map::ObjectMap;
 use crate::policy::secret::{self, Secret};
+use crate::policy::sorted;
 use crate::policy::tenant::is_valid_tenant_id;
 
 /// Headers LLM providers read keys from (OpenAI and most: `authorization`; Anthropic:
@@ -64,8 +66,8 @@ pub struct RawCredential {
 /// One tenant's part: `credentials` and `upstream_headers`.
 pub struct RawTenantUpstream {
     pub tenant: String,
-    pub credentials: BTreeMap<String, RawCredential>,
-    pub headers: BTreeMap<String, String>,
+    pub credentials: ObjectMap<RawCredential>,
+    pub headers: ObjectMap<String>,
 }
 
 /// An upstream of the policy.
@@ -109,11 +111,11 @@ struct Loaded {
 pub struct Upstreams {
     upstreams: Vec<Upstream>,
     /// A listed tenant's credentials, by upstream index.
-    tenants: HashMap<String, Vec<Option<Credential>>>,
+    tenants: ObjectMap<Vec<Option<Credential>>>,
     /// The platform's credentials, by upstream index.
     default: Vec<Option<Credential>>,
     /// `tenants.<id>.upstream_headers`.
-    headers: HashMap<String, Vec<(String, String)>>,
+    headers: ObjectMap<Vec<(String, String)>>,
     /// Every header some tenant's `upstream_headers` set: the client's copies are removed from
     /// every admitted request.
     header_names: Vec<String>,
@@ -136,8 +138,8 @@ pub struct Plan<'a> {
 /// headers the filter sets itself (tenant header, forwarded claims, namespace header), which
 /// neither a credential nor an upstream header may take.
 pub fn compile(
-    raw: BTreeMap<String, RawUpstream>,
-    default: BTreeMap<String, RawCredential>,
+    raw: ObjectMap<RawUpstream>,
+    default: ObjectMap<RawCredential>,
     tenants: Vec<RawTenantUpstream>,
     reserved: &[&str],
 ) -> Result<Upstreams, ConfigError> {
@@ -494,7 +496,7 @@ impl Upstreams {
             .all()
             .map(|c| (c.path.as_str(), c.env.as_str()))
             .collect();
-        out.sort_unstable();
+        sorted::sort_by(&mut out, |(path, _)| (0, path));
         out
     }
 
@@ -519,7 +521,7 @@ impl Upstreams {
             .chain(self.tenants.values_mut().flatten())
             .flatten()
             .collect();
-        credentials.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        sorted::sort_by(&mut credentials, |c| (0, &c.path));
         // Full digest of each value → (owner, path).
         let mut seen: HashMap<[u8; 32], (String, String)> = HashMap::new();
         for c in credentials {
@@ -561,7 +563,7 @@ impl Upstreams {
             .filter_map(|c| c.loaded.as_ref())
             .map(|l| l.fingerprint.as_str())
             .collect();
-        out.sort_unstable();
+        sorted::sort_by(&mut out, |fingerprint| (0, fingerprint));
         out
     }
 }

@@ -58,6 +58,8 @@ use serde_json::Value;
 use crate::policy::config_error::{err, ConfigError};
 use crate::policy::denial::Reason;
 use crate::policy::namespace::{expand, is_unreserved, quoted, PathRefusal, RequestPath};
+use crate::policy::sorted;
+use crate::policy::word::words;
 
 mod body;
 mod chroma;
@@ -86,8 +88,7 @@ const LARGEST_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
 // === The contract ===
 
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Qdrant,
     Pinecone,
@@ -95,6 +96,8 @@ pub enum Kind {
     Weaviate,
     Chroma,
 }
+
+words!(Kind: "enum Kind", Qdrant = "qdrant", Pinecone = "pinecone", MetadataFilter = "metadata_filter", Weaviate = "weaviate", Chroma = "chroma");
 
 impl Kind {
     fn as_str(self) -> &'static str {
@@ -185,7 +188,7 @@ impl VectorStores {
                 }
             })
             .collect();
-        out.sort();
+        sorted::sort_by(&mut out, |(path, _)| (0, path));
         out
     }
 }
@@ -248,7 +251,13 @@ pub fn compile(raw: Vec<RawVectorStore>) -> Result<VectorStores, ConfigError> {
         }
         stores.push(store);
     }
-    stores.sort_by_key(|s| std::cmp::Reverse(s.path_prefix.len()));
+    // Longest prefix first.
+    sorted::sort_by(&mut stores, |s| {
+        (
+            u64::MAX - u64::try_from(s.path_prefix.len()).unwrap_or(u64::MAX),
+            "",
+        )
+    });
     Ok(VectorStores { stores })
 }
 
@@ -645,8 +654,8 @@ pub fn rewrite_body(plan: &BodyPlan, body: &[u8]) -> Result<Vec<u8>, PathRefusal
             format!("body of {} bytes, cap {}", body.len(), plan.max_bytes),
         ));
     }
-    let mut value: Value =
-        serde_json::from_slice(body).map_err(|e| invalid_body(format!("not JSON: {e}")))?;
+    let mut value: Value = crate::policy::json::from_slice(body)
+        .map_err(|e| invalid_body(format!("not JSON: {e}")))?;
     // Weaviate's and Chroma's bodies: their own rules (some are lists).
     match &plan.edit {
         BodyEdit::Weaviate(edit) => {

@@ -7,6 +7,7 @@ use serde_json::error::Category;
 use super::position;
 use super::{compile, Config, RawConfig};
 use crate::policy::config_error::ConfigError;
+use crate::policy::json;
 use crate::policy::structpb;
 
 impl Config {
@@ -112,8 +113,9 @@ const STRUCT_DECIMALS: [&[&str]; 8] = [
     &["pricing", "models", "*", "*"],
 ];
 
+/// The document's serde types, their structs read from JSON objects only ([`json`]).
 fn raw_document(text: &[u8]) -> Result<RawConfig, DocumentError<'_>> {
-    serde_json::from_slice(text).map_err(|error| DocumentError { error, text })
+    json::from_slice(text).map_err(|error| DocumentError { error, text })
 }
 
 /// A document serde_json refused, with the text it read, to name the field at fault.

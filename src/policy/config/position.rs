@@ -51,7 +51,7 @@ fn path_before(text: &[u8]) -> String {
                 if expect_key {
                     if let (Some(Frame::Object { key }), Some(end)) = (frames.last_mut(), end) {
                         let raw = text.get(i..end).unwrap_or_default();
-                        *key = Some(serde_json::from_slice(raw).unwrap_or_default());
+                        *key = Some(crate::policy::json::from_slice(raw).unwrap_or_default());
                     }
                 } else {
                     start_value(&mut frames);

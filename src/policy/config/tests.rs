@@ -130,6 +130,43 @@ fn unknown_field_is_refused_with_its_path() {
 }
 
 #[test]
+fn an_object_written_as_a_list_is_refused() {
+    // serde's structs also take their fields as an array, in order; the contract never did.
+    let e = refused(|d| d["identity"] = json!([[], "tenant_id"]));
+    assert_eq!(e.path, "identity");
+    assert!(
+        e.message
+            .starts_with("invalid type: sequence, expected struct RawIdentity"),
+        "{e}"
+    );
+    let e = refused(|d| d["tenants"]["acme"]["limits"] = json!([]));
+    assert_eq!(e.path, "tenants.acme.limits");
+}
+
+#[test]
+fn a_word_of_an_enum_is_checked_as_serde_did() {
+    let e = refused(|d| d["tenants"]["acme"]["status"] = json!("paused"));
+    assert_eq!(e.path, "tenants.acme.status");
+    assert!(
+        e.message
+            .starts_with("unknown variant `paused`, expected `active` or `suspended`"),
+        "{e}"
+    );
+    let e = refused(|d| d["tenants"]["acme"]["status"] = json!(1));
+    assert!(
+        e.message
+            .starts_with("invalid type: integer `1`, expected enum Status"),
+        "{e}"
+    );
+    let e = refused(|d| d["tenants"]["acme"]["status"] = json!({"active": null}));
+    assert!(
+        e.message
+            .starts_with("invalid type: map, expected enum Status"),
+        "{e}"
+    );
+}
+
+#[test]
 fn unknown_plan_is_refused() {
     let e = refused(|d| d["tenants"]["acme"]["plan"] = json!("gold"));
     assert_eq!(e.to_string(), "tenants.acme.plan: unknown plan \"gold\"");

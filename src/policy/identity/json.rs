@@ -11,7 +11,7 @@ use serde_json::{Map, Number, Value};
 /// `bytes` as a JSON object whose objects never repeat a member name; None otherwise (not
 /// JSON, not an object, or a repeated name anywhere inside).
 pub(super) fn unique_object(bytes: &[u8]) -> Option<Map<String, Value>> {
-    match serde_json::from_slice::<Unique>(bytes).ok()?.0 {
+    match crate::policy::json::from_slice::<Unique>(bytes).ok()?.0 {
         Value::Object(map) => Some(map),
         _ => None,
     }

@@ -137,7 +137,7 @@ impl Create {
     /// Whether the provider keeps the object, by what the request body says about `store`.
     pub fn is_stored(&self, body: Option<&[u8]>) -> bool {
         let store = || {
-            body.and_then(|b| serde_json::from_slice::<Map<String, Value>>(b).ok())
+            body.and_then(|b| crate::policy::json::from_slice::<Map<String, Value>>(b).ok())
                 .and_then(|m| m.get("store").and_then(Value::as_bool))
         };
         match self.stored {
@@ -165,7 +165,7 @@ const REFERENCE_KEYS: [&str; 10] = [
 /// The object ids a request body names, at any depth; `Err` for a body naming more than a
 /// request plausibly does, or ids that cannot be ids. A body that is not JSON names nothing.
 pub fn references(body: &[u8]) -> Result<Vec<String>, PathRefusal> {
-    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+    let Ok(value) = crate::policy::json::from_slice::<Value>(body) else {
         return Ok(Vec::new());
     };
     let mut found = Vec::new();
@@ -321,7 +321,7 @@ pub fn check(
 /// A listing (`{"data": [{"id": ...}, ...], "first_id", "last_id", ...}`) cut to the objects
 /// `owned` says are the tenant's; `None` when the body is not such a listing.
 pub fn filter_listing(body: &[u8], mut owned: impl FnMut(&str) -> bool) -> Option<Vec<u8>> {
-    let mut listing = serde_json::from_slice::<Map<String, Value>>(body).ok()?;
+    let mut listing = crate::policy::json::from_slice::<Map<String, Value>>(body).ok()?;
     let data = listing.get_mut("data")?.as_array_mut()?;
     data.retain(|item| {
         item.get("id")

@@ -54,7 +54,7 @@ pub struct Scope<'a> {
 /// The body with its cache key and user identifiers scoped to the tenant; `Ok(None)` for a
 /// body that is not a JSON object (the provider refuses it anyway).
 pub fn scope(body: &[u8], api: Api, scope: &Scope<'_>) -> Result<Option<Vec<u8>>, PathRefusal> {
-    let Ok(fields) = serde_json::from_slice::<Map<String, Value>>(body) else {
+    let Ok(fields) = crate::policy::json::from_slice::<Map<String, Value>>(body) else {
         return Ok(None);
     };
     let user_tag = json_string(&tag(scope, "user", scope.user.unwrap_or_default()));

@@ -231,7 +231,7 @@ impl EventStreamUsage {
         match kind {
             EventKind::Chunk => {
                 // The model's own event, base64 in `bytes`.
-                let inner = serde_json::from_slice::<Chunk>(&payload)
+                let inner = crate::policy::json::from_slice::<Chunk>(&payload)
                     .ok()
                     .and_then(|chunk| Base64::decode_to_vec(&chunk.bytes, None).ok());
                 if let Some(inner) = inner {

@@ -8,7 +8,7 @@ use super::{Delivered, Usage};
 /// Usage and the response's `model` from a complete JSON response body of any supported API.
 /// `None` when the body is not valid JSON or holds no usage.
 pub fn from_json(body: &[u8]) -> Option<(Usage, Option<String>)> {
-    serde_json::from_slice::<IgnoredAny>(body).ok()?;
+    crate::policy::json::from_slice::<IgnoredAny>(body).ok()?;
     let mut seen = Seen::default();
     Scanner::default().scan(body, &mut seen);
     seen.result()

@@ -15,13 +15,13 @@ pub fn with_stream_usage(path: &str, body: &[u8]) -> Option<Vec<u8>> {
     if !takes_stream_options(path) || std::str::from_utf8(body).is_err() {
         return None;
     }
-    let request = serde_json::from_slice::<RequestBody>(body).ok()?;
+    let request = crate::policy::json::from_slice::<RequestBody>(body).ok()?;
     if !request.stream || request.include_usage || request.anthropic_version {
         return None;
     }
     let edited = set_include_usage(body)?;
     // Never hand on a body that does not say what we meant.
-    let check = serde_json::from_slice::<RequestBody>(&edited).ok()?;
+    let check = crate::policy::json::from_slice::<RequestBody>(&edited).ok()?;
     (check.include_usage && check.stream).then_some(edited)
 }
 

@@ -56,7 +56,7 @@ impl RequestBody {
 /// Reads the request body. Duplicate keys: the last one wins, as at the upstreams. Only the
 /// top-level fields above are materialised; the rest (messages, images) is skipped unallocated.
 pub fn inspect_request(body: &[u8]) -> RequestBody {
-    serde_json::from_slice::<RequestBody>(body).unwrap_or_default()
+    crate::policy::json::from_slice::<RequestBody>(body).unwrap_or_default()
 }
 
 /// Input tokens to reserve for a request body of `body_len` bytes: one token per 4 bytes,

@@ -419,7 +419,7 @@ pub(super) struct Seen {
 
 impl Seen {
     fn add_usage(&mut self, object: &[u8]) {
-        if let Ok(value) = serde_json::from_slice::<Value>(object) {
+        if let Ok(value) = crate::policy::json::from_slice::<Value>(object) {
             self.counts.merge(Counts::from_value(&value));
         }
     }
@@ -454,7 +454,7 @@ impl Seen {
 
 /// A JSON string's raw bytes (between the quotes), decoded.
 fn decode_string(raw: &[u8]) -> Option<String> {
-    serde_json::from_slice::<String>(&[b"\"", raw, b"\""].concat()).ok()
+    crate::policy::json::from_slice::<String>(&[b"\"", raw, b"\""].concat()).ok()
 }
 
 #[cfg(test)]

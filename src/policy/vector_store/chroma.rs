@@ -15,7 +15,6 @@
 //! them otherwise, listing databases (it names everybody's in a shared Chroma tenant), deleting a
 //! database, renaming a tenant, `/api/v2/reset`, the removed `/api/v1`, and everything else.
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::body::check_spellings;
@@ -32,8 +31,7 @@ const DEFAULT_TENANT: &str = "{namespace}";
 const DEFAULT_DATABASE: &str = "default_database";
 
 /// What a `chroma` store allows beyond data (`allow`).
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChromaAllow {
     /// `POST /api/v2/tenants` naming the tenant's own Chroma tenant.
     CreateTenant,
@@ -72,9 +70,10 @@ pub(super) fn compile_chroma(path: &str, raw: &RawVectorStore) -> Result<Rule, C
     }
     let mut allow = Vec::new();
     for (i, name) in raw.allow.iter().flatten().enumerate() {
-        match serde_json::from_value::<ChromaAllow>(Value::String(name.clone())) {
-            Ok(a) => allow.push(a),
-            Err(_) => {
+        match name.as_str() {
+            "create_tenant" => allow.push(ChromaAllow::CreateTenant),
+            "create_database" => allow.push(ChromaAllow::CreateDatabase),
+            _ => {
                 return err(
                     format!("{path}.allow[{i}]"),
                     "for kind chroma: create_tenant or create_database",

@@ -339,7 +339,7 @@ impl Parser<'_> {
                 let value = self.next();
                 let named = match value {
                     Some(t) if t.kind == (Kind::Str { block: false }) => {
-                        serde_json::from_str::<String>(self.text(t)).ok()
+                        crate::policy::json::from_slice::<String>(self.text(t).as_bytes()).ok()
                     }
                     _ => None,
                 };
@@ -399,7 +399,7 @@ impl Parser<'_> {
     fn beacon(&mut self) -> Result<(), PathRefusal> {
         let named = match self.next() {
             Some(t) if t.kind == (Kind::Str { block: false }) => {
-                serde_json::from_str::<String>(self.text(t)).ok()
+                crate::policy::json::from_slice::<String>(self.text(t).as_bytes()).ok()
             }
             _ => None,
         };

@@ -16,7 +16,6 @@
 //! upsert that reuses another tenant's id replaces that point; use unguessable ids (UUIDs) or a
 //! collection per tenant where that matters.
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::body::{check_spellings, fold_key, Object, RULE_KEYS};
@@ -27,17 +26,19 @@ use super::{
 };
 use crate::policy::config_error::{err, ConfigError};
 use crate::policy::namespace::{is_unreserved, quoted, PathRefusal};
+use crate::policy::word::words;
 
 const DEFAULT_FIELD: &str = "tenant_id";
 const DEFAULT_VALUE: &str = "{tenant}";
 
 /// The API of a `metadata_filter` store.
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Qdrant,
     Pinecone,
 }
+
+words!(Dialect: "enum Dialect", Qdrant = "qdrant", Pinecone = "pinecone");
 
 impl Dialect {
     fn name(self) -> &'static str {

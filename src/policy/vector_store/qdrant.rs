@@ -12,7 +12,6 @@
 //! `/collections/aliases`, per-collection `aliases`, `snapshots`, `shards`, `cluster`, and
 //! everything not listed (`/aliases`, `/cluster`, `/snapshots`, `/telemetry`, `/metrics`, ...).
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::body::{check_spellings, Object, RULE_KEYS};
@@ -23,18 +22,20 @@ use super::{
 use crate::policy::config_error::{err, ConfigError};
 use crate::policy::denial::Reason;
 use crate::policy::namespace::{expand, quoted, PathRefusal};
+use crate::policy::word::words;
 
 const DEFAULT_COLLECTION: &str = "{namespace}~{name}";
 const MAX_CLIENT_NAME_CHARS: usize = 128;
 
 /// What `GET /collections` does on a `qdrant` store.
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ListCollections {
     #[default]
     Filter,
     Deny,
 }
+
+words!(ListCollections: "enum ListCollections", Filter = "filter", Deny = "deny");
 
 /// A `collection` template, split around its two placeholders.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,7 +302,7 @@ pub fn filter_response(plan: &ResponsePlan, body: &[u8]) -> Option<Vec<u8>> {
     if body.len() > plan.max_bytes {
         return None;
     }
-    let mut value: Value = serde_json::from_slice(body).ok()?;
+    let mut value: Value = crate::policy::json::from_slice(body).ok()?;
     let collections = value
         .get_mut("result")?
         .get_mut("collections")?

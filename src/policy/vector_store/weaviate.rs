@@ -42,7 +42,6 @@
 //! of `tenant`, `class`, `objects`, `match`, `from`, `to`, `beacon`, `properties` is refused
 //! (400 `invalid_body`).
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::body::{check_spellings, Object};
@@ -69,8 +68,7 @@ const KEYS: [(&str, &str); 8] = [
 ];
 
 /// What a `weaviate` store allows beyond data (`allow`).
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeaviateAllow {
     /// `GET /schema`, `GET /schema/{collection}`.
     ReadSchema,
@@ -273,9 +271,10 @@ pub enum WeaviateBody {
 pub(super) fn compile_weaviate(path: &str, raw: &RawVectorStore) -> Result<Rule, ConfigError> {
     let mut allow = Vec::new();
     for (i, name) in raw.allow.iter().flatten().enumerate() {
-        match serde_json::from_value::<WeaviateAllow>(Value::String(name.clone())) {
-            Ok(a) => allow.push(a),
-            Err(_) => {
+        match name.as_str() {
+            "read_schema" => allow.push(WeaviateAllow::ReadSchema),
+            "own_tenant" => allow.push(WeaviateAllow::OwnTenant),
+            _ => {
                 return err(
                     format!("{path}.allow[{i}]"),
                     "for kind weaviate: read_schema or own_tenant",
