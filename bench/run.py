@@ -698,17 +698,15 @@ def report(plan, runs, setups, miss, memory, results, args):
         ["SSE h2: tenant-guard / without", ratio("sse-h2", "tenant-guard", "passthrough")],
         ["GET h1: 10,000 tenants / 3 tenants", ratio("get-h1", "tenant-guard-10k", "tenant-guard")],
     ]
-    if "baseline" in setups:
+    twins = [("tenant-guard", "baseline", "tenant-guard / baseline module"),
+             ("log-line-on", "log-line-off", "records.log_line true / false")]
+    for first, second, label in twins:
+        if second not in setups:
+            continue
         for w, _ in plan:
-            x, y = med.get((w.name, "tenant-guard")), med.get((w.name, "baseline"))
+            x, y = med.get((w.name, first)), med.get((w.name, second))
             if x and y:
-                summary.append([f"{w.name}: tenant-guard / baseline module; CPU per request",
-                                f"{x['rps'] / y['rps']:.2f}; {x['cpu_us'] - y['cpu_us']:+.1f} µs"])
-    if "log-line-on" in setups:
-        for w, _ in plan:
-            x, y = med.get((w.name, "log-line-on")), med.get((w.name, "log-line-off"))
-            if x and y:
-                summary.append([f"{w.name}: records.log_line true / false; CPU per request",
+                summary.append([f"{w.name}: {label}; CPU per request",
                                 f"{x['rps'] / y['rps']:.2f}; {x['cpu_us'] - y['cpu_us']:+.1f} µs"])
     print(table(["ratio of medians: req/s (and the inverse ratio of Envoy CPU per request)",
                  "value"], summary))

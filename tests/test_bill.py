@@ -20,7 +20,6 @@ from harness.envoy_process import Envoy
 from harness.keys import claims, mint
 from harness.plugin_config import gateway_config, tenant
 from harness.records import RECORD_MARKER, filter_record
-from harness.wait import wait_for
 
 # No default price: a model outside the list is admitted and metered, but unpriced.
 PRICING = {"models": {
@@ -86,9 +85,7 @@ def traffic(bill_envoy, upstream, keys):
     stream = client.open_stream(path="/v1/messages", token=token["bob"],
                                 body=anthropic(stream=True),
                                 headers=answer("anthropic-sse", in_=70, out=90, hold_after=4))
-    answered = wait_for(lambda: (lambda a: a if a and a.holding else None)(
-        upstream.find(stream.request_id)[0].answer if upstream.find(stream.request_id)
-        else None), message="the stream to be held after 4 events")
+    answered = upstream.wait_held(stream.request_id)
     stream.read_until(lambda body: body == bytes(answered.body))
     stream.close()
     upstream.wait_finished(stream.request_id)

@@ -392,6 +392,15 @@ class RecordingUpstream(_Server):
         return wait_for(done, timeout=timeout,
                         message=f"the upstream to finish answering {request_id}")
 
+    def wait_held(self, request_id, timeout=10.0) -> answers.Answered:
+        """The scripted answer of this request once it holds (``hold_after`` events sent)."""
+        def held():
+            found = self.find(request_id)
+            return found[0].answer if found and found[0].answer \
+                and found[0].answer.holding else None
+        return wait_for(held, timeout=timeout,
+                        message=f"the upstream to hold its answer to {request_id}")
+
     def holding(self, among=None) -> list:
         """Ids of the requests whose answers are waiting for a release right now; only those
         in ``among`` when given (the upstream is shared by the whole session: a test counts
