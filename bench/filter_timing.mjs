@@ -8,7 +8,8 @@
 // SCENARIO.json (written by bench/filter_timing.py): {"config": "...", "workloads": {name:
 // {"request_headers": [[k, v]...], "request_body": "..."|null, "response_headers": [...],
 // "response_body": "..."|null}}}. Each line: best of 7 batches, µs per request, and the
-// hostcalls per request by name. With several modules, they alternate batch by batch.
+// hostcalls per request by name. With several modules, they alternate batch by batch. First,
+// each module's linear memory once configured.
 import { readFile } from "node:fs/promises";
 
 const [scenarioPath, ...modulePaths] = process.argv.slice(2);
@@ -164,6 +165,9 @@ async function load(path) {
     throw new Error(`${path}: configuration refused: ${host.lastLog}`);
   }
   delete host.buffers[BUFFER_PLUGIN_CONFIGURATION];
+  // A Wasm VM's memory never shrinks: what configuration peaked at stays with the worker.
+  const mib = (x.memory.buffer.byteLength / 1048576).toFixed(2);
+  console.log(`configured ${path}: linear memory ${mib} MiB`);
   let next = 2;
   // One request through every callback Envoy makes for it.
   const request = (w) => {

@@ -3,12 +3,15 @@
 (bench/filter_timing.mjs): `make bench`'s configuration and workloads (GET with a cached token,
 the LLM-shaped POST, the streaming POST), with the host reduced to map lookups.
 
-    bench/filter_timing.py [MODULE.wasm ...]     # default: target/tenant_guard.wasm
+    bench/filter_timing.py [--tenants N] [MODULE.wasm ...]   # default: target/tenant_guard.wasm
 
-Several modules are timed alternately, batch by batch (for A/B comparisons). Prints µs per
-request (best of 7 batches) and the hostcalls each request makes. Reports, never asserts.
+Several modules are timed alternately, batch by batch (for A/B comparisons). Prints each
+module's linear memory once configured (``--tenants``: the policy lists N tenants, default 3,
+as ``make bench``'s 10,000-tenant case does), then µs per request (best of 7 batches) and the
+hostcalls each request makes. Reports, never asserts.
 """
 
+import argparse
 import json
 import subprocess
 import sys
@@ -24,7 +27,11 @@ from harness import keys as K  # noqa: E402
 
 
 def main():
-    modules = sys.argv[1:] or [str(R.TG_WASM)]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tenants", type=int, default=3)
+    parser.add_argument("modules", nargs="*", default=[str(R.TG_WASM)])
+    args = parser.parse_args()
+    modules = args.modules
     ring = K.KeyRing()
     token = K.mint(ring.corp_rsa, K.claims("acme", now=int(time.time()), ttl=7200))
     chat = (R.USAGE_FIXTURES / "openai_chat.json").read_text()
@@ -44,7 +51,7 @@ def main():
                 ("content-length", str(len(body)))]
 
     scenario = {
-        "config": R.tenant_guard_config(ring.corp_jwks()),
+        "config": R.tenant_guard_config(ring.corp_jwks(), tenants=args.tenants),
         "workloads": {
             "get": {"request_headers": request, "request_body": None,
                     "response_headers": answer('{"object":"list","data":[]}', "application/json"),

@@ -208,7 +208,8 @@ struct RawTenant {
     providers: Vec<String>,
     plan: Option<String>,
     namespace: Option<String>,
-    limits: Option<RawLimits>,
+    /// Boxed: most tenants have none, and 10,000 tenants are read into one list.
+    limits: Option<Box<RawLimits>>,
     /// Overrides the plan's `enforcement`.
     enforcement: Option<Enforcement>,
     /// Replaces the plan's `models`.

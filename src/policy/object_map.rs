@@ -27,14 +27,16 @@ impl<V> ObjectMap<V> {
     /// The members as read: sorted by name, and the last of a repeated name kept.
     fn from_members(mut members: Vec<(String, V)>) -> Self {
         sorted::sort_by(&mut members, |(name, _)| (0, name));
-        let mut out: Vec<(String, V)> = Vec::with_capacity(members.len());
-        for (name, value) in members {
-            match out.last_mut() {
-                Some(last) if last.0 == name => last.1 = value,
-                _ => out.push((name, value)),
+        // Of a run of one name, the first stays and takes the last one's value.
+        members.dedup_by(|later, kept| {
+            let repeated = later.0 == kept.0;
+            if repeated {
+                std::mem::swap(&mut later.1, &mut kept.1);
             }
-        }
-        ObjectMap(out)
+            repeated
+        });
+        members.shrink_to_fit();
+        ObjectMap(members)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -157,6 +159,10 @@ mod tests {
         assert_eq!(map.get("b"), Some(&3));
         assert_eq!(map.get("a"), Some(&2));
         assert_eq!(map.get("d"), None);
+        let thrice: ObjectMap<u32> =
+            crate::policy::json::from_slice(br#"{"x": 1, "y": 0, "x": 2, "x": 3}"#).unwrap();
+        assert_eq!(thrice.get("x"), Some(&3));
+        assert_eq!(thrice.len(), 2);
         let names: Vec<String> = map.into_iter().map(|(name, _)| name).collect();
         assert_eq!(names, ["a", "b", "c"]);
         let mut map: ObjectMap<u32> = ObjectMap::default();
