@@ -197,6 +197,9 @@ impl Filter {
             }
             Err(status) => {
                 log::warn!("tenant-guard: rate-limit service call not sent: {status:?}");
+                // Counted as sent, then answered: the stream's count of calls in flight stays
+                // right while others are still out.
+                self.event(Event::CallSent);
                 self.event(Event::CallAnswered {
                     quota,
                     answer: None,

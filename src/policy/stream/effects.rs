@@ -152,8 +152,8 @@ pub struct Effects {
     /// room left ([`output_cap::reserve`]), then tell the stream with
     /// [`Stream::capped`](super::Stream::capped).
     pub cap: Option<output_cap::Ask>,
-    /// Rate-limit calls to send now (report each with [`Event::CallSent`], or
-    /// [`Event::CallAnswered`] with no answer when it cannot be sent).
+    /// Rate-limit calls to send now (report each with [`Event::CallSent`], then its
+    /// [`Event::CallAnswered`]: with no answer at once when it cannot be sent).
     pub ask: Ask,
     /// Answer the client with this instead of the upstream (the record becomes a denial).
     pub refuse: Option<Refusal>,
