@@ -795,7 +795,8 @@ impl Stream {
     /// the user's, the user's own loss).
     fn go_on(&mut self, quota: ratelimit::Quota, mut effects: Effects) -> Effects {
         if quota == ratelimit::Quota::user(ratelimit::Usage::Requests) {
-            effects.ask.requests = true;
+            // A stream already over (its client left) asks nothing more.
+            effects.ask.requests = !self.phase.is_settled();
             return effects;
         }
         self.resume_if_free(effects)

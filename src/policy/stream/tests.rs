@@ -1780,6 +1780,19 @@ fn users_quotas_are_asked_beside_the_tenants_and_their_refusals_name_the_user() 
         effects.refuse.unwrap().reason,
         Reason::UserRequestQuotaExceeded
     );
+
+    // A client that left before the user's answer: the tenant's counter is not asked.
+    let (mut stream, _) = Stream::admit(with_user_quotas(false), &rules);
+    let _ = stream.on(Event::CallSent, &rules);
+    let _ = stream.on(Event::Log, &rules);
+    let effects = stream.on(
+        Event::CallAnswered {
+            quota: ratelimit::Quota::user(ratelimit::Usage::Requests),
+            answer: Some(&ok),
+        },
+        &rules,
+    );
+    assert!(!effects.ask.requests && !effects.resume);
 }
 
 #[test]
