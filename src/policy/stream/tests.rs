@@ -1666,6 +1666,21 @@ fn in_shadow_mode_a_refused_path_or_form_is_noted_once_at_admission() {
     }
 }
 
+/// The rules of a gateway asking `global`, for streams of nobody's objects.
+fn with_global<'a>(
+    usage: &'a UsageRules,
+    pricing: &'a Pricing,
+    global: &'a GlobalRateLimit,
+) -> Rules<'a> {
+    Rules {
+        usage,
+        pricing,
+        global: Some(global),
+        isolation: &ISOLATION,
+        owners: &Nobody,
+    }
+}
+
 /// A stream of a tenant whose plan gives users windows of both kinds (`per_user`).
 fn with_user_quotas(body_follows: bool) -> Setup<'static> {
     Setup {
@@ -1681,13 +1696,7 @@ fn with_user_quotas(body_follows: bool) -> Setup<'static> {
 fn users_quotas_are_asked_beside_the_tenants_and_their_refusals_name_the_user() {
     let (usage, pricing) = rules_without_global();
     let global = global(FailureMode::Deny, false);
-    let rules = Rules {
-        usage: &usage,
-        pricing: &pricing,
-        global: Some(&global),
-        isolation: &ISOLATION,
-        owners: &Nobody,
-    };
+    let rules = with_global(&usage, &pricing, &global);
     // The tenant's request counter is asked once the user's said yes: a user over their own
     // limit never spends the tenant's requests.
     let (mut stream, effects) = Stream::admit(with_user_quotas(false), &rules);
@@ -1799,13 +1808,7 @@ fn users_quotas_are_asked_beside_the_tenants_and_their_refusals_name_the_user() 
 fn a_users_token_check_waits_with_the_tenants_and_the_debit_goes_to_both() {
     let (usage, pricing) = rules_without_global();
     let global = global(FailureMode::Deny, true);
-    let rules = Rules {
-        usage: &usage,
-        pricing: &pricing,
-        global: Some(&global),
-        isolation: &ISOLATION,
-        owners: &Nobody,
-    };
+    let rules = with_global(&usage, &pricing, &global);
     // The model entry makes the token checks wait for the body that names the model.
     let (mut stream, effects) = Stream::admit(with_user_quotas(true), &rules);
     assert_eq!(
@@ -1858,13 +1861,7 @@ fn leased_credit_is_the_tenants_and_never_asks_about_users() {
     let (usage, pricing) = rules_without_global();
     let mut global = global(FailureMode::Deny, false);
     global.lease = Some(lease_rules());
-    let rules = Rules {
-        usage: &usage,
-        pricing: &pricing,
-        global: Some(&global),
-        isolation: &ISOLATION,
-        owners: &Nobody,
-    };
+    let rules = with_global(&usage, &pricing, &global);
     let (mut stream, effects) = Stream::admit(with_user_quotas(false), &rules);
     assert!(!effects.ask.user_requests && !effects.ask.user_tokens);
     assert!(effects.ask.requests);
