@@ -310,8 +310,10 @@ def test_chroma_client_works_in_its_own_tenant(chroma_gateway, chroma_server, ke
     assert found["ids"] == [["a1"]] and found["documents"] == [["acme roadmap"]]
     assert [c.name for c in client.list_collections()] == ["docs"]
     assert chroma_documents(chroma_server, "acme", "docs") == ["acme budget", "acme roadmap"]
-    records = records_for(chroma_gateway, "/chroma/")
-    assert records and all((r["tenant"], r["decision"]) == ("acme", "allow") for r in records)
+    # Records reach the Envoy log as their requests end: wait for them, never assume them.
+    records = wait_for(lambda: records_for(chroma_gateway, "/chroma/"),
+                       message="the Chroma requests' records")
+    assert all((r["tenant"], r["decision"]) == ("acme", "allow") for r in records), records
 
 
 def test_chroma_client_is_refused_another_tenants(chroma_gateway, chroma_server, keys):
