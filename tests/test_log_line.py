@@ -49,10 +49,7 @@ def test_without_the_log_line_records_reach_the_access_log_and_audits_both_carri
     stream = client.open_stream(token=tokens["acme"], body=STREAMING,
                                 headers=answer("openai-sse", in_=40, out=30, chunks=12,
                                                hold_after=5))
-    answered = upstream.wait_held(stream.request_id)
-    stream.read_until(lambda body: body == bytes(answered.body))
-    stream.close()
-    upstream.wait_finished(stream.request_id)
+    answered = upstream.leave_when_held(stream)
     denied = client.chat(token=tokens["suspended"])
     assert denied.status == 403, denied
 

@@ -392,14 +392,20 @@ class RecordingUpstream(_Server):
         return wait_for(done, timeout=timeout,
                         message=f"the upstream to finish answering {request_id}")
 
-    def wait_held(self, request_id, timeout=10.0) -> answers.Answered:
-        """The scripted answer of this request once it holds (``hold_after`` events sent)."""
+    def leave_when_held(self, stream, timeout=10.0) -> answers.Answered:
+        """A client that leaves mid-answer: once the scripted answer of ``stream`` holds
+        (``hold_after`` events sent), reads what was sent, closes ``stream`` and waits for the
+        handler to finish. Returns the answer (its ``body`` is what the client got)."""
         def held():
-            found = self.find(request_id)
+            found = self.find(stream.request_id)
             return found[0].answer if found and found[0].answer \
                 and found[0].answer.holding else None
-        return wait_for(held, timeout=timeout,
-                        message=f"the upstream to hold its answer to {request_id}")
+        answered = wait_for(held, timeout=timeout,
+                            message=f"the upstream to hold its answer to {stream.request_id}")
+        stream.read_until(lambda body: body == bytes(answered.body))
+        stream.close()
+        self.wait_finished(stream.request_id, timeout=timeout)
+        return answered
 
     def holding(self, among=None) -> list:
         """Ids of the requests whose answers are waiting for a release right now; only those
