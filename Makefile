@@ -82,7 +82,7 @@ FUZZ_FLAGS = -s none --target-dir $(FUZZ_CACHE)/target
 
 .PHONY: help wasm oci compat cli api-key audit test-cli audit-bench bill-bench venv run run-global token test lint \
 	unit test-wasm validate integration global-deps ratelimit-service test-ratelimit-service \
-	bench bench-deps bench-floor bench-global fuzz-deps fuzz-build fuzz fuzz-smoke
+	bench bench-attribution bench-deps bench-floor bench-global fuzz-deps fuzz-build fuzz fuzz-smoke
 
 help:
 	@echo "make run       build, start the demo gateway and upstream, print a curl line"
@@ -97,6 +97,7 @@ help:
 	@echo "make audit-bench  tenant-guard audit on a generated log of a million records"
 	@echo "make bill-bench   tenant-guard bill on a generated log of a million request records"
 	@echo "make bench     Envoy benchmark: passthrough, native, Wasm floor, tenant-guard (DURATION=3 ROUNDS=3)"
+	@echo "make bench-attribution  what each kind of host effect costs Envoy per request"
 	@echo "make bench-global  service calls per 1,000 requests and added latency, with and without leases"
 	@echo "make fuzz      run every fuzz target for SECONDS seconds (default 60)"
 
@@ -249,6 +250,11 @@ compat:
 # `make test`. A few minutes with the defaults.
 bench: wasm venv bench-deps bench-floor
 	$(PYTHON) bench/run.py --duration $(DURATION) --rounds $(ROUNDS) --connections $(CONNECTIONS) $(BENCH_ARGS)
+
+# Where Envoy spends the module's cost: variant modules without one kind of host effect each,
+# measured alternately (bench/attribution.py; docs/performance.md has today's table).
+bench-attribution: wasm venv bench-deps bench-floor
+	WASM_OPT_FLAGS="$(WASM_OPT_FLAGS)" $(PYTHON) bench/attribution.py --duration $(DURATION) --rounds $(ROUNDS)
 
 # Global quotas: two replicas per setup, the rate-limit service and Redis; calls and latency.
 bench-global: wasm venv bench-deps ratelimit-service

@@ -78,13 +78,13 @@ async function load(path) {
       return OK;
     },
     proxy_replace_header_map_value(map, kp, kl, vp, vl) {
-      count("replace_header"); host.maps[MAP[map]]?.set(str(kp, kl), str(vp, vl)); return OK;
+      count(`replace_header ${str(kp, kl)}`); host.maps[MAP[map]]?.set(str(kp, kl), str(vp, vl)); return OK;
     },
     proxy_add_header_map_value(map, kp, kl, vp, vl) {
       count("add_header"); host.maps[MAP[map]]?.set(str(kp, kl), str(vp, vl)); return OK;
     },
     proxy_remove_header_map_value(map, kp, kl) {
-      count("remove_header"); host.maps[MAP[map]]?.delete(str(kp, kl)); return OK;
+      count(`remove_header ${str(kp, kl)}`); host.maps[MAP[map]]?.delete(str(kp, kl)); return OK;
     },
     proxy_set_header_map_pairs() { count("set_header_pairs"); return OK; },
     proxy_get_buffer_bytes(type, start, max, rp, rs) {
@@ -112,7 +112,7 @@ async function load(path) {
       return OK;
     },
     proxy_set_property(pp, pl, vp, vl) {
-      count("set_property"); host.state.set(str(pp, pl), str(vp, vl)); return OK;
+      count(`set_property ${str(pp, pl).replaceAll("\0", ".")}`); host.state.set(str(pp, pl), str(vp, vl)); return OK;
     },
     proxy_get_shared_data(kp, kl, rp, rs, casPtr) {
       const key = str(kp, kl);

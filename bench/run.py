@@ -423,6 +423,13 @@ def main():
     parser.add_argument("--baseline-wasm", type=Path,
                         help="another tenant_guard.wasm (e.g. before a change) measured "
                              "alternately with the current one, in every workload")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=MODULE",
+                        help="another tenant-guard module (e.g. a variant build of "
+                             "bench/attribution.py) measured alternately, in every workload; "
+                             "repeatable")
+    parser.add_argument("--floor-variant", action="append", default=[], metavar="NAME=CONFIG",
+                        help="the floor with this plugin configuration, in every workload; "
+                             "repeatable")
     args = parser.parse_args()
     duration = max(1, round(args.duration))
 
@@ -452,6 +459,18 @@ def main():
         setups["baseline"] = Setup("baseline", f"tenant-guard, {args.baseline_wasm.name}",
                                    [wasm_filter("tenant_guard", args.baseline_wasm.resolve(),
                                                 tenant_guard_config(jwks))])
+    variants = []
+    for spec in args.variant:
+        name, _, module = spec.partition("=")
+        setups[f"variant-{name}"] = Setup(f"variant-{name}", f"tenant-guard, {name}",
+                                          [wasm_filter("tenant_guard", Path(module).resolve(),
+                                                       tenant_guard_config(jwks))])
+        variants.append(f"variant-{name}")
+    for spec in args.floor_variant:
+        name, _, config = spec.partition("=")
+        setups[f"floor-{name}"] = Setup(f"floor-{name}", f"floor, {config}",
+                                        [wasm_filter("bench_floor", FLOOR_WASM, config)])
+        variants.append(f"floor-{name}")
     api_key = "tgk_" + "5e" * 32
     if args.api_key:
         setups["keys"] = Setup("keys", "tenant-guard reading API keys",
@@ -472,7 +491,7 @@ def main():
 
     get, post, sse = ("GET", GET_PATH, None), ("POST", CHAT_PATH, CHAT_BODY), \
         ("POST", STREAM_PATH, STREAM_BODY)
-    extra = (["baseline"] if args.baseline_wasm else []) + twins
+    extra = (["baseline"] if args.baseline_wasm else []) + twins + variants
     all_four = ["passthrough", "native", "floor", "tenant-guard"] + extra
     bodies = ["passthrough", "floor", "tenant-guard"] + extra
     plan = [
