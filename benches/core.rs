@@ -22,7 +22,7 @@ use tenant_guard::policy::identity::{
 use tenant_guard::policy::jwks::KeySet;
 use tenant_guard::policy::namespace;
 use tenant_guard::policy::quota::{self, Actual, Demand, QuotaState};
-use tenant_guard::policy::record::{Record, RequestInfo};
+use tenant_guard::policy::record::{Record, RequestInfo, StateFields};
 use tenant_guard::policy::token_cache::TokenCache;
 use tenant_guard::policy::usage::{self, JsonUsage, SseUsage};
 
@@ -282,7 +282,7 @@ fn records(c: &mut Criterion) {
         b.iter(|| Record::new(black_box(&decision), info()))
     });
     group.bench_function("filter_state", |b| {
-        b.iter(|| black_box(&record).filter_state())
+        b.iter(|| black_box(&record).filter_state(StateFields::ALL))
     });
     group.bench_function("to_json", |b| b.iter(|| black_box(&record).to_json()));
     group.bench_function("new_and_to_json", |b| {
@@ -353,7 +353,7 @@ fn request_path(c: &mut Criterion) {
                     path: b"/v1/models",
                 },
             );
-            let state = record.filter_state();
+            let state = record.filter_state(StateFields::ALL);
             let admitted = quota::admit(
                 &QuotaState::decode(&stored),
                 &limits,

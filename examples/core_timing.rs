@@ -26,7 +26,7 @@ use tenant_guard::policy::decision::{self, Credential, RequestFacts};
 use tenant_guard::policy::identity;
 use tenant_guard::policy::namespace;
 use tenant_guard::policy::quota::{self, Actual, Demand, QuotaState};
-use tenant_guard::policy::record::{Record, RequestInfo};
+use tenant_guard::policy::record::{Record, RequestInfo, StateFields};
 use tenant_guard::policy::token_cache::TokenCache;
 use tenant_guard::policy::usage::{self, SseUsage};
 
@@ -182,7 +182,7 @@ fn main() {
         path: b"/v1/models",
     };
     time("record new + filter_state", 50_000, || {
-        Record::new(black_box(&decision), info()).filter_state()
+        Record::new(black_box(&decision), info()).filter_state(StateFields::ALL)
     });
     let mut record = Record::new(&decision, info());
     record.status = Some(200);
@@ -204,7 +204,7 @@ fn main() {
     time("GET path core (all of the above)", 20_000, || {
         let decision = decision::decide(&config, &mut cache, &NoObjects, facts(black_box(&token)));
         let mut record = Record::new(&decision, info());
-        let state = record.filter_state();
+        let state = record.filter_state(StateFields::ALL);
         let admitted = quota::admit(
             &QuotaState::decode(&stored),
             &limits,

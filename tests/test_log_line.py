@@ -94,3 +94,27 @@ def test_with_the_log_line_every_record_is_a_json_line_in_the_envoy_log(gateway_
     record = filter_record(proxy, denied.request_id)
     assert (record["decision"], record["reason"]) == ("deny", "tenant_suspended"), record
     assert audit_event(proxy, denied.request_id)["request_id"] == record["request_id"]
+
+
+def test_records_filter_state_sets_only_the_listed_fields(gateway_factory, keys, tokens):
+    config = gateway_config(keys, {"acme": tenant(), "initech": tenant(status="suspended")},
+                            pricing=PRICING, isolation={"prompt_cache": "off"})
+    config["records"] = {"filter_state": ["decision", "tenant", "input_tokens"]}
+    proxy = gateway_factory(config, name="filter-state-listed")
+    allowed = proxy.client.chat(token=tokens["acme"], body={"model": "gpt-4o", "messages": []},
+                                headers=answer("openai-json", in_=1000, out=200))
+    denied = proxy.client.chat(token=tokens["suspended"])
+    assert (allowed.status, denied.status) == (200, 403), (allowed, denied)
+
+    line = proxy.access_log_entry(allowed.request_id)
+    assert (line["decision"], line["tenant"], line["input_tokens"]) == \
+        ("allow", "acme", "1000"), line
+    unlisted = ("user", "reason", "request_id", "model", "output_tokens", "cost_usd",
+                "usage_source")
+    assert [f for f in unlisted if line[f] is not None] == [], line
+    line = proxy.access_log_entry(denied.request_id)
+    assert (line["decision"], line["tenant"], line["reason"]) == ("deny", "initech", None), line
+    # The log line still carries the whole record.
+    record = filter_record(proxy, allowed.request_id)
+    assert (record["user"], record["output_tokens"], record["cost_usd"]) == \
+        ("alice", 200, "0.0045"), record

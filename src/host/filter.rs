@@ -25,7 +25,7 @@ use crate::policy::models::ModelRule;
 use crate::policy::plan::{Enforcement, Limits};
 use crate::policy::quota::{self, Demand, Refusal, Reservation, WindowStatus};
 use crate::policy::ratelimit;
-use crate::policy::record::{Record, RequestInfo};
+use crate::policy::record::{Record, RequestInfo, StateFields};
 use crate::policy::stream::{
     self, CacheScope, Event, Flow, HeaderMode, Point, Rules, Setup, Stream, UserQuotas,
 };
@@ -53,6 +53,9 @@ pub struct Filter {
     /// Audit lines of the thresholds this request's settlement crossed (`host::alerts`),
     /// already in the `audit` filter state: `on_log` keeps them before its own.
     alert_audit: Option<String>,
+    /// The record's fields the policy sets as filter state (`records.filter_state`), read
+    /// with the request headers.
+    state_fields: StateFields,
 }
 
 /// What the filter read from the request headers, for the admission.
@@ -103,14 +106,16 @@ impl Filter {
             response_body_len: 0,
             tenant_header: None,
             alert_audit: None,
+            state_fields: StateFields::ALL,
         }
     }
 
     /// Answers the client instead of the upstream, and turns the record into that denial.
     fn reply(&mut self, reason: Reason, detail: &str, reply: &LocalReply) {
+        let fields = self.state_fields;
         if let Some(record) = &mut self.record {
             record.deny(reason, detail);
-            write_filter_state(&record.filter_state());
+            write_filter_state(&record.filter_state(fields));
         }
         let headers: Vec<(&str, &str)> = reply
             .headers
@@ -290,9 +295,10 @@ impl Filter {
 
     /// Records what enforcement would have refused for a tenant in shadow mode.
     fn shadow_denied(&mut self, tenant: &str, reason: Reason, detail: &str) {
+        let fields = self.state_fields;
         if let Some(record) = &mut self.record {
             record.shadow_denied(reason, detail);
-            write_filter_state(&record.filter_state());
+            write_filter_state(&record.filter_state(fields));
         }
         let metric = format!("requests_shadow_denied.reason.{}", reason.code());
         self.worker.borrow_mut().stats.add(Some(tenant), &metric, 1);
@@ -484,8 +490,12 @@ impl HttpContext for Filter {
                 path: &raw_path,
             },
         );
-        record.auth_state = self.worker.borrow().config.api_keys.enabled();
-        write_filter_state(&record.filter_state());
+        {
+            let worker = self.worker.borrow();
+            record.auth_state = worker.config.api_keys.enabled();
+            self.state_fields = worker.config.records.filter_state;
+        }
+        write_filter_state(&record.filter_state(self.state_fields));
         self.record = Some(record);
 
         match decision {

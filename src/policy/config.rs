@@ -34,6 +34,7 @@ use crate::policy::object_map::ObjectMap;
 use crate::policy::plan::{
     check_limits, finish_limits, with_tenant_models, Enforcement, Limits, RawLimits,
 };
+use crate::policy::record::StateFields;
 use crate::policy::secret::Named;
 use crate::policy::tenant::{
     check_default_namespaces, check_listed_namespaces, is_valid_tenant_id,
@@ -293,11 +294,16 @@ pub struct RecordRules {
     /// `records.log_line`: each record as one JSON line in the Envoy log too. Audit lines are
     /// written whatever it says.
     pub log_line: bool,
+    /// `records.filter_state`: the record's fields set as Envoy filter state (all by default).
+    pub filter_state: StateFields,
 }
 
 impl Default for RecordRules {
     fn default() -> Self {
-        RecordRules { log_line: true }
+        RecordRules {
+            log_line: true,
+            filter_state: StateFields::ALL,
+        }
     }
 }
 

@@ -5,16 +5,85 @@
 
 #[cfg(test)]
 use serde::Serialize;
+use serde::{Deserialize, Deserializer};
 use std::fmt::Write as _;
 
 use crate::policy::decision::{Auth, Decision};
 use crate::policy::denial::Reason;
 use crate::policy::metering::Outcome;
+use crate::policy::word::{words, Word};
 
 /// Longest `path` kept in a record; longer paths are cut.
 const MAX_PATH_BYTES: usize = 1024;
 /// Longest client-chosen text kept otherwise (request ids, methods, details).
 const MAX_TEXT_BYTES: usize = 256;
+
+/// A record field Envoy's filter state can carry, as `wasm.<field>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateField {
+    Tenant,
+    User,
+    Decision,
+    Reason,
+    RequestId,
+    Auth,
+    KeyId,
+    Credential,
+    Model,
+    InputTokens,
+    OutputTokens,
+    CachedInputTokens,
+    CacheWriteTokens,
+    ReasoningTokens,
+    CostUsd,
+    UsageSource,
+}
+
+words!(StateField: "a record field",
+    Tenant = "tenant", User = "user", Decision = "decision", Reason = "reason",
+    RequestId = "request_id", Auth = "auth", KeyId = "key_id", Credential = "credential",
+    Model = "model", InputTokens = "input_tokens", OutputTokens = "output_tokens",
+    CachedInputTokens = "cached_input_tokens", CacheWriteTokens = "cache_write_tokens",
+    ReasoningTokens = "reasoning_tokens", CostUsd = "cost_usd", UsageSource = "usage_source");
+
+/// `records.filter_state`: the fields set as filter state, a bit each in [`StateField`]'s
+/// order. Every field unless the policy lists some: each set costs Envoy a filter-state object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateFields(u16);
+
+impl StateFields {
+    pub const ALL: StateFields = StateFields(u16::MAX);
+
+    /// Whether the field named `key` is set.
+    fn has(self, key: &str) -> bool {
+        StateField::WORDS
+            .iter()
+            .position(|word| *word == key)
+            .is_some_and(|bit| self.0 & (1 << bit) != 0)
+    }
+
+    /// Whether no field is set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl Default for StateFields {
+    fn default() -> Self {
+        StateFields::ALL
+    }
+}
+
+impl<'de> Deserialize<'de> for StateFields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let fields = Vec::<StateField>::deserialize(deserializer)?;
+        Ok(StateFields(
+            fields
+                .iter()
+                .fold(0, |bits, field| bits | 1 << *field as u16),
+        ))
+    }
+}
 
 /// The request facts a record carries besides the decision.
 pub struct RequestInfo<'a> {
@@ -200,9 +269,9 @@ impl Record {
         self.usage_source = Some(outcome.source.as_str());
     }
 
-    /// The filter-state entries (`wasm.<key>`) of the decision, for access logs; absent values
-    /// are not set.
-    pub fn filter_state(&self) -> Vec<(&'static str, String)> {
+    /// The filter-state entries (`wasm.<key>`) of the decision among `fields`, for access logs;
+    /// absent values are not set.
+    pub fn filter_state(&self, fields: StateFields) -> Vec<(&'static str, String)> {
         let mut state = vec![
             ("decision", self.decision.to_string()),
             ("reason", self.reason.to_string()),
@@ -221,11 +290,12 @@ impl Record {
         if let Some(auth) = self.auth.filter(|_| self.auth_state) {
             state.push(("auth", auth.to_string()));
         }
+        state.retain(|(key, _)| fields.has(key));
         state
     }
 
-    /// The filter-state entries of the usage, once metered.
-    pub fn usage_state(&self) -> Vec<(&'static str, String)> {
+    /// The filter-state entries of the usage among `fields`, once metered.
+    pub fn usage_state(&self, fields: StateFields) -> Vec<(&'static str, String)> {
         let mut state = Vec::new();
         if let Some(model) = &self.model {
             state.push(("model", model.clone()));
@@ -248,6 +318,7 @@ impl Record {
         if let Some(source) = self.usage_source {
             state.push(("usage_source", source.to_string()));
         }
+        state.retain(|(key, _)| fields.has(key));
         state
     }
 
@@ -439,7 +510,7 @@ mod tests {
         assert_eq!(json["reason"], "ok");
         assert_eq!(json["request_id"], "req-1");
         assert!(json.get("detail").is_none());
-        let state = record.filter_state();
+        let state = record.filter_state(StateFields::ALL);
         let state: Vec<(&str, &str)> = state.iter().map(|(k, v)| (*k, v.as_str())).collect();
         assert_eq!(
             state,
@@ -451,6 +522,51 @@ mod tests {
                 ("user", "alice")
             ]
         );
+        let fields: StateFields = serde_json::from_str(r#"["tenant", "reason", "model"]"#).unwrap();
+        let keys: Vec<&str> = record
+            .filter_state(fields)
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(keys, ["reason", "tenant"]);
+        assert!(record
+            .filter_state(serde_json::from_str("[]").unwrap())
+            .is_empty());
+    }
+
+    #[test]
+    fn state_fields_follow_the_words_order() {
+        for (bit, field) in StateField::VALUES.iter().enumerate() {
+            assert_eq!(*field as usize, bit);
+            let word = StateField::WORDS[bit];
+            let one = StateFields(1 << bit);
+            assert!(one.has(word) && !StateFields(!(1 << bit)).has(word));
+        }
+        assert_eq!(StateField::WORDS.len(), 16);
+    }
+
+    #[test]
+    fn usage_state_keeps_the_listed_fields() {
+        let mut record = Record::new(&Decision::Bypass, info());
+        record.meter(&Outcome {
+            model: None,
+            usage: None,
+            source: crate::policy::usage::UsageSource::None,
+            cost: None,
+            charge: crate::policy::quota::Actual::default(),
+        });
+        let all: Vec<&str> = record
+            .usage_state(StateFields::ALL)
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        assert!(
+            all.contains(&"input_tokens") && all.contains(&"usage_source"),
+            "{all:?}"
+        );
+        let fields: StateFields = serde_json::from_str(r#"["output_tokens"]"#).unwrap();
+        let kept: Vec<&str> = record.usage_state(fields).iter().map(|(k, _)| *k).collect();
+        assert_eq!(kept, ["output_tokens"]);
     }
 
     #[test]
@@ -468,7 +584,10 @@ mod tests {
         let record = Record::new(&decision, info());
         assert_eq!((record.decision, record.reason), ("deny", "token_expired"));
         assert_eq!(record.detail.as_deref(), Some("token expired"));
-        assert!(record.filter_state().iter().all(|(k, _)| *k != "tenant"));
+        assert!(record
+            .filter_state(StateFields::ALL)
+            .iter()
+            .all(|(k, _)| *k != "tenant"));
     }
 
     #[test]

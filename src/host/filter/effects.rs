@@ -59,9 +59,10 @@ impl Filter {
             self.shadow_denied(tenant.as_deref().unwrap_or_default(), *reason, detail);
         }
         if let Some(reason) = effects.admitted_despite {
+            let fields = self.state_fields;
             if let Some(record) = &mut self.record {
                 record.admitted_despite(reason);
-                write_filter_state(&record.filter_state());
+                write_filter_state(&record.filter_state(fields));
             }
         }
         if let Some(refusal) = &effects.refuse {
@@ -329,9 +330,10 @@ impl Filter {
                 .stats
                 .add(tenant, "cost_micro_usd", cost.micro_usd_ceil());
         }
+        let fields = self.state_fields;
         if let Some(record) = &mut self.record {
             record.meter(outcome);
-            write_filter_state(&record.usage_state());
+            write_filter_state(&record.usage_state(fields));
         }
     }
 }

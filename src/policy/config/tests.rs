@@ -748,7 +748,11 @@ fn records_log_line_is_a_bool_on_by_default() {
     for on in [true, false] {
         let mut doc = contract_example();
         doc["records"] = json!({"log_line": on});
-        assert_eq!(parse(&doc).unwrap().records, RecordRules { log_line: on });
+        let records = parse(&doc).unwrap().records;
+        assert_eq!(
+            (records.log_line, records.filter_state),
+            (on, StateFields::ALL)
+        );
     }
     let mut doc = contract_example();
     doc["records"] = json!({});
@@ -766,4 +770,23 @@ fn records_options_are_refused_with_their_path() {
     assert!(e.message.starts_with("unknown field `log_lines`"), "{e}");
     let e = refused(|d| d["records"] = json!(false));
     assert_eq!(e.path, "records");
+    let e = refused(|d| d["records"] = json!({"filter_state": ["tenant", "plan"]}));
+    assert_eq!(e.path, "records.filter_state[1]");
+    assert!(
+        e.message
+            .starts_with("unknown variant `plan`, expected one of `tenant`"),
+        "{e}"
+    );
+    let e = refused(|d| d["records"] = json!({"filter_state": "tenant"}));
+    assert_eq!(e.path, "records.filter_state");
+}
+
+#[test]
+fn records_filter_state_lists_the_fields_set() {
+    let mut doc = contract_example();
+    doc["records"] = json!({"filter_state": []});
+    assert!(parse(&doc).unwrap().records.filter_state.is_empty());
+    doc["records"] = json!({"filter_state": ["decision", "tenant", "input_tokens"]});
+    let fields = parse(&doc).unwrap().records.filter_state;
+    assert!(!fields.is_empty() && fields != StateFields::ALL);
 }

@@ -139,6 +139,13 @@ pub fn warnings(doc: &Value) -> Vec<String> {
              requests are in no filter state"
                 .to_string(),
         );
+        if let Some(listed) = doc["records"]["filter_state"].as_array() {
+            out.push(format!(
+                "records.filter_state lists {} of the record's 16 fields and records.log_line \
+                 is false: the others are in no log",
+                listed.len()
+            ));
+        }
     }
     out.extend(remote_jwks_warnings(doc));
     out.extend(leased_user_warnings(doc));
@@ -330,6 +337,12 @@ mod tests {
         let mut on = doc();
         on["records"] = json!({"log_line": true});
         assert_eq!(super::warnings(&on).len(), 3);
+        on["records"]["filter_state"] = json!(["decision"]);
+        assert_eq!(super::warnings(&on).len(), 3);
+        off["records"]["filter_state"] = json!(["decision", "tenant"]);
+        let warnings = super::warnings(&off);
+        assert_eq!(warnings.len(), 5, "{warnings:#?}");
+        assert!(warnings[4].starts_with("records.filter_state lists 2 of the record's 16 fields"));
     }
 
     #[test]
