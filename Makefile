@@ -254,7 +254,7 @@ bench: wasm venv bench-deps bench-floor
 # Where Envoy spends the module's cost: variant modules without one kind of host effect each,
 # measured alternately (bench/attribution.py; docs/performance.md has today's table).
 bench-attribution: wasm venv bench-deps bench-floor
-	WASM_OPT_FLAGS="$(WASM_OPT_FLAGS)" $(PYTHON) bench/attribution.py --duration $(DURATION) --rounds $(ROUNDS)
+	WASM_OPT_FLAGS="$(WASM_OPT_FLAGS)" $(PYTHON) bench/attribution.py --duration $(DURATION) --rounds $(ROUNDS) $(BENCH_ARGS)
 
 # Global quotas: two replicas per setup, the rate-limit service and Redis; calls and latency.
 bench-global: wasm venv bench-deps ratelimit-service

@@ -13,7 +13,9 @@ per request subtracted from the unchanged module's (rebuilt through the same too
 rewrite itself is measured too). The floor is also run reading the six request headers a GET
 reads one hostcall each, and in one `get_header_map_pairs`.
 
-    bench/attribution.py [--duration 3] [--rounds 3] [--only get-h1,post-h1,sse-h1]
+    bench/attribution.py [--duration 3] [--rounds 3] [--only get-h1,post-h1,sse-h1] [RUN ARGS]
+
+Other arguments go to bench/run.py as they are (e.g. `--baseline-wasm OLD.wasm`).
 
 Uses binaryen (`wasm-dis`, `wasm-as`, `wasm-opt`). Reports, never asserts; the variants answer
 requests as the filter does (bench/run.py still fails a run with one non-2xx answer).
@@ -152,7 +154,7 @@ def main():
     parser.add_argument("--only", default="get-h1,post-h1,sse-h1")
     parser.add_argument("--wasm-opt-flags", default=os.environ.get("WASM_OPT_FLAGS", "-Oz"),
                         help="what `make wasm` gives wasm-opt (the Makefile passes it)")
-    args = parser.parse_args()
+    args, run_args = parser.parse_known_args()
     flags = shlex.split(args.wasm_opt_flags)
     opt_flags = {"all": flags, "features": [f for f in flags if f.startswith("--enable-")]}
 
@@ -165,7 +167,7 @@ def main():
     base.unlink()
     command = [sys.executable, str(REPO / "bench" / "run.py"), "--duration", str(args.duration),
                "--rounds", str(args.rounds), "--no-miss", "--no-tenants", "--only", args.only,
-               "--budget-report-only"]
+               "--budget-report-only", *run_args]
     command += [f"--variant={n}={m}" for n, m in modules.items()]
     command += [f"--floor-variant={n}={c}" for n, c in FLOOR_VARIANTS.items()]
     status = subprocess.run(command).returncode
