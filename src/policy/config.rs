@@ -52,7 +52,7 @@ struct RawConfig {
     #[serde(default)]
     identity: RawIdentity,
     #[serde(default)]
-    tenants: ObjectMap<RawTenant>,
+    tenants: ObjectMap<ListedTenant>,
     default_tenant: Option<RawDefaultTenant>,
     #[serde(default)]
     plans: ObjectMap<RawLimits>,
@@ -197,6 +197,68 @@ fn default_token_cache_size() -> usize {
 struct RawTokenSource {
     header: String,
     prefix: Option<String>,
+}
+
+/// A listed tenant as read into the document's list of tenants, before it is compiled: the
+/// list of 10,000 tenants grows by doubling while serde reads it, and what it peaks at stays
+/// with the VM, so a tenant with nothing but a status, providers and a plan (most) takes 28
+/// bytes there (wasm32), and only one with more takes a whole [`RawTenant`] (104), boxed.
+#[derive(Deserialize)]
+#[serde(from = "RawTenant")]
+enum ListedTenant {
+    Plain {
+        status: Status,
+        providers: Vec<String>,
+        plan: Option<String>,
+    },
+    Full(Box<RawTenant>),
+}
+
+impl From<RawTenant> for ListedTenant {
+    fn from(t: RawTenant) -> Self {
+        let plain = t.namespace.is_none()
+            && t.limits.is_none()
+            && t.enforcement.is_none()
+            && t.models.is_none()
+            && t.object_prefixes.is_empty()
+            && t.credentials.is_empty()
+            && t.upstream_headers.is_empty()
+            && t.api_keys.is_empty();
+        if plain {
+            ListedTenant::Plain {
+                status: t.status,
+                providers: t.providers,
+                plan: t.plan,
+            }
+        } else {
+            ListedTenant::Full(Box::new(t))
+        }
+    }
+}
+
+impl From<ListedTenant> for RawTenant {
+    fn from(t: ListedTenant) -> Self {
+        match t {
+            ListedTenant::Plain {
+                status,
+                providers,
+                plan,
+            } => RawTenant {
+                status,
+                providers,
+                plan,
+                namespace: None,
+                limits: None,
+                enforcement: None,
+                models: None,
+                object_prefixes: Vec::new(),
+                credentials: ObjectMap::default(),
+                upstream_headers: ObjectMap::default(),
+                api_keys: Vec::new(),
+            },
+            ListedTenant::Full(t) => *t,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -470,6 +532,7 @@ fn compile(raw: RawConfig, text: &[u8]) -> Result<Config, ConfigError> {
     let mut object_prefixes = ObjectMap::default();
     let mut tenant_upstreams = Vec::new();
     for (id, t) in raw.tenants {
+        let t = RawTenant::from(t);
         if !t.credentials.is_empty() || !t.upstream_headers.is_empty() {
             tenant_upstreams.push(RawTenantUpstream {
                 tenant: id.clone(),
