@@ -23,7 +23,15 @@ WASM := target/tenant_guard.wasm
 # wasm-opt may use these and no others.
 WASM_FEATURES := --enable-bulk-memory --enable-multivalue --enable-mutable-globals \
 	--enable-nontrapping-float-to-int --enable-reference-types --enable-sign-ext
-WASM_OPT_FLAGS := --strip-debug --strip-producers -Oz $(WASM_FEATURES)
+# Before -Oz: functions that are the same, or differ only in constants, become one (drop and Vec
+# code per element type, p384's two copies of its field multiplication). --low-memory-unused
+# lets it fold an added constant into a load's or store's offset, which differs only when
+# pointer + constant wraps past 4 GiB into the low 1 KiB (no valid pointer does: the stack ends
+# at address 0 and data starts at 1 MiB).
+# After -Oz (which would fold them back): a large constant used repeatedly in a function is set
+# once in a local at its start.
+WASM_OPT_FLAGS := --strip-debug --strip-producers --low-memory-unused \
+	--duplicate-function-elimination --merge-similar-functions -Oz --const-hoisting $(WASM_FEATURES)
 # The OCI image layout `make oci` writes (the .wasm as its layer, for Istio and Envoy Gateway).
 OCI_DIR := target/oci
 # The tests take the module and the image from here.
