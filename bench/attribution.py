@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -178,18 +179,24 @@ def main():
 
 
 def report(results, workloads):
-    medians = results["medians"]
+    """Per workload, what each effect costs: the unchanged module's Envoy CPU per request minus
+    the variant's, round by round (both measured in the same round), as the median of the
+    rounds and their range."""
+    runs = results["runs"]
 
     def cpu(workload, setup):
-        m = medians.get(f"{workload}/{setup}")
-        return m["cpu_us"] if m else None
+        return [r["cpu_us"] for r in runs.get(f"{workload}/{setup}", [])]
 
     def cell(workload, setup, against):
-        x, y = cpu(workload, setup), cpu(workload, against)
-        return "-" if x is None or y is None else f"{y - x:+.1f} µs"
+        pairs = list(zip(cpu(workload, against), cpu(workload, setup)))
+        if not pairs:
+            return "-"
+        diffs = sorted(a - b for a, b in pairs)
+        return f"{statistics.median(diffs):+.1f} µs ({diffs[0]:+.0f}..{diffs[-1]:+.0f})"
 
-    print("\nWhat each host effect costs Envoy per request: the unchanged module's Envoy CPU "
-          "per request minus the variant's (medians; positive: the effect costs that much)")
+    print("\nWhat each host effect costs Envoy per request: the unchanged module's Envoy CPU per "
+          "request minus the variant's, paired round by round (median of the rounds, and their "
+          "range; positive: the effect costs that much)")
     rows = [["tenant-guard (unchanged) adds over passthrough"]
             + [cell(w, "passthrough", "variant-unchanged") for w in workloads],
             ["the floor adds over passthrough"]
@@ -198,8 +205,8 @@ def report(results, workloads):
         if name != "unchanged":
             rows.append([what] + [cell(w, f"variant-{name}", "variant-unchanged")
                                   for w in workloads])
-    rows.append(["the rewrite itself (shipped module minus unchanged)"]
-                + [cell(w, "variant-unchanged", "tenant-guard") for w in workloads])
+    rows.append(["the rewrite itself (unchanged minus the shipped module)"]
+                + [cell(w, "tenant-guard", "variant-unchanged") for w in workloads])
     rows.append(["floor: 6 header reads one by one, against its 2"]
                 + [cell(w, "floor", "floor-six-reads") for w in workloads])
     rows.append(["floor: 6 headers in one get_header_map_pairs, against its 2 reads"]
