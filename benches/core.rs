@@ -22,7 +22,8 @@ use tenant_guard::policy::identity::{
 use tenant_guard::policy::jwks::KeySet;
 use tenant_guard::policy::namespace;
 use tenant_guard::policy::quota::{self, Actual, Demand, QuotaState};
-use tenant_guard::policy::record::{Record, RequestInfo, StateFields};
+use tenant_guard::policy::record::{Record, RequestInfo};
+use tenant_guard::policy::state_fields::StateFields;
 use tenant_guard::policy::token_cache::TokenCache;
 use tenant_guard::policy::usage::{self, JsonUsage, SseUsage};
 

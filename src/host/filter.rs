@@ -25,7 +25,8 @@ use crate::policy::models::ModelRule;
 use crate::policy::plan::{Enforcement, Limits};
 use crate::policy::quota::{self, Demand, Refusal, Reservation, WindowStatus};
 use crate::policy::ratelimit;
-use crate::policy::record::{Record, RequestInfo, StateFields};
+use crate::policy::record::{Record, RequestInfo};
+use crate::policy::state_fields::StateFields;
 use crate::policy::stream::{
     self, CacheScope, Event, Flow, HeaderMode, Point, Rules, Setup, Stream, UserQuotas,
 };

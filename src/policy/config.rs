@@ -34,8 +34,8 @@ use crate::policy::object_map::ObjectMap;
 use crate::policy::plan::{
     check_limits, finish_limits, with_tenant_models, Enforcement, Limits, RawLimits,
 };
-use crate::policy::record::StateFields;
 use crate::policy::secret::Named;
+use crate::policy::state_fields::StateFields;
 use crate::policy::tenant::{
     check_default_namespaces, check_listed_namespaces, is_valid_tenant_id,
     parse_namespace_template, DefaultTenant, Status, Tenant, Tenants,

@@ -35,6 +35,7 @@ pub mod record;
 pub mod rfc3339;
 pub mod secret;
 pub mod sorted;
+pub mod state_fields;
 pub mod stream;
 pub mod structpb;
 pub mod tenant;
