@@ -392,11 +392,10 @@ fn run(books: &mut Books, variant: Variant, steps: &[Step]) -> u64 {
                     response_headers: vec![],
                 };
                 let answer = (step != Step::ServiceFailed).then_some(answer);
-                let effects = stream.on(
-                    Event::CallAnswered {
-                        quota: ratelimit::Quota::tenant(ratelimit::Usage::Requests),
-                        answer: answer.as_ref(),
-                    },
+                let effects = answered(
+                    &mut stream,
+                    ratelimit::Quota::tenant(ratelimit::Usage::Requests),
+                    answer.as_ref(),
                     &rules,
                 );
                 if effects.refuse.is_some() && settled.is_none() {
@@ -653,6 +652,26 @@ fn interleaved_streams_share_one_set_of_counters_exactly() {
 
 // === The table, line by line ===
 
+/// The stream's effects of the rate-limit service's answer for `quota`.
+fn answered(
+    stream: &mut Stream,
+    quota: ratelimit::Quota,
+    answer: Option<&ServiceAnswer>,
+    rules: &Rules<'_>,
+) -> Effects {
+    stream.on(Event::CallAnswered { quota, answer }, rules)
+}
+
+/// An answer of the rate-limit service without headers or remaining counts.
+fn service_answer(verdict: Verdict, reset_after: Option<u64>) -> ServiceAnswer {
+    ServiceAnswer {
+        verdict,
+        reset_after,
+        limit_remaining: None,
+        response_headers: vec![],
+    }
+}
+
 fn rules_without_global() -> (UsageRules, Pricing) {
     (usage_rules(), pricing())
 }
@@ -804,11 +823,10 @@ fn a_refused_request_is_settled_with_nothing_and_ignores_its_own_reply() {
     let _ = stream.on(Event::CallSent, &rules);
     let _ = stream.on(Event::CallSent, &rules);
     assert_eq!(stream.request_flow(Point::Headers), Flow::Pause);
-    let effects = stream.on(
-        Event::CallAnswered {
-            quota: ratelimit::Quota::tenant(ratelimit::Usage::Requests),
-            answer: None,
-        },
+    let effects = answered(
+        &mut stream,
+        ratelimit::Quota::tenant(ratelimit::Usage::Requests),
+        None,
         &rules,
     );
     let refusal = effects.refuse.unwrap();
@@ -829,11 +847,10 @@ fn a_refused_request_is_settled_with_nothing_and_ignores_its_own_reply() {
     assert_eq!(effects, Effects::default());
     assert_eq!(stream.on(Event::Log, &rules), Effects::default());
     // The other call's answer changes nothing.
-    let late = stream.on(
-        Event::CallAnswered {
-            quota: ratelimit::Quota::tenant(ratelimit::Usage::Tokens),
-            answer: None,
-        },
+    let late = answered(
+        &mut stream,
+        ratelimit::Quota::tenant(ratelimit::Usage::Tokens),
+        None,
         &rules,
     );
     assert_eq!(late, Effects::default());
@@ -850,23 +867,17 @@ fn the_services_answer_resumes_the_request_once_nothing_else_holds_it() {
         isolation: &ISOLATION,
         owners: &Nobody,
     };
-    let ok = ServiceAnswer {
-        verdict: Verdict::Ok,
-        reset_after: None,
-        limit_remaining: None,
-        response_headers: vec![],
-    };
+    let ok = service_answer(Verdict::Ok, None);
     // Headers held for the body and for two calls: only the body's end lets them go.
     let (mut stream, _) = Stream::admit(setup(true, true), &rules);
     let _ = stream.on(Event::CallSent, &rules);
     let _ = stream.on(Event::CallSent, &rules);
     assert_eq!(stream.request_flow(Point::Headers), Flow::Pause);
     for usage in [ratelimit::Usage::Requests, ratelimit::Usage::Tokens] {
-        let effects = stream.on(
-            Event::CallAnswered {
-                quota: ratelimit::Quota::tenant(usage),
-                answer: Some(&ok),
-            },
+        let effects = answered(
+            &mut stream,
+            ratelimit::Quota::tenant(usage),
+            Some(&ok),
             &rules,
         );
         assert!(!effects.resume, "the body is still awaited");
@@ -878,11 +889,10 @@ fn the_services_answer_resumes_the_request_once_nothing_else_holds_it() {
     let (mut stream, _) = Stream::admit(setup(true, false), &rules);
     let _ = stream.on(Event::CallSent, &rules);
     assert_eq!(stream.request_flow(Point::Headers), Flow::Pause);
-    let effects = stream.on(
-        Event::CallAnswered {
-            quota: ratelimit::Quota::tenant(ratelimit::Usage::Requests),
-            answer: Some(&ok),
-        },
+    let effects = answered(
+        &mut stream,
+        ratelimit::Quota::tenant(ratelimit::Usage::Requests),
+        Some(&ok),
         &rules,
     );
     assert!(effects.resume);
@@ -910,11 +920,10 @@ fn over_limit_answers_become_429s_with_the_services_reset_and_known_headers() {
             ("set-cookie".into(), "evil".into()),
         ],
     };
-    let effects = stream.on(
-        Event::CallAnswered {
-            quota: ratelimit::Quota::tenant(ratelimit::Usage::Tokens),
-            answer: Some(&answer),
-        },
+    let effects = answered(
+        &mut stream,
+        ratelimit::Quota::tenant(ratelimit::Usage::Tokens),
+        Some(&answer),
         &rules,
     );
     let refusal = effects.refuse.unwrap();
@@ -939,11 +948,10 @@ fn a_failing_service_with_failure_mode_allow_lets_the_request_on_and_says_so() {
     let (mut stream, _) = Stream::admit(setup(false, true), &rules);
     let _ = stream.on(Event::CallSent, &rules);
     assert_eq!(stream.request_flow(Point::Headers), Flow::Pause);
-    let effects = stream.on(
-        Event::CallAnswered {
-            quota: ratelimit::Quota::tenant(ratelimit::Usage::Requests),
-            answer: None,
-        },
+    let effects = answered(
+        &mut stream,
+        ratelimit::Quota::tenant(ratelimit::Usage::Requests),
+        None,
         &rules,
     );
     assert_eq!(
@@ -1706,17 +1714,11 @@ fn users_quotas_are_asked_beside_the_tenants_and_their_refusals_name_the_user() 
         let _ = stream.on(Event::CallSent, &rules);
     }
     assert_eq!(stream.request_flow(Point::Headers), Flow::Pause);
-    let ok = ServiceAnswer {
-        verdict: Verdict::Ok,
-        reset_after: None,
-        limit_remaining: None,
-        response_headers: vec![],
-    };
-    let effects = stream.on(
-        Event::CallAnswered {
-            quota: ratelimit::Quota::user(ratelimit::Usage::Requests),
-            answer: Some(&ok),
-        },
+    let ok = service_answer(Verdict::Ok, None);
+    let effects = answered(
+        &mut stream,
+        ratelimit::Quota::user(ratelimit::Usage::Requests),
+        Some(&ok),
         &rules,
     );
     assert_eq!(
@@ -1732,23 +1734,16 @@ fn users_quotas_are_asked_beside_the_tenants_and_their_refusals_name_the_user() 
         ratelimit::Quota::tenant(ratelimit::Usage::Tokens),
         ratelimit::Quota::user(ratelimit::Usage::Tokens),
     ] {
-        let effects = stream.on(
-            Event::CallAnswered {
-                quota,
-                answer: Some(&ok),
-            },
-            &rules,
-        );
+        let effects = answered(&mut stream, quota, Some(&ok), &rules);
         assert!(
             !effects.resume,
             "the tenant's request counter is still asked"
         );
     }
-    let effects = stream.on(
-        Event::CallAnswered {
-            quota: ratelimit::Quota::tenant(ratelimit::Usage::Requests),
-            answer: Some(&ok),
-        },
+    let effects = answered(
+        &mut stream,
+        ratelimit::Quota::tenant(ratelimit::Usage::Requests),
+        Some(&ok),
         &rules,
     );
     assert!(effects.resume);
@@ -1757,17 +1752,11 @@ fn users_quotas_are_asked_beside_the_tenants_and_their_refusals_name_the_user() 
     for _ in 0..3 {
         let _ = stream.on(Event::CallSent, &rules);
     }
-    let over = ServiceAnswer {
-        verdict: Verdict::OverLimit,
-        reset_after: Some(7),
-        limit_remaining: None,
-        response_headers: vec![],
-    };
-    let effects = stream.on(
-        Event::CallAnswered {
-            quota: ratelimit::Quota::user(ratelimit::Usage::Tokens),
-            answer: Some(&over),
-        },
+    let over = service_answer(Verdict::OverLimit, Some(7));
+    let effects = answered(
+        &mut stream,
+        ratelimit::Quota::user(ratelimit::Usage::Tokens),
+        Some(&over),
         &rules,
     );
     let refusal = effects.refuse.unwrap();
@@ -1777,11 +1766,10 @@ fn users_quotas_are_asked_beside_the_tenants_and_their_refusals_name_the_user() 
     assert_eq!(refusal.detail, "rate-limit service: user_tokens over limit");
 
     let (mut stream, _) = Stream::admit(with_user_quotas(false), &rules);
-    let effects = stream.on(
-        Event::CallAnswered {
-            quota: ratelimit::Quota::user(ratelimit::Usage::Requests),
-            answer: Some(&over),
-        },
+    let effects = answered(
+        &mut stream,
+        ratelimit::Quota::user(ratelimit::Usage::Requests),
+        Some(&over),
         &rules,
     );
     assert!(!effects.ask.requests, "the tenant's counter is not asked");
@@ -1794,11 +1782,10 @@ fn users_quotas_are_asked_beside_the_tenants_and_their_refusals_name_the_user() 
     let (mut stream, _) = Stream::admit(with_user_quotas(false), &rules);
     let _ = stream.on(Event::CallSent, &rules);
     let _ = stream.on(Event::Log, &rules);
-    let effects = stream.on(
-        Event::CallAnswered {
-            quota: ratelimit::Quota::user(ratelimit::Usage::Requests),
-            answer: Some(&ok),
-        },
+    let effects = answered(
+        &mut stream,
+        ratelimit::Quota::user(ratelimit::Usage::Requests),
+        Some(&ok),
         &rules,
     );
     assert!(!effects.ask.requests && !effects.resume);
