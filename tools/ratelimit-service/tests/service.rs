@@ -491,26 +491,16 @@ async fn shipped_limitador_limits_are_valid_and_hold() {
         ];
         request(vec![RateLimitDescriptor::from_pairs(entries)], hits)
     };
-    assert_eq!(
-        code_of(&ch, user("user_requests", "alice", 20)).await,
-        Code::Ok
-    );
-    assert_eq!(
-        code_of(&ch, user("user_requests", "alice", 1)).await,
-        Code::OverLimit
-    );
-    assert_eq!(
-        code_of(&ch, user("user_requests", "bob", 20)).await,
-        Code::Ok
-    );
-    assert_eq!(
-        code_of(&ch, user("user_tokens", "alice", 25_000)).await,
-        Code::Ok
-    );
-    assert_eq!(
-        code_of(&ch, user("user_tokens", "alice", 1)).await,
-        Code::OverLimit
-    );
+    for (usage, name, hits, expected) in [
+        ("user_requests", "alice", 20, Code::Ok),
+        ("user_requests", "alice", 1, Code::OverLimit),
+        ("user_requests", "bob", 20, Code::Ok),
+        ("user_tokens", "alice", 25_000, Code::Ok),
+        ("user_tokens", "alice", 1, Code::OverLimit),
+    ] {
+        let got = code_of(&ch, user(usage, name, hits)).await;
+        assert_eq!(got, expected, "{usage} of {name}, {hits} hits");
+    }
     // The users' calls left the tenant's own counter untouched.
     assert_eq!(
         code_of(&ch, plan("requests", "pro", "initech", 60)).await,
