@@ -222,7 +222,7 @@ impl Record {
         if let Some(auth) = self.auth.filter(|_| self.auth_state) {
             state.push(("auth", auth.to_string()));
         }
-        state.retain(|(key, _)| fields.has(key));
+        fields.select(&mut state);
         state
     }
 
@@ -250,7 +250,7 @@ impl Record {
         if let Some(source) = self.usage_source {
             state.push(("usage_source", source.to_string()));
         }
-        state.retain(|(key, _)| fields.has(key));
+        fields.select(&mut state);
         state
     }
 

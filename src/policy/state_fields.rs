@@ -42,11 +42,19 @@ impl StateFields {
     pub const ALL: StateFields = StateFields(u16::MAX);
 
     /// Whether the field named `key` is set.
-    pub(crate) fn has(self, key: &str) -> bool {
+    fn has(self, key: &str) -> bool {
         StateField::WORDS
             .iter()
             .position(|word| *word == key)
             .is_some_and(|bit| self.0 & (1 << bit) != 0)
+    }
+
+    /// Drops the entries of the fields not set (nothing to look up with every field set, the
+    /// default).
+    pub(crate) fn select(self, entries: &mut Vec<(&'static str, String)>) {
+        if self != StateFields::ALL {
+            entries.retain(|(key, _)| self.has(key));
+        }
     }
 
     /// Whether no field is set.
