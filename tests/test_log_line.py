@@ -3,6 +3,7 @@ no record line reaches the Envoy log, while the access log still has every filte
 of the record (usage and cost included, for a stream the client left too) and the audit lines
 are written to both of their carriers; with it, the line is there."""
 
+import json
 import re
 
 import pytest
@@ -12,7 +13,9 @@ from harness.audit import audit_event, audit_lines
 from harness.keys import claims, mint
 from harness.plugin_config import gateway_config, tenant
 from harness.records import RECORD_MARKER, filter_record
+from harness.h2client import H2Client
 from harness.wait import wait_for
+from harness.workers import until_every_worker
 
 PRICING = {"models": {"gpt-4o": {"input_per_million": 2.5, "output_per_million": 10.0}}}
 STREAMING = {"model": "gpt-4o", "stream": True,
@@ -96,7 +99,8 @@ def test_with_the_log_line_every_record_is_a_json_line_in_the_envoy_log(gateway_
     assert audit_event(proxy, denied.request_id)["request_id"] == record["request_id"]
 
 
-def test_records_filter_state_sets_only_the_listed_fields(gateway_factory, keys, tokens):
+def test_records_filter_state_sets_only_the_listed_fields(gateway_factory, keys, tokens,
+                                                          upstream):
     config = gateway_config(keys, {"acme": tenant(), "initech": tenant(status="suspended")},
                             pricing=PRICING, isolation={"prompt_cache": "off"})
     config["records"] = {"filter_state": ["decision", "tenant", "input_tokens"]}
@@ -118,3 +122,31 @@ def test_records_filter_state_sets_only_the_listed_fields(gateway_factory, keys,
     record = filter_record(proxy, allowed.request_id)
     assert (record["user"], record["output_tokens"], record["cost_usd"]) == \
         ("alice", 200, "0.0045"), record
+
+    def only_listed(request_id, input_tokens):
+        line = proxy.access_log_entry(request_id)
+        assert (line["decision"], line["tenant"], line["input_tokens"]) == \
+            ("allow", "acme", input_tokens), line
+        assert [f for f in unlisted if line[f] is not None] == [], line
+
+    # HTTP/2, the body in pieces ended by request trailers.
+    h2 = H2Client(proxy.listener_port).request(
+        body=json.dumps({"model": "gpt-4o", "messages": []}).encode(), token=tokens["acme"],
+        pieces=3, trailers=[("x-trailer", "1")],
+        headers=list(answer("openai-json", in_=30, out=4).items()))
+    assert h2.status == 200, h2
+    only_listed(h2.request_id, "30")
+    # A stream the client leaves before its usage: the estimate's listed fields only.
+    stream = proxy.client.open_stream(token=tokens["acme"], body=STREAMING,
+                                      headers=answer("openai-sse", in_=40, out=30, chunks=12,
+                                                     hold_after=5))
+    upstream.leave_when_held(stream)
+    line = proxy.access_log_entry(stream.request_id, timeout=20)
+    assert line["decision"] == "allow" and line["input_tokens"].isdigit(), line
+    assert [f for f in unlisted if line[f] is not None] == [], line
+    # Every worker reads the list from its own copy of the policy.
+    until_every_worker(
+        proxy,
+        lambda: proxy.client.chat(token=tokens["acme"], body={"model": "gpt-4o", "messages": []},
+                                  headers=answer("openai-json", in_=7, out=1)),
+        lambda resp: only_listed(resp.request_id, "7"))
