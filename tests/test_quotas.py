@@ -20,6 +20,7 @@ from harness import bootstrap as bs
 from harness.answers import answer
 from harness.client import new_request_id
 from harness.expect import assert_denied
+from harness.h2client import H2Client
 from harness.keys import claims, mint
 from harness.limits import (LONG, LONGER, assert_quota_denied, decision_seconds, remaining,
                             wait_clear_of_month_edge)
@@ -525,6 +526,60 @@ def test_error_answer_without_usage_is_charged_nothing(gateway_factory, upstream
     after = probe(proxy, token)
     assert remaining(before, "tokens") == remaining(after, "tokens")
     assert remaining(before, "requests") - remaining(after, "requests") == 2
+
+
+def test_a_stored_answer_fetched_again_is_not_charged(gateway_factory, upstream, keys,
+                                                      tokens_for):
+    """`GET /v1/responses/{id}` answers the usage of work charged when it was done: a bodyless
+    GET or DELETE is not metered. Its record and access log carry no usage, and the tenant's
+    tokens stay where they were (its request window still counts it), over HTTP/1.1 and
+    HTTP/2. What has a body is metered whatever its method: a GET with a body, a GET whose
+    HTTP/2 stream ends with an empty DATA frame, and a bodyless POST are charged what their
+    answers report."""
+    config = gateway_config(keys, {"acme": tenant(limits={
+        "tokens": windows((100000, LONG)), "requests": windows((1000, LONG))})},
+        pricing={"default": {"input_per_million": 1.0, "output_per_million": 3.0}})
+    proxy = gateway_factory(config, name="stored-answers")
+    token = tokens_for("acme")
+    reported = answer("responses-json", in_=1000, out=50)
+    created = proxy.client.post("/v1/responses", token=token, headers=reported,
+                                body={"model": "gpt-4o", "input": "hi"})
+    assert created.status == 200, created
+    stored = f"/v1/responses/{created.json()['id']}"
+    h2 = H2Client(proxy.listener_port)
+    unmetered = [
+        lambda: proxy.client.get(stored, token=token, headers=reported),
+        lambda: h2.request("GET", stored, token=token, headers=reported),
+        lambda: proxy.client.request("DELETE", stored, token=token, headers=reported),
+    ]
+    for send in unmetered:
+        before = probe(proxy, token)
+        resp = send()
+        assert resp.status == 200, resp
+        assert upstream.received(resp.request_id).method in ("GET", "DELETE")
+        record = filter_record(proxy, resp.request_id)
+        assert record["decision"] == "allow", record
+        assert not {"input_tokens", "output_tokens", "usage_source", "cost_usd",
+                    "model"} & record.keys(), record
+        after = probe(proxy, token)
+        assert remaining(before, "tokens") == remaining(after, "tokens")
+        assert remaining(before, "requests") - remaining(after, "requests") == 2
+    access = proxy.access_log_entry(resp.request_id)
+    assert access["input_tokens"] in (None, "-"), access
+    metered = [
+        lambda: proxy.client.get(stored, token=token, headers=reported, body={"include": []}),
+        lambda: h2.request("GET", stored, token=token, headers=reported, body=b""),
+        lambda: proxy.client.post(f"{stored}/cancel", token=token, headers=reported),
+    ]
+    for send in metered:
+        before = probe(proxy, token)
+        resp = send()
+        assert resp.status == 200, resp
+        record = filter_record(proxy, resp.request_id)
+        assert (record["usage_source"], record["input_tokens"], record["output_tokens"]) == \
+            ("json", 1000, 50), record
+        after = probe(proxy, token)
+        assert remaining(before, "tokens") - remaining(after, "tokens") == 1050
 
 
 def test_json_answer_larger_than_max_body_bytes_is_still_metered(gateway_factory, upstream,

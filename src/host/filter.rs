@@ -221,8 +221,9 @@ impl Filter {
             Some(sent) => sent.clone(),
             None => String::from_utf8_lossy(request.path).into_owned(),
         };
-        // Only a request whose body may name objects or a cache key asks what its body is.
-        let json_body = (admission.objects.is_some() || admission.cache_scope.is_some())
+        // Only a body that may name objects or a cache key is asked what it is.
+        let json_body = !end_of_stream
+            && (admission.objects.is_some() || admission.cache_scope.is_some())
             && request_header("content-type").is_none_or(|t| {
                 String::from_utf8_lossy(&t)
                     .to_ascii_lowercase()
@@ -556,7 +557,11 @@ impl HttpContext for Filter {
             .flatten()
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
             .unwrap_or(0);
-        let content_type = lossy(abi::header(map, "content-type").ok().flatten());
+        let content_type = if admitted.stream.reads_response() {
+            lossy(abi::header(map, "content-type").ok().flatten())
+        } else {
+            String::new()
+        };
         self.event(Event::ResponseHeaders {
             status,
             content_type: &content_type,

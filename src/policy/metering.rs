@@ -323,6 +323,15 @@ fn is_aws_event_stream(api: Option<ProviderApi>, content_type: &str) -> bool {
         })
 }
 
+/// Whether a request's answer is metered (read for usage, recorded and charged). A request
+/// without a body whose method only reads or removes (`GET`, `HEAD`, `DELETE`, `OPTIONS`, as
+/// spelled) spends no tokens: what its answer reports is the usage of earlier work
+/// (`GET /v1/responses/{id}`, `GET /v1/batches/{id}`), charged when that work was done. Any
+/// other request is metered, whatever its method.
+pub fn meters(method: &str, body_follows: bool) -> bool {
+    body_follows || !matches!(method, "GET" | "HEAD" | "DELETE" | "OPTIONS")
+}
+
 /// Whether a request's body may get `stream_options.include_usage` added, so its length may
 /// change. The one predicate for both stages: decided from the headers, obeyed at the body.
 pub fn may_add_stream_usage(rules: &UsageRules, method: &str, path: &str) -> bool {

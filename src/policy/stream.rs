@@ -185,6 +185,8 @@ pub struct Stream {
     phase: Phase,
     held: Option<Reservation>,
     meter: Meter,
+    /// The answer is read for usage and charged ([`metering::meters`]).
+    metered: bool,
     body: Body,
     /// The request headers wait for the body (they have not gone upstream yet).
     headers_held: bool,
@@ -290,6 +292,7 @@ impl Stream {
             phase: Phase::Admitted,
             held: setup.held,
             meter: Meter::new(held_demand, setup.content_length, path_api),
+            metered: metering::meters(setup.method, setup.body_follows),
             body: Body::Awaited,
             headers_held,
             body_may_change,
@@ -460,8 +463,14 @@ impl Stream {
         }
         match &self.listing {
             Some(listing) => end || size > listing.max_bytes(),
-            None => !self.phase.is_settled(),
+            None => self.reads_response() && !self.phase.is_settled(),
         }
+    }
+
+    /// Whether the response's `content-type` and body are read as they pass: for its usage, or
+    /// for the id of the object it creates.
+    pub fn reads_response(&self) -> bool {
+        (self.metered || self.creates.is_some()) && !self.refused
     }
 
     /// Whether a response body is being held (a listing to filter).
@@ -811,7 +820,9 @@ impl Stream {
         if !self.phase.is_settled() {
             self.phase = Phase::ResponseStarted;
         }
-        self.meter.response_started(content_type);
+        if self.reads_response() {
+            self.meter.response_started(content_type);
+        }
         Effects {
             drop_response_length: self.listing.is_some(),
             private_cache: self.private_cache,
@@ -898,11 +909,12 @@ impl Stream {
             complete: end == Phase::Ended,
         };
         let held = self.held.map_or(self.meter.demand(), |r| r.demand);
-        let outcome = self.meter.outcome(rules.pricing, answer, held);
-        let debit_tokens = if rules.global.is_some() {
-            outcome.charge.tokens
-        } else {
-            0
+        let outcome = self
+            .metered
+            .then(|| self.meter.outcome(rules.pricing, answer, held));
+        let debit_tokens = match &outcome {
+            Some(outcome) if rules.global.is_some() => outcome.charge.tokens,
+            _ => 0,
         };
         // The provider keeps what a successful answer created, also when the stream was cut.
         let answered_ok = self.status.is_some_and(|s| (200..300).contains(&s));

@@ -317,8 +317,10 @@ impl Filter {
         if settlement.phase == stream::Phase::Refused {
             return;
         }
+        let Some(outcome) = &settlement.outcome else {
+            return;
+        };
         let tenant = Some(admitted.tenant.as_str());
-        let outcome = &settlement.outcome;
         if let Some(usage) = outcome.usage {
             worker.stats.add(tenant, "input_tokens", usage.input_tokens);
             worker

@@ -603,3 +603,30 @@ fn bedrock_converse_json_is_priced_at_the_path_model() {
         10 * 800_000 + 2 * 4_000_000
     );
 }
+
+#[test]
+fn only_requests_that_can_spend_tokens_are_metered() {
+    // (method, a body follows the headers, metered)
+    let cases = [
+        ("POST", true, true),
+        ("POST", false, true), // a bodyless POST may still start work
+        ("PUT", true, true),
+        ("PATCH", false, true),
+        ("GET", false, false), // GET /v1/responses/{id}: the usage of work charged already
+        ("HEAD", false, false),
+        ("DELETE", false, false),
+        ("OPTIONS", false, false),
+        ("GET", true, true), // a body is read and charged, whatever the method
+        ("DELETE", true, true),
+        ("get", false, true), // methods are case-sensitive: an odd spelling is metered
+        ("Get", false, true),
+        ("", false, true),
+    ];
+    for (method, body_follows, metered) in cases {
+        assert_eq!(
+            meters(method, body_follows),
+            metered,
+            "{method:?} body {body_follows}"
+        );
+    }
+}

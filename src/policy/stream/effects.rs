@@ -115,7 +115,9 @@ pub enum Point {
 pub struct Settlement {
     /// What the tenant's counters hold for the request; `None` when it has no quotas.
     pub reservation: Option<Reservation>,
-    pub outcome: Outcome,
+    /// What the request used and is charged; `None` when it is not metered
+    /// ([`crate::policy::metering::meters`]): nothing is charged or recorded of its usage.
+    pub outcome: Option<Outcome>,
     /// The id of a provider-side object the answer created: its owner is this tenant.
     pub created: Option<String>,
     /// The tokens to debit at the rate-limit service (0: none).
@@ -128,7 +130,9 @@ pub struct Settlement {
 
 impl Settlement {
     pub fn charge(&self) -> Actual {
-        self.outcome.charge
+        self.outcome
+            .as_ref()
+            .map_or(Actual::default(), |o| o.charge)
     }
 }
 

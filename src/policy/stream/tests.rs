@@ -1862,3 +1862,62 @@ fn leased_credit_is_the_tenants_and_never_asks_about_users() {
     let (_, effects) = Stream::admit(with_user_quotas(false), &rules);
     assert_eq!(effects.ask, Ask::default());
 }
+
+/// A bodyless GET whose answer reports usage (a stored response fetched again) is neither read
+/// nor charged: its settlement has no outcome; a POST with the same answer is charged.
+#[test]
+fn a_bodyless_get_is_not_metered_whatever_its_answer_reports() {
+    let (usage, pricing) = rules_without_global();
+    let rules = local_rules(&usage, &pricing);
+    let settle = |method: &'static str, body_follows: bool| {
+        let mut books = Books::new();
+        let held = books.admit(Demand::default());
+        let (mut stream, _) = Stream::admit(
+            Setup {
+                method,
+                path: "/v1/responses/resp_1",
+                held: Some(held),
+                ..setup(body_follows, true)
+            },
+            &rules,
+        );
+        if body_follows {
+            let _ = stream.on(Event::RequestBody(b"{}"), &rules);
+        }
+        let _ = stream.on(
+            Event::ResponseHeaders {
+                status: 200,
+                content_type: "application/json",
+            },
+            &rules,
+        );
+        let reads = stream.reads_response();
+        assert_eq!(
+            stream.wants_response_bytes(USAGE.len(), true),
+            reads,
+            "{method}"
+        );
+        let effects = stream.on(
+            Event::ResponseData {
+                chunk: reads.then_some(USAGE),
+                size: USAGE.len(),
+                end: true,
+            },
+            &rules,
+        );
+        (reads, effects.settle.unwrap())
+    };
+    let (reads, got) = settle("GET", false);
+    assert!(!reads);
+    assert_eq!((got.charge(), got.outcome), (Actual::default(), None));
+    let (reads, deleted) = settle("DELETE", false);
+    assert!(!reads);
+    assert_eq!(deleted.outcome, None);
+    for (method, body_follows) in [("POST", false), ("GET", true)] {
+        let (reads, charged) = settle(method, body_follows);
+        assert!(reads, "{method}");
+        assert_eq!(charged.charge().tokens, USAGE_TOKENS, "{method}");
+        let outcome = charged.outcome.unwrap();
+        assert_eq!(outcome.source, crate::policy::usage::UsageSource::Json);
+    }
+}
