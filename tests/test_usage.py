@@ -400,6 +400,28 @@ def test_usage_is_metered_for_clients_that_accept_gzip(usage_envoy, upstream, ac
         (321, 45, "json"), record
 
 
+def test_only_answers_the_gateway_reads_are_asked_for_uncompressed(usage_envoy, upstream,
+                                                                    acme):
+    """The gateway removes accept-encoding where it reads the answer (its usage; a listing it
+    cuts to the tenant's own), so the upstream answers uncompressed. An answer it does not
+    read (a bodyless GET of one object) keeps the client's accept-encoding."""
+    gzip_ok = {"accept-encoding": "gzip, deflate"}
+    created = usage_envoy.client.post("/v1/responses", token=acme,
+                                      body={"model": "gpt-4o", "input": "hi"},
+                                      headers=dict(answer("responses-json"), **gzip_ok))
+    assert created.status == 200, created
+    assert upstream.received(created.request_id).header("accept-encoding") is None
+    response_id = json.loads(gzip.decompress(created.body) if
+                             created.header("content-encoding") == "gzip" else created.body)["id"]
+    fetched = usage_envoy.client.get(f"/v1/responses/{response_id}", token=acme,
+                                     headers=dict(answer("responses-json"), **gzip_ok))
+    assert fetched.status == 200, fetched
+    assert upstream.received(fetched.request_id).header("accept-encoding") == "gzip, deflate"
+    listed = usage_envoy.client.get("/v1/files", token=acme, headers=gzip_ok)
+    assert listed.status == 200, listed
+    assert upstream.received(listed.request_id).header("accept-encoding") is None
+
+
 CACHE_PRICING = {"models": {
     "gpt-4o": {"input_per_million": 2.5, "output_per_million": 10.0,
                "cached_input_per_million": 1.25},

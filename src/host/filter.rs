@@ -552,15 +552,19 @@ impl HttpContext for Filter {
         if let Some(cap) = admitted.stream.output_cap() {
             let _ = abi::set_header(map, OUTPUT_CAP_HEADER, cap.to_string().as_bytes());
         }
-        let status = abi::header(map, ":status")
-            .ok()
-            .flatten()
-            .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
-            .unwrap_or(0);
-        let content_type = if admitted.stream.reads_response() {
-            lossy(abi::header(map, "content-type").ok().flatten())
+        // What the stream does not read is not asked of Envoy.
+        let (status, content_type) = if admitted.stream.reads_response() {
+            let status = abi::header(map, ":status")
+                .ok()
+                .flatten()
+                .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
+                .unwrap_or(0);
+            (
+                status,
+                lossy(abi::header(map, "content-type").ok().flatten()),
+            )
         } else {
-            String::new()
+            (0, String::new())
         };
         self.event(Event::ResponseHeaders {
             status,

@@ -375,9 +375,6 @@ fn admit(
             header_edits.push(HeaderEdit::Remove(s.header.clone()));
         }
     }
-    // The filter reads the usage in the upstream's answer: ask for it uncompressed (Envoy's
-    // compressor filter, placed before this one, can still compress towards the client).
-    header_edits.push(HeaderEdit::Remove("accept-encoding".into()));
     let place = match placement(config, &bound, facts) {
         Ok(place) => place,
         Err(refusal) => return denial(refusal.reason, refusal.detail),

@@ -340,6 +340,7 @@ impl Stream {
                 user_tokens: users.tokens && !token_check_waits,
             },
             drop_content_length: setup.body_follows && body_may_change && !headers_held,
+            plain_answer: stream.reads_response() || stream.listing.is_some(),
             ..Effects::default()
         };
         if let Some(refused) = path_model {
@@ -468,7 +469,8 @@ impl Stream {
     }
 
     /// Whether the response's `content-type` and body are read as they pass: for its usage, or
-    /// for the id of the object it creates.
+    /// for the id of the object it creates. When not, the shell does not read them, and
+    /// [`Event::ResponseHeaders`] carries status 0 and an empty `content_type`.
     pub fn reads_response(&self) -> bool {
         (self.metered || self.creates.is_some()) && !self.refused
     }

@@ -37,6 +37,9 @@ impl Filter {
             }
             self.execute(more);
         }
+        if effects.plain_answer {
+            let _ = abi::remove_header(MapType::HttpRequestHeaders, "accept-encoding");
+        }
         if effects.drop_content_length {
             let _ = abi::remove_header(MapType::HttpRequestHeaders, "content-length");
         }

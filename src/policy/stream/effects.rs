@@ -149,6 +149,10 @@ pub struct Effects {
     /// Remove the request's `content-length` (a body that may change follows headers that go
     /// on now).
     pub drop_content_length: bool,
+    /// Remove the request's `accept-encoding`: the filter reads the answer (its usage, the id
+    /// it creates, a listing), so it asks for it uncompressed. Envoy's compressor filter,
+    /// placed before this one, can still compress towards the client.
+    pub plain_answer: bool,
     /// Replace the reservation held for the request by one for this demand, then tell the
     /// stream with [`Stream::reserved`](super::Stream::reserved).
     pub reserve: Option<Demand>,

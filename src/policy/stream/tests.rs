@@ -1158,7 +1158,7 @@ mod isolation {
         owners
     }
 
-    fn with_objects(method: &'static str, path: &'static str) -> Setup<'static> {
+    pub(super) fn with_objects(method: &'static str, path: &'static str) -> Setup<'static> {
         Setup {
             method,
             path,
@@ -1920,4 +1920,37 @@ fn a_bodyless_get_is_not_metered_whatever_its_answer_reports() {
         let outcome = charged.outcome.unwrap();
         assert_eq!(outcome.source, crate::policy::usage::UsageSource::Json);
     }
+}
+
+/// An answer the filter reads is asked for uncompressed; one it does not read keeps the
+/// client's `accept-encoding`.
+#[test]
+fn only_answers_the_filter_reads_are_asked_for_uncompressed() {
+    let (usage, pricing) = rules_without_global();
+    let rules = local_rules(&usage, &pricing);
+    let plain = |method: &'static str, path: &'static str, body_follows: bool| {
+        let (_, effects) = Stream::admit(
+            Setup {
+                method,
+                path,
+                ..setup(body_follows, true)
+            },
+            &rules,
+        );
+        effects.plain_answer
+    };
+    assert!(plain("POST", "/v1/chat/completions", true));
+    assert!(plain("POST", "/v1/responses/resp_1/cancel", false));
+    assert!(plain("GET", "/v1/responses/resp_1", true));
+    assert!(!plain("GET", "/v1/responses/resp_1", false));
+    assert!(!plain("DELETE", "/v1/files/file_1", false));
+    // A listing is read to be cut to the tenant's own, whatever its method.
+    let (_, effects) = Stream::admit(
+        Setup {
+            body_follows: false,
+            ..isolation::with_objects("GET", "/v1/files")
+        },
+        &rules,
+    );
+    assert!(effects.plain_answer);
 }
