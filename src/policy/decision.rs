@@ -393,15 +393,15 @@ fn admit(
             Err(refusal) => return denial(refusal.reason, refusal.detail),
         };
         if isolation.provider_objects == ProviderObjects::Owner {
-            let plan = ObjectPlan {
-                route: objects::route(facts.method, &path),
-                owner: objects::owner_digest(&quota_id),
-                prefixes: config
+            let plan = ObjectPlan::new(
+                objects::route(facts.method, &path),
+                &quota_id,
+                config
                     .object_prefixes
                     .get(bound.id)
                     .cloned()
                     .unwrap_or_default(),
-            };
+            );
             if let Some(id) = &plan.route.named {
                 if let Err(refusal) = plan.allows(id, owners) {
                     return denial(refusal.reason, refusal.detail);

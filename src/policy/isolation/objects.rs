@@ -19,6 +19,8 @@
 //!
 //! Paths are matched from their `v1` segment on, so a gateway prefix in front does not matter.
 
+use std::cell::OnceCell;
+
 use serde_json::{Map, Value};
 
 use crate::policy::denial::Reason;
@@ -285,15 +287,33 @@ impl Owners for Remembered {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectPlan {
     pub route: Route,
-    pub owner: OwnerDigest,
+    /// The tenant's quota id, whose digest owns its objects.
+    tenant: String,
+    /// That digest, once an object was looked up (most requests never name one).
+    owner: OnceCell<OwnerDigest>,
     /// Ids the tenant may use though the gateway never saw them created (migration).
     pub prefixes: Vec<String>,
 }
 
 impl ObjectPlan {
+    /// The plan of the tenant whose quota id is `tenant`, for a request on `route`.
+    pub fn new(route: Route, tenant: &str, prefixes: Vec<String>) -> ObjectPlan {
+        ObjectPlan {
+            route,
+            tenant: tenant.to_string(),
+            owner: OnceCell::new(),
+            prefixes,
+        }
+    }
+
     /// Whether the tenant may use `id`; `Err` says why not.
     pub fn allows(&self, id: &str, owners: &dyn Owners) -> Result<(), PathRefusal> {
-        check(id, owners.owner_of(id), &self.owner, &self.prefixes)
+        let recorded = owners.owner_of(id);
+        // The tenant's digest is compared only with a recorded owner.
+        let me = recorded
+            .map(|_| *self.owner.get_or_init(|| owner_digest(&self.tenant)))
+            .unwrap_or_default();
+        check(id, recorded, &me, &self.prefixes)
     }
 }
 

@@ -1142,11 +1142,7 @@ mod isolation {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn plan(method: &str, path: &str) -> ObjectPlan {
-        ObjectPlan {
-            route: route(method, path),
-            owner: owner_digest("acme"),
-            prefixes: vec![],
-        }
+        ObjectPlan::new(route(method, path), "acme", vec![])
     }
 
     fn owners() -> Remembered {

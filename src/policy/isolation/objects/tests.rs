@@ -171,6 +171,29 @@ fn only_the_owner_passes_and_unknown_objects_only_under_the_tenants_prefixes() {
     );
 }
 
+/// A plan decides like [`check`] with its tenant's digest, and computes that digest only once
+/// an object with a recorded owner is looked up (most requests never name one).
+#[test]
+fn a_plan_digests_its_tenant_only_against_a_recorded_owner() {
+    let mut owners = Remembered::default();
+    owners.0.insert("resp_acme".into(), owner_digest("acme"));
+    owners
+        .0
+        .insert("resp_globex".into(), owner_digest("globex"));
+    let plan = ObjectPlan::new(Route::default(), "acme", vec!["file-old".into()]);
+    assert!(plan.allows("file-old1", &owners).is_ok());
+    assert!(plan.allows("resp_unseen", &owners).is_err());
+    assert_eq!(plan.owner.get(), None, "no recorded owner: no digest");
+    assert!(plan.allows("resp_acme", &owners).is_ok());
+    assert_eq!(plan.owner.get(), Some(&owner_digest("acme")));
+    let refused = plan.allows("resp_globex", &owners).unwrap_err();
+    assert!(
+        refused.detail.contains("another tenant"),
+        "{}",
+        refused.detail
+    );
+}
+
 #[test]
 fn listings_keep_the_tenants_objects_and_their_cursors() {
     let body = br#"{"object":"list","data":[{"id":"file-a"},{"id":"file-b"},{"id":"file-c"}],"first_id":"file-a","last_id":"file-c","has_more":false}"#;
