@@ -23,6 +23,49 @@ pub fn set(body: &[u8], path: &[&str], value: &[u8]) -> Result<Vec<u8>, EditErro
     set_in(body, skip_ws(body, 0), path, value)
 }
 
+/// The body with several members of its outermost object set (distinct keys, each to its JSON
+/// text) in one pass: the bytes [`set`] gives when called for each key in turn, so replaced
+/// where they exist, the others inserted after the last member in the order given. The body
+/// must be valid JSON.
+pub fn set_members(body: &[u8], members: &[(&str, &[u8])]) -> Result<Vec<u8>, EditError> {
+    let object = object_members(body, skip_ws(body, 0)).ok_or(EditError::NotAnObject)?;
+    let mut found = vec![false; members.len()];
+    let added: usize = members
+        .iter()
+        .map(|(k, v)| k.len().saturating_add(v.len()))
+        .sum();
+    let mut out = Vec::with_capacity(body.len().saturating_add(added).saturating_add(64));
+    let mut at = 0;
+    for existing in &object.members {
+        let Some((seen, (_, value))) = found
+            .iter_mut()
+            .zip(members)
+            .find(|(_, (key, _))| key_is(body, existing.key, key))
+        else {
+            continue;
+        };
+        if std::mem::replace(seen, true) {
+            return Err(EditError::DuplicateKey);
+        }
+        let (start, end) = existing.value;
+        out.extend_from_slice(body.get(at..start).ok_or(EditError::NotAnObject)?);
+        out.extend_from_slice(value);
+        at = end;
+    }
+    let (insert_at, mut sep): (usize, &[u8]) = match object.members.last() {
+        Some(last) => (last.value.1, b","),
+        None => (object.open.saturating_add(1), b""),
+    };
+    out.extend_from_slice(body.get(at..insert_at).ok_or(EditError::NotAnObject)?);
+    for ((key, value), _) in members.iter().zip(&found).filter(|(_, seen)| !**seen) {
+        out.extend_from_slice(sep);
+        out.extend_from_slice(&member(key, value));
+        sep = b",";
+    }
+    out.extend_from_slice(body.get(insert_at..).ok_or(EditError::NotAnObject)?);
+    Ok(out)
+}
+
 /// `value` inside objects for the keys of `path`: `{"a":{"b":value}}` for `["a", "b"]`.
 fn nested_value(path: &[&str], value: &[u8]) -> Vec<u8> {
     let mut out = value.to_vec();
@@ -33,8 +76,10 @@ fn nested_value(path: &[&str], value: &[u8]) -> Vec<u8> {
 }
 
 fn member(key: &str, value: &[u8]) -> Vec<u8> {
-    let quoted = serde_json::to_vec(key).unwrap_or_default();
-    [quoted.as_slice(), b":", value].concat()
+    let mut member = serde_json::to_vec(key).unwrap_or_default();
+    member.push(b':');
+    member.extend_from_slice(value);
+    member
 }
 
 fn set_in(body: &[u8], open: usize, path: &[&str], value: &[u8]) -> Result<Vec<u8>, EditError> {
@@ -269,5 +314,90 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    fn set_members_str(body: &str, members: &[(&str, &str)]) -> Result<String, EditError> {
+        let members: Vec<(&str, &[u8])> = members.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+        set_members(body.as_bytes(), &members).map(|b| String::from_utf8(b).unwrap())
+    }
+
+    /// `set` for each member in turn, the way `set_members` must answer.
+    fn one_by_one(body: &str, members: &[(&str, &str)]) -> Result<String, EditError> {
+        let mut out = body.as_bytes().to_vec();
+        for (key, value) in members {
+            out = set(&out, &[key], value.as_bytes())?;
+        }
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn several_members_are_set_as_one_set_after_another_would() {
+        let members = [("k", "\"K\""), ("s", "\"S\""), ("u", "\"U\"")];
+        for body in [
+            "{}",
+            "{ }",
+            " {\n}\n",
+            r#"{"a":1}"#,
+            r#"{"u":"x"}"#,
+            r#"{"u":"x","a":[1,{"k":2}]}"#,
+            r#"{ "s" : 1.50 , "a":{"u":0} , "k" : null }"#,
+            r#"{"k":"old","\u0075":"old","s":{"x":[]}}"#,
+            r#"{"a":"}\"k\":","k":[],"b":"{"}"#,
+        ] {
+            assert_eq!(
+                set_members_str(body, &members),
+                one_by_one(body, &members),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            set_members_str(r#"{ "u" : 1, "a" : 2 }"#, &members),
+            Ok(r#"{ "u" : "U", "a" : 2,"k":"K","s":"S" }"#.into())
+        );
+        assert_eq!(set_members_str("{}", &[]), Ok("{}".into()));
+    }
+
+    #[test]
+    fn any_member_set_twice_in_the_body_is_refused() {
+        let members = [("k", "1"), ("s", "2")];
+        for body in [
+            r#"{"k":1,"k":2}"#,
+            r#"{"s":1,"a":0,"\u0073":2}"#,
+            r#"{"k":0,"s":1,"s":1}"#,
+        ] {
+            assert_eq!(
+                set_members_str(body, &members),
+                Err(EditError::DuplicateKey),
+                "{body}"
+            );
+            assert_eq!(one_by_one(body, &members), Err(EditError::DuplicateKey));
+        }
+        // A key the call does not set may repeat, as with `set`.
+        assert_eq!(
+            set_members_str(r#"{"a":1,"a":2}"#, &members),
+            one_by_one(r#"{"a":1,"a":2}"#, &members)
+        );
+    }
+
+    #[test]
+    fn several_members_need_an_object() {
+        for body in ["[]", "\"s\"", "1", "null", ""] {
+            assert_eq!(
+                set_members_str(body, &[("k", "1")]),
+                Err(EditError::NotAnObject),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn several_members_of_a_large_body_are_set_in_place() {
+        let filler = "x".repeat(1 << 20);
+        let body = format!(r#"{{"k":"old","big":"{filler}","z":[{filler:?}]}}"#);
+        let members = [("k", "\"K\""), ("s", "\"S\"")];
+        let out = set_members_str(&body, &members).unwrap();
+        assert_eq!(Ok(out.clone()), one_by_one(&body, &members));
+        assert!(out.starts_with(r#"{"k":"K","big":"xxx"#));
+        assert!(out.ends_with(r#"xx"],"s":"S"}"#));
     }
 }

@@ -13,7 +13,10 @@
 //!
 //! A tag is `tg-` and 32 hex digits of HMAC-SHA-256 under the gateway's isolation key.
 
-use serde_json::{Map, Value};
+use std::fmt;
+
+use hmac_sha256::HMAC;
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::policy::denial::Reason;
 use crate::policy::json_edit::{self, EditError};
@@ -54,23 +57,26 @@ pub struct Scope<'a> {
 /// The body with its cache key and user identifiers scoped to the tenant; `Ok(None)` for a
 /// body that is not a JSON object (the provider refuses it anyway).
 pub fn scope(body: &[u8], api: Api, scope: &Scope<'_>) -> Result<Option<Vec<u8>>, PathRefusal> {
-    let Ok(fields) = crate::policy::json::from_slice::<Map<String, Value>>(body) else {
+    let Ok(fields) = crate::policy::json::from_slice::<Fields>(body) else {
         return Ok(None);
     };
-    let user_tag = json_string(&tag(scope, "user", scope.user.unwrap_or_default()));
+    let tags = Tags {
+        keyed: HMAC::new(scope.key),
+        tenant: scope.tenant,
+    };
+    let user_tag = tags.tag("user", scope.user.unwrap_or_default());
     let edited = match api {
         Api::OpenAi => {
-            let client_key = fields
-                .get("prompt_cache_key")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let cache_tag = json_string(&tag(scope, "cache", client_key));
-            let mut edited = json_edit::set(body, &["prompt_cache_key"], &cache_tag);
-            edited = edited.and_then(|b| json_edit::set(&b, &["safety_identifier"], &user_tag));
-            if fields.contains_key("user") {
-                edited = edited.and_then(|b| json_edit::set(&b, &["user"], &user_tag));
+            let client_key = fields.cache_key.as_deref().unwrap_or_default();
+            let cache_tag = tags.tag("cache", client_key);
+            let mut members = vec![
+                ("prompt_cache_key", cache_tag.as_slice()),
+                ("safety_identifier", user_tag.as_slice()),
+            ];
+            if fields.user {
+                members.push(("user", user_tag.as_slice()));
             }
-            edited
+            json_edit::set_members(body, &members)
         }
         Api::Anthropic => json_edit::set(body, &["metadata", "user_id"], &user_tag),
     };
@@ -85,31 +91,181 @@ pub fn scope(body: &[u8], api: Api, scope: &Scope<'_>) -> Result<Option<Vec<u8>>
     })
 }
 
-/// `tg-` and 32 hex digits of HMAC-SHA-256(key, purpose NUL tenant NUL value).
-pub fn tag(scope: &Scope<'_>, purpose: &str, value: &str) -> String {
-    let message = [
-        purpose.as_bytes(),
-        b"\0",
-        scope.tenant.as_bytes(),
-        b"\0",
-        value.as_bytes(),
-    ]
-    .concat();
-    let mac = hmac_sha256::HMAC::mac(message, scope.key);
-    let mut out = String::from("tg-");
-    for b in mac.iter().take(16) {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+/// The tags of one body: HMAC-SHA-256 keyed once, its state cloned for each tag.
+struct Tags<'a> {
+    keyed: HMAC,
+    tenant: &'a str,
 }
 
-fn json_string(text: &str) -> Vec<u8> {
-    serde_json::to_vec(text).unwrap_or_default()
+impl Tags<'_> {
+    /// A JSON string: `tg-` and 32 hex digits of HMAC-SHA-256(key, purpose NUL tenant NUL
+    /// value).
+    fn tag(&self, purpose: &str, value: &str) -> Vec<u8> {
+        let mut mac = self.keyed.clone();
+        for part in [purpose, "\0", self.tenant, "\0", value] {
+            mac.update(part);
+        }
+        let mut out = Vec::with_capacity(37);
+        out.extend_from_slice(b"\"tg-");
+        for b in mac.finalize().iter().take(16) {
+            out.extend_from_slice(&[hex_digit(b >> 4), hex_digit(b & 0xf)]);
+        }
+        out.push(b'"');
+        out
+    }
+}
+
+/// The lowercase hex digit of a nibble.
+fn hex_digit(nibble: u8) -> u8 {
+    match nibble {
+        0..=9 => b'0'.saturating_add(nibble),
+        _ => b'a'.saturating_add(nibble.saturating_sub(10)),
+    }
+}
+
+/// What a body says of the members the gateway reads: read as `Map<String, Value>` would read
+/// it (the same refusals: UTF-8, escapes, lone surrogates, numbers out of range, nesting
+/// depth, an outermost value that is not an object; the last of duplicate keys wins), keeping
+/// nothing else.
+#[derive(Default)]
+struct Fields {
+    /// `prompt_cache_key`, when a string.
+    cache_key: Option<String>,
+    /// Whether `user` is there.
+    user: bool,
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        let mut fields = Fields::default();
+        while let Some(key) = map.next_key::<Name>()? {
+            match key {
+                Name::CacheKey => {
+                    fields.cache_key = map.next_value_seed(Checked { keep: true })?;
+                }
+                Name::User => {
+                    fields.user = true;
+                    map.next_value_seed(SKIP)?;
+                }
+                Name::Other => {
+                    map.next_value_seed(SKIP)?;
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// An outermost key, decoded.
+enum Name {
+    CacheKey,
+    User,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+struct NameVisitor;
+
+impl Visitor<'_> for NameVisitor {
+    type Value = Name;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Name, E> {
+        Ok(match key {
+            "prompt_cache_key" => Name::CacheKey,
+            "user" => Name::User,
+            _ => Name::Other,
+        })
+    }
+}
+
+/// Any JSON value, read in full as `Value` reads it (not skipped as `IgnoredAny` is: serde_json
+/// then checks no UTF-8, surrogate, number range or depth); a string kept when `keep`.
+#[derive(Clone, Copy)]
+struct Checked {
+    keep: bool,
+}
+
+const SKIP: Checked = Checked { keep: false };
+
+impl<'de> DeserializeSeed<'de> for Checked {
+    type Value = Option<String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = Option<String>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(self.keep.then(|| text.to_owned()))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element_seed(SKIP)?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_key_seed(SKIP)?.is_some() {
+            map.next_value_seed(SKIP)?;
+        }
+        Ok(None)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Map, Value};
     #[cfg(target_family = "wasm")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -191,5 +347,190 @@ mod tests {
         assert_eq!(api("POST", "/v1/messages/batches"), None);
         assert_eq!(api("GET", "/v1/chat/completions"), None);
         assert_eq!(api("POST", "/v1/embeddings"), None);
+    }
+
+    fn scope_of(body: &[u8], api: Api, user: Option<&str>) -> Result<Option<String>, PathRefusal> {
+        let s = Scope {
+            key: &KEY,
+            tenant: "acme",
+            user,
+        };
+        scope(body, api, &s).map(|out| out.map(|b| String::from_utf8(b).unwrap()))
+    }
+
+    #[test]
+    fn tags_are_hmac_sha256_of_purpose_tenant_and_value() {
+        // The tags of KEY, as the gateway has always written them (a change re-buckets every
+        // tenant's prompt cache and renames every end user at the provider).
+        assert_eq!(
+            scope_of(br#"{"prompt_cache_key":"mine"}"#, Api::OpenAi, Some("alice")),
+            Ok(Some(
+                r#"{"prompt_cache_key":"tg-e5bf336b7d8688e8a9e3ba2856821262","safety_identifier":"tg-819c5dc795c15a26236dbe0eb2784994"}"#
+                    .into()
+            ))
+        );
+        assert_eq!(
+            scope_of(b"{}", Api::Anthropic, None),
+            Ok(Some(
+                r#"{"metadata":{"user_id":"tg-3fdfda3a4f24b9566fc861c31d9659e6"}}"#.into()
+            ))
+        );
+        let mac = hmac_sha256::HMAC::mac(b"cache\0acme\0mine", KEY);
+        let hex: String = mac.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "e5bf336b7d8688e8a9e3ba2856821262");
+    }
+
+    #[test]
+    fn members_are_set_in_place_or_appended_every_other_byte_kept() {
+        let out = scope_of(
+            b"{ \"user\" : \"bob\" ,\n \"x\":[1.50, {\"user\":1}] }",
+            Api::OpenAi,
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        let nobody = "tg-3fdfda3a4f24b9566fc861c31d9659e6";
+        let cache = scoped("{}", Api::OpenAi, "acme", None)["prompt_cache_key"].clone();
+        let cache = cache.as_str().unwrap();
+        assert_eq!(
+            out,
+            format!(
+                "{{ \"user\" : \"{nobody}\" ,\n \"x\":[1.50, {{\"user\":1}}],\
+                 \"prompt_cache_key\":\"{cache}\",\"safety_identifier\":\"{nobody}\" }}"
+            )
+        );
+    }
+
+    #[test]
+    fn escaped_spellings_of_the_gateways_keys_are_those_keys() {
+        let plain = scoped(
+            r#"{"prompt_cache_key":"mine","user":"bob"}"#,
+            Api::OpenAi,
+            "acme",
+            None,
+        );
+        let escaped = scoped(
+            r#"{"prompt\u005fcache_key":"mine","\u0075ser":"bob"}"#,
+            Api::OpenAi,
+            "acme",
+            None,
+        );
+        assert_eq!(plain, escaped);
+        assert_eq!(escaped.len(), 3, "{escaped:?}");
+    }
+
+    #[test]
+    fn every_key_the_gateway_sets_is_refused_twice_however_spelled() {
+        for body in [
+            r#"{"prompt_cache_key":"a","prompt\u005fcache_key":"b"}"#,
+            r#"{"user":"a","model":"m","user":"b"}"#,
+            r#"{"\u0075ser":"a","user":"b"}"#,
+            r#"{"safety_identifier":"a","safety_identifier":"b"}"#,
+            r#"{"safety_identifier":"a","safety\u005fidentifier":"b"}"#,
+            r#"{"prompt_cache_key":1,"prompt_cache_key":"b","user":"x"}"#,
+        ] {
+            for user in [None, Some("alice")] {
+                let refused = scope_of(body.as_bytes(), Api::OpenAi, user).unwrap_err();
+                assert_eq!(refused.reason, Reason::InvalidBody, "{body}");
+                assert_eq!(
+                    refused.detail,
+                    "a key the gateway sets appears twice in the body"
+                );
+            }
+        }
+        for body in [
+            r#"{"metadata":{"user_id":"a","user_id":"b"}}"#,
+            r#"{"metadata":{"user_id":"a","user\u005fid":"b"}}"#,
+            r#"{"metadata":{},"metadata":{"user_id":"b"}}"#,
+        ] {
+            let refused = scope_of(body.as_bytes(), Api::Anthropic, None).unwrap_err();
+            assert_eq!(refused.reason, Reason::InvalidBody, "{body}");
+        }
+        // Keys the gateway does not set may repeat (the provider reads them as it likes).
+        assert!(
+            scope_of(br#"{"model":"a","model":"b"}"#, Api::OpenAi, None).is_ok_and(|b| b.is_some())
+        );
+    }
+
+    #[test]
+    fn bodies_are_read_as_a_map_of_values_reads_them() {
+        // A body serde_json reads as a map of values gets scoped; any other is left to the
+        // provider (None): the members this module reads must not widen or narrow that.
+        let deep_array = format!(r#"{{"d":{}{}}}"#, "[".repeat(126), "]".repeat(126));
+        let deep_object = format!(r#"{{"d":{}1{}}}"#, r#"{"k":"#.repeat(126), "}".repeat(126));
+        let bodies: Vec<Vec<u8>> = [
+            "[]",
+            "\"s\"",
+            "1",
+            "null",
+            "",
+            "{}x",
+            "{\"a\":1,}",
+            "{\"a\":01}",
+            r#"{"a":1e400}"#,
+            r#"{"a":[1e400]}"#,
+            r#"{"a":"\ud800"}"#,
+            r#"{"\udc00":1}"#,
+            r#"{"prompt_cache_key":"\ud800"}"#,
+            r#"{"a":18446744073709551616}"#,
+            r#"{"a":{"b":"\u00e9"},"user":null}"#,
+            r#"{"a":"\x"}"#,
+        ]
+        .iter()
+        .map(|b| b.as_bytes().to_vec())
+        .chain([
+            b"{\"a\":\"\xff\"}".to_vec(),
+            b"{\"\xc3\xa9\":\"\xc3\xa9\"}".to_vec(),
+            deep_array.clone().into_bytes(),
+            deep_array
+                .replacen('[', "[[", 1)
+                .replacen(']', "]]", 1)
+                .into_bytes(),
+            deep_object.clone().into_bytes(),
+            deep_object
+                .replacen(':', r#":{"k":"#, 1)
+                .replacen('}', "}}", 1)
+                .into_bytes(),
+        ])
+        .collect();
+        // serde_json's depth limit: the deepest body it reads, and one level more.
+        let depths: Vec<bool> = bodies[bodies.len() - 4..]
+            .iter()
+            .map(|b| crate::policy::json::from_slice::<Map<String, Value>>(b).is_ok())
+            .collect();
+        assert_eq!(depths, [true, false, true, false]);
+        for body in &bodies {
+            let as_map = crate::policy::json::from_slice::<Map<String, Value>>(body).is_ok();
+            for api in [Api::OpenAi, Api::Anthropic] {
+                let scoped = scope_of(body, api, None).unwrap();
+                assert_eq!(
+                    scoped.is_some(),
+                    as_map,
+                    "{:?}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_body_is_scoped_in_place() {
+        let message = r#"{"role":"user","content":"Summarise the quarterly report."}"#;
+        let messages = vec![message; 40_000].join(",");
+        let body = format!(r#"{{"model":"gpt-4o","messages":[{messages}],"user":"bob"}}"#);
+        assert!(body.len() > 2 << 20);
+        let out = scope_of(body.as_bytes(), Api::OpenAi, Some("alice"))
+            .unwrap()
+            .unwrap();
+        let alice = "tg-819c5dc795c15a26236dbe0eb2784994";
+        let head = body.strip_suffix(r#""bob"}"#).unwrap();
+        let cache = scoped("{}", Api::OpenAi, "acme", None)["prompt_cache_key"].clone();
+        assert_eq!(
+            out,
+            format!(
+                r#"{head}"{alice}","prompt_cache_key":"{}","safety_identifier":"{alice}"}}"#,
+                cache.as_str().unwrap()
+            )
+        );
     }
 }
