@@ -248,6 +248,56 @@ def test_prompt_cache_keys_and_user_identifiers_are_scoped_to_the_tenant(gateway
     assert user_id == acme["safety_identifier"]
 
 
+UNSCOPABLE = [
+    # Bodies serde_json cannot read, which a lenient provider might: a number out of range, a
+    # lone surrogate, nesting past 128 levels.
+    '{"model":"gpt-4o","messages":[],"prompt_cache_key":"mine","safety_identifier":"raw-user",'
+    '"temperature":1e400}',
+    '{"model":"gpt-4o","messages":[],"prompt_cache_key":"mine","user":"\\ud800"}',
+    '{"model":"gpt-4o","messages":[],"prompt_cache_key":"mine","metadata":'
+    + "[" * 130 + "]" * 130 + "}",
+]
+
+
+@pytest.mark.parametrize("body", UNSCOPABLE, ids=["1e400", "surrogate", "deep"])
+@pytest.mark.parametrize("http2", [False, True], ids=["h1", "h2"])
+def test_a_body_whose_cache_cannot_be_scoped_never_reaches_the_upstream(gateway, upstream,
+                                                                       tokens, body, http2):
+    """A body the gateway cannot read would reach the provider with the client's own cache key
+    and identifiers: it is refused with invalid_body, over HTTP/1.1 and HTTP/2 (in pieces)."""
+    proxy = gateway()
+    headers = {"content-type": "application/json"}
+    if http2:
+        resp = H2Client(proxy.listener_port).request("POST", "/v1/chat/completions",
+                                                     token=tokens["acme"], body=body,
+                                                     headers=headers, pieces=3)
+    else:
+        resp = proxy.client.post(token=tokens["acme"], body=body, headers=headers)
+    assert resp.status == 400, resp
+    assert json.loads(resp.body)["error"]["code"] == "invalid_body", resp
+    assert upstream.started(resp.request_id) == []
+
+
+def test_a_json_body_labelled_otherwise_is_still_scoped(gateway_factory, keys, upstream,
+                                                        tokens):
+    """The content-type does not decide whether a chat body is scoped: one sent as text/plain
+    reaches the upstream with the tenant's cache key, and over usage.max_body_bytes it is
+    refused rather than sent on unread."""
+    config = gateway_config(keys, dict(TENANTS), usage={"max_body_bytes": 4096})
+    proxy = gateway_factory(config, name="isolation-text-bodies")
+    body = {"model": "gpt-4o", "messages": [], "prompt_cache_key": "mine"}
+    text = {"content-type": "text/plain"}
+    resp = proxy.client.post(token=tokens["acme"], body=json.dumps(body), headers=text)
+    assert resp.status == 200, resp
+    sent = json.loads(upstream.received(resp.request_id).body)
+    assert sent["prompt_cache_key"].startswith("tg-"), sent
+    big = dict(body, messages=[{"role": "user", "content": "x" * 8000}])
+    resp = proxy.client.post(token=tokens["acme"], body=json.dumps(big), headers=text)
+    assert resp.status == 413, resp
+    assert json.loads(resp.body)["error"]["code"] == "body_too_large", resp
+    assert upstream.started(resp.request_id) == []
+
+
 def test_prompt_cache_scoping_can_be_turned_off(gateway, upstream, tokens):
     proxy = gateway(prompt_cache="off")
     body = {"model": "gpt-4o", "messages": [], "prompt_cache_key": "k"}

@@ -273,9 +273,12 @@ impl Stream {
                 .is_some_and(|g| g.extra_entries.contains(&ExtraEntry::Model) || g.lease.is_some());
         // A JSON body may name objects: it is decided before the upstream sees it.
         // A capped request must be read whole: its limit cannot be set otherwise.
+        // A body whose prompt cache is scoped is read whatever its content-type: those APIs
+        // take JSON only, and one the gateway cannot read is refused, never sent unscoped.
         let must_read = clamp.is_some()
             || reads_model
-            || (setup.json_body && (setup.objects.is_some() || setup.cache_scope.is_some()));
+            || setup.cache_scope.is_some()
+            || (setup.json_body && setup.objects.is_some());
         let wants_held = body_may_change || token_check_waits || must_read;
         let users = match rules.global {
             Some(global) if global.lease.is_none() => setup.user_quotas,
@@ -590,8 +593,7 @@ impl Stream {
                 user: scope.user.as_deref(),
             };
             match prompt_cache::scope(current, scope.api, &tenant_scope) {
-                Ok(Some(new)) => rewritten = Some(new),
-                Ok(None) => {}
+                Ok(new) => rewritten = Some(new),
                 Err(refusal) => {
                     return self.refuse(refusal_of(refusal.reason, refusal.detail), rules);
                 }

@@ -54,11 +54,16 @@ pub struct Scope<'a> {
     pub user: Option<&'a str>,
 }
 
-/// The body with its cache key and user identifiers scoped to the tenant; `Ok(None)` for a
-/// body that is not a JSON object (the provider refuses it anyway).
-pub fn scope(body: &[u8], api: Api, scope: &Scope<'_>) -> Result<Option<Vec<u8>>, PathRefusal> {
+/// The body with its cache key and user identifiers scoped to the tenant. A body that is not a
+/// JSON object serde_json reads (not JSON; a number out of range, a lone surrogate, nesting
+/// past its depth limit) is refused: sent on unscoped, it would reach a lenient provider with
+/// the client's own key and identifiers.
+pub fn scope(body: &[u8], api: Api, scope: &Scope<'_>) -> Result<Vec<u8>, PathRefusal> {
     let Ok(fields) = crate::policy::json::from_slice::<Fields>(body) else {
-        return Ok(None);
+        return Err(PathRefusal::new(
+            Reason::InvalidBody,
+            "the body is not a JSON object the gateway can read",
+        ));
     };
     let tags = Tags {
         keyed: HMAC::new(scope.key),
@@ -80,7 +85,7 @@ pub fn scope(body: &[u8], api: Api, scope: &Scope<'_>) -> Result<Option<Vec<u8>>
         }
         Api::Anthropic => json_edit::set(body, &["metadata", "user_id"], &user_tag),
     };
-    edited.map(Some).map_err(|e| {
+    edited.map_err(|e| {
         PathRefusal::new(
             Reason::InvalidBody,
             match e {
@@ -277,7 +282,7 @@ mod tests {
             tenant,
             user,
         };
-        let out = scope(body.as_bytes(), api, &s).unwrap().unwrap();
+        let out = scope(body.as_bytes(), api, &s).unwrap();
         serde_json::from_slice(&out).unwrap()
     }
 
@@ -336,7 +341,8 @@ mod tests {
         let body = br#"{"prompt_cache_key":"a","prompt_cache_key":"b"}"#;
         let refused = scope(body, Api::OpenAi, &s).unwrap_err();
         assert_eq!(refused.reason, Reason::InvalidBody);
-        assert_eq!(scope(b"not json", Api::OpenAi, &s).unwrap(), None);
+        let unreadable = scope(b"not json", Api::OpenAi, &s).unwrap_err();
+        assert_eq!(unreadable.reason, Reason::InvalidBody);
     }
 
     #[test]
@@ -349,13 +355,13 @@ mod tests {
         assert_eq!(api("POST", "/v1/embeddings"), None);
     }
 
-    fn scope_of(body: &[u8], api: Api, user: Option<&str>) -> Result<Option<String>, PathRefusal> {
+    fn scope_of(body: &[u8], api: Api, user: Option<&str>) -> Result<String, PathRefusal> {
         let s = Scope {
             key: &KEY,
             tenant: "acme",
             user,
         };
-        scope(body, api, &s).map(|out| out.map(|b| String::from_utf8(b).unwrap()))
+        scope(body, api, &s).map(|b| String::from_utf8(b).unwrap())
     }
 
     #[test]
@@ -364,16 +370,14 @@ mod tests {
         // tenant's prompt cache and renames every end user at the provider).
         assert_eq!(
             scope_of(br#"{"prompt_cache_key":"mine"}"#, Api::OpenAi, Some("alice")),
-            Ok(Some(
+            Ok(
                 r#"{"prompt_cache_key":"tg-e5bf336b7d8688e8a9e3ba2856821262","safety_identifier":"tg-819c5dc795c15a26236dbe0eb2784994"}"#
                     .into()
-            ))
+            )
         );
         assert_eq!(
             scope_of(b"{}", Api::Anthropic, None),
-            Ok(Some(
-                r#"{"metadata":{"user_id":"tg-3fdfda3a4f24b9566fc861c31d9659e6"}}"#.into()
-            ))
+            Ok(r#"{"metadata":{"user_id":"tg-3fdfda3a4f24b9566fc861c31d9659e6"}}"#.into())
         );
         let mac = hmac_sha256::HMAC::mac(b"cache\0acme\0mine", KEY);
         let hex: String = mac.iter().take(16).map(|b| format!("{b:02x}")).collect();
@@ -387,7 +391,6 @@ mod tests {
             Api::OpenAi,
             None,
         )
-        .unwrap()
         .unwrap();
         let nobody = "tg-3fdfda3a4f24b9566fc861c31d9659e6";
         let cache = scoped("{}", Api::OpenAi, "acme", None)["prompt_cache_key"].clone();
@@ -447,15 +450,14 @@ mod tests {
             assert_eq!(refused.reason, Reason::InvalidBody, "{body}");
         }
         // Keys the gateway does not set may repeat (the provider reads them as it likes).
-        assert!(
-            scope_of(br#"{"model":"a","model":"b"}"#, Api::OpenAi, None).is_ok_and(|b| b.is_some())
-        );
+        assert!(scope_of(br#"{"model":"a","model":"b"}"#, Api::OpenAi, None).is_ok());
     }
 
     #[test]
     fn bodies_are_read_as_a_map_of_values_reads_them() {
-        // A body serde_json reads as a map of values gets scoped; any other is left to the
-        // provider (None): the members this module reads must not widen or narrow that.
+        // A body serde_json reads as a map of values gets scoped; any other is refused (sent
+        // on, it would reach the provider unscoped): the members this module reads must not
+        // widen or narrow that.
         let deep_array = format!(r#"{{"d":{}{}}}"#, "[".repeat(126), "]".repeat(126));
         let deep_object = format!(r#"{{"d":{}1{}}}"#, r#"{"k":"#.repeat(126), "}".repeat(126));
         let bodies: Vec<Vec<u8>> = [
@@ -502,13 +504,16 @@ mod tests {
         for body in &bodies {
             let as_map = crate::policy::json::from_slice::<Map<String, Value>>(body).is_ok();
             for api in [Api::OpenAi, Api::Anthropic] {
-                let scoped = scope_of(body, api, None).unwrap();
+                let scoped = scope_of(body, api, None);
                 assert_eq!(
-                    scoped.is_some(),
+                    scoped.is_ok(),
                     as_map,
                     "{:?}",
                     String::from_utf8_lossy(body)
                 );
+                if let Err(refused) = scoped {
+                    assert_eq!(refused.reason, Reason::InvalidBody);
+                }
             }
         }
     }
@@ -519,9 +524,7 @@ mod tests {
         let messages = vec![message; 40_000].join(",");
         let body = format!(r#"{{"model":"gpt-4o","messages":[{messages}],"user":"bob"}}"#);
         assert!(body.len() > 2 << 20);
-        let out = scope_of(body.as_bytes(), Api::OpenAi, Some("alice"))
-            .unwrap()
-            .unwrap();
+        let out = scope_of(body.as_bytes(), Api::OpenAi, Some("alice")).unwrap();
         let alice = "tg-819c5dc795c15a26236dbe0eb2784994";
         let head = body.strip_suffix(r#""bob"}"#).unwrap();
         let cache = scoped("{}", Api::OpenAi, "acme", None)["prompt_cache_key"].clone();

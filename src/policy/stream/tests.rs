@@ -1283,6 +1283,45 @@ mod isolation {
         assert_eq!(body, br#"{"data":[{"id":"resp_acme"}]}"#);
     }
 
+    /// A body whose prompt cache is scoped never goes on unscoped: one the gateway cannot read
+    /// is refused, and so is one over the cap, whatever content-type it claims.
+    #[test]
+    fn a_body_that_cannot_be_scoped_is_refused() {
+        let (usage, pricing) = rules_without_global();
+        let rules = local_rules(&usage, &pricing);
+        let scoped = |json_body: bool| Setup {
+            cache_scope: Some(CacheScope {
+                api: Api::OpenAi,
+                tenant: "acme".into(),
+                user: None,
+            }),
+            json_body,
+            ..setup(true, true)
+        };
+        for body in [
+            &br#"{"model":"gpt-4o","prompt_cache_key":"mine","temperature":1e400}"#[..],
+            br#"{"model":"gpt-4o","prompt_cache_key":"mine","user":"\ud800"}"#,
+            b"prompt_cache_key=mine",
+        ] {
+            for json_body in [true, false] {
+                let (mut stream, _) = Stream::admit(scoped(json_body), &rules);
+                let effects = stream.on(Event::RequestBody(body), &rules);
+                assert_eq!(effects.new_body, None);
+                let refusal = effects.refuse.expect("refused");
+                assert_eq!(refusal.reason, Reason::InvalidBody);
+            }
+        }
+        let (mut stream, _) = Stream::admit(scoped(false), &rules);
+        let effects = stream.on(
+            Event::RequestData {
+                size: usage.max_body_bytes + 1,
+                end: false,
+            },
+            &rules,
+        );
+        assert_eq!(effects.refuse.unwrap().reason, Reason::BodyTooLarge);
+    }
+
     #[test]
     fn bodies_get_tenant_cache_keys_and_json_bodies_over_the_cap_are_refused() {
         let (usage, pricing) = rules_without_global();
