@@ -1312,14 +1312,19 @@ mod isolation {
             }
         }
         let (mut stream, _) = Stream::admit(scoped(false), &rules);
-        let effects = stream.on(
+        let effects = over_the_cap(&mut stream, &rules);
+        assert_eq!(effects.refuse.unwrap().reason, Reason::BodyTooLarge);
+    }
+
+    /// The first data of a body larger than `usage.max_body_bytes`.
+    fn over_the_cap(stream: &mut Stream, rules: &Rules<'_>) -> Effects {
+        stream.on(
             Event::RequestData {
-                size: usage.max_body_bytes + 1,
+                size: rules.usage.max_body_bytes + 1,
                 end: false,
             },
-            &rules,
-        );
-        assert_eq!(effects.refuse.unwrap().reason, Reason::BodyTooLarge);
+            rules,
+        )
     }
 
     #[test]
@@ -1350,13 +1355,7 @@ mod isolation {
             .unwrap()
             .starts_with("tg-"));
         let (mut stream, _) = Stream::admit(scoped(), &rules);
-        let effects = stream.on(
-            Event::RequestData {
-                size: usage.max_body_bytes + 1,
-                end: false,
-            },
-            &rules,
-        );
+        let effects = over_the_cap(&mut stream, &rules);
         assert_eq!(effects.refuse.unwrap().reason, Reason::BodyTooLarge);
         let (mut stream, _) = Stream::admit(
             Setup {
@@ -1365,13 +1364,7 @@ mod isolation {
             },
             &rules,
         );
-        let effects = stream.on(
-            Event::RequestData {
-                size: usage.max_body_bytes + 1,
-                end: false,
-            },
-            &rules,
-        );
+        let effects = over_the_cap(&mut stream, &rules);
         assert!(effects.refuse.is_none(), "an upload passes unread");
     }
 }
