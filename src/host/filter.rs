@@ -221,9 +221,10 @@ impl Filter {
             Some(sent) => sent.clone(),
             None => String::from_utf8_lossy(request.path).into_owned(),
         };
-        // Only a body that may name objects or a cache key is asked what it is.
+        // Only a body that may name objects is asked what it is (one whose prompt cache is
+        // scoped is read whatever it says).
         let json_body = !end_of_stream
-            && (admission.objects.is_some() || admission.cache_scope.is_some())
+            && admission.objects.is_some()
             && request_header("content-type").is_none_or(|t| {
                 String::from_utf8_lossy(&t)
                     .to_ascii_lowercase()

@@ -124,7 +124,7 @@ pub struct Setup<'a> {
     pub cache_scope: Option<CacheScope>,
     /// Mark answers private for HTTP caches.
     pub private_cache: bool,
-    /// The body is JSON (or says nothing of its type).
+    /// The body is JSON (or says nothing of its type): read for the objects it names.
     pub json_body: bool,
     /// The tenant's limits are in shadow mode: the rate-limit service's refusals are only
     /// recorded.
